@@ -1,0 +1,40 @@
+# The two commands a newcomer needs are `make models` and `make test` (see README.md).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA_DIR ?= $(if $(TRAINING_DATA_DIR),$(TRAINING_DATA_DIR),$(wildcard ../shared/datasets))
+WEIGHTS ?= $(if $(wildcard $(DATA_DIR)/weights/mobilenet_v2_1.0_no_top_imagenet_int8dq.weights.h5),$(DATA_DIR)/weights/mobilenet_v2_1.0_no_top_imagenet_int8dq.weights.h5,imagenet)
+DATA_FLAG := $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
+
+.PHONY: install models models-quick test lint format clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[train,serve,dev]"
+
+# Full training of all four models into ./models (about an hour on 2 cores).
+models: install
+	$(BIN)/python -m training train all $(DATA_FLAG) --weights $(WEIGHTS) --out models
+
+# The quick profile: same artifacts in a few minutes.
+models-quick: install
+	$(BIN)/python -m training train all --quick $(DATA_FLAG) --weights $(WEIGHTS) --out models
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	TRAINING_DATA_DIR=$(abspath $(DATA_DIR)) $(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

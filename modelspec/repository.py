@@ -1,0 +1,72 @@
+"""The model repository layout: ``<root>/<model>/<version>/`` with ``manifest.json``.
+
+Versions are positive integers; a folder whose name is not one (a staging folder, say) is
+never a version, so a half-written export can never be loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "manifest.json"
+MODEL_CARD = "model_card.md"
+KERAS_MODEL = "model.keras"
+SAVED_MODEL_DIR = "saved_model"
+
+
+def versions(root: Path, name: str) -> list[int]:
+    """Published versions of one model, oldest first."""
+    model_dir = root / name
+    if not model_dir.is_dir():
+        return []
+    found = [
+        int(p.name)
+        for p in model_dir.iterdir()
+        if p.is_dir() and p.name.isdigit() and (p / MANIFEST).is_file()
+    ]
+    return sorted(found)
+
+
+def latest_version(root: Path, name: str) -> int | None:
+    found = versions(root, name)
+    return found[-1] if found else None
+
+
+def version_dir(root: Path, name: str, version: int) -> Path:
+    return root / name / str(version)
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    return json.loads((directory / MANIFEST).read_text())
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def hash_tree(directory: Path) -> dict[str, str]:
+    """sha256 of every file below ``directory`` except the manifest, by relative path."""
+    return {
+        path.relative_to(directory).as_posix(): sha256_file(path)
+        for path in sorted(directory.rglob("*"))
+        if path.is_file() and path.name != MANIFEST
+    }
+
+
+def verify_files(directory: Path, manifest: dict[str, Any]) -> list[str]:
+    """Problems found comparing files on disk with the manifest's hashes; empty when intact."""
+    problems = []
+    for relative, expected in manifest["files"].items():
+        path = directory / relative
+        if not path.is_file():
+            problems.append(f"{relative}: missing")
+        elif sha256_file(path) != expected:
+            problems.append(f"{relative}: sha256 mismatch")
+    return problems

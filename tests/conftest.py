@@ -1,0 +1,72 @@
+"""Shared fixtures: the real local datasets and one quick-profile model repository."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+WEIGHTS_NAME = "weights/mobilenet_v2_1.0_no_top_imagenet_int8dq.weights.h5"
+
+
+def find_data_dir() -> Path:
+    configured = os.environ.get("TRAINING_DATA_DIR")
+    candidates = [Path(configured)] if configured else [ROOT.parent / "shared" / "datasets"]
+    for candidate in candidates:
+        if (candidate / "mnist.npz").is_file():
+            return candidate.resolve()
+    raise RuntimeError(
+        f"no datasets found at {candidates[0]}: set TRAINING_DATA_DIR to a folder holding "
+        "mnist.npz, bank-marketing/ and flowers/ (see README.md)"
+    )
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return find_data_dir()
+
+
+@pytest.fixture(scope="session")
+def weights_file(data_dir: Path) -> str:
+    path = data_dir / WEIGHTS_NAME
+    return str(path) if path.is_file() else "none"
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    """The real command line, in a fresh process, as a user would run it."""
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "training", *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def quick_repository(
+    tmp_path_factory: pytest.TempPathFactory, data_dir: Path, weights_file: str
+) -> Path:
+    """`train all --quick` once per session: the artifacts most tests inspect."""
+    out = tmp_path_factory.mktemp("repository")
+    result = run_cli(
+        "train",
+        "all",
+        "--quick",
+        "--data-dir",
+        str(data_dir),
+        "--out",
+        str(out),
+        "--weights",
+        weights_file,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return out

@@ -1,0 +1,102 @@
+"""Bad input to the command line: a clear message, a non-zero exit, and nothing published."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from tests.conftest import run_cli
+
+# Any download attempt fails at once, whether or not this machine has a network.
+OFFLINE = {"https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"}
+
+
+def _published(out: Path) -> list[str]:
+    return sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) if out.exists() else []
+
+
+def test_a_missing_data_dir_is_named(tmp_path: Path) -> None:
+    out = tmp_path / "models"
+    result = run_cli("train", "digits", "--data-dir", str(tmp_path / "nowhere"), "--out", str(out))
+    assert result.returncode == 1
+    assert "nowhere does not exist (--data-dir)" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_an_unknown_model_name_lists_the_choices(tmp_path: Path) -> None:
+    result = run_cli("train", "cats", "--data-dir", str(tmp_path), "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert "invalid choice: 'cats'" in result.stderr and "digits" in result.stderr
+
+
+def test_a_dataset_that_cannot_be_downloaded_names_the_file(tmp_path: Path) -> None:
+    out = tmp_path / "models"
+    result = run_cli(
+        "train", "digits", "--quick", "--data-dir", str(tmp_path), "--out", str(out), env=OFFLINE
+    )
+    assert result.returncode == 1
+    assert f"{tmp_path / 'mnist.npz'} is missing and could not be downloaded" in result.stderr
+    assert "storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz" in result.stderr
+    assert _published(out) == []
+    assert [p.name for p in tmp_path.iterdir() if p.name != "models"] == []
+
+
+def test_a_corrupt_csv_row_stops_training_without_output(data_dir: Path, tmp_path: Path) -> None:
+    bank_dir = tmp_path / "data" / "bank-marketing"
+    bank_dir.mkdir(parents=True)
+    lines = (data_dir / "bank-marketing" / "bank-full.csv").read_text().splitlines()
+    lines[100] = lines[100].replace(";", ";;", 1)
+    (bank_dir / "bank-full.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "models"
+    result = run_cli(
+        "train", "bank", "--quick", "--data-dir", str(tmp_path / "data"), "--out", str(out)
+    )
+    assert result.returncode == 1
+    assert "bank-full.csv:101: 18 fields, expected 17" in result.stderr
+    assert _published(out) == []
+
+
+def test_a_failed_export_leaves_no_half_written_version(data_dir: Path, tmp_path: Path) -> None:
+    mnist_only = tmp_path / "data"
+    mnist_only.mkdir()
+    (mnist_only / "mnist.npz").symlink_to(data_dir / "mnist.npz")
+    out = tmp_path / "models"
+    # Opset 1 predates every operator of the network, so tf2onnx fails after training.
+    result = run_cli(
+        "train",
+        "digits",
+        "--quick",
+        "--data-dir",
+        str(mnist_only),
+        "--out",
+        str(out),
+        "--opset",
+        "1",
+    )
+    assert result.returncode == 1
+    assert "tf2onnx failed" in result.stderr
+    assert _published(out) == ["digits"]
+
+
+def test_export_refuses_a_file_that_is_not_a_keras_model(tmp_path: Path) -> None:
+    bogus = tmp_path / "model.keras"
+    bogus.write_bytes(b"PK\x03\x04 not a zip")
+    result = run_cli("export", "--model", str(bogus), "--out", str(tmp_path / "models"))
+    assert result.returncode == 1
+    assert "is not a loadable Keras model" in result.stderr
+    assert not (tmp_path / "models").exists()
+
+
+def test_evaluate_reports_a_tampered_artifact(
+    quick_repository: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "repository"
+    shutil.copytree(quick_repository / "digits", copy / "digits")
+    onnx_file = copy / "digits" / "1" / "model.onnx"
+    data = bytearray(onnx_file.read_bytes())
+    data[-100] ^= 0xFF
+    onnx_file.write_bytes(bytes(data))
+    result = run_cli("evaluate", "--repository", str(copy), "--data-dir", str(data_dir))
+    assert result.returncode == 1
+    assert "model.onnx: sha256 mismatch" in result.stdout

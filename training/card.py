@@ -1,0 +1,82 @@
+"""The model card: what the model is for, how it was trained, how well it does, and its limits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def metrics_table(metrics: dict[str, Any]) -> str:
+    """Scalar metrics as a Markdown table (nested tables and matrices are left to the plots)."""
+    rows = [f"| {k} | {_fmt(v)} |" for k, v in metrics.items() if isinstance(v, int | float | str)]
+    return "\n".join(["| metric | value |", "|---|---|", *rows])
+
+
+def per_class_table(per_class: dict[str, dict[str, float]]) -> str:
+    rows = [
+        f"| {label} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
+        for label, m in per_class.items()
+    ]
+    return "\n".join(
+        ["| class | precision | recall | F1 | support |", "|---|---|---|---|---|", *rows]
+    )
+
+
+def _tensor(t: dict[str, Any]) -> str:
+    return f"{t['name']} {t['shape']} {t['dtype']}"
+
+
+def _signature_line(name: str, signature: dict[str, Any]) -> str:
+    inputs = ", ".join(_tensor(t) for t in signature["inputs"])
+    outputs = ", ".join(_tensor(t) for t in signature["outputs"])
+    return f"- `{name}`: {inputs} -> {outputs} (`{signature['onnx']}`)"
+
+
+def render(
+    manifest: dict[str, Any],
+    title: str,
+    intended_use: str,
+    figures: list[tuple[str, str]],
+    sections: list[tuple[str, str]],
+    notes: list[str],
+) -> str:
+    training = manifest["training"]
+    parity = manifest["parity"]
+    signatures = "\n".join(_signature_line(name, s) for name, s in manifest["signatures"].items())
+    parity_lines = "\n".join(
+        f"- `{name}`: {r['inputs']} inputs, max |diff| SavedModel "
+        f"{r['max_abs_diff']['saved_model']:.2e}, ONNX {r['max_abs_diff']['onnx']:.2e}"
+        for name, r in parity["signatures"].items()
+    )
+    parts = [
+        f"# Model card: {title}",
+        f"`{manifest['name']}` version {manifest['version']}, created {manifest['created_at']}, "
+        f"profile **{training['profile']}**.",
+        "## Intended use\n" + intended_use,
+        "## Interface\n"
+        + signatures
+        + "\n\nPreprocessing:\n"
+        + "\n".join(
+            f"- {k}: {v}" for k, v in manifest["preprocessing"].items() if isinstance(v, str)
+        ),
+        "## Data\n" + "\n".join(f"- {k}: {v}" for k, v in manifest["data"].items()),
+        "## Training\n" + "\n".join(f"- {k}: {v}" for k, v in training.items()),
+        "## Test metrics\n" + metrics_table(manifest["metrics"]),
+    ]
+    if "per_class" in manifest["metrics"]:
+        parts.append("### Per class\n" + per_class_table(manifest["metrics"]["per_class"]))
+    parts += [f"## {heading}\n{body}" for heading, body in sections]
+    parts.append("## Plots\n" + "\n\n".join(f"### {c}\n![{c}]({f})" for c, f in figures))
+    parts.append(
+        f"## Export parity\nKeras, the SavedModel and ONNX Runtime on {parity['input_source']}; "
+        f"tolerance {parity['tolerance']}: **{'passed' if parity['passed'] else 'FAILED'}**.\n"
+        + parity_lines
+    )
+    if notes:
+        parts.append("## Caveats\n" + "\n".join(f"- {n}" for n in notes))
+    return "\n\n".join(parts) + "\n"

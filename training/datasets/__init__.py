@@ -1,0 +1,1 @@
+"""Dataset loaders: a local data directory first, the official download otherwise."""

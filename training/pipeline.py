@@ -1,0 +1,256 @@
+"""train -> export -> parity -> report -> publish, the same for every recipe."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from modelspec.repository import (
+    KERAS_MODEL,
+    MANIFEST,
+    MODEL_CARD,
+    SAVED_MODEL_DIR,
+    latest_version,
+    read_manifest,
+    verify_files,
+    version_dir,
+)
+from modelspec.tensors import signatures_from_manifest
+from training import card, plots
+from training.errors import TrainingError
+from training.export import (
+    PARITY_MIN_INPUTS,
+    Runtimes,
+    check_parity,
+    convert_to_onnx,
+    keras_runner,
+    onnx_runner,
+    saved_model_runner,
+    write_saved_model,
+)
+from training.publish import library_versions, now_iso, publish, staging_area
+from training.recipes.base import Dataset, Profile, Recipe, Trained
+from training.recipes.common import held_out_inputs
+
+log = logging.getLogger(__name__)
+
+
+def train_and_publish(
+    recipe: Recipe, data_dir: Path, out: Path, profile: Profile, opset: int
+) -> Path:
+    """Train one model and publish it as the next version under ``out``."""
+    started = time.monotonic()
+    log.info("%s: loading data from %s", recipe.name, data_dir)
+    data = recipe.load(data_dir, profile)
+    trained = recipe.train(data, profile)
+    manifest = base_manifest(recipe, trained, data, profile, time.monotonic() - started)
+    with staging_area(out, recipe.name) as stage:
+        trained.model.save(stage / KERAS_MODEL)
+        manifest["parity"] = export_all(
+            recipe,
+            trained.model,
+            stage,
+            opset,
+            recipe.parity_inputs(trained.model, held_out_inputs(data.test.x, data.validation.x)),
+            source="held-out inputs (the test split, then validation)",
+        )
+        figures = [
+            (
+                "Training curves",
+                plots.training_curves(trained.history, stage / "training_curves.png"),
+            )
+        ]
+        figures += recipe.figures(trained, data, stage)
+
+        def write_card(final: dict[str, Any], directory: Path) -> None:
+            text = card.render(
+                final,
+                recipe.title,
+                recipe.intended_use,
+                figures,
+                trained.card_sections,
+                trained.notes,
+            )
+            (directory / MODEL_CARD).write_text(text)
+
+        target = publish(stage, out, recipe.name, manifest, write_card)
+    log.info("%s: published %s (%.0f s)", recipe.name, target, time.monotonic() - started)
+    return target
+
+
+def export_all(
+    recipe: Recipe, model: Any, stage: Path, opset: int, parity_inputs: dict, source: str
+) -> dict[str, Any]:
+    """SavedModel and one ONNX file per signature, then the parity check across all three."""
+    endpoints = recipe.endpoints(model)
+    signatures = recipe.signatures_for(model)
+    write_saved_model(model, endpoints, signatures, stage / SAVED_MODEL_DIR)
+    for signature in signatures:
+        log.info("%s: converting signature '%s' to ONNX", recipe.name, signature.name)
+        convert_to_onnx(stage / SAVED_MODEL_DIR, signature, stage / signature.onnx_file, opset)
+    runtimes = Runtimes(
+        keras=keras_runner(endpoints),
+        saved_model=saved_model_runner(stage / SAVED_MODEL_DIR, signatures),
+        onnx=onnx_runner(stage, signatures),
+    )
+    report = check_parity(runtimes, parity_inputs, source)
+    report["opset"] = opset
+    return report
+
+
+def base_manifest(
+    recipe: Recipe, trained: Trained, data: Dataset, profile: Profile, seconds: float
+) -> dict[str, Any]:
+    return {
+        "name": recipe.name,
+        "version": None,
+        "created_at": now_iso(),
+        "title": recipe.title,
+        "signatures": {s.name: s.to_dict() for s in recipe.signatures_for(trained.model)},
+        "labels": list(data.labels),
+        "preprocessing": trained.preprocessing,
+        "metrics": trained.metrics,
+        "data": data.description,
+        "test_split": data.test_split,
+        "training": {
+            "profile": "quick" if profile.quick else "full",
+            "seed": profile.seed,
+            "seconds": round(seconds, 1),
+            **trained.training_config,
+        },
+        "notes": trained.notes,
+        "libraries": library_versions(),
+        **trained.manifest_extra,
+    }
+
+
+def reexport(model_path: Path, out: Path, opset: int, data_dir: Path | None) -> Path:
+    """Export an existing Keras model as a new version, reusing its manifest when beside it."""
+    import keras
+
+    from training.recipes import RECIPES
+
+    if not model_path.is_file():
+        raise TrainingError(f"{model_path} is not a file")
+    try:
+        model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
+    except Exception as error:  # Keras raises many types for a bad file
+        raise TrainingError(f"{model_path} is not a loadable Keras model ({error})") from None
+    recipe = RECIPES.get(model.name)
+    if recipe is None:
+        raise TrainingError(f"model name '{model.name}' is not one of {sorted(RECIPES)}")
+    manifest = _source_metadata(recipe, model, model_path)
+    manifest.update(
+        name=recipe.name,
+        created_at=now_iso(),
+        libraries=library_versions(),
+        signatures={s.name: s.to_dict() for s in recipe.signatures_for(model)},
+    )
+    manifest.setdefault("title", recipe.title)
+    inputs, source = _export_parity_inputs(recipe, model, manifest, data_dir)
+    with staging_area(out, recipe.name) as stage:
+        (stage / KERAS_MODEL).write_bytes(model_path.read_bytes())
+        manifest["parity"] = export_all(recipe, model, stage, opset, inputs, source)
+
+        def write_card(final: dict[str, Any], directory: Path) -> None:
+            text = card.render(
+                final, recipe.title, recipe.intended_use, [], [], final.get("notes", [])
+            )
+            (directory / MODEL_CARD).write_text(text)
+
+        return publish(stage, out, recipe.name, manifest, write_card)
+
+
+def _source_metadata(recipe: Recipe, model: Any, model_path: Path) -> dict[str, Any]:
+    beside = model_path.parent / MANIFEST
+    if beside.is_file():
+        source = json.loads(beside.read_text())
+        kept = (
+            "title",
+            "labels",
+            "preprocessing",
+            "metrics",
+            "data",
+            "test_split",
+            "training",
+            "decision",
+        )
+        manifest = {k: source[k] for k in kept if k in source}
+        manifest["notes"] = [
+            *source.get("notes", []),
+            f"Re-exported from {source['name']} version {source['version']}.",
+        ]
+        return manifest
+    manifest = recipe.standalone_metadata(model)
+    manifest.update(
+        metrics={},
+        data={"source": "unknown (exported without its manifest)"},
+        test_split={},
+        training={"profile": "unknown"},
+        notes=[
+            f"Exported from {model_path.name} without a training manifest: "
+            "no recorded metrics or test split."
+        ],
+    )
+    return manifest
+
+
+def _export_parity_inputs(
+    recipe: Recipe, model: Any, manifest: dict[str, Any], data_dir: Path | None
+) -> tuple[dict, str]:
+    """Real test inputs when the data is at hand, else inputs from the valid range."""
+    if data_dir is not None and manifest.get("test_split"):
+        held_out = held_out_inputs(recipe.load_test(data_dir, manifest).x)
+        return recipe.parity_inputs(model, held_out), "the recorded test split"
+    held_out = recipe.synthetic_input(model, manifest, PARITY_MIN_INPUTS)
+    return (
+        recipe.parity_inputs(model, held_out),
+        "random inputs from the valid input range (no data directory given)",
+    )
+
+
+def evaluate_repository(
+    root: Path, data_dir: Path, names: list[str], backend: str
+) -> list[dict[str, Any]]:
+    """Re-run each model's newest version on its recorded test split; one result per model."""
+    from training.recipes import RECIPES
+
+    results = []
+    for name in names:
+        version = latest_version(root, name)
+        if version is None:
+            results.append({"model": name, "error": f"no published version under {root}"})
+            continue
+        directory = version_dir(root, name, version)
+        manifest = read_manifest(directory)
+        problems = verify_files(directory, manifest)
+        if problems:
+            results.append(
+                {
+                    "model": name,
+                    "version": version,
+                    "error": "files do not match manifest: " + "; ".join(problems),
+                }
+            )
+            continue
+        signatures = signatures_from_manifest(manifest)
+        runner = (
+            onnx_runner(directory, signatures)
+            if backend == "onnx"
+            else saved_model_runner(directory / SAVED_MODEL_DIR, signatures)
+        )
+        recipe = RECIPES[name]
+        metrics = recipe.evaluate(runner, recipe.load_test(data_dir, manifest), manifest)
+        results.append(
+            {
+                "model": name,
+                "version": version,
+                "backend": backend,
+                "metrics": metrics,
+                "recorded": manifest["metrics"],
+            }
+        )
+    return results

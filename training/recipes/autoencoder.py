@@ -1,0 +1,168 @@
+"""MNIST autoencoder: 784-256-128-64-32-16 encoder, mirrored decoder, sigmoid output, BCE.
+
+Same architecture, optimiser and loss as the reference; it gets below the reference's 0.0950
+validation loss by training longer with the learning rate lowered on plateaus and the best
+epoch restored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelspec import autoencoder as spec
+from training import plots
+from training.datasets.mnist import (
+    indices_from_record,
+    load_mnist,
+    split_mnist,
+    test_split_record,
+)
+from training.export import KerasFn, keras_runner, run_batched
+from training.metrics import reconstruction_metrics
+from training.recipes.base import Dataset, Predict, Profile, Recipe, Split, Trained
+from training.recipes.common import history_dict
+
+ENCODER_UNITS = (256, 128, 64, 32)
+BATCH_SIZE = 128
+QUICK_SIZES = (3000, 500, 1000)
+
+
+def build_model() -> Any:
+    import keras
+    from keras import layers
+
+    pixels = keras.Input((spec.PIXELS,), name="pixels")
+    x = pixels
+    for units in ENCODER_UNITS:
+        x = layers.Dense(units, activation="relu")(x)
+    code = layers.Dense(spec.CODE_SIZE, name="code")(x)
+    encoder = keras.Model(pixels, code, name="encoder")
+
+    code_in = keras.Input((spec.CODE_SIZE,), name="code")
+    y = code_in
+    for units in reversed(ENCODER_UNITS):
+        y = layers.Dense(units, activation="relu")(y)
+    rebuilt = layers.Dense(spec.PIXELS, activation="sigmoid", name="reconstruction")(y)
+    decoder = keras.Model(code_in, rebuilt, name="decoder")
+
+    inputs = keras.Input((spec.PIXELS,), name="pixels")
+    return keras.Model(inputs, decoder(encoder(inputs)), name=spec.NAME)
+
+
+class AutoencoderRecipe(Recipe):
+    name = spec.NAME
+    title = "MNIST autoencoder (16-float code)"
+    intended_use = (
+        "Compresses a 28x28 MNIST-style digit to 16 floats (encode), rebuilds an image from "
+        "such a code (decode), or both (reconstruct): similarity search, denoising, anomaly "
+        "scores from reconstruction error. Only meaningful for inputs like MNIST digits."
+    )
+
+    def load(self, data_dir: Path, profile: Profile) -> Dataset:
+        mnist = load_mnist(data_dir)
+        split = split_mnist(mnist, profile.seed, QUICK_SIZES if profile.quick else None)
+        flat = spec.flatten_pixels
+        return Dataset(
+            # The target of an autoencoder is its input; y keeps the digit for the plots.
+            train=Split(flat(mnist.x_train[split.train]), mnist.y_train[split.train]),
+            validation=Split(
+                flat(mnist.x_train[split.validation]), mnist.y_train[split.validation]
+            ),
+            test=Split(flat(mnist.x_test[split.test]), mnist.y_test[split.test]),
+            labels=(),
+            description={
+                "source": "MNIST (Keras mnist.npz)",
+                "file": mnist.path.name,
+                "train": len(split.train),
+                "validation": len(split.validation),
+                "test": len(split.test),
+            },
+            test_split=test_split_record(mnist, split.test),
+        )
+
+    def train(self, data: Dataset, profile: Profile) -> Trained:
+        import keras
+
+        epochs = profile.epochs_or(full=150, quick=2)
+        model = build_model()
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+        callbacks = [
+            keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=5, min_lr=1e-5),
+            keras.callbacks.EarlyStopping(patience=15, restore_best_weights=True),
+        ]
+        history = model.fit(
+            data.train.x,
+            data.train.x,
+            validation_data=(data.validation.x, data.validation.x),
+            epochs=epochs,
+            batch_size=BATCH_SIZE,
+            callbacks=callbacks,
+            verbose=2 if profile.quick else 1,
+        )
+        curves = history_dict(history)
+        metrics = self.evaluate(keras_runner(self.endpoints(model)), data.test, {})
+        metrics["validation_loss"] = float(min(curves["val_loss"]))
+        return Trained(
+            model=model,
+            history=curves,
+            metrics=metrics,
+            preprocessing=spec.PREPROCESSING,
+            training_config={
+                "epochs_run": len(curves["loss"]),
+                "max_epochs": epochs,
+                "batch_size": BATCH_SIZE,
+                "optimizer": "Adam 1e-3, halved on 5-epoch plateaus",
+                "loss": "binary cross-entropy per pixel",
+                "early_stopping": "val_loss, patience 15, best epoch restored",
+            },
+        )
+
+    def endpoints(self, model: Any) -> dict[str, KerasFn]:
+        encoder, decoder = model.get_layer("encoder"), model.get_layer("decoder")
+        return {
+            "reconstruct": lambda x: {"reconstruction": model(x, training=False)},
+            "encode": lambda x: {"code": encoder(x, training=False)},
+            "decode": lambda x: {"reconstruction": decoder(x, training=False)},
+        }
+
+    def signatures_for(self, model: Any) -> tuple:
+        return spec.SIGNATURES
+
+    def standalone_metadata(self, model: Any) -> dict[str, Any]:
+        return {"labels": [], "preprocessing": spec.PREPROCESSING}
+
+    def load_test(self, data_dir: Path, manifest: dict[str, Any]) -> Split:
+        mnist = load_mnist(data_dir)
+        indices = indices_from_record(manifest["test_split"], mnist)
+        return Split(spec.flatten_pixels(mnist.x_test[indices]), mnist.y_test[indices])
+
+    def evaluate(self, predict: Predict, test: Split, manifest: dict[str, Any]) -> dict[str, Any]:
+        rebuilt = run_batched(predict, "reconstruct", test.x)["reconstruction"]
+        metrics = reconstruction_metrics(test.x, rebuilt)
+        # decode(encode(x)) must be the same function as reconstruct(x).
+        code = run_batched(predict, "encode", test.x)["code"]
+        chained = run_batched(predict, "decode", code)["reconstruction"]
+        metrics["encode_decode_max_abs_diff"] = float(np.max(np.abs(chained - rebuilt)))
+        return metrics
+
+    def parity_inputs(self, model: Any, held_out: np.ndarray) -> dict[str, np.ndarray]:
+        codes = np.asarray(model.get_layer("encoder")(held_out, training=False))
+        return {"reconstruct": held_out, "encode": held_out, "decode": codes}
+
+    def synthetic_input(self, model: Any, manifest: dict[str, Any], count: int) -> np.ndarray:
+        return np.random.default_rng(0).random((count, spec.PIXELS), np.float32)
+
+    def figures(self, trained: Trained, data: Dataset, out: Path) -> list[tuple[str, str]]:
+        # The first test image of each digit, so every class is shown once.
+        picks = [int(np.flatnonzero(data.test.y == d)[0]) for d in np.unique(data.test.y)][:10]
+        originals = data.test.x[picks]
+        rebuilt = np.asarray(trained.model(originals, training=False))
+        return [
+            (
+                "Ten test digits (top) and their reconstructions (bottom)",
+                plots.reconstructions(originals, rebuilt, out / "reconstructions.png"),
+            )
+        ]

@@ -1,0 +1,117 @@
+"""What every model recipe provides, so one pipeline can train, export and evaluate all four."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelspec import Signature
+from training.errors import TrainingError
+from training.export import KerasFn
+
+# Runs one signature on a float32 batch: (signature name, inputs) -> {output name: array}.
+Predict = Callable[[str, np.ndarray], dict[str, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How hard to train: the full recipe, or the quick one tests and CI use."""
+
+    quick: bool = False
+    epochs: int | None = None  # overrides the recipe's own count
+    seed: int = 42
+    weights: str = "imagenet"  # flowers only: "imagenet", "none" or a weights file
+
+    def pick(self, full: int, quick: int) -> int:
+        return quick if self.quick else full
+
+    def epochs_or(self, full: int, quick: int) -> int:
+        return self.epochs if self.epochs is not None else self.pick(full, quick)
+
+
+@dataclass
+class Split:
+    x: Any
+    y: np.ndarray
+
+
+@dataclass
+class Dataset:
+    train: Split
+    validation: Split
+    test: Split
+    labels: tuple[str, ...]
+    description: dict[str, Any]  # source file, hash, counts: goes into the manifest and card
+    test_split: dict[str, Any]  # exactly which examples are the test set
+    fitted: dict[str, Any] = field(default_factory=dict)  # fitted on train only (encoders)
+
+
+@dataclass
+class Trained:
+    """A fitted model and everything measured about it."""
+
+    model: Any
+    history: dict[str, list[float]]
+    metrics: dict[str, Any]
+    preprocessing: dict[str, Any]
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)  # test predictions for plots
+    notes: list[str] = field(default_factory=list)  # plain facts for the card (weights used...)
+    card_sections: list[tuple[str, str]] = field(default_factory=list)
+    training_config: dict[str, Any] = field(default_factory=dict)
+    manifest_extra: dict[str, Any] = field(default_factory=dict)  # e.g. a decision threshold
+
+
+class Recipe(ABC):
+    """One model: its data, architecture, training, evaluation and report."""
+
+    name: str
+    title: str
+    intended_use: str
+
+    @abstractmethod
+    def load(self, data_dir: Path, profile: Profile) -> Dataset:
+        """Read the data and make the seeded, stratified splits."""
+
+    @abstractmethod
+    def train(self, data: Dataset, profile: Profile) -> Trained:
+        """Build, fit and evaluate on the test split."""
+
+    @abstractmethod
+    def endpoints(self, model: Any) -> dict[str, KerasFn]:
+        """The Keras implementation of each exported signature."""
+
+    @abstractmethod
+    def signatures_for(self, model: Any) -> tuple[Signature, ...]:
+        """The exported signatures, with sizes read off the model (class count, features)."""
+
+    def standalone_metadata(self, model: Any) -> dict[str, Any]:
+        """Manifest fields for a Keras file exported without the manifest ``train`` wrote."""
+        raise TrainingError(
+            f"a '{self.name}' model needs the manifest.json that `train` wrote beside it "
+            "(its labels and preprocessing are not in the Keras file)"
+        )
+
+    @abstractmethod
+    def load_test(self, data_dir: Path, manifest: dict[str, Any]) -> Split:
+        """Exactly the test examples a manifest records, for re-evaluation."""
+
+    @abstractmethod
+    def evaluate(self, predict: Predict, test: Split, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Test metrics through ``predict`` (Keras, SavedModel or ONNX): one code path for all."""
+
+    @abstractmethod
+    def synthetic_input(self, model: Any, manifest: dict[str, Any], count: int) -> np.ndarray:
+        """Inputs from the valid range of the main signature, for exports without the data."""
+
+    def parity_inputs(self, model: Any, held_out: np.ndarray) -> dict[str, np.ndarray]:
+        """Inputs of every signature, from held-out inputs of the main one."""
+        return {s.name: held_out for s in self.signatures_for(model)}
+
+    @abstractmethod
+    def figures(self, trained: Trained, data: Dataset, out: Path) -> list[tuple[str, str]]:
+        """Write the model-specific PNGs; (caption, file name) for the card."""
