@@ -16,15 +16,18 @@ NAME = "flowers"
 IMAGE_SIZE = 128
 DEFAULT_LABELS: tuple[str, ...] = ("daisy", "dandelion", "rose", "sunflower", "tulip")
 
-SIGNATURES = (
-    Signature(
-        name="predict",
-        inputs=(TensorSpec("image", (None, IMAGE_SIZE, IMAGE_SIZE, 3)),),
-        # The number of classes comes from the training data; the manifest records it.
-        outputs=(TensorSpec("probabilities", (None, None)),),
-        onnx_file="model.onnx",
-    ),
-)
+
+def signatures(class_count: int) -> tuple[Signature, ...]:
+    """The class count comes from the training data's folders; the manifest records it."""
+    return (
+        Signature(
+            name="predict",
+            inputs=(TensorSpec("image", (None, IMAGE_SIZE, IMAGE_SIZE, 3)),),
+            outputs=(TensorSpec("probabilities", (None, class_count)),),
+            onnx_file="model.onnx",
+        ),
+    )
+
 
 PREPROCESSING = {
     "input": "float32 RGB values in [0, 255], shape (N, 128, 128, 3)",

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -79,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.log_json)
+    # A stopped job (SIGTERM from a scheduler) unwinds like Ctrl-C, so staging is cleaned up.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return _run(args)
     except TrainingError as error:
@@ -141,13 +144,20 @@ def _evaluate(args: argparse.Namespace, data_dir: Path) -> int:
         raise TrainingError(f"no models in {root}")
     _quiet_tensorflow()
     from training.pipeline import evaluate_repository
-    from training.report import print_evaluation
+    from training.report import find_drift, print_evaluation
 
     results = evaluate_repository(root, data_dir, names, args.backend)
+    for result in results:
+        if "metrics" in result:
+            result["drift"] = find_drift(result["metrics"], result["recorded"])
     print_evaluation(results)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(results, indent=2) + "\n")
     return 1 if any("error" in r or r.get("drift") for r in results) else 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _quiet_tensorflow() -> None:

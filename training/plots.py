@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 from sklearn import metrics as skm
 
 
@@ -30,6 +31,7 @@ def training_curves(history: dict[str, list[float]], path: Path) -> str:
             ax.plot(epochs, history[f"val_{name}"], label="validation")
         ax.set_title(name)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     return _save(fig, path)

@@ -8,9 +8,18 @@ from typing import Any
 DRIFT_TOLERANCE = 1e-3
 
 
-def compare(metrics: dict[str, Any], recorded: dict[str, Any]) -> list[tuple[str, float, Any]]:
-    """(metric, now, recorded) for each scalar metric."""
-    return [(k, v, recorded.get(k)) for k, v in metrics.items() if isinstance(v, int | float)]
+def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+
+
+def find_drift(metrics: dict[str, Any], recorded: dict[str, Any]) -> list[str]:
+    """Metrics whose recomputed value differs from the recorded one beyond the tolerance."""
+    before = _scalars(recorded)
+    return [
+        k
+        for k, v in _scalars(metrics).items()
+        if k in before and abs(v - before[k]) > DRIFT_TOLERANCE
+    ]
 
 
 def print_evaluation(results: list[dict[str, Any]]) -> None:
@@ -19,16 +28,11 @@ def print_evaluation(results: list[dict[str, Any]]) -> None:
         if "error" in result:
             print(f"{header}: ERROR {result['error']}")
             continue
+        recorded = _scalars(result["recorded"])
         print(f"{header} ({result['backend']})")
-        print(f"  {'metric':<16}{'now':>12}{'recorded':>12}")
-        drift = []
-        for name, now, recorded in compare(result["metrics"], result["recorded"]):
-            recorded_text = (
-                f"{recorded:12.4f}" if isinstance(recorded, int | float) else f"{'-':>12}"
-            )
-            print(f"  {name:<16}{now:12.4f}{recorded_text}")
-            if isinstance(recorded, int | float) and abs(now - recorded) > DRIFT_TOLERANCE:
-                drift.append(name)
-        result["drift"] = drift
-        if drift:
-            print(f"  DRIFT beyond {DRIFT_TOLERANCE}: {', '.join(drift)}")
+        print(f"  {'metric':<28}{'now':>12}{'recorded':>12}")
+        for name, now in _scalars(result["metrics"]).items():
+            before = f"{recorded[name]:12.4f}" if name in recorded else f"{'-':>12}"
+            print(f"  {name:<28}{now:12.4f}{before}")
+        if result["drift"]:
+            print(f"  DRIFT beyond {DRIFT_TOLERANCE}: {', '.join(result['drift'])}")

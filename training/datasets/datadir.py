@@ -59,6 +59,10 @@ def ensure(data_dir: Path, source: Source) -> Path:
     target = data_dir / source.target
     if target.exists():
         return target
+    if not os.access(data_dir, os.W_OK):
+        raise TrainingError(
+            f"{target} is missing, and {data_dir} is read-only so it cannot be downloaded there"
+        )
     with tempfile.TemporaryDirectory(dir=data_dir, prefix=".download-") as tmp:
         archive = Path(tmp) / Path(source.url).name
         _download(source.url, archive, needed=target)

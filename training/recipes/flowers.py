@@ -221,12 +221,7 @@ class FlowersRecipe(Recipe):
         return {"predict": lambda x: {"probabilities": model(x, training=False)}}
 
     def signatures_for(self, model: Any) -> tuple:
-        (signature,) = spec.SIGNATURES
-        classes = int(model.output_shape[-1])
-        output = signature.outputs[0].__class__("probabilities", (None, classes))
-        return (
-            signature.__class__(signature.name, signature.inputs, (output,), signature.onnx_file),
-        )
+        return spec.signatures(int(model.output_shape[-1]))
 
     def standalone_metadata(self, model: Any) -> dict[str, Any]:
         if int(model.output_shape[-1]) != len(spec.DEFAULT_LABELS):
