@@ -90,32 +90,28 @@ def test_a_class_folder_without_images_is_a_clear_error(tmp_path: Path) -> None:
         list_flowers(tmp_path)
 
 
-def test_a_corrupt_bank_row_is_named_by_its_line(data_dir: Path, tmp_path: Path) -> None:
+def _bank_csv_with(data_dir: Path, tmp_path: Path, row: int, edit) -> Path:
+    """The first rows of the real table with data row ``row`` changed by ``edit(fields)``."""
     lines = (data_dir / "bank-marketing" / "bank-full.csv").read_text().splitlines()[:20]
-    fields = lines[5].split(";")
-    fields[1] = '"astronaut"'
-    lines[5] = ";".join(fields)
+    lines[row] = ";".join(edit(lines[row].split(";")))
     path = tmp_path / "bank-full.csv"
     path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_corrupt_bank_row_is_named_by_its_line(data_dir: Path, tmp_path: Path) -> None:
+    path = _bank_csv_with(data_dir, tmp_path, 5, lambda f: [f[0], '"astronaut"', *f[2:]])
     with pytest.raises(TrainingError, match=r"bank-full\.csv:6: field 'job': unknown value"):
         read_bank_csv(path)
 
 
 def test_a_non_numeric_bank_value_is_named_by_its_line(data_dir: Path, tmp_path: Path) -> None:
-    lines = (data_dir / "bank-marketing" / "bank-full.csv").read_text().splitlines()[:10]
-    fields = lines[2].split(";")
-    fields[5] = "lots"
-    lines[2] = ";".join(fields)
-    path = tmp_path / "bank-full.csv"
-    path.write_text("\n".join(lines) + "\n")
+    path = _bank_csv_with(data_dir, tmp_path, 2, lambda f: [*f[:5], "lots", *f[6:]])
     with pytest.raises(TrainingError, match=r":3: field 'balance': got 'lots'"):
         read_bank_csv(path)
 
 
 def test_a_short_bank_row_is_named_by_its_line(data_dir: Path, tmp_path: Path) -> None:
-    lines = (data_dir / "bank-marketing" / "bank-full.csv").read_text().splitlines()[:10]
-    lines[3] = lines[3].rsplit(";", 2)[0]
-    path = tmp_path / "bank-full.csv"
-    path.write_text("\n".join(lines) + "\n")
+    path = _bank_csv_with(data_dir, tmp_path, 3, lambda f: f[:-2])
     with pytest.raises(TrainingError, match=r":4: 15 fields, expected 17"):
         read_bank_csv(path)

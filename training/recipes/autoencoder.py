@@ -14,20 +14,13 @@ import numpy as np
 
 from modelspec import autoencoder as spec
 from training import plots
-from training.datasets.mnist import (
-    indices_from_record,
-    load_mnist,
-    split_mnist,
-    test_split_record,
-)
 from training.export import KerasFn, keras_runner, run_batched
 from training.metrics import reconstruction_metrics
 from training.recipes.base import Dataset, Predict, Profile, Recipe, Split, Trained
-from training.recipes.common import history_dict
+from training.recipes.common import history_dict, mnist_dataset, mnist_test
 
 ENCODER_UNITS = (256, 128, 64, 32)
 BATCH_SIZE = 128
-QUICK_SIZES = (3000, 500, 1000)
 
 
 def build_model() -> Any:
@@ -62,26 +55,8 @@ class AutoencoderRecipe(Recipe):
     )
 
     def load(self, data_dir: Path, profile: Profile) -> Dataset:
-        mnist = load_mnist(data_dir)
-        split = split_mnist(mnist, profile.seed, QUICK_SIZES if profile.quick else None)
-        flat = spec.flatten_pixels
-        return Dataset(
-            # The target of an autoencoder is its input; y keeps the digit for the plots.
-            train=Split(flat(mnist.x_train[split.train]), mnist.y_train[split.train]),
-            validation=Split(
-                flat(mnist.x_train[split.validation]), mnist.y_train[split.validation]
-            ),
-            test=Split(flat(mnist.x_test[split.test]), mnist.y_test[split.test]),
-            labels=(),
-            description={
-                "source": "MNIST (Keras mnist.npz)",
-                "file": mnist.path.name,
-                "train": len(split.train),
-                "validation": len(split.validation),
-                "test": len(split.test),
-            },
-            test_split=test_split_record(mnist, split.test),
-        )
+        # The target of an autoencoder is its input; y keeps the digit for the plots.
+        return mnist_dataset(data_dir, profile, spec.flatten_pixels, ())
 
     def train(self, data: Dataset, profile: Profile) -> Trained:
         import keras
@@ -135,9 +110,7 @@ class AutoencoderRecipe(Recipe):
         return {"labels": [], "preprocessing": spec.PREPROCESSING}
 
     def load_test(self, data_dir: Path, manifest: dict[str, Any]) -> Split:
-        mnist = load_mnist(data_dir)
-        indices = indices_from_record(manifest["test_split"], mnist)
-        return Split(spec.flatten_pixels(mnist.x_test[indices]), mnist.y_test[indices])
+        return mnist_test(data_dir, manifest, spec.flatten_pixels)
 
     def evaluate(self, predict: Predict, test: Split, manifest: dict[str, Any]) -> dict[str, Any]:
         rebuilt = run_batched(predict, "reconstruct", test.x)["reconstruction"]

@@ -94,9 +94,8 @@ class BankRecipe(Recipe):
 
     def load(self, data_dir: Path, profile: Profile) -> Dataset:
         table = load_bank(data_dir)
-        rows = np.arange(len(table.labels))
-        if profile.quick:
-            rows = rows[stratified_subset(table.labels, QUICK_ROWS, profile.seed)]
+        quick_rows = QUICK_ROWS if profile.quick else len(table.labels)
+        rows = stratified_subset(table.labels, quick_rows, profile.seed)
         parts = [rows[p] for p in stratified_split(table.labels[rows], FRACTIONS, profile.seed)]
         records = {
             name: [table.records[i] for i in part]

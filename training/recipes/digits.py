@@ -14,19 +14,12 @@ import numpy as np
 
 from modelspec import digits as spec
 from training import plots
-from training.datasets.mnist import (
-    indices_from_record,
-    load_mnist,
-    split_mnist,
-    test_split_record,
-)
 from training.export import KerasFn, keras_runner, run_batched
 from training.metrics import classification_metrics
 from training.recipes.base import Dataset, Predict, Profile, Recipe, Split, Trained
-from training.recipes.common import history_dict
+from training.recipes.common import history_dict, mnist_dataset, mnist_test
 
 BATCH_SIZE = 128
-QUICK_SIZES = (3000, 500, 1000)
 
 
 def build_model() -> Any:
@@ -84,25 +77,7 @@ class DigitsRecipe(Recipe):
     )
 
     def load(self, data_dir: Path, profile: Profile) -> Dataset:
-        mnist = load_mnist(data_dir)
-        split = split_mnist(mnist, profile.seed, QUICK_SIZES if profile.quick else None)
-        scale = spec.scale_pixels
-        return Dataset(
-            train=Split(scale(mnist.x_train[split.train]), mnist.y_train[split.train]),
-            validation=Split(
-                scale(mnist.x_train[split.validation]), mnist.y_train[split.validation]
-            ),
-            test=Split(scale(mnist.x_test[split.test]), mnist.y_test[split.test]),
-            labels=spec.LABELS,
-            description={
-                "source": "MNIST (Keras mnist.npz)",
-                "file": mnist.path.name,
-                "train": len(split.train),
-                "validation": len(split.validation),
-                "test": len(split.test),
-            },
-            test_split=test_split_record(mnist, split.test),
-        )
+        return mnist_dataset(data_dir, profile, spec.scale_pixels, spec.LABELS)
 
     def train(self, data: Dataset, profile: Profile) -> Trained:
         import keras
@@ -147,9 +122,7 @@ class DigitsRecipe(Recipe):
         return {"labels": list(spec.LABELS), "preprocessing": spec.PREPROCESSING}
 
     def load_test(self, data_dir: Path, manifest: dict[str, Any]) -> Split:
-        mnist = load_mnist(data_dir)
-        indices = indices_from_record(manifest["test_split"], mnist)
-        return Split(spec.scale_pixels(mnist.x_test[indices]), mnist.y_test[indices])
+        return mnist_test(data_dir, manifest, spec.scale_pixels)
 
     def evaluate(self, predict: Predict, test: Split, manifest: dict[str, Any]) -> dict[str, Any]:
         probabilities = run_batched(predict, "predict", test.x)["probabilities"]
