@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
-from tests.conftest import run_cli
+import numpy as np
+from PIL import Image
+
+from modelspec.repository import read_manifest
+from tests.conftest import ROOT, run_cli
 
 # Any download attempt fails at once, whether or not this machine has a network.
 OFFLINE = {"https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"}
@@ -100,3 +108,64 @@ def test_evaluate_reports_a_tampered_artifact(
     result = run_cli("evaluate", "--repository", str(copy), "--data-dir", str(data_dir))
     assert result.returncode == 1
     assert "model.onnx: sha256 mismatch" in result.stdout
+
+
+def test_sigterm_during_export_cleans_up_and_publishes_nothing(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "models"
+    command = [
+        sys.executable,
+        "-m",
+        "training",
+        "train",
+        "digits",
+        "--quick",
+        "--data-dir",
+        str(data_dir),
+        "--out",
+        str(out),
+    ]
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 300
+    while not list(out.glob("digits/.staging-*")) and process.poll() is None:
+        assert time.monotonic() < deadline, "no staging folder appeared"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "nothing was published" in stderr
+    assert _published(out) == ["digits"]
+
+
+def test_without_imagenet_weights_flowers_train_from_random_init_and_say_so(
+    tmp_path: Path,
+) -> None:
+    for index, name in enumerate(("daisy", "rose", "tulip")):
+        folder = tmp_path / "data" / "flowers" / name
+        folder.mkdir(parents=True)
+        rng = np.random.default_rng(index)
+        for i in range(10):
+            pixels = rng.integers(0, 80, (64, 80, 3)) + np.array([60 * index, 40, 120])
+            Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.jpg")
+    out = tmp_path / "models"
+    result = run_cli(
+        "train",
+        "flowers",
+        "--quick",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--out",
+        str(out),
+        "--weights",
+        "imagenet",
+        env=OFFLINE,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = read_manifest(out / "flowers" / "1")
+    assert manifest["labels"] == ["daisy", "rose", "tulip"]
+    assert manifest["training"]["base_weights"].startswith("RANDOM INITIALISATION")
+    card = (out / "flowers" / "1" / "model_card.md").read_text()
+    assert "RANDOM INITIALISATION" in card

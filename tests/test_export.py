@@ -83,3 +83,5 @@ def test_export_republishes_a_trained_model_as_the_next_version(
     assert new["test_split"] == old["test_split"] and new["metrics"] == old["metrics"]
     assert new["files"]["model.keras"] == old["files"]["model.keras"]
     assert any("Re-exported from autoencoder version 1" in n for n in new["notes"])
+    assert new["files"]["reconstructions.png"] == old["files"]["reconstructions.png"]
+    assert "](reconstructions.png)" in (out / "autoencoder" / "2" / "model_card.md").read_text()

@@ -145,3 +145,19 @@ def test_evaluate_reproduces_the_recorded_metrics(
     digits = results["digits"]
     assert abs(digits["metrics"]["accuracy"] - digits["recorded"]["accuracy"]) < 1e-3
     assert "accuracy" in result.stdout and "roc_auc" in result.stdout
+
+
+def test_evaluate_through_the_saved_model_backend(quick_repository: Path, data_dir: Path) -> None:
+    result = run_cli(
+        "evaluate",
+        "--repository",
+        str(quick_repository),
+        "--data-dir",
+        str(data_dir),
+        "--model",
+        "bank",
+        "--backend",
+        "saved_model",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "bank v1 (saved_model)" in result.stdout and "roc_auc" in result.stdout

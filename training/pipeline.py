@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,7 @@ from training.recipes.base import Dataset, Profile, Recipe, Trained
 from training.recipes.common import held_out_inputs
 
 log = logging.getLogger(__name__)
+HELD_OUT_SOURCE = "held-out inputs (the test split, then validation)"
 
 
 def train_and_publish(
@@ -47,38 +50,56 @@ def train_and_publish(
     data = recipe.load(data_dir, profile)
     trained = recipe.train(data, profile)
     manifest = base_manifest(recipe, trained, data, profile, time.monotonic() - started)
+    held_out = held_out_inputs(data.test.x, data.validation.x)
+
+    def figures(stage: Path) -> list[tuple[str, str]]:
+        curves = plots.training_curves(trained.history, stage / "training_curves.png")
+        return [("Training curves", curves), *recipe.figures(trained, data, stage)]
+
+    target = publish_model(
+        recipe,
+        trained.model,
+        out,
+        opset,
+        manifest,
+        parity=(recipe.parity_inputs(trained.model, held_out), HELD_OUT_SOURCE),
+        save_keras=trained.model.save,
+        figures=figures,
+        sections=trained.card_sections,
+    )
+    log.info("%s: published %s (%.0f s)", recipe.name, target, time.monotonic() - started)
+    return target
+
+
+def publish_model(
+    recipe: Recipe,
+    model: Any,
+    out: Path,
+    opset: int,
+    manifest: dict[str, Any],
+    parity: tuple[dict[str, Any], str],
+    save_keras: Callable[[Path], None],
+    figures: Callable[[Path], list[tuple[str, str]]] = lambda stage: [],
+    sections: list[tuple[str, str]] | None = None,
+) -> Path:
+    """Export, check parity, draw and describe one model in a staging folder, then publish."""
     with staging_area(out, recipe.name) as stage:
-        trained.model.save(stage / KERAS_MODEL)
-        manifest["parity"] = export_all(
-            recipe,
-            trained.model,
-            stage,
-            opset,
-            recipe.parity_inputs(trained.model, held_out_inputs(data.test.x, data.validation.x)),
-            source="held-out inputs (the test split, then validation)",
-        )
-        figures = [
-            (
-                "Training curves",
-                plots.training_curves(trained.history, stage / "training_curves.png"),
-            )
-        ]
-        figures += recipe.figures(trained, data, stage)
+        save_keras(stage / KERAS_MODEL)
+        manifest["parity"] = export_all(recipe, model, stage, opset, *parity)
+        captions = figures(stage)
 
         def write_card(final: dict[str, Any], directory: Path) -> None:
             text = card.render(
                 final,
                 recipe.title,
                 recipe.intended_use,
-                figures,
-                trained.card_sections,
-                trained.notes,
+                captions,
+                sections or [],
+                final.get("notes", []),
             )
             (directory / MODEL_CARD).write_text(text)
 
-        target = publish(stage, out, recipe.name, manifest, write_card)
-    log.info("%s: published %s (%.0f s)", recipe.name, target, time.monotonic() - started)
-    return target
+        return publish(stage, out, recipe.name, manifest, write_card)
 
 
 def export_all(
@@ -150,18 +171,27 @@ def reexport(model_path: Path, out: Path, opset: int, data_dir: Path | None) -> 
         signatures={s.name: s.to_dict() for s in recipe.signatures_for(model)},
     )
     manifest.setdefault("title", recipe.title)
-    inputs, source = _export_parity_inputs(recipe, model, manifest, data_dir)
-    with staging_area(out, recipe.name) as stage:
-        (stage / KERAS_MODEL).write_bytes(model_path.read_bytes())
-        manifest["parity"] = export_all(recipe, model, stage, opset, inputs, source)
+    return publish_model(
+        recipe,
+        model,
+        out,
+        opset,
+        manifest,
+        parity=_export_parity_inputs(recipe, model, manifest, data_dir),
+        save_keras=lambda path: path.write_bytes(model_path.read_bytes()),
+        figures=lambda stage: _carry_figures(model_path.parent, stage),
+    )
 
-        def write_card(final: dict[str, Any], directory: Path) -> None:
-            text = card.render(
-                final, recipe.title, recipe.intended_use, [], [], final.get("notes", [])
-            )
-            (directory / MODEL_CARD).write_text(text)
 
-        return publish(stage, out, recipe.name, manifest, write_card)
+def _carry_figures(source: Path, stage: Path) -> list[tuple[str, str]]:
+    """The plots of the version being re-exported describe the same model: keep them."""
+    if not (source / MANIFEST).is_file():
+        return []
+    carried = []
+    for png in sorted(source.glob("*.png")):
+        shutil.copyfile(png, stage / png.name)
+        carried.append((png.stem.replace("_", " ").capitalize(), png.name))
+    return carried
 
 
 def _source_metadata(recipe: Recipe, model: Any, model_path: Path) -> dict[str, Any]:
