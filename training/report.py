@@ -22,6 +22,10 @@ def find_drift(metrics: dict[str, Any], recorded: dict[str, Any]) -> list[str]:
     ]
 
 
+def _cell(value: float) -> str:
+    return f"{value:12d}" if isinstance(value, int) else f"{value:12.4f}"
+
+
 def print_evaluation(results: list[dict[str, Any]]) -> None:
     for result in results:
         header = f"{result['model']} v{result.get('version', '?')}"
@@ -32,7 +36,7 @@ def print_evaluation(results: list[dict[str, Any]]) -> None:
         print(f"{header} ({result['backend']})")
         print(f"  {'metric':<28}{'now':>12}{'recorded':>12}")
         for name, now in _scalars(result["metrics"]).items():
-            before = f"{recorded[name]:12.4f}" if name in recorded else f"{'-':>12}"
-            print(f"  {name:<28}{now:12.4f}{before}")
+            before = _cell(recorded[name]) if name in recorded else f"{'-':>12}"
+            print(f"  {name:<28}{_cell(now)}{before}")
         if result["drift"]:
             print(f"  DRIFT beyond {DRIFT_TOLERANCE}: {', '.join(result['drift'])}")

@@ -152,6 +152,10 @@ class BankRecipe(Recipe):
             preprocessing={
                 "encoder": encoder.to_dict(),
                 "input": "one JSON record per client with the 16 raw columns",
+                "encoding": "modelspec.bank.BankEncoder: one-hot over the documented categories "
+                "(an unknown value is an error), signed log1p for heavy-tailed numerics, then "
+                "standardisation with the training split's mean and spread (stored here)",
+                "decision": f"subscribe if probability >= {threshold:.4f} (best F1 on validation)",
             },
             outputs={"scores": scores, "scores_without_duration": variant_scores},
             card_sections=[("With and without `duration`", _comparison_table(metrics))],
