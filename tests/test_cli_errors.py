@@ -169,3 +169,26 @@ def test_without_imagenet_weights_flowers_train_from_random_init_and_say_so(
     assert manifest["training"]["base_weights"].startswith("RANDOM INITIALISATION")
     card = (out / "flowers" / "1" / "model_card.md").read_text()
     assert "RANDOM INITIALISATION" in card
+
+
+def test_a_weights_file_that_does_not_fit_mobilenet_is_a_clear_error(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    bogus = tmp_path / "weights.weights.h5"
+    bogus.write_bytes(b"\x89HDF\r\n\x1a\n but truncated")
+    out = tmp_path / "models"
+    result = run_cli(
+        "train",
+        "flowers",
+        "--quick",
+        "--data-dir",
+        str(data_dir),
+        "--out",
+        str(out),
+        "--weights",
+        str(bogus),
+    )
+    assert result.returncode == 1
+    assert "is not a MobileNetV2 (alpha 1.0, no top) weights file" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert _published(out) == []

@@ -49,7 +49,13 @@ def build_base(weights: str) -> tuple[Any, str]:
     if weights == "none":
         return make(None), "random initialisation (no ImageNet weights requested)"
     if weights != "imagenet":
-        return make(weights), f"ImageNet weights from the file {Path(weights).name}"
+        try:
+            return make(weights), f"ImageNet weights from the file {Path(weights).name}"
+        except Exception as error:  # h5py, shape and format errors all mean the same here
+            raise TrainingError(
+                f"--weights {weights} is not a MobileNetV2 (alpha 1.0, no top) weights file: "
+                f"{error}"
+            ) from None
     try:
         return make("imagenet"), "ImageNet weights (Keras download)"
     except Exception as error:  # no network: Keras raises from deep inside its downloader
