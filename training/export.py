@@ -139,7 +139,7 @@ def run_batched(
     run: Callable[[str, np.ndarray], dict[str, np.ndarray]],
     name: str,
     x: np.ndarray,
-    batch_size: int = 256,
+    batch_size: int = 64,
 ) -> dict[str, np.ndarray]:
     parts = [run(name, x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

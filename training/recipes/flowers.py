@@ -252,7 +252,7 @@ class FlowersRecipe(Recipe):
 
     def evaluate(self, predict: Predict, test: Split, manifest: dict[str, Any]) -> dict[str, Any]:
         x = np.asarray(test.x, dtype=np.float32)
-        probabilities = run_batched(predict, "predict", x, batch_size=64)["probabilities"]
+        probabilities = run_batched(predict, "predict", x)["probabilities"]
         return classification_metrics(test.y, probabilities, tuple(manifest["labels"]))
 
     def synthetic_input(self, model: Any, manifest: dict[str, Any], count: int) -> np.ndarray:
