@@ -53,7 +53,9 @@ def train_and_publish(
     held_out = held_out_inputs(data.test.x, data.validation.x)
 
     def figures(stage: Path) -> list[tuple[str, str]]:
-        curves = plots.training_curves(trained.history, stage / "training_curves.png")
+        curves = plots.training_curves(
+            trained.history, stage / "training_curves.png", trained.curve_marks
+        )
         return [("Training curves", curves), *recipe.figures(trained, data, stage)]
 
     target = publish_model(

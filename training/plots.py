@@ -20,8 +20,10 @@ def _save(fig: plt.Figure, path: Path) -> str:
     return path.name
 
 
-def training_curves(history: dict[str, list[float]], path: Path) -> str:
-    """One panel per metric, training beside validation."""
+def training_curves(
+    history: dict[str, list[float]], path: Path, marks: dict[str, float] | None = None
+) -> str:
+    """One panel per metric, training beside validation; ``marks`` are phase starts by epoch."""
     names = [k for k in history if not k.startswith("val_") and k != "learning_rate"]
     fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.6), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
@@ -29,6 +31,17 @@ def training_curves(history: dict[str, list[float]], path: Path) -> str:
         ax.plot(epochs, history[name], label="train")
         if f"val_{name}" in history:
             ax.plot(epochs, history[f"val_{name}"], label="validation")
+        for label, epoch in (marks or {}).items():
+            ax.axvline(epoch, color="grey", ls=":", lw=1)
+            ax.annotate(
+                label,
+                (epoch, 1),
+                xycoords=("data", "axes fraction"),
+                fontsize=8,
+                xytext=(3, -12),
+                textcoords="offset points",
+                color="grey",
+            )
         ax.set_title(name)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -64,6 +64,7 @@ class Trained:
     card_sections: list[tuple[str, str]] = field(default_factory=list)
     training_config: dict[str, Any] = field(default_factory=dict)
     manifest_extra: dict[str, Any] = field(default_factory=dict)  # e.g. a decision threshold
+    curve_marks: dict[str, float] = field(default_factory=dict)  # phase starts, by epoch
 
 
 class Recipe(ABC):

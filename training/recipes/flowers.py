@@ -213,6 +213,7 @@ class FlowersRecipe(Recipe):
             metrics=metrics,
             preprocessing=spec.PREPROCESSING,
             notes=notes,
+            curve_marks={"fine-tuning": head_epochs + 0.5},
             training_config={
                 "base_weights": provenance,
                 "batch_size": BATCH_SIZE,
