@@ -51,6 +51,14 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def files_digest(root: Path, relative_paths: list[str]) -> str:
+    """One sha256 over named files (name and content hash), to pin a split's exact data."""
+    digest = hashlib.sha256()
+    for relative in relative_paths:
+        digest.update(f"{relative}\0{sha256_file(root / relative)}\n".encode())
+    return digest.hexdigest()
+
+
 def hash_tree(directory: Path) -> dict[str, str]:
     """sha256 of every file below ``directory`` except the manifest, by relative path."""
     return {

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from modelspec import MODEL_NAMES
-from modelspec.repository import read_manifest, verify_files, versions
+from modelspec.repository import read_manifest, sha256_file, verify_files, versions
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow
@@ -86,9 +86,10 @@ def test_the_model_card_shows_metrics_and_its_plots(quick_repository: Path, name
     assert "## Test metrics" in card and "version 1" in card
 
 
-def test_classifier_metrics_are_recorded(quick_repository: Path) -> None:
+def test_classifier_metrics_are_recorded(quick_repository: Path, data_dir: Path) -> None:
     digits = read_manifest(quick_repository / "digits" / "1")
     assert digits["metrics"]["test_examples"] == len(digits["test_split"]["indices"])
+    assert digits["data"]["sha256"] == sha256_file(data_dir / "mnist.npz")
     assert 0.1 < digits["metrics"]["accuracy"] <= 1
     flowers = read_manifest(quick_repository / "flowers" / "1")
     assert flowers["labels"] == ["daisy", "dandelion", "rose", "sunflower", "tulip"]

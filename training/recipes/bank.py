@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from modelspec import bank as spec
+from modelspec.repository import sha256_file
 from training import plots
 from training.datasets.bank import load_bank
 from training.datasets.splits import stratified_split, stratified_subset
@@ -112,6 +113,7 @@ class BankRecipe(Recipe):
             description={
                 "source": "UCI Bank Marketing, bank-full.csv",
                 "file": table.path.name,
+                "sha256": sha256_file(table.path),
                 "rows": len(table.labels),
                 "positive_rate": float(table.labels.mean()),
                 "train": len(parts[0]),

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from modelspec.repository import sha256_file
 from training.datasets.mnist import (
     indices_from_record,
     load_mnist,
@@ -54,6 +55,7 @@ def mnist_dataset(
         description={
             "source": "MNIST (Keras mnist.npz)",
             "file": mnist.path.name,
+            "sha256": sha256_file(mnist.path),
             "train": len(split.train),
             "validation": len(split.validation),
             "test": len(split.test),

@@ -82,7 +82,7 @@ class DigitsRecipe(Recipe):
     def train(self, data: Dataset, profile: Profile) -> Trained:
         import keras
 
-        epochs = profile.epochs_or(full=20, quick=1)
+        epochs = profile.epochs_or(full=30, quick=1)
         model = build_model()
         steps = epochs * int(np.ceil(len(data.train.y) / BATCH_SIZE))
         schedule = keras.optimizers.schedules.CosineDecay(2e-3, decay_steps=steps, alpha=0.02)

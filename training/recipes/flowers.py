@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from modelspec import flowers as spec
+from modelspec.repository import files_digest
 from training import plots
 from training.datasets.flowers import decode_images, list_flowers
 from training.datasets.splits import stratified_split, stratified_subset
@@ -152,6 +153,7 @@ class FlowersRecipe(Recipe):
         labels = listing.labels[[index[f] for f in decoded.files]]
         parts = stratified_split(labels, FRACTIONS, profile.seed)
         splits = [Split(decoded.images[p], labels[p]) for p in parts]
+        test_files = [decoded.files[i] for i in parts[2]]
         counts = {name: int(np.sum(labels == i)) for i, name in enumerate(listing.class_names)}
         return Dataset(
             *splits,
@@ -167,7 +169,11 @@ class FlowersRecipe(Recipe):
                 "validation": len(parts[1]),
                 "test": len(parts[2]),
             },
-            test_split={"folder": listing.root.name, "files": [decoded.files[i] for i in parts[2]]},
+            test_split={
+                "folder": listing.root.name,
+                "files": test_files,
+                "sha256": files_digest(listing.root, test_files),
+            },
         )
 
     def train(self, data: Dataset, profile: Profile) -> Trained:
