@@ -70,3 +70,19 @@ def quick_repository(
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return out
+
+
+@pytest.fixture(scope="session")
+def service_url(quick_repository: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A real ``bentoml serve`` on a free port, serving the quick-profile repository."""
+    from benchmarks.servers import Server
+
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    server = Server(env={"MODEL_REPOSITORY": str(quick_repository)}, log=log)
+    with server:
+        try:
+            server.wait_until("/readyz", timeout=300)
+        except Exception:
+            print(log.read_text()[-4000:])
+            raise
+        yield server.url

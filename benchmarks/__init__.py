@@ -1,0 +1,1 @@
+"""Benchmarks: drive a running service over HTTP and report throughput and latency."""

@@ -1,0 +1,95 @@
+"""Start and stop real ``bentoml serve`` processes for benchmarks and tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICE = "service.service:KerasModels"
+BASELINE = "benchmarks.baseline_service:StockDigits"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_status(url: str, timeout: float = 2.0) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+class Server:
+    """One ``bentoml serve`` child process on a free port; a context manager."""
+
+    def __init__(
+        self, target: str = SERVICE, env: dict[str, str] | None = None, log: Path | None = None
+    ) -> None:
+        self.target = target
+        self.port = free_port()
+        self.env = {**os.environ, **(env or {})}
+        self.log_path = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Server:
+        log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bentoml", "serve", self.target, "--port", str(self.port)],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    def wait_until(self, path: str, status: int = 200, timeout: float = 180.0) -> float:
+        """Seconds until ``path`` answered ``status``; raises if the server died or timed out."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.target} exited with {self.process.returncode}")
+            if http_status(self.url + path) == status:
+                return time.monotonic() - started
+            time.sleep(0.2)
+        raise TimeoutError(f"{self.url}{path} did not answer {status} within {timeout} s")
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        os.killpg(self.process.pid, signum)
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            return self.process.wait()
+
+    def __enter__(self) -> Server:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()

@@ -1,0 +1,223 @@
+"""Adaptive batching: requests queue per model signature and run together.
+
+The first request to arrive schedules a flush for the event loop's next turn; every request
+the loop reads before then joins the same batch. While a batch runs, new requests queue up
+and the next batch takes all of them (up to ``max_batch_size``). So a lone request runs at
+once, and under load batches grow by themselves. ``max_wait_ms`` only holds a batch back
+while more requests for the same model are still being read and decoded, never on an idle
+service. A request carrying several items counts as several items and is never split.
+
+Cheap models run their batches inline on the event loop (a thread hop costs more than the
+model); slow ones (``offload``) run in a worker thread so the loop keeps serving meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from service.config import BatchingConfig
+from service.errors import Unavailable
+
+logger = logging.getLogger(__name__)
+
+RECHECK_SECONDS = 0.0002  # how often a held-back batch looks again for late arrivals
+
+
+@dataclass
+class _Pending:
+    inputs: np.ndarray
+    future: asyncio.Future[np.ndarray]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+    @property
+    def items(self) -> int:
+        return len(self.inputs)
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """What one batch did, for metrics: per-request queue waits and the batch's compute."""
+
+    size: int
+    queue_waits: tuple[float, ...]
+    compute_seconds: float
+
+
+class InferenceFailed(RuntimeError):
+    """The model itself failed on an input that passed validation: a server fault."""
+
+
+class Batcher:
+    def __init__(
+        self,
+        run: Callable[[np.ndarray], np.ndarray],
+        config: BatchingConfig,
+        on_batch: Callable[[BatchStats], None] = lambda _: None,
+        max_queued_items: int = 4096,
+    ) -> None:
+        self._run = run
+        self._config = config
+        self._on_batch = on_batch
+        self._max_queued = max_queued_items
+        self._queue: deque[_Pending] = deque()
+        self._queued_items = 0
+        self._arriving = 0
+        self._scheduled = False
+        self._busy = False
+        self._executor = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+            if config.offload
+            else None
+        )
+
+    @contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Marks a request being read and decoded, so a forming batch may wait for it."""
+        self._arriving += 1
+        try:
+            yield
+        finally:
+            self._arriving -= 1
+
+    async def infer(self, inputs: np.ndarray) -> np.ndarray:
+        """Run ``inputs`` (N items) in some batch and return its N outputs."""
+        if self._queued_items + len(inputs) > self._max_queued:
+            raise Unavailable(
+                "overloaded",
+                "the model's queue is full; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        loop = asyncio.get_running_loop()
+        pending = _Pending(inputs, loop.create_future())
+        self._queue.append(pending)
+        self._queued_items += pending.items
+        self._schedule(loop)
+        return await pending.future
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop, delay: float = 0.0) -> None:
+        if self._scheduled or self._busy or not self._queue:
+            return
+        self._scheduled = True
+        if delay:
+            loop.call_later(delay, self._flush, loop)
+        else:
+            loop.call_soon(self._flush, loop)
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._scheduled = False
+        if self._busy or not self._queue:
+            return
+        if self._should_wait():
+            self._schedule(loop, RECHECK_SECONDS)
+            return
+        batch = self._take_batch()
+        if not batch:
+            self._schedule(loop)
+            return
+        if self._executor is None:
+            self._execute_inline(batch)
+            self._schedule(loop)
+        else:
+            self._busy = True
+            loop.create_task(self._execute_offloaded(loop, batch))
+
+    def _should_wait(self) -> bool:
+        """Hold the batch while requests for this model are still being decoded."""
+        if not self._config.enabled or self._arriving == 0:
+            return False
+        if self._queued_items >= self._config.max_batch_size:
+            return False
+        return time.perf_counter() < self._queue[0].enqueued + self._config.max_wait_ms / 1000
+
+    def _take_batch(self) -> list[_Pending]:
+        limit = self._config.max_batch_size if self._config.enabled else 1
+        batch: list[_Pending] = []
+        items = 0
+        while self._queue:
+            head = self._queue[0]
+            if batch and items + head.items > limit:
+                break
+            self._queue.popleft()
+            self._queued_items -= head.items
+            if not head.future.done():  # a cancelled request (client gone) is dropped
+                batch.append(head)
+                items += head.items
+        return batch
+
+    def _execute_inline(self, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
+        try:
+            outputs = self._run(_stack(batch))
+        except Exception:
+            logger.exception("batch of %d requests failed; running them one by one", len(batch))
+            for pending in batch:
+                _settle(pending, lambda p=pending: self._run(p.inputs))
+            return
+        self._deliver(batch, outputs, started)
+
+    async def _execute_offloaded(
+        self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]
+    ) -> None:
+        started = time.perf_counter()
+        try:
+            outputs = await loop.run_in_executor(self._executor, self._run, _stack(batch))
+        except Exception:
+            logger.exception("batch of %d requests failed; running them one by one", len(batch))
+            for pending in batch:
+                try:
+                    result = await loop.run_in_executor(self._executor, self._run, pending.inputs)
+                except Exception as error:
+                    _fail(pending, error)
+                else:
+                    _succeed(pending, result)
+        else:
+            self._deliver(batch, outputs, started)
+        finally:
+            self._busy = False
+            self._schedule(loop)
+
+    def _deliver(self, batch: list[_Pending], outputs: np.ndarray, started: float) -> None:
+        finished = time.perf_counter()
+        offset = 0
+        for pending in batch:
+            _succeed(pending, outputs[offset : offset + pending.items])
+            offset += pending.items
+        waits = tuple(started - p.enqueued for p in batch)
+        self._on_batch(BatchStats(offset, waits, finished - started))
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _stack(batch: list[_Pending]) -> np.ndarray:
+    return batch[0].inputs if len(batch) == 1 else np.concatenate([p.inputs for p in batch])
+
+
+def _succeed(pending: _Pending, result: np.ndarray) -> None:
+    if not pending.future.done():
+        pending.future.set_result(result)
+
+
+def _fail(pending: _Pending, error: Exception) -> None:
+    if not pending.future.done():
+        pending.future.set_exception(InferenceFailed(str(error)))
+
+
+def _settle(pending: _Pending, run: Callable[[], np.ndarray]) -> None:
+    """A failed batch must not take its healthy neighbours down with it."""
+    try:
+        result = run()
+    except Exception as error:
+        _fail(pending, error)
+    else:
+        _succeed(pending, result)

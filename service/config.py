@@ -1,0 +1,143 @@
+"""Service settings: environment variables over an optional YAML file over defaults.
+
+Operators set a few environment variables (``MODEL_REPOSITORY``, ``SERVING_BACKEND``...) or
+point ``SERVING_CONFIG`` at a YAML file for per-model settings; both are read once at start.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from modelspec import MODEL_NAMES
+
+BACKENDS = ("onnx", "saved_model")
+PROVIDERS = ("auto", "cuda", "tensorrt", "cpu")
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """How many items one inference may take, and how long a first item may wait for company."""
+
+    enabled: bool = True
+    max_batch_size: int = 64
+    max_wait_ms: float = 2.0
+    # Run batches in a worker thread: worth it for models slower than a millisecond or so,
+    # whose compute would otherwise stall the event loop; cheap models run inline.
+    offload: bool = False
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    version: int | None = None  # None: the newest published version
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what one request may carry: the service's first line of defence."""
+
+    max_body_bytes: int = 20 * 1024 * 1024
+    max_items_per_request: int = 64
+    max_image_pixels: int = 40_000_000
+    max_image_bytes: int = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    repository: Path = Path("models")
+    backend: str = "onnx"
+    provider: str = "auto"
+    tf32: bool = False
+    models: tuple[ModelConfig, ...] = tuple(ModelConfig(n) for n in MODEL_NAMES)
+    limits: Limits = field(default_factory=Limits)
+    log_json: bool = False
+    inference_threads: int | None = None  # None: the CPUs this process may use
+
+    def model(self, name: str) -> ModelConfig:
+        for model in self.models:
+            if model.name == name:
+                return model
+        raise KeyError(name)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _default_batching(name: str) -> BatchingConfig:
+    # Flowers costs ~100x digits per image: smaller batches keep its tail latency bounded.
+    if name == "flowers":
+        return BatchingConfig(max_batch_size=32, max_wait_ms=5.0, offload=True)
+    return BatchingConfig()
+
+
+def _batching_from(data: dict[str, Any], base: BatchingConfig) -> BatchingConfig:
+    unknown = set(data) - {"enabled", "max_batch_size", "max_wait_ms", "offload"}
+    if unknown:
+        raise ConfigError(f"unknown batching settings {sorted(unknown)}")
+    batching = replace(base, **data)
+    if batching.max_batch_size < 1 or batching.max_wait_ms < 0:
+        raise ConfigError("batching needs max_batch_size >= 1 and max_wait_ms >= 0")
+    return batching
+
+
+def _models_from(data: dict[str, Any] | None, batching_enabled: bool) -> tuple[ModelConfig, ...]:
+    data = data or {name: {} for name in MODEL_NAMES}
+    models = []
+    for name, settings in data.items():
+        if name not in MODEL_NAMES:
+            raise ConfigError(f"unknown model {name!r}; known: {list(MODEL_NAMES)}")
+        settings = settings or {}
+        base = replace(_default_batching(name), enabled=batching_enabled)
+        batching = _batching_from(settings.get("batching", {}), base)
+        version = settings.get("version")
+        models.append(ModelConfig(name, int(version) if version else None, batching))
+    return tuple(models)
+
+
+def _flag(value: str | None, default: bool) -> bool:
+    if value is None:
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _optional_int(value: str | None) -> int | None:
+    return int(value) if value else None
+
+
+def load_config(environ: dict[str, str] | None = None) -> ServiceConfig:
+    """Read ``SERVING_CONFIG`` (YAML) if set, then apply environment overrides."""
+    env = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    if path := env.get("SERVING_CONFIG"):
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    batching_enabled = _flag(env.get("SERVING_BATCHING"), data.get("batching", True))
+    limits = replace(Limits(), **data.get("limits", {}))
+    if limit := env.get("SERVING_MAX_IMAGE_PIXELS"):
+        limits = replace(limits, max_image_pixels=int(limit))
+    config = ServiceConfig(
+        repository=Path(env.get("MODEL_REPOSITORY", data.get("repository", "models"))),
+        backend=env.get("SERVING_BACKEND", data.get("backend", "onnx")),
+        provider=env.get("SERVING_PROVIDER", data.get("provider", "auto")),
+        tf32=_flag(env.get("SERVING_TF32"), data.get("tf32", False)),
+        models=_models_from(data.get("models"), batching_enabled),
+        limits=limits,
+        log_json=_flag(env.get("SERVING_LOG_JSON"), data.get("log_json", False)),
+        inference_threads=_optional_int(env.get("SERVING_INFERENCE_THREADS"))
+        or data.get("inference_threads"),
+    )
+    return validate(config)
+
+
+def validate(config: ServiceConfig) -> ServiceConfig:
+    if config.backend not in BACKENDS:
+        raise ConfigError(f"backend {config.backend!r}: expected one of {list(BACKENDS)}")
+    if config.provider not in PROVIDERS:
+        raise ConfigError(f"provider {config.provider!r}: expected one of {list(PROVIDERS)}")
+    return config

@@ -1,0 +1,313 @@
+"""Each endpoint's contract: how a request becomes a model input, and outputs a response.
+
+Decoders return the validated float32 batch; encoders turn the model's outputs into the JSON
+(or PNG) the client gets. Shapes and preprocessing come from ``modelspec``, the same
+definitions training used.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from PIL import Image
+from starlette.responses import Response
+
+from modelspec import autoencoder, digits, flowers
+from service.config import Limits
+from service.errors import NotAcceptable, PayloadTooLarge, RequestError
+from service.inputs.body import JSON, image_uploads, media_type_of, parse_json
+from service.inputs.images import decode_images
+from service.inputs.records import encode_records, unwrap_records
+from service.inputs.tensors import TensorContract, parse_tensor, unwrap
+from service.registry import ServedModel
+
+PIXELS_01 = TensorContract(((28, 28), (784,)), 0.0, 1.0)
+FLOWER_PIXELS = TensorContract(((128, 128, 3),), 0.0, 255.0)
+AE_PIXELS = TensorContract(((784,), (28, 28)), 0.0, 1.0)
+CODES = TensorContract(((autoencoder.CODE_SIZE,),))
+DEFAULT_TOP_K = 3
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A request as the decoders see it: the body already read within the size limit."""
+
+    body: bytes
+    content_type: str
+    query: dict[str, str]
+    accept: str
+    limits: Limits
+
+    @property
+    def media_type(self) -> str:
+        return media_type_of(self.content_type)
+
+    @property
+    def is_json(self) -> bool:
+        return self.media_type == JSON
+
+
+Decoder = Callable[[Incoming, ServedModel], np.ndarray]
+Encoder = Callable[[np.ndarray, Incoming, ServedModel], Response]
+
+
+Check = Callable[[Incoming, ServedModel], object]
+Classify = Callable[[np.ndarray, ServedModel], np.ndarray]
+
+
+def _no_options(_: Incoming, __: ServedModel) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One route: ``check`` validates query options before any work, ``classify`` gives the
+    predicted class indices (for the per-class metric) of classifier outputs."""
+
+    model: str
+    signature: str
+    decode: Decoder
+    encode: Encoder
+    summary: str
+    check: Check = _no_options
+    classify: Classify | None = None
+
+
+def json_response(content: dict[str, Any], status: int = 200) -> Response:
+    return Response(
+        orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY),
+        status_code=status,
+        media_type=JSON,
+    )
+
+
+# -- decoding -----------------------------------------------------------------------------
+
+
+def _invert_option(query: dict[str, str]) -> bool | None:
+    value = query.get("invert", "auto").lower()
+    options = {"auto": None, "true": True, "false": False}
+    if value not in options:
+        raise RequestError(
+            "invalid_parameter", f"invert={value!r}", field="invert", expected="auto, true or false"
+        )
+    return options[value]
+
+
+def _images(incoming: Incoming, prepare: Callable[[Image.Image], np.ndarray]) -> np.ndarray:
+    uploads = image_uploads(incoming.body, incoming.content_type)
+    if len(uploads) > incoming.limits.max_items_per_request:
+        raise PayloadTooLarge(
+            "too_many_items",
+            f"{len(uploads)} images in one request",
+            expected=f"at most {incoming.limits.max_items_per_request} images",
+        )
+    return decode_images(uploads, prepare, incoming.limits.max_image_pixels)
+
+
+def _tensor(incoming: Incoming, contract: TensorContract) -> np.ndarray:
+    value = unwrap(parse_json(incoming.body))
+    return parse_tensor(value, contract, incoming.limits.max_items_per_request)
+
+
+def decode_digit_pixels(incoming: Incoming, _: ServedModel) -> np.ndarray:
+    """(N, 28, 28) in [0, 1]: from images (MNIST-normalised) or a JSON tensor."""
+    if incoming.is_json:
+        return _tensor(incoming, PIXELS_01)
+    invert = _invert_option(incoming.query)
+    pixels = _images(incoming, lambda image: digits.prepare_image(image, invert))
+    return digits.scale_pixels(pixels)
+
+
+def decode_autoencoder_pixels(incoming: Incoming, model: ServedModel) -> np.ndarray:
+    """(N, 784) in [0, 1]: the digits inputs, flattened."""
+    if incoming.is_json:
+        return _tensor(incoming, AE_PIXELS)
+    return decode_digit_pixels(incoming, model).reshape(-1, autoencoder.PIXELS)
+
+
+def decode_codes(incoming: Incoming, _: ServedModel) -> np.ndarray:
+    if not incoming.is_json:
+        raise _json_only(incoming)
+    return _tensor(incoming, CODES)
+
+
+def decode_flower_images(incoming: Incoming, _: ServedModel) -> np.ndarray:
+    """(N, 128, 128, 3) RGB values in [0, 255]; scaling happens inside the graph."""
+    if incoming.is_json:
+        return _tensor(incoming, FLOWER_PIXELS)
+    return _images(incoming, flowers.prepare_image).astype(np.float32)
+
+
+def decode_bank_records(incoming: Incoming, model: ServedModel) -> np.ndarray:
+    if not incoming.is_json:
+        raise _json_only(incoming)
+    records = unwrap_records(parse_json(incoming.body))
+    return encode_records(records, model.bank_encoder, incoming.limits.max_items_per_request)
+
+
+def _json_only(incoming: Incoming) -> RequestError:
+    from service.inputs.body import unsupported
+
+    return unsupported(incoming.media_type, JSON)
+
+
+# -- encoding -----------------------------------------------------------------------------
+
+
+def _envelope(model: ServedModel, **content: Any) -> dict[str, Any]:
+    return {"model": model.name, "version": model.version, **content}
+
+
+def encode_digit_predictions(
+    probabilities: np.ndarray, _: Incoming, model: ServedModel
+) -> Response:
+    best = probabilities.argmax(axis=1)
+    predictions = [
+        {"digit": int(d), "probabilities": p} for d, p in zip(best, probabilities, strict=True)
+    ]
+    return json_response(_envelope(model, predictions=predictions))
+
+
+def top_k_option(incoming: Incoming, model: ServedModel) -> int:
+    class_count = len(model.labels)
+    value = incoming.query.get("top_k", str(DEFAULT_TOP_K))
+    if not value.isdigit() or not 1 <= int(value) <= class_count:
+        raise RequestError(
+            "invalid_parameter",
+            f"top_k={value!r}",
+            field="top_k",
+            expected=f"an integer from 1 to {class_count}",
+        )
+    return int(value)
+
+
+def encode_flower_predictions(
+    probabilities: np.ndarray, incoming: Incoming, model: ServedModel
+) -> Response:
+    labels = model.labels
+    k = top_k_option(incoming, model)
+    order = np.argsort(-probabilities, axis=1)[:, :k]
+    predictions = [
+        {
+            "label": labels[int(ranked[0])],
+            "top": [{"label": labels[int(i)], "probability": float(row[i])} for i in ranked],
+        }
+        for ranked, row in zip(order, probabilities, strict=True)
+    ]
+    return json_response(_envelope(model, predictions=predictions))
+
+
+def encode_bank_decisions(probability: np.ndarray, _: Incoming, model: ServedModel) -> Response:
+    threshold = model.threshold
+    labels = model.labels
+    predictions = []
+    for p in probability[:, 0].tolist():
+        subscribe = p >= threshold
+        predictions.append({"probability": p, "subscribe": subscribe, "label": labels[subscribe]})
+    return json_response(_envelope(model, threshold=threshold, predictions=predictions))
+
+
+def encode_codes(codes: np.ndarray, _: Incoming, model: ServedModel) -> Response:
+    return json_response(_envelope(model, codes=codes))
+
+
+def wants_png(incoming: Incoming, _: ServedModel | None = None) -> bool:
+    fmt = incoming.query.get("format")
+    if fmt is not None:
+        if fmt not in ("tensor", "png"):
+            raise RequestError(
+                "invalid_parameter", f"format={fmt!r}", field="format", expected="tensor or png"
+            )
+        return fmt == "png"
+    accept = incoming.accept.lower()
+    if accept and "json" not in accept and "*/*" not in accept and "image/png" not in accept:
+        raise NotAcceptable(
+            "not_acceptable",
+            f"cannot answer with {accept!r}",
+            expected="application/json or image/png",
+        )
+    return "image/png" in accept and "json" not in accept
+
+
+def argmax_classes(outputs: np.ndarray, _: ServedModel) -> np.ndarray:
+    return outputs.argmax(axis=1)
+
+
+def threshold_classes(probability: np.ndarray, model: ServedModel) -> np.ndarray:
+    return (probability[:, 0] >= model.threshold).astype(np.int64)
+
+
+def to_png(pixels: np.ndarray) -> bytes:
+    """784 values in [0, 1] -> a 28x28 greyscale PNG."""
+    grey = np.clip(np.round(pixels.reshape(digits.IMAGE_SIZE, digits.IMAGE_SIZE) * 255), 0, 255)
+    buffer = io.BytesIO()
+    Image.fromarray(grey.astype(np.uint8), mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def encode_reconstructions(
+    reconstructions: np.ndarray, incoming: Incoming, model: ServedModel
+) -> Response:
+    """A tensor (N, 784) by default; PNG on ``format=png`` or ``Accept: image/png`` (one PNG
+    for one item, base64 PNGs in JSON for several)."""
+    if not wants_png(incoming):
+        return json_response(_envelope(model, reconstructions=reconstructions))
+    if len(reconstructions) == 1:
+        return Response(to_png(reconstructions[0]), media_type="image/png")
+    images = [base64.b64encode(to_png(r)).decode("ascii") for r in reconstructions]
+    return json_response(_envelope(model, images=images))
+
+
+ENDPOINTS: dict[str, Endpoint] = {
+    "/digits/predict": Endpoint(
+        "digits",
+        "predict",
+        decode_digit_pixels,
+        encode_digit_predictions,
+        "Classify handwritten digits",
+        classify=argmax_classes,
+    ),
+    "/flowers/predict": Endpoint(
+        "flowers",
+        "predict",
+        decode_flower_images,
+        encode_flower_predictions,
+        "Classify flower photos (top-k labels)",
+        check=top_k_option,
+        classify=argmax_classes,
+    ),
+    "/bank/predict": Endpoint(
+        "bank",
+        "predict",
+        decode_bank_records,
+        encode_bank_decisions,
+        "Probability that a bank client subscribes, and the decision",
+        classify=threshold_classes,
+    ),
+    "/autoencoder/encode": Endpoint(
+        "autoencoder", "encode", decode_autoencoder_pixels, encode_codes, "Digit -> 16-float code"
+    ),
+    "/autoencoder/reconstruct": Endpoint(
+        "autoencoder",
+        "reconstruct",
+        decode_autoencoder_pixels,
+        encode_reconstructions,
+        "Digit -> its reconstruction (tensor or PNG)",
+        check=wants_png,
+    ),
+    "/autoencoder/decode": Endpoint(
+        "autoencoder",
+        "decode",
+        decode_codes,
+        encode_reconstructions,
+        "16-float code -> digit (tensor or PNG)",
+        check=wants_png,
+    ),
+}

@@ -1,0 +1,72 @@
+"""Client errors: every bad request becomes a 4xx with a JSON body that says what was wrong."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RequestError(Exception):
+    """A request the service will not run, with the HTTP status and the facts a client needs.
+
+    ``code`` is stable and machine-readable (it also labels the validation-error metric);
+    ``field``, ``item`` and ``expected`` point at the exact part of the request at fault.
+    """
+
+    status = 422
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        field: str | None = None,
+        item: int | None = None,
+        expected: str | None = None,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field
+        self.item = item
+        self.expected = expected
+        self.headers = headers or {}
+        if status is not None:
+            self.status = status
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.message, "code": self.code}
+        for key in ("field", "item", "expected"):
+            value = getattr(self, key)
+            if value is not None:
+                body[key] = value
+        return body
+
+
+class BadRequest(RequestError):
+    """The body cannot be parsed at all (not JSON, not multipart)."""
+
+    status = 400
+
+
+class NotFound(RequestError):
+    status = 404
+
+
+class NotAcceptable(RequestError):
+    status = 406
+
+
+class PayloadTooLarge(RequestError):
+    status = 413
+
+
+class UnsupportedMediaType(RequestError):
+    status = 415
+
+
+class Unavailable(RequestError):
+    """The model exists but cannot take work now (loading, refused, or overloaded)."""
+
+    status = 503

@@ -1,0 +1,136 @@
+"""The raw body: size limits, content types, JSON and multipart parsing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from python_multipart.multipart import parse_options_header
+from starlette.requests import Request
+
+from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+
+JSON = "application/json"
+MULTIPART = "multipart/form-data"
+IMAGE_TYPES = ("image/png", "image/jpeg", "application/octet-stream")
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One uploaded file; ``name`` is the form field (or ``body`` for a raw upload)."""
+
+    name: str
+    data: bytes
+
+
+def media_type_of(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The whole body, refusing it as soon as it passes ``max_bytes`` (declared or streamed)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise _too_large(max_bytes)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise _too_large(max_bytes)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(max_bytes: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        "body_too_large", "request body too large", expected=f"at most {max_bytes} bytes"
+    )
+
+
+def parse_json(body: bytes) -> Any:
+    if not body:
+        raise BadRequest("empty_body", "request body is empty", expected="a JSON document")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise BadRequest("invalid_json", f"body is not valid JSON: {error}") from None
+
+
+def parse_multipart(body: bytes, content_type: str) -> list[Upload]:
+    """Every file part of a multipart/form-data body, in order."""
+    from python_multipart.multipart import MultipartParser
+
+    _, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise BadRequest("invalid_multipart", "multipart body without a boundary")
+    uploads: list[Upload] = []
+    state: dict[str, Any] = {}
+
+    def on_part_begin() -> None:
+        state.update(headers={}, data=[], header_name=b"", header_value=b"")
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        state["header_name"] += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        state["header_value"] += data[start:end]
+
+    def on_header_end() -> None:
+        state["headers"][state["header_name"].lower()] = state["header_value"]
+        state.update(header_name=b"", header_value=b"")
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        state["data"].append(data[start:end])
+
+    def on_part_end() -> None:
+        disposition, options = parse_options_header(state["headers"].get(b"content-disposition"))
+        part_type = state["headers"].get(b"content-type", b"")
+        is_file = b"filename" in options or part_type.startswith(b"image/")
+        if disposition != b"form-data" or not is_file:
+            return  # plain form fields carry no image; options travel in the query
+        name = options.get(b"name", b"file").decode("utf-8", "replace")
+        uploads.append(Upload(name, b"".join(state["data"])))
+
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_part_begin": on_part_begin,
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_part_data": on_part_data,
+            "on_part_end": on_part_end,
+        },
+    )
+    try:
+        parser.write(body)
+        parser.finalize()
+    except Exception as error:
+        raise BadRequest("invalid_multipart", f"malformed multipart body: {error}") from None
+    return uploads
+
+
+def image_uploads(body: bytes, content_type: str) -> list[Upload]:
+    """Images from a multipart form (one or many files) or a raw image body."""
+    kind = media_type_of(content_type)
+    if kind == MULTIPART:
+        uploads = parse_multipart(body, content_type)
+    elif kind in IMAGE_TYPES:
+        uploads = [Upload("body", body)] if body else []
+    else:
+        raise unsupported(kind, f"{MULTIPART} with image files, a raw image/png or image/jpeg")
+    if not uploads:
+        raise BadRequest("empty_batch", "no image in the request", expected="at least one image")
+    return uploads
+
+
+def unsupported(kind: str, expected: str) -> UnsupportedMediaType:
+    return UnsupportedMediaType(
+        "unsupported_media_type",
+        f"content type {kind or '(none)'!r} is not accepted here",
+        field="content-type",
+        expected=expected,
+    )

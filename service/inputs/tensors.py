@@ -1,0 +1,131 @@
+"""JSON tensors: ``{"inputs": nested lists}`` -> a float32 batch, shape and range checked."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from service.errors import PayloadTooLarge, RequestError
+
+FIELD = "inputs"
+
+
+@dataclass(frozen=True)
+class TensorContract:
+    """The sample shapes a model takes (the first one is canonical) and the allowed values."""
+
+    shapes: tuple[tuple[int, ...], ...]
+    low: float | None = None
+    high: float | None = None
+
+    def describe(self) -> str:
+        shapes = " or ".join("(N, " + ", ".join(map(str, s)) + ")" for s in self.shapes)
+        if self.low is None or self.high is None:
+            return f"{shapes} finite numbers"
+        return f"{shapes} numbers in [{self.low:g}, {self.high:g}]"
+
+
+def unwrap(document: Any, allowed: Sequence[str] = (FIELD,)) -> Any:
+    """The tensor value from ``{"inputs": ...}``, rejecting unknown keys (they are typos)."""
+    if not isinstance(document, dict) or FIELD not in document:
+        raise RequestError(
+            "missing_field", f"body must be a JSON object with '{FIELD}'", field=FIELD
+        )
+    unknown = sorted(set(document) - set(allowed))
+    if unknown:
+        raise RequestError(
+            "unknown_field", f"unknown fields {unknown}", field=unknown[0], expected=str(allowed)
+        )
+    return document[FIELD]
+
+
+def parse_tensor(value: Any, contract: TensorContract, max_items: int) -> np.ndarray:
+    """Nested lists -> (N, *canonical shape) float32; one sample without a batch axis is N=1."""
+    array = _as_numeric_array(value, contract)
+    if array.shape == (0,):
+        raise _empty(contract)
+    if array.shape in contract.shapes:
+        array = array[np.newaxis]
+    elif array.ndim == 0 or array.shape[1:] not in contract.shapes:
+        raise RequestError(
+            "invalid_shape",
+            f"tensor has shape {list(array.shape)}",
+            field=FIELD,
+            expected=contract.describe(),
+        )
+    count = array.shape[0]
+    if count == 0:
+        raise _empty(contract)
+    if count > max_items:
+        raise PayloadTooLarge(
+            "too_many_items",
+            f"{count} items in one request",
+            field=FIELD,
+            expected=f"at most {max_items} items",
+        )
+    with np.errstate(over="ignore"):  # too large for float32 becomes inf, refused below
+        batch = array.astype(np.float32).reshape((count, *contract.shapes[0]))
+    _check_values(batch, contract)
+    return batch
+
+
+def _empty(contract: TensorContract) -> RequestError:
+    return RequestError(
+        "empty_batch",
+        "tensor holds no items",
+        field=FIELD,
+        expected=f"at least one item: {contract.describe()}",
+    )
+
+
+def _as_numeric_array(value: Any, contract: TensorContract) -> np.ndarray:
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError, OverflowError):
+        raise RequestError(
+            "invalid_shape",
+            "tensor is ragged (rows of different lengths)",
+            field=FIELD,
+            expected=contract.describe(),
+        ) from None
+    if array.dtype.kind not in "iuf":
+        raise RequestError(
+            "invalid_dtype",
+            f"tensor holds {_kind_name(array)} values",
+            field=FIELD,
+            expected=contract.describe(),
+        )
+    return array
+
+
+def _kind_name(array: np.ndarray) -> str:
+    return {"b": "boolean", "U": "string", "S": "bytes"}.get(array.dtype.kind, "non-numeric")
+
+
+def _check_values(batch: np.ndarray, contract: TensorContract) -> None:
+    """Whole-batch min/max first (NaN fails every comparison); per-item only on failure."""
+    low = -np.inf if contract.low is None else contract.low
+    high = np.inf if contract.high is None else contract.high
+    if batch.min() >= low and batch.max() <= high and np.isfinite(batch.sum(dtype=np.float64)):
+        return
+    flat = batch.reshape(len(batch), -1)
+    finite = np.isfinite(flat).all(axis=1)
+    if not finite.all():
+        raise RequestError(
+            "not_finite",
+            "tensor holds NaN or infinity (or a number too large for float32)",
+            field=FIELD,
+            item=int(np.argmin(finite)),
+            expected=contract.describe(),
+        )
+    inside = ((flat >= low) & (flat <= high)).all(axis=1)
+    raise RequestError(
+        "out_of_range",
+        "tensor holds values outside the model's input range",
+        field=FIELD,
+        item=int(np.argmin(inside)),
+        expected=contract.describe(),
+    )

@@ -1,0 +1,101 @@
+"""The service's own Prometheus metrics, added beside BentoML's defaults on ``/metrics``.
+
+prometheus_client is imported when ``Metrics`` is built, not at module import: BentoML sets
+``PROMETHEUS_MULTIPROC_DIR`` in each worker after importing the service module, and metrics
+created before that would never reach ``/metrics``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from service.batching import BatchStats
+
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class Metrics:
+    def __init__(self, namespace: str = "serving") -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
+        signature = ["model", "signature"]
+        self.queue_wait = Histogram(
+            "inference_queue_wait_seconds",
+            "Time a request waited in the batch queue before its batch started",
+            signature,
+            namespace=namespace,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.compute = Histogram(
+            "inference_compute_seconds",
+            "Time one batch spent in the model",
+            signature,
+            namespace=namespace,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.request_latency = Histogram(
+            "request_duration_seconds",
+            "Whole request time in the service: read, decode, queue, compute, encode",
+            ["model", "endpoint"],
+            namespace=namespace,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.batch_size = Histogram(
+            "batch_size",
+            "Items in each batch the model ran",
+            signature,
+            namespace=namespace,
+            buckets=BATCH_BUCKETS,
+        )
+        self.items = Counter(
+            "items_processed", "Items (images, records, codes) run", signature, namespace=namespace
+        )
+        self.predictions = Counter(
+            "predictions", "Predictions by class", ["model", "label"], namespace=namespace
+        )
+        self.validation_errors = Counter(
+            "validation_errors",
+            "Requests refused with a 4xx, by reason",
+            ["model", "endpoint", "reason"],
+            namespace=namespace,
+        )
+        self.model_info = Gauge(
+            "model_info",
+            "Loaded model: version, backend and execution provider",
+            ["model", "version", "backend", "provider"],
+            namespace=namespace,
+            multiprocess_mode="liveall",
+        )
+        self.model_ready = Gauge(
+            "model_ready",
+            "1 when the model is loaded and warmed up, 0 otherwise",
+            ["model"],
+            namespace=namespace,
+            multiprocess_mode="liveall",
+        )
+
+    def batch_recorder(self, model: str, signature: str):
+        """The callback one batcher reports each batch to."""
+        queue_wait = self.queue_wait.labels(model, signature)
+        compute = self.compute.labels(model, signature)
+        batch_size = self.batch_size.labels(model, signature)
+        items = self.items.labels(model, signature)
+
+        def record(stats: BatchStats) -> None:
+            for wait in stats.queue_waits:
+                queue_wait.observe(wait)
+            compute.observe(stats.compute_seconds)
+            batch_size.observe(stats.size)
+            items.inc(stats.size)
+
+        return record
+
+    def count_predictions(self, model: str, labels: Sequence[str], indices: np.ndarray) -> None:
+        counts = np.bincount(indices, minlength=len(labels))
+        for index in np.flatnonzero(counts).tolist():
+            self.predictions.labels(model, labels[index]).inc(int(counts[index]))

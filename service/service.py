@@ -1,0 +1,62 @@
+"""The BentoML service: ``bentoml serve`` (see bentofile.yaml) starts this.
+
+BentoML provides the server, workers, ``/livez``, ``/readyz``, ``/metrics`` and the OpenAPI
+page; the model endpoints live in ``service.routes``, mounted at ``/``. Models load in the
+background after start, so ``/readyz`` can say "not yet" (and why) instead of hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+import bentoml
+import orjson
+from starlette.exceptions import HTTPException
+
+from service.config import load_config
+from service.fastpath import FastPathService
+from service.logs import configure_logging
+from service.metrics import Metrics
+from service.registry import Registry
+from service.routes import Runtime, app, readiness
+
+logger = logging.getLogger("service")
+
+WORKERS = int(os.environ.get("SERVING_WORKERS", "1"))
+
+
+@bentoml.service(
+    service_class=FastPathService,
+    name="keras-models",
+    workers=WORKERS,
+    traffic={"timeout": 60, "max_concurrency": int(os.environ.get("SERVING_MAX_CONCURRENCY", 512))},
+)
+@bentoml.asgi_app(app, path="/")
+class KerasModels:
+    """Digits, flowers, bank and autoencoder models from the local model repository."""
+
+    def __init__(self) -> None:
+        config = load_config()
+        configure_logging(config.log_json)
+        metrics = Metrics()
+        self.runtime = Runtime(config, metrics, Registry(config, metrics))
+        app.state.runtime = self.runtime
+        self._loading: asyncio.Task[None] | None = None
+
+    @bentoml.on_startup
+    async def start_loading(self) -> None:
+        registry = self.runtime.registry
+        logger.info("loading models from %s", registry.config.repository.resolve())
+        self._loading = asyncio.create_task(asyncio.to_thread(registry.load_all))
+
+    async def __is_ready__(self) -> bool:
+        state = readiness(self.runtime)
+        if not state["ready"]:
+            raise HTTPException(status_code=503, detail=orjson.dumps(state).decode())
+        return True
+
+    @bentoml.on_shutdown
+    async def stop(self) -> None:
+        self.runtime.registry.close()

@@ -1,0 +1,485 @@
+"""The real service: ``bentoml serve`` over HTTP against quick-profile models.
+
+Served outputs are compared with ONNX Runtime run directly on the same inputs, prepared by
+the same ``modelspec`` functions, so a drift in either path fails here.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pytest
+from PIL import Image
+
+from benchmarks.payloads import bank_records, flower_files, mnist_test, png_bytes
+from modelspec import bank, digits, flowers, repository
+
+pytestmark = pytest.mark.slow
+TOLERANCE = 1e-5
+
+
+def run_onnx(repo: Path, model: str, onnx_file: str, inputs: np.ndarray) -> np.ndarray:
+    version = repository.latest_version(repo, model)
+    path = repository.version_dir(repo, model, version) / onnx_file
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: inputs.astype(np.float32)})[0]
+
+
+@pytest.fixture(scope="module")
+def client(service_url: str):
+    with httpx.Client(base_url=service_url, timeout=60) as client:
+        yield client
+
+
+def metric(client: httpx.Client, name: str, **labels: str) -> float:
+    """Sum of one metric's samples whose labels include ``labels``."""
+    total = 0.0
+    for line in client.get("/metrics").text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def assert_client_error(response: httpx.Response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert body["code"] == code, body
+    assert body["error"]
+    return body
+
+
+# -- health, readiness and the model list ---------------------------------------------------
+
+
+def test_health_and_models(client: httpx.Client, quick_repository: Path) -> None:
+    assert client.get("/livez").status_code == 200
+    assert client.get("/readyz").status_code == 200
+    models = {m["name"]: m for m in client.get("/models").json()["models"]}
+    assert set(models) == {"digits", "flowers", "bank", "autoencoder"}
+    for name, model in models.items():
+        assert model["state"] == "ready"
+        assert model["version"] == repository.latest_version(quick_repository, name)
+        assert model["backend"] == "onnx"
+        assert model["provider"] == "CPUExecutionProvider"
+        assert model["signatures"] and "metrics" in model
+    assert models["flowers"]["labels"] == list(flowers.DEFAULT_LABELS)
+    assert set(models["autoencoder"]["signatures"]) == {"encode", "decode", "reconstruct"}
+    info = metric(client, "serving_model_info", model="digits", backend="onnx")
+    assert info == 1
+
+
+def test_openapi_documents_every_endpoint(client: httpx.Client) -> None:
+    paths = client.get("/docs.json").json()["paths"]
+    for path in ("/digits/predict", "/flowers/predict", "/bank/predict", "/autoencoder/encode",
+                 "/autoencoder/reconstruct", "/autoencoder/decode", "/models"):  # fmt: skip
+        assert path in paths
+    assert "multipart/form-data" in paths["/digits/predict"]["post"]["requestBody"]["content"]
+
+
+# -- each endpoint against ONNX Runtime directly --------------------------------------------
+
+
+def test_digits_json_matches_onnx(client, quick_repository, data_dir) -> None:
+    images, _ = mnist_test(data_dir, 5)
+    pixels = digits.scale_pixels(images)
+    response = client.post("/digits/predict", json={"inputs": pixels.tolist()})
+    assert response.status_code == 200, response.text
+    assert response.headers["x-request-id"]
+    served = np.array([p["probabilities"] for p in response.json()["predictions"]])
+    expected = run_onnx(quick_repository, "digits", "model.onnx", pixels)
+    np.testing.assert_allclose(served, expected, atol=TOLERANCE)
+    assert [p["digit"] for p in response.json()["predictions"]] == expected.argmax(1).tolist()
+
+
+def test_digits_images_match_onnx(client, quick_repository, data_dir) -> None:
+    """Dark-on-light pictures of other sizes, several in one multipart request."""
+    images, _ = mnist_test(data_dir, 3)
+    pictures = [Image.fromarray(255 - x).resize((90, 120)) for x in images]
+    files = [
+        ("image", (f"{i}.png", png_bytes(np.asarray(p)), "image/png"))
+        for i, p in enumerate(pictures)
+    ]
+    response = client.post("/digits/predict", files=files)
+    assert response.status_code == 200, response.text
+    prepared = np.stack([digits.prepare_image(p) for p in pictures])
+    expected = run_onnx(quick_repository, "digits", "model.onnx", digits.scale_pixels(prepared))
+    served = np.array([p["probabilities"] for p in response.json()["predictions"]])
+    np.testing.assert_allclose(served, expected, atol=TOLERANCE)
+    # The same pictures with invert=false are read as white-on-black: a different input.
+    plain = client.post("/digits/predict?invert=false", files=files).json()["predictions"]
+    assert not np.allclose([p["probabilities"] for p in plain], expected, atol=TOLERANCE)
+
+
+def test_flowers_match_onnx(client, quick_repository, data_dir) -> None:
+    files = flower_files(data_dir, 3)
+    response = client.post(
+        "/flowers/predict?top_k=2",
+        files=[("image", (f.name, f.read_bytes(), "image/jpeg")) for f in files],
+    )
+    assert response.status_code == 200, response.text
+    expected = run_onnx(
+        quick_repository,
+        "flowers",
+        "model.onnx",
+        np.stack([flowers.load_image(f) for f in files]).astype(np.float32),
+    )
+    labels = list(flowers.DEFAULT_LABELS)
+    for prediction, row in zip(response.json()["predictions"], expected, strict=True):
+        assert len(prediction["top"]) == 2
+        assert prediction["label"] == labels[int(row.argmax())]
+        assert prediction["top"][0]["probability"] == pytest.approx(row.max(), abs=TOLERANCE)
+
+
+def test_bank_matches_onnx(client, quick_repository, data_dir) -> None:
+    records = bank_records(data_dir, 6)
+    response = client.post("/bank/predict", json={"records": records})
+    assert response.status_code == 200, response.text
+    version_dir = repository.version_dir(
+        quick_repository, "bank", repository.latest_version(quick_repository, "bank")
+    )
+    manifest = repository.read_manifest(version_dir)
+    encoder = bank.BankEncoder.from_dict(manifest["preprocessing"]["encoder"])
+    expected = run_onnx(quick_repository, "bank", "model.onnx", encoder.transform(records))[:, 0]
+    body = response.json()
+    assert body["threshold"] == pytest.approx(manifest["decision"]["threshold"])
+    served = np.array([p["probability"] for p in body["predictions"]])
+    np.testing.assert_allclose(served, expected, atol=TOLERANCE)
+    for prediction, p in zip(body["predictions"], expected, strict=True):
+        assert prediction["subscribe"] == bool(p >= body["threshold"])
+        assert prediction["label"] == ("yes" if p >= body["threshold"] else "no")
+    single = client.post("/bank/predict", json=records[0]).json()["predictions"]
+    assert single[0]["probability"] == pytest.approx(expected[0], abs=TOLERANCE)
+
+
+def test_autoencoder_endpoints_match_onnx(client, quick_repository, data_dir) -> None:
+    images, _ = mnist_test(data_dir, 4)
+    pixels = digits.scale_pixels(images).reshape(4, 784)
+    codes = client.post("/autoencoder/encode", json={"inputs": pixels.tolist()}).json()["codes"]
+    expected_codes = run_onnx(quick_repository, "autoencoder", "encoder.onnx", pixels)
+    np.testing.assert_allclose(codes, expected_codes, atol=1e-4)
+
+    rebuilt = client.post("/autoencoder/reconstruct", json={"inputs": pixels.tolist()}).json()
+    expected = run_onnx(quick_repository, "autoencoder", "model.onnx", pixels)
+    np.testing.assert_allclose(rebuilt["reconstructions"], expected, atol=TOLERANCE)
+
+    decoded = client.post("/autoencoder/decode", json={"inputs": expected_codes.tolist()}).json()
+    expected_decoded = run_onnx(quick_repository, "autoencoder", "decoder.onnx", expected_codes)
+    np.testing.assert_allclose(decoded["reconstructions"], expected_decoded, atol=TOLERANCE)
+
+    # PNG out: one item -> an image/png body; several -> base64 PNGs in JSON.
+    png = client.post(
+        "/autoencoder/reconstruct",
+        json={"inputs": pixels[0].tolist()},
+        headers={"accept": "image/png"},
+    )
+    assert png.headers["content-type"] == "image/png"
+    image = np.asarray(Image.open(io.BytesIO(png.content)))
+    assert image.shape == (28, 28)
+    np.testing.assert_allclose(image / 255.0, expected[0].reshape(28, 28), atol=1 / 255 + 1e-6)
+    several = client.post(
+        "/autoencoder/decode?format=png", json={"inputs": expected_codes.tolist()}
+    )
+    assert len(several.json()["images"]) == 4
+
+    # An image upload to encode gives the same code as its tensor.
+    upload = client.post(
+        "/autoencoder/encode", files=[("image", ("d.png", png_bytes(images[0]), "image/png"))]
+    )
+    np.testing.assert_allclose(upload.json()["codes"][0], expected_codes[0], atol=1e-4)
+
+
+# -- batching and metrics --------------------------------------------------------------------
+
+
+def test_concurrent_requests_are_batched_and_counted(client, data_dir) -> None:
+    from benchmarks.loadgen import build_request, load
+
+    images, _ = mnist_test(data_dir, 1)
+    body = json.dumps({"inputs": digits.scale_pixels(images).tolist()}).encode()
+    items_before = metric(client, "serving_items_processed_total", model="digits")
+    batches_before = metric(client, "serving_batch_size_count", model="digits")
+    predictions_before = metric(client, "serving_predictions_total", model="digits")
+    port = int(str(client.base_url).rsplit(":", 1)[1].strip("/"))
+    request = build_request("127.0.0.1", port, "/digits/predict", body, "application/json")
+    result = load("127.0.0.1", port, [request], concurrency=32, seconds=1.5)
+    assert result.statuses and set(result.statuses) == {200}
+    items = metric(client, "serving_items_processed_total", model="digits") - items_before
+    batches = metric(client, "serving_batch_size_count", model="digits") - batches_before
+    assert items == result.requests
+    assert metric(client, "serving_predictions_total", model="digits") - predictions_before == items
+    assert batches < items, "32 concurrent clients never shared a batch"
+    assert metric(client, "serving_inference_queue_wait_seconds_count", model="digits") > 0
+    assert metric(client, "serving_inference_compute_seconds_count", model="digits") > 0
+    assert metric(client, "serving_request_duration_seconds_count", model="digits") > 0
+    # BentoML's own defaults are still on /metrics.
+    assert "bentoml_service_request" in client.get("/metrics").text
+
+
+def test_multi_item_request_counts_each_item(client, data_dir) -> None:
+    images, _ = mnist_test(data_dir, 5)
+    before = metric(client, "serving_items_processed_total", model="digits")
+    response = client.post("/digits/predict", json={"inputs": digits.scale_pixels(images).tolist()})
+    assert response.status_code == 200
+    assert metric(client, "serving_items_processed_total", model="digits") - before == 5
+
+
+# -- bad input: a 4xx with a JSON body, never a 500, and nobody else harmed -----------------
+
+ZERO_IMAGE = np.zeros((28, 28)).tolist()
+GOOD_RECORD = {
+    "age": 41, "job": "technician", "marital": "married", "education": "secondary",
+    "default": "no", "balance": 1200, "housing": "yes", "loan": "no", "contact": "cellular",
+    "day": 15, "month": "may", "duration": 300, "campaign": 2, "pdays": -1, "previous": 0,
+    "poutcome": "unknown",
+}  # fmt: skip
+
+
+def _truncated_jpeg(data_dir: Path) -> bytes:
+    return flower_files(data_dir, 1)[0].read_bytes()[:600]
+
+
+BAD_REQUESTS = [
+    # (path, kwargs for httpx, status, code)
+    ("/digits/predict", {"json": {"inputs": [[1, 2, 3]]}}, 422, "invalid_shape"),
+    ("/digits/predict", {"json": {"inputs": [["x"] * 784]}}, 422, "invalid_dtype"),
+    ("/digits/predict", {"json": {"inputs": [[0.5] * 783 + [7.0]]}}, 422, "out_of_range"),
+    ("/digits/predict", {"json": {"inputs": [[0.5] * 783 + [1e300]]}}, 422, "not_finite"),
+    (
+        "/digits/predict",
+        {"content": b'{"inputs": [Infinity]}', "headers": {"content-type": "application/json"}},
+        400,
+        "invalid_json",
+    ),
+    ("/digits/predict", {"json": {"inputs": []}}, 422, "empty_batch"),
+    ("/digits/predict", {"json": {"inputs": np.zeros((65, 784)).tolist()}}, 413, "too_many_items"),
+    ("/digits/predict", {"json": {"input": ZERO_IMAGE}}, 422, "missing_field"),
+    ("/digits/predict", {"json": {"inputs": ZERO_IMAGE, "extra": 1}}, 422, "unknown_field"),
+    (
+        "/digits/predict",
+        {"content": b"not json", "headers": {"content-type": "application/json"}},
+        400,
+        "invalid_json",
+    ),
+    (
+        "/digits/predict",
+        {"content": b"", "headers": {"content-type": "application/json"}},
+        400,
+        "empty_body",
+    ),
+    (
+        "/digits/predict",
+        {"content": b"hello", "headers": {"content-type": "text/plain"}},
+        415,
+        "unsupported_media_type",
+    ),
+    (
+        "/digits/predict",
+        {"content": b"\x89PNG broken", "headers": {"content-type": "image/png"}},
+        415,
+        "not_an_image",
+    ),
+    (
+        "/digits/predict?invert=maybe",
+        {"files": [("image", ("a.png", png_bytes(np.zeros((28, 28), np.uint8)), "image/png"))]},
+        422,
+        "invalid_parameter",
+    ),
+    (
+        "/flowers/predict?top_k=9",
+        {"files": [("image", ("a.png", png_bytes(np.zeros((9, 9, 3), np.uint8)), "image/png"))]},
+        422,
+        "invalid_parameter",
+    ),
+    (
+        "/flowers/predict",
+        {
+            "json": {"inputs": np.zeros((1, 128, 128, 3)).tolist()},
+            "headers": {"content-type": "multipart/form-data; boundary=x"},
+        },
+        400,
+        "invalid_multipart",
+    ),
+    ("/bank/predict", {"json": {**GOOD_RECORD, "job": "astronaut"}}, 422, "invalid_value"),
+    (
+        "/bank/predict",
+        {"json": {k: v for k, v in GOOD_RECORD.items() if k != "age"}},
+        422,
+        "missing_field",
+    ),
+    ("/bank/predict", {"json": {**GOOD_RECORD, "agee": 3}}, 422, "unknown_field"),
+    ("/bank/predict", {"json": {**GOOD_RECORD, "balance": "lots"}}, 422, "invalid_value"),
+    ("/bank/predict", {"json": {"records": []}}, 422, "empty_batch"),
+    ("/bank/predict", {"json": [GOOD_RECORD] * 65}, 413, "too_many_items"),
+    ("/bank/predict", {"json": "a string"}, 422, "invalid_type"),
+    ("/autoencoder/decode", {"json": {"inputs": [[0.0] * 15]}}, 422, "invalid_shape"),
+    (
+        "/autoencoder/reconstruct",
+        {"json": {"inputs": ZERO_IMAGE}, "headers": {"accept": "text/html"}},
+        406,
+        "not_acceptable",
+    ),
+    (
+        "/autoencoder/reconstruct?format=gif",
+        {"json": {"inputs": ZERO_IMAGE}},
+        422,
+        "invalid_parameter",
+    ),
+]
+
+
+@pytest.mark.parametrize(("path", "kwargs", "status", "code"), BAD_REQUESTS)
+def test_bad_input_gets_a_clear_4xx(client, path, kwargs, status, code) -> None:
+    body = assert_client_error(client.post(path, **kwargs), status, code)
+    if code in ("invalid_shape", "out_of_range"):
+        assert body["field"] == "inputs" and body["expected"]
+    assert client.get("/livez").status_code == 200
+
+
+def test_image_faults_and_limits(client, data_dir) -> None:
+    truncated = _truncated_jpeg(data_dir)
+    body = assert_client_error(
+        client.post(
+            "/flowers/predict",
+            files=[
+                ("image", ("ok.jpg", flower_files(data_dir, 1)[0].read_bytes(), "image/jpeg")),
+                ("image", ("bad.jpg", truncated, "image/jpeg")),
+            ],
+        ),
+        422,
+        "corrupt_image",
+    )
+    assert body["item"] == 1
+    from tests.test_service_inputs import bomb_png
+
+    assert_client_error(
+        client.post(
+            "/digits/predict", content=bomb_png(30_000), headers={"content-type": "image/png"}
+        ),
+        413,
+        "image_too_large",
+    )
+    huge = b"0" * (21 * 1024 * 1024)
+    assert_client_error(
+        client.post("/digits/predict", content=huge, headers={"content-type": "application/json"}),
+        413,
+        "body_too_large",
+    )
+    validation = metric(client, "serving_validation_errors_total", reason="corrupt_image")
+    assert validation >= 1
+
+
+def test_bad_neighbours_do_not_harm_valid_requests(client, quick_repository, data_dir) -> None:
+    images, _ = mnist_test(data_dir, 8)
+    pixels = digits.scale_pixels(images)
+    expected = run_onnx(quick_repository, "digits", "model.onnx", pixels)
+    results: dict[int, httpx.Response] = {}
+
+    def send(index: int) -> None:
+        with httpx.Client(base_url=str(client.base_url), timeout=60) as own:
+            if index % 2:
+                results[index] = own.post(
+                    "/digits/predict", json={"inputs": [[float("1e39")] * 784]}
+                )
+            else:
+                results[index] = own.post(
+                    "/digits/predict", json={"inputs": pixels[index // 2].tolist()}
+                )
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for index, response in results.items():
+        if index % 2:
+            assert response.status_code == 422
+        else:
+            served = response.json()["predictions"][0]["probabilities"]
+            np.testing.assert_allclose(served, expected[index // 2], atol=TOLERANCE)
+
+
+def test_unknown_routes_and_methods_are_json_4xx(client) -> None:
+    assert client.get("/digits/predict").status_code == 405
+    response = client.get("/models/nosuchmodel")
+    assert response.status_code == 404 and response.json()["code"] == "unknown_model"
+
+
+# -- a model with a corrupted file: refused, reported, the others keep serving ------------
+
+
+def test_corrupted_model_is_refused_and_others_serve(quick_repository, tmp_path, data_dir) -> None:
+    import shutil
+
+    from benchmarks.servers import Server
+
+    repo = tmp_path / "models"
+    shutil.copytree(quick_repository, repo)
+    version = repository.latest_version(repo, "digits")
+    onnx_file = repository.version_dir(repo, "digits", version) / "model.onnx"
+    onnx_file.write_bytes(onnx_file.read_bytes() + b"tampered")
+    log = tmp_path / "serve.log"
+    with Server(env={"MODEL_REPOSITORY": str(repo)}, log=log) as server:
+        server.wait_until("/livez", timeout=300)
+        server.wait_until("/models", timeout=60)
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            models = _wait_for_states(client)
+            assert models["digits"]["state"] == "failed"
+            assert "model.onnx: sha256 mismatch" in models["digits"]["reason"]
+            assert all(models[m]["state"] == "ready" for m in ("flowers", "bank", "autoencoder"))
+            ready = client.get("/readyz")
+            assert ready.status_code == 503
+            assert "sha256 mismatch" in ready.text and "digits" in ready.text
+            refused = client.post("/digits/predict", json={"inputs": ZERO_IMAGE})
+            assert_client_error(refused, 503, "model_unavailable")
+            records = bank_records(data_dir, 1)
+            assert client.post("/bank/predict", json=records).status_code == 200
+    assert re.search(r"model digits refused: .*sha256 mismatch", log.read_text())
+
+
+def _wait_for_states(client: httpx.Client, timeout: float = 120) -> dict[str, dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        models = {m["name"]: m for m in client.get("/models").json()["models"]}
+        if all(m["state"] != "loading" for m in models.values()):
+            return models
+        time.sleep(0.2)
+    raise TimeoutError("models still loading")
+
+
+def test_saved_model_backend_readiness_before_and_after_warm_up(quick_repository, data_dir) -> None:
+    """TensorFlow takes seconds to load: /readyz says 503 (with the reason) until every model
+    is loaded and warmed, then 200; the SavedModel backend then serves the ONNX numbers."""
+    from benchmarks.servers import Server, http_status
+
+    env = {"MODEL_REPOSITORY": str(quick_repository), "SERVING_BACKEND": "saved_model"}
+    with Server(env=env) as server:
+        server.wait_until("/livez", timeout=300)
+        statuses = []
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline:
+                statuses.append(http_status(server.url + "/readyz"))
+                if statuses[-1] == 200:
+                    break
+                time.sleep(0.05)
+            assert statuses[-1] == 200, client.get("/readyz").text
+            assert 503 in statuses, "never observed the service before its models were warm"
+            models = client.get("/models").json()["models"]
+            assert all(m["state"] == "ready" and m["backend"] == "saved_model" for m in models)
+            images, _ = mnist_test(data_dir, 3)
+            pixels = digits.scale_pixels(images)
+            response = client.post("/digits/predict", json={"inputs": pixels.tolist()})
+            served = np.array([p["probabilities"] for p in response.json()["predictions"]])
+            expected = run_onnx(quick_repository, "digits", "model.onnx", pixels)
+            np.testing.assert_allclose(served, expected, atol=1e-4)
