@@ -1,4 +1,4 @@
-# The two commands a newcomer needs are `make models` and `make test` (see README.md).
+# The two commands a newcomer needs are `make serve` and `make test` (see README.md).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -6,7 +6,10 @@ DATA_DIR ?= $(if $(TRAINING_DATA_DIR),$(TRAINING_DATA_DIR),$(wildcard ../shared/
 WEIGHTS ?= $(if $(wildcard $(DATA_DIR)/weights/mobilenet_v2_1.0_no_top_imagenet_int8dq.weights.h5),$(DATA_DIR)/weights/mobilenet_v2_1.0_no_top_imagenet_int8dq.weights.h5,imagenet)
 DATA_FLAG := $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
 
-.PHONY: install models models-quick test lint format clean
+PORT ?= 3000
+MODEL_REPOSITORY ?= models
+
+.PHONY: install models models-quick serve bench test lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +20,20 @@ install: $(BIN)/python
 
 # Full training of all four models into ./models (about an hour on 2 cores).
 models: install
-	$(BIN)/python -m training train all $(DATA_FLAG) --weights $(WEIGHTS) --out models
+	$(BIN)/python -m training train all $(DATA_FLAG) --weights $(WEIGHTS) --out $(MODEL_REPOSITORY)
 
 # The quick profile: same artifacts in a few minutes.
 models-quick: install
-	$(BIN)/python -m training train all --quick $(DATA_FLAG) --weights $(WEIGHTS) --out models
+	$(BIN)/python -m training train all --quick $(DATA_FLAG) --weights $(WEIGHTS) --out $(MODEL_REPOSITORY)
+
+# The HTTP service on the local repository; trains the models first when it is empty.
+serve: install
+	@if [ -z "$$(ls -A $(MODEL_REPOSITORY) 2>/dev/null)" ]; then $(MAKE) models; fi
+	MODEL_REPOSITORY=$(MODEL_REPOSITORY) $(BIN)/bentoml serve --port $(PORT)
+
+# Throughput and latency of the running service against the stock BentoML baseline.
+bench: install
+	$(BIN)/python -m benchmarks.serve_bench --repository $(MODEL_REPOSITORY) $(DATA_FLAG)
 
 test: install
 	$(BIN)/ruff check .

@@ -57,6 +57,7 @@ class ServiceConfig:
     models: tuple[ModelConfig, ...] = tuple(ModelConfig(n) for n in MODEL_NAMES)
     limits: Limits = field(default_factory=Limits)
     log_json: bool = False
+    access_log: bool = False  # one line per model request; off by default (hot path)
     inference_threads: int | None = None  # None: the CPUs this process may use
 
     def model(self, name: str) -> ModelConfig:
@@ -118,7 +119,11 @@ def load_config(environ: dict[str, str] | None = None) -> ServiceConfig:
     if path := env.get("SERVING_CONFIG"):
         data = yaml.safe_load(Path(path).read_text()) or {}
     batching_enabled = _flag(env.get("SERVING_BATCHING"), data.get("batching", True))
-    limits = replace(Limits(), **data.get("limits", {}))
+    limits_data = data.get("limits", {})
+    unknown = set(limits_data) - set(Limits.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"unknown limits {sorted(unknown)}")
+    limits = replace(Limits(), **limits_data)
     if limit := env.get("SERVING_MAX_IMAGE_PIXELS"):
         limits = replace(limits, max_image_pixels=int(limit))
     config = ServiceConfig(
@@ -129,6 +134,7 @@ def load_config(environ: dict[str, str] | None = None) -> ServiceConfig:
         models=_models_from(data.get("models"), batching_enabled),
         limits=limits,
         log_json=_flag(env.get("SERVING_LOG_JSON"), data.get("log_json", False)),
+        access_log=_flag(env.get("SERVING_ACCESS_LOG"), data.get("access_log", False)),
         inference_threads=_optional_int(env.get("SERVING_INFERENCE_THREADS"))
         or data.get("inference_threads"),
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import bentoml
+import orjson
 from starlette.requests import Request
 
 from service.endpoints import ENDPOINTS
@@ -26,13 +27,57 @@ class FastPath:
         self.bentoml_app = bentoml_app
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        endpoint = ENDPOINTS.get(scope.get("path", "")) if scope["type"] == "http" else None
-        if endpoint is None or scope["method"] != "POST" or routes_app.state.runtime is None:
+        if scope["type"] != "http":
             await self.bentoml_app(scope, receive, send)
+            return
+        endpoint = ENDPOINTS.get(scope["path"])
+        if endpoint is None or scope["method"] != "POST" or routes_app.state.runtime is None:
+            await self.bentoml_app(scope, receive, JsonRoutingErrors(send, scope))
             return
         scope["app"] = routes_app
         response = await handle(Request(scope, receive), scope["path"], endpoint)
         await response(scope, receive, send)
+
+
+class JsonRoutingErrors:
+    """Turns the router's plain-text 404 and 405 answers into the service's JSON errors."""
+
+    def __init__(self, send: Any, scope: Scope) -> None:
+        self._send = send
+        self._scope = scope
+        self._replaced = False
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start" and message["status"] in (404, 405):
+            headers = dict(message.get("headers", []))
+            if message["status"] == 405 or b"json" not in headers.get(b"content-type", b""):
+                await self._replace(message, headers)
+                return
+        if self._replaced:
+            return  # the original body of a replaced answer
+        await self._send(message)
+
+    async def _replace(self, message: dict[str, Any], headers: dict[bytes, bytes]) -> None:
+        self._replaced = True
+        path, method = self._scope["path"], self._scope["method"]
+        if message["status"] == 404:
+            error = {"error": f"no route {path!r}", "code": "not_found", "field": "path"}
+        else:
+            allowed = headers.get(b"allow", b"").decode()
+            error = {
+                "error": f"method {method} not allowed on {path!r}",
+                "code": "method_not_allowed",
+                "expected": allowed,
+            }
+        body = orjson.dumps(error)
+        new_headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", b"%d" % len(body)),
+        ]
+        if b"allow" in headers:
+            new_headers.append((b"allow", headers[b"allow"]))
+        await self._send({**message, "headers": new_headers})
+        await self._send({"type": "http.response.body", "body": body})
 
 
 class FastPathService(bentoml.Service):

@@ -45,6 +45,12 @@ class Metrics:
             namespace=namespace,
             buckets=LATENCY_BUCKETS,
         )
+        self.requests = Counter(
+            "requests",
+            "Model endpoint requests by HTTP status",
+            ["model", "endpoint", "status"],
+            namespace=namespace,
+        )
         self.batch_size = Histogram(
             "batch_size",
             "Items in each batch the model ran",

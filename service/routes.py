@@ -64,9 +64,11 @@ async def handle(request: Request, path: str, endpoint: Endpoint) -> Response:
         logger.exception("%s failed", path)
         response = json_response({"error": "internal error", "request_id": rid}, status=500)
     response.headers["x-request-id"] = rid
-    runtime.metrics.request_latency.labels(endpoint.model, path).observe(
-        time.perf_counter() - started
-    )
+    elapsed = time.perf_counter() - started
+    runtime.metrics.request_latency.labels(endpoint.model, path).observe(elapsed)
+    runtime.metrics.requests.labels(endpoint.model, path, str(response.status_code)).inc()
+    if runtime.config.access_log:
+        logger.info("%s %d %.2f ms", path, response.status_code, elapsed * 1000)
     return response
 
 

@@ -410,9 +410,9 @@ def test_bad_neighbours_do_not_harm_valid_requests(client, quick_repository, dat
 
 
 def test_unknown_routes_and_methods_are_json_4xx(client) -> None:
-    assert client.get("/digits/predict").status_code == 405
-    response = client.get("/models/nosuchmodel")
-    assert response.status_code == 404 and response.json()["code"] == "unknown_model"
+    assert_client_error(client.get("/digits/predict"), 405, "method_not_allowed")
+    assert_client_error(client.post("/nowhere", json={}), 404, "not_found")
+    assert_client_error(client.get("/models/nosuchmodel"), 404, "unknown_model")
 
 
 # -- a model with a corrupted file: refused, reported, the others keep serving ------------
