@@ -14,14 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import orjson
 from PIL import Image
-from starlette.responses import Response
 
 from modelspec import autoencoder, digits, flowers
 from service.config import Limits
 from service.errors import NotAcceptable, PayloadTooLarge, RequestError
-from service.inputs.body import JSON, image_uploads, media_type_of, parse_json
+from service.http import JSON, Reply, json_reply
+from service.inputs.body import image_uploads, media_type_of, parse_json
 from service.inputs.images import decode_images
 from service.inputs.records import encode_records, unwrap_records
 from service.inputs.tensors import TensorContract, parse_tensor, unwrap
@@ -54,7 +53,7 @@ class Incoming:
 
 
 Decoder = Callable[[Incoming, ServedModel], np.ndarray]
-Encoder = Callable[[np.ndarray, Incoming, ServedModel], Response]
+Encoder = Callable[[np.ndarray, Incoming, ServedModel], Reply]
 
 
 Check = Callable[[Incoming, ServedModel], object]
@@ -77,14 +76,6 @@ class Endpoint:
     summary: str
     check: Check = _no_options
     classify: Classify | None = None
-
-
-def json_response(content: dict[str, Any], status: int = 200) -> Response:
-    return Response(
-        orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY),
-        status_code=status,
-        media_type=JSON,
-    )
 
 
 # -- decoding -----------------------------------------------------------------------------
@@ -165,14 +156,12 @@ def _envelope(model: ServedModel, **content: Any) -> dict[str, Any]:
     return {"model": model.name, "version": model.version, **content}
 
 
-def encode_digit_predictions(
-    probabilities: np.ndarray, _: Incoming, model: ServedModel
-) -> Response:
+def encode_digit_predictions(probabilities: np.ndarray, _: Incoming, model: ServedModel) -> Reply:
     best = probabilities.argmax(axis=1)
     predictions = [
         {"digit": int(d), "probabilities": p} for d, p in zip(best, probabilities, strict=True)
     ]
-    return json_response(_envelope(model, predictions=predictions))
+    return json_reply(_envelope(model, predictions=predictions))
 
 
 def top_k_option(incoming: Incoming, model: ServedModel) -> int:
@@ -190,7 +179,7 @@ def top_k_option(incoming: Incoming, model: ServedModel) -> int:
 
 def encode_flower_predictions(
     probabilities: np.ndarray, incoming: Incoming, model: ServedModel
-) -> Response:
+) -> Reply:
     labels = model.labels
     k = top_k_option(incoming, model)
     order = np.argsort(-probabilities, axis=1)[:, :k]
@@ -201,21 +190,21 @@ def encode_flower_predictions(
         }
         for ranked, row in zip(order, probabilities, strict=True)
     ]
-    return json_response(_envelope(model, predictions=predictions))
+    return json_reply(_envelope(model, predictions=predictions))
 
 
-def encode_bank_decisions(probability: np.ndarray, _: Incoming, model: ServedModel) -> Response:
+def encode_bank_decisions(probability: np.ndarray, _: Incoming, model: ServedModel) -> Reply:
     threshold = model.threshold
     labels = model.labels
     predictions = []
     for p in probability[:, 0].tolist():
         subscribe = p >= threshold
         predictions.append({"probability": p, "subscribe": subscribe, "label": labels[subscribe]})
-    return json_response(_envelope(model, threshold=threshold, predictions=predictions))
+    return json_reply(_envelope(model, threshold=threshold, predictions=predictions))
 
 
-def encode_codes(codes: np.ndarray, _: Incoming, model: ServedModel) -> Response:
-    return json_response(_envelope(model, codes=codes))
+def encode_codes(codes: np.ndarray, _: Incoming, model: ServedModel) -> Reply:
+    return json_reply(_envelope(model, codes=codes))
 
 
 def wants_png(incoming: Incoming, _: ServedModel | None = None) -> bool:
@@ -254,15 +243,15 @@ def to_png(pixels: np.ndarray) -> bytes:
 
 def encode_reconstructions(
     reconstructions: np.ndarray, incoming: Incoming, model: ServedModel
-) -> Response:
+) -> Reply:
     """A tensor (N, 784) by default; PNG on ``format=png`` or ``Accept: image/png`` (one PNG
     for one item, base64 PNGs in JSON for several)."""
     if not wants_png(incoming):
-        return json_response(_envelope(model, reconstructions=reconstructions))
+        return json_reply(_envelope(model, reconstructions=reconstructions))
     if len(reconstructions) == 1:
-        return Response(to_png(reconstructions[0]), media_type="image/png")
+        return Reply(to_png(reconstructions[0]), media_type="image/png")
     images = [base64.b64encode(to_png(r)).decode("ascii") for r in reconstructions]
-    return json_response(_envelope(model, images=images))
+    return json_reply(_envelope(model, images=images))
 
 
 ENDPOINTS: dict[str, Endpoint] = {

@@ -13,9 +13,9 @@ from typing import Any
 
 import bentoml
 import orjson
-from starlette.requests import Request
 
 from service.endpoints import ENDPOINTS
+from service.http import RawRequest
 from service.routes import app as routes_app
 from service.routes import handle
 
@@ -34,9 +34,10 @@ class FastPath:
         if endpoint is None or scope["method"] != "POST" or routes_app.state.runtime is None:
             await self.bentoml_app(scope, receive, JsonRoutingErrors(send, scope))
             return
-        scope["app"] = routes_app
-        response = await handle(Request(scope, receive), scope["path"], endpoint)
-        await response(scope, receive, send)
+        request = RawRequest.from_scope(scope, receive)
+        reply = await handle(request, scope["path"], endpoint, routes_app.state.runtime)
+        if reply.status != 499:
+            await reply.send(send)
 
 
 class JsonRoutingErrors:

@@ -8,6 +8,7 @@ created before that would never reach ``/metrics``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +24,7 @@ class Metrics:
     def __init__(self, namespace: str = "serving") -> None:
         from prometheus_client import Counter, Gauge, Histogram
 
+        self._endpoints: dict[tuple[str, str], EndpointMetrics] = {}
         signature = ["model", "signature"]
         self.queue_wait = Histogram(
             "inference_queue_wait_seconds",
@@ -101,7 +103,41 @@ class Metrics:
 
         return record
 
-    def count_predictions(self, model: str, labels: Sequence[str], indices: np.ndarray) -> None:
+    def endpoint(self, model: str, path: str) -> EndpointMetrics:
+        recorder = self._endpoints.get((model, path))
+        if recorder is None:
+            recorder = self._endpoints[(model, path)] = EndpointMetrics(self, model, path)
+        return recorder
+
+
+class EndpointMetrics:
+    """One endpoint's labelled metrics, looked up once instead of on every request."""
+
+    def __init__(self, metrics: Metrics, model: str, path: str) -> None:
+        self._metrics = metrics
+        self._model = model
+        self._path = path
+        self._latency = metrics.request_latency.labels(model, path)
+        self._statuses: dict[int, Any] = {}
+        self._labels: dict[str, Any] = {}
+
+    def answered(self, status: int, seconds: float) -> None:
+        self._latency.observe(seconds)
+        counter = self._statuses.get(status)
+        if counter is None:
+            counter = self._statuses[status] = self._metrics.requests.labels(
+                self._model, self._path, str(status)
+            )
+        counter.inc()
+
+    def refused(self, reason: str) -> None:
+        self._metrics.validation_errors.labels(self._model, self._path, reason).inc()
+
+    def predicted(self, labels: Sequence[str], indices: np.ndarray) -> None:
         counts = np.bincount(indices, minlength=len(labels))
         for index in np.flatnonzero(counts).tolist():
-            self.predictions.labels(model, labels[index]).inc(int(counts[index]))
+            label = labels[index]
+            counter = self._labels.get(label)
+            if counter is None:
+                counter = self._labels[label] = self._metrics.predictions.labels(self._model, label)
+            counter.inc(int(counts[index]))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ class ServedModel:
     def labels(self) -> list[str]:
         return list(self.manifest.get("labels", []))
 
-    @property
+    @cached_property
     def bank_encoder(self) -> BankEncoder:
         return BankEncoder.from_dict(self.manifest["preprocessing"]["encoder"])
 

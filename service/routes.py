@@ -19,11 +19,12 @@ from starlette.responses import Response
 
 from service import openapi
 from service.config import ServiceConfig
-from service.endpoints import ENDPOINTS, Endpoint, Incoming, json_response
+from service.endpoints import ENDPOINTS, Endpoint, Incoming
 from service.errors import NotFound, RequestError
-from service.inputs.body import read_body
+from service.http import RawRequest, Reply, json_reply
+from service.inputs.body import ClientGone, read_body
 from service.logs import request_id
-from service.metrics import Metrics
+from service.metrics import EndpointMetrics, Metrics
 from service.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -38,41 +39,49 @@ class Runtime:
     registry: Registry
 
 
-def _runtime(request: Request) -> Runtime:
-    return request.app.state.runtime
+def error_reply(error: RequestError) -> Reply:
+    reply = json_reply(error.body(), status=error.status)
+    reply.headers.update(error.headers)
+    return reply
 
 
-def error_response(error: RequestError) -> Response:
-    response = json_response(error.body(), status=error.status)
-    response.headers.update(error.headers)
-    return response
+NOT_STARTED = RequestError(
+    "model_loading", "the service is starting", status=503, headers={"Retry-After": "5"}
+)
 
 
-async def handle(request: Request, path: str, endpoint: Endpoint) -> Response:
+async def handle(
+    request: RawRequest, path: str, endpoint: Endpoint, runtime: Runtime | None
+) -> Reply:
     """The whole life of one inference request."""
-    runtime = _runtime(request)
+    if runtime is None:
+        return error_reply(NOT_STARTED)
     started = time.perf_counter()
     rid = request.headers.get("x-request-id") or os.urandom(12).hex()
     request_id.set(rid)
+    recorder = runtime.metrics.endpoint(endpoint.model, path)
     try:
-        response = await _infer(request, runtime, endpoint)
+        reply = await _infer(request, runtime, endpoint, recorder)
     except RequestError as error:
-        runtime.metrics.validation_errors.labels(endpoint.model, path, error.code).inc()
+        recorder.refused(error.code)
         logger.info("%s %s refused: %s (%s)", path, error.status, error.code, error.message)
-        response = error_response(error)
+        reply = error_reply(error)
+    except ClientGone:
+        reply = Reply(b"", status=499)  # nobody is listening; counted, not sent
     except Exception:
         logger.exception("%s failed", path)
-        response = json_response({"error": "internal error", "request_id": rid}, status=500)
-    response.headers["x-request-id"] = rid
+        reply = json_reply({"error": "internal error", "request_id": rid}, status=500)
+    reply.headers["x-request-id"] = rid
     elapsed = time.perf_counter() - started
-    runtime.metrics.request_latency.labels(endpoint.model, path).observe(elapsed)
-    runtime.metrics.requests.labels(endpoint.model, path, str(response.status_code)).inc()
+    recorder.answered(reply.status, elapsed)
     if runtime.config.access_log:
-        logger.info("%s %d %.2f ms", path, response.status_code, elapsed * 1000)
-    return response
+        logger.info("%s %d %.2f ms", path, reply.status, elapsed * 1000)
+    return reply
 
 
-async def _infer(request: Request, runtime: Runtime, endpoint: Endpoint) -> Response:
+async def _infer(
+    request: RawRequest, runtime: Runtime, endpoint: Endpoint, recorder: EndpointMetrics
+) -> Reply:
     limits = runtime.config.limits
     model = runtime.registry.require(endpoint.model)
     batcher = model.batchers[endpoint.signature]
@@ -81,7 +90,7 @@ async def _infer(request: Request, runtime: Runtime, endpoint: Endpoint) -> Resp
         incoming = Incoming(
             body=body,
             content_type=request.headers.get("content-type", ""),
-            query=dict(request.query_params),
+            query=request.query,
             accept=request.headers.get("accept", ""),
             limits=limits,
         )
@@ -89,14 +98,17 @@ async def _infer(request: Request, runtime: Runtime, endpoint: Endpoint) -> Resp
         inputs = endpoint.decode(incoming, model)
     outputs = await batcher.infer(inputs)
     if endpoint.classify is not None:
-        classes = endpoint.classify(outputs, model)
-        runtime.metrics.count_predictions(model.name, model.labels, classes)
+        recorder.predicted(model.labels, endpoint.classify(outputs, model))
     return endpoint.encode(outputs, incoming, model)
 
 
 def _route(path: str, endpoint: Endpoint):
+    """The same handler behind FastAPI, for when a request does not take the fast path."""
+
     async def route(request: Request) -> Response:
-        return await handle(request, path, endpoint)
+        raw = RawRequest.from_scope(request.scope, request.receive)
+        reply = await handle(raw, path, endpoint, request.app.state.runtime)
+        return reply.to_response()
 
     route.__name__ = path.strip("/").replace("/", "_")
     return route
@@ -126,15 +138,17 @@ def create_app() -> FastAPI:
         "/models", summary="Every model: version, schema, labels, metrics, state", tags=["models"]
     )
     async def list_models(request: Request) -> Response:
-        registry = _runtime(request).registry
-        return json_response({"models": [m.describe() for m in registry.models.values()]})
+        registry = request.app.state.runtime.registry
+        return json_reply(
+            {"models": [m.describe() for m in registry.models.values()]}
+        ).to_response()
 
     @app.get("/models/{name}", summary="One model's description", tags=["models"])
     async def describe_model(request: Request, name: str) -> Response:
-        model = _runtime(request).registry.models.get(name)
+        model = request.app.state.runtime.registry.models.get(name)
         if model is None:
-            return error_response(NotFound("unknown_model", f"no model named {name!r}"))
-        return json_response(model.describe())
+            return error_reply(NotFound("unknown_model", f"no model named {name!r}")).to_response()
+        return json_reply(model.describe()).to_response()
 
     return app
 

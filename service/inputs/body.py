@@ -7,11 +7,10 @@ from typing import Any
 
 import orjson
 from python_multipart.multipart import parse_options_header
-from starlette.requests import Request
 
 from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from service.http import RawRequest
 
-JSON = "application/json"
 MULTIPART = "multipart/form-data"
 IMAGE_TYPES = ("image/png", "image/jpeg", "application/octet-stream")
 
@@ -28,19 +27,28 @@ def media_type_of(content_type: str) -> str:
     return content_type.split(";", 1)[0].strip().lower()
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
+class ClientGone(Exception):
+    """The client disconnected before its body arrived; there is nobody to answer."""
+
+
+async def read_body(request: RawRequest, max_bytes: int) -> bytes:
     """The whole body, refusing it as soon as it passes ``max_bytes`` (declared or streamed)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise _too_large(max_bytes)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > max_bytes:
             raise _too_large(max_bytes)
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _too_large(max_bytes: int) -> PayloadTooLarge:
