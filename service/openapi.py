@@ -103,6 +103,12 @@ def _envelope(**properties: Any) -> dict[str, Any]:
 
 
 _FLOATS = {"type": "array", "items": {"type": "number"}}
+
+
+def _list_of(**properties: Any) -> dict[str, Any]:
+    return {"type": "array", "items": {"type": "object", "properties": properties}}
+
+
 _MATRIX = {"type": "array", "items": _FLOATS}
 _RECORD = {
     "type": "object",
@@ -119,15 +125,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "parameters": [_INVERT],
         "requestBody": _json_body({**_IMAGES, "application/json": _tensor(_DIGIT_TENSOR)}),
         "responses": _ok(
-            _envelope(
-                predictions={
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "properties": {"digit": {"type": "integer"}, "probabilities": _FLOATS},
-                    },
-                }
-            )
+            _envelope(predictions=_list_of(digit={"type": "integer"}, probabilities=_FLOATS))
         ),
     },
     "/flowers/predict": {
@@ -137,25 +135,10 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         ),
         "responses": _ok(
             _envelope(
-                predictions={
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "properties": {
-                            "label": {"type": "string"},
-                            "top": {
-                                "type": "array",
-                                "items": {
-                                    "type": "object",
-                                    "properties": {
-                                        "label": {"type": "string"},
-                                        "probability": {"type": "number"},
-                                    },
-                                },
-                            },
-                        },
-                    },
-                }
+                predictions=_list_of(
+                    label={"type": "string"},
+                    top=_list_of(label={"type": "string"}, probability={"type": "number"}),
+                )
             )
         ),
     },
@@ -180,17 +163,11 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "responses": _ok(
             _envelope(
                 threshold={"type": "number"},
-                predictions={
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "properties": {
-                            "probability": {"type": "number"},
-                            "subscribe": {"type": "boolean"},
-                            "label": {"type": "string", "enum": ["no", "yes"]},
-                        },
-                    },
-                },
+                predictions=_list_of(
+                    probability={"type": "number"},
+                    subscribe={"type": "boolean"},
+                    label={"type": "string", "enum": ["no", "yes"]},
+                ),
             )
         ),
     },

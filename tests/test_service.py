@@ -249,6 +249,10 @@ def _truncated_jpeg(data_dir: Path) -> bytes:
     return flower_files(data_dir, 1)[0].read_bytes()[:600]
 
 
+def raw(body: bytes, content_type: str) -> dict:
+    return {"content": body, "headers": {"content-type": content_type}}
+
+
 BAD_REQUESTS = [
     # (path, kwargs for httpx, status, code)
     ("/digits/predict", {"json": {"inputs": [[1, 2, 3]]}}, 422, "invalid_shape"),
@@ -257,7 +261,7 @@ BAD_REQUESTS = [
     ("/digits/predict", {"json": {"inputs": [[0.5] * 783 + [1e300]]}}, 422, "not_finite"),
     (
         "/digits/predict",
-        {"content": b'{"inputs": [Infinity]}', "headers": {"content-type": "application/json"}},
+        raw(b'{"inputs": [Infinity]}', "application/json"),
         400,
         "invalid_json",
     ),
@@ -267,25 +271,25 @@ BAD_REQUESTS = [
     ("/digits/predict", {"json": {"inputs": ZERO_IMAGE, "extra": 1}}, 422, "unknown_field"),
     (
         "/digits/predict",
-        {"content": b"not json", "headers": {"content-type": "application/json"}},
+        raw(b"not json", "application/json"),
         400,
         "invalid_json",
     ),
     (
         "/digits/predict",
-        {"content": b"", "headers": {"content-type": "application/json"}},
+        raw(b"", "application/json"),
         400,
         "empty_body",
     ),
     (
         "/digits/predict",
-        {"content": b"hello", "headers": {"content-type": "text/plain"}},
+        raw(b"hello", "text/plain"),
         415,
         "unsupported_media_type",
     ),
     (
         "/digits/predict",
-        {"content": b"\x89PNG broken", "headers": {"content-type": "image/png"}},
+        raw(b"\x89PNG broken", "image/png"),
         415,
         "not_an_image",
     ),
