@@ -8,6 +8,7 @@ only the status line and Content-Length, so on the same two cores it stays out o
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -137,10 +138,15 @@ def load(
     seconds: float,
     max_requests: int | None = None,
 ) -> LoadResult:
+    """Run the load with the collector paused: its pauses would be charged to the server."""
     try:
         import uvloop
 
         runner = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a pinned dependency
         runner = asyncio.run
-    return runner(run_load(host, port, requests, concurrency, seconds, max_requests))
+    gc.disable()
+    try:
+        return runner(run_load(host, port, requests, concurrency, seconds, max_requests))
+    finally:
+        gc.enable()

@@ -8,6 +8,7 @@ background after start, so ``/readyz`` can say "not yet" (and why) instead of ha
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 
@@ -25,6 +26,15 @@ from service.routes import Runtime, app, readiness
 logger = logging.getLogger("service")
 
 WORKERS = int(os.environ.get("SERVING_WORKERS", "1"))
+
+
+def settle_garbage_collector() -> None:
+    """Keep the collector off the hot path: everything alive after start-up (BentoML, FastAPI,
+    the models) is frozen out of collection, and young-generation collections run every 50,000
+    allocations instead of 700 (a JSON image alone allocates ~800 objects)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 @bentoml.service(
@@ -49,7 +59,11 @@ class KerasModels:
     async def start_loading(self) -> None:
         registry = self.runtime.registry
         logger.info("loading models from %s", registry.config.repository.resolve())
-        self._loading = asyncio.create_task(asyncio.to_thread(registry.load_all))
+        self._loading = asyncio.create_task(self._load_models())
+
+    async def _load_models(self) -> None:
+        await asyncio.to_thread(self.runtime.registry.load_all)
+        settle_garbage_collector()
 
     async def __is_ready__(self) -> bool:
         state = readiness(self.runtime)
