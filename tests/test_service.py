@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import threading
 import time
 from pathlib import Path
@@ -433,7 +432,8 @@ def test_corrupted_model_is_refused_and_others_serve(quick_repository, tmp_path,
     onnx_file = repository.version_dir(repo, "digits", version) / "model.onnx"
     onnx_file.write_bytes(onnx_file.read_bytes() + b"tampered")
     log = tmp_path / "serve.log"
-    with Server(env={"MODEL_REPOSITORY": str(repo)}, log=log) as server:
+    env = {"MODEL_REPOSITORY": str(repo), "SERVING_LOG_JSON": "1", "SERVING_ACCESS_LOG": "1"}
+    with Server(env=env, log=log) as server:
         server.wait_until("/livez", timeout=300)
         server.wait_until("/models", timeout=60)
         with httpx.Client(base_url=server.url, timeout=30) as client:
@@ -447,8 +447,15 @@ def test_corrupted_model_is_refused_and_others_serve(quick_repository, tmp_path,
             refused = client.post("/digits/predict", json={"inputs": ZERO_IMAGE})
             assert_client_error(refused, 503, "model_unavailable")
             records = bank_records(data_dir, 1)
-            assert client.post("/bank/predict", json=records).status_code == 200
-    assert re.search(r"model digits refused: .*sha256 mismatch", log.read_text())
+            answer = client.post("/bank/predict", json=records, headers={"x-request-id": "rid-42"})
+            assert answer.status_code == 200 and answer.headers["x-request-id"] == "rid-42"
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    assert any(
+        "model digits refused" in line["message"] and "sha256 mismatch" in line["message"]
+        for line in lines
+    )
+    access = [line for line in lines if line.get("request_id") == "rid-42"]
+    assert access and access[0]["message"].startswith("/bank/predict 200")
 
 
 def _wait_for_states(client: httpx.Client, timeout: float = 120) -> dict[str, dict]:
