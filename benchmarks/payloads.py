@@ -13,6 +13,8 @@ from PIL import Image
 
 from training.datasets.bank import TARGET_PATH as BANK_CSV
 from training.datasets.bank import read_bank_csv
+from training.datasets.flowers import list_flowers
+from training.datasets.mnist import load_mnist
 
 
 @dataclass(frozen=True)
@@ -49,18 +51,15 @@ def png_bytes(pixels: np.ndarray) -> bytes:
 
 
 def mnist_test(data_dir: Path, count: int) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(data_dir / "mnist.npz") as data:
-        return data["x_test"][:count], data["y_test"][:count]
+    mnist = load_mnist(data_dir)
+    return mnist.x_test[:count], mnist.y_test[:count]
 
 
 def flower_files(data_dir: Path, count: int) -> list[Path]:
-    files = sorted(
-        p
-        for p in (data_dir / "flowers").rglob("*")
-        if p.suffix.lower() in (".jpg", ".jpeg", ".png")
-    )
-    step = max(1, len(files) // count)
-    return files[::step][:count]
+    """``count`` photos spread over every class folder."""
+    listing = list_flowers(data_dir)
+    step = max(1, len(listing.files) // count)
+    return [listing.root / f for f in listing.files[::step][:count]]
 
 
 def bank_records(data_dir: Path, count: int) -> list[dict[str, object]]:

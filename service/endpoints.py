@@ -20,7 +20,7 @@ from modelspec import autoencoder, digits, flowers
 from service.config import Limits
 from service.errors import NotAcceptable, PayloadTooLarge, RequestError
 from service.http import JSON, Reply, json_reply
-from service.inputs.body import image_uploads, media_type_of, parse_json
+from service.inputs.body import image_uploads, media_type_of, parse_json, unsupported
 from service.inputs.images import decode_images
 from service.inputs.records import encode_records, unwrap_records
 from service.inputs.tensors import TensorContract, parse_tensor, unwrap
@@ -144,8 +144,6 @@ def decode_bank_records(incoming: Incoming, model: ServedModel) -> np.ndarray:
 
 
 def _json_only(incoming: Incoming) -> RequestError:
-    from service.inputs.body import unsupported
-
     return unsupported(incoming.media_type, JSON)
 
 

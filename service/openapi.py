@@ -201,7 +201,3 @@ DESCRIPTIONS = {
     "/autoencoder/reconstruct": "Digit image(s) or tensor -> the reconstruction.",
     "/autoencoder/decode": "16-float code(s) -> the decoded digit.",
 }
-
-
-def operation(path: str) -> dict[str, Any]:
-    return OPERATIONS[path]

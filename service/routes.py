@@ -11,7 +11,6 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from fastapi import FastAPI
 from starlette.requests import Request
@@ -130,7 +129,7 @@ def create_app() -> FastAPI:
             methods=["POST"],
             summary=endpoint.summary,
             description=openapi.DESCRIPTIONS[path],
-            openapi_extra=openapi.operation(path),
+            openapi_extra=openapi.OPERATIONS[path],
             tags=[endpoint.model],
         )
 
@@ -151,12 +150,6 @@ def create_app() -> FastAPI:
         return json_reply(model.describe()).to_response()
 
     return app
-
-
-def readiness(runtime: Runtime | None) -> dict[str, Any]:
-    if runtime is None:
-        return {"ready": False, "models": {"*": "starting"}}
-    return {"ready": runtime.registry.ready, "models": runtime.registry.not_ready_reasons()}
 
 
 app = create_app()

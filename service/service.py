@@ -21,7 +21,7 @@ from service.fastpath import FastPathService
 from service.logs import configure_logging
 from service.metrics import Metrics
 from service.registry import Registry
-from service.routes import Runtime, app, readiness
+from service.routes import Runtime, app
 
 logger = logging.getLogger("service")
 
@@ -53,7 +53,7 @@ class KerasModels:
         metrics = Metrics()
         self.runtime = Runtime(config, metrics, Registry(config, metrics))
         app.state.runtime = self.runtime
-        self._loading: asyncio.Task[None] | None = None
+        self._loading: asyncio.Task[None] | None = None  # held so the task is not collected
 
     @bentoml.on_startup
     async def start_loading(self) -> None:
@@ -66,8 +66,9 @@ class KerasModels:
         settle_garbage_collector()
 
     async def __is_ready__(self) -> bool:
-        state = readiness(self.runtime)
-        if not state["ready"]:
+        registry = self.runtime.registry
+        if not registry.ready:
+            state = {"ready": False, "models": registry.not_ready_reasons()}
             raise HTTPException(status_code=503, detail=orjson.dumps(state).decode())
         return True
 

@@ -51,23 +51,22 @@ def run_cli(
     )
 
 
+def train_quick(
+    model: str, data_dir: Path, out: Path, *options: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``train <model> --quick`` into ``out``, as a user would type it."""
+    return run_cli(
+        "train", model, "--quick", "--data-dir", str(data_dir), "--out", str(out), *options, env=env
+    )
+
+
 @pytest.fixture(scope="session")
 def quick_repository(
     tmp_path_factory: pytest.TempPathFactory, data_dir: Path, weights_file: str
 ) -> Path:
     """`train all --quick` once per session: the artifacts most tests inspect."""
     out = tmp_path_factory.mktemp("repository")
-    result = run_cli(
-        "train",
-        "all",
-        "--quick",
-        "--data-dir",
-        str(data_dir),
-        "--out",
-        str(out),
-        "--weights",
-        weights_file,
-    )
+    result = train_quick("all", data_dir, out, "--weights", weights_file)
     assert result.returncode == 0, result.stderr[-4000:]
     return out
 

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from modelspec.repository import read_manifest
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli, train_quick
 
 # Any download attempt fails at once, whether or not this machine has a network.
 OFFLINE = {"https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"}
@@ -40,9 +40,7 @@ def test_an_unknown_model_name_lists_the_choices(tmp_path: Path) -> None:
 
 def test_a_dataset_that_cannot_be_downloaded_names_the_file(tmp_path: Path) -> None:
     out = tmp_path / "models"
-    result = run_cli(
-        "train", "digits", "--quick", "--data-dir", str(tmp_path), "--out", str(out), env=OFFLINE
-    )
+    result = train_quick("digits", tmp_path, out, env=OFFLINE)
     assert result.returncode == 1
     assert f"{tmp_path / 'mnist.npz'} is missing and could not be downloaded" in result.stderr
     assert "storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz" in result.stderr
@@ -57,9 +55,7 @@ def test_a_corrupt_csv_row_stops_training_without_output(data_dir: Path, tmp_pat
     lines[100] = lines[100].replace(";", ";;", 1)
     (bank_dir / "bank-full.csv").write_text("\n".join(lines) + "\n")
     out = tmp_path / "models"
-    result = run_cli(
-        "train", "bank", "--quick", "--data-dir", str(tmp_path / "data"), "--out", str(out)
-    )
+    result = train_quick("bank", tmp_path / "data", out)
     assert result.returncode == 1
     assert "bank-full.csv:101: 18 fields, expected 17" in result.stderr
     assert _published(out) == []
@@ -71,17 +67,7 @@ def test_a_failed_export_leaves_no_half_written_version(data_dir: Path, tmp_path
     (mnist_only / "mnist.npz").symlink_to(data_dir / "mnist.npz")
     out = tmp_path / "models"
     # Opset 1 predates every operator of the network, so tf2onnx fails after training.
-    result = run_cli(
-        "train",
-        "digits",
-        "--quick",
-        "--data-dir",
-        str(mnist_only),
-        "--out",
-        str(out),
-        "--opset",
-        "1",
-    )
+    result = train_quick("digits", mnist_only, out, "--opset", "1")
     assert result.returncode == 1
     assert "tf2onnx failed" in result.stderr
     assert _published(out) == ["digits"]
@@ -151,18 +137,7 @@ def test_without_imagenet_weights_flowers_train_from_random_init_and_say_so(
             pixels = rng.integers(0, 80, (64, 80, 3)) + np.array([60 * index, 40, 120])
             Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.jpg")
     out = tmp_path / "models"
-    result = run_cli(
-        "train",
-        "flowers",
-        "--quick",
-        "--data-dir",
-        str(tmp_path / "data"),
-        "--out",
-        str(out),
-        "--weights",
-        "imagenet",
-        env=OFFLINE,
-    )
+    result = train_quick("flowers", tmp_path / "data", out, "--weights", "imagenet", env=OFFLINE)
     assert result.returncode == 0, result.stderr[-3000:]
     manifest = read_manifest(out / "flowers" / "1")
     assert manifest["labels"] == ["daisy", "rose", "tulip"]
@@ -177,17 +152,7 @@ def test_a_weights_file_that_does_not_fit_mobilenet_is_a_clear_error(
     bogus = tmp_path / "weights.weights.h5"
     bogus.write_bytes(b"\x89HDF\r\n\x1a\n but truncated")
     out = tmp_path / "models"
-    result = run_cli(
-        "train",
-        "flowers",
-        "--quick",
-        "--data-dir",
-        str(data_dir),
-        "--out",
-        str(out),
-        "--weights",
-        str(bogus),
-    )
+    result = train_quick("flowers", data_dir, out, "--weights", str(bogus))
     assert result.returncode == 1
     assert "is not a MobileNetV2 (alpha 1.0, no top) weights file" in result.stderr
     assert "Traceback" not in result.stderr

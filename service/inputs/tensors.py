@@ -50,12 +50,7 @@ def parse_tensor(value: Any, contract: TensorContract, max_items: int) -> np.nda
     if array.shape in contract.shapes:
         array = array[np.newaxis]
     elif array.ndim == 0 or array.shape[1:] not in contract.shapes:
-        raise RequestError(
-            "invalid_shape",
-            f"tensor has shape {list(array.shape)}",
-            field=FIELD,
-            expected=contract.describe(),
-        )
+        raise _tensor_error("invalid_shape", f"tensor has shape {list(array.shape)}", contract)
     count = array.shape[0]
     if count == 0:
         raise _empty(contract)
@@ -72,32 +67,25 @@ def parse_tensor(value: Any, contract: TensorContract, max_items: int) -> np.nda
     return batch
 
 
+def _tensor_error(
+    code: str, message: str, contract: TensorContract, item: int | None = None
+) -> RequestError:
+    return RequestError(code, message, field=FIELD, item=item, expected=contract.describe())
+
+
 def _empty(contract: TensorContract) -> RequestError:
-    return RequestError(
-        "empty_batch",
-        "tensor holds no items",
-        field=FIELD,
-        expected=f"at least one item: {contract.describe()}",
-    )
+    return _tensor_error("empty_batch", "tensor holds no items (at least one needed)", contract)
 
 
 def _as_numeric_array(value: Any, contract: TensorContract) -> np.ndarray:
     try:
         array = np.asarray(value)
     except (ValueError, TypeError, OverflowError):
-        raise RequestError(
-            "invalid_shape",
-            "tensor is ragged (rows of different lengths)",
-            field=FIELD,
-            expected=contract.describe(),
+        raise _tensor_error(
+            "invalid_shape", "tensor is ragged (rows of different lengths)", contract
         ) from None
     if array.dtype.kind not in "iuf":
-        raise RequestError(
-            "invalid_dtype",
-            f"tensor holds {_kind_name(array)} values",
-            field=FIELD,
-            expected=contract.describe(),
-        )
+        raise _tensor_error("invalid_dtype", f"tensor holds {_kind_name(array)} values", contract)
     return array
 
 
@@ -114,18 +102,16 @@ def _check_values(batch: np.ndarray, contract: TensorContract) -> None:
     flat = batch.reshape(len(batch), -1)
     finite = np.isfinite(flat).all(axis=1)
     if not finite.all():
-        raise RequestError(
+        raise _tensor_error(
             "not_finite",
             "tensor holds NaN or infinity (or a number too large for float32)",
-            field=FIELD,
+            contract,
             item=int(np.argmin(finite)),
-            expected=contract.describe(),
         )
     inside = ((flat >= low) & (flat <= high)).all(axis=1)
-    raise RequestError(
+    raise _tensor_error(
         "out_of_range",
         "tensor holds values outside the model's input range",
-        field=FIELD,
+        contract,
         item=int(np.argmin(inside)),
-        expected=contract.describe(),
     )
