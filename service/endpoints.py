@@ -20,7 +20,13 @@ from modelspec import autoencoder, digits, flowers
 from service.config import Limits
 from service.errors import NotAcceptable, PayloadTooLarge, RequestError
 from service.http import JSON, Reply, json_reply
-from service.inputs.body import image_uploads, media_type_of, parse_json, unsupported
+from service.inputs.body import (
+    Upload,
+    image_uploads,
+    media_type_of,
+    parse_json,
+    unsupported,
+)
 from service.inputs.images import decode_images
 from service.inputs.records import encode_records, unwrap_records
 from service.inputs.tensors import TensorContract, parse_tensor, unwrap
@@ -91,15 +97,27 @@ def _invert_option(query: dict[str, str]) -> bool | None:
     return options[value]
 
 
-def _images(incoming: Incoming, prepare: Callable[[Image.Image], np.ndarray]) -> np.ndarray:
-    uploads = image_uploads(incoming.body, incoming.content_type)
-    if len(uploads) > incoming.limits.max_items_per_request:
+def prepared_images(
+    uploads: list[Upload], prepare: Callable[[Image.Image], np.ndarray], limits: Limits
+) -> np.ndarray:
+    if len(uploads) > limits.max_items_per_request:
         raise PayloadTooLarge(
             "too_many_items",
             f"{len(uploads)} images in one request",
-            expected=f"at most {incoming.limits.max_items_per_request} images",
+            expected=f"at most {limits.max_items_per_request} images",
         )
-    return decode_images(uploads, prepare, incoming.limits.max_image_pixels)
+    return decode_images(uploads, prepare, limits.max_image_pixels)
+
+
+def digit_pixels(uploads: list[Upload], limits: Limits, invert: bool | None = None) -> np.ndarray:
+    """(N, 28, 28) in [0, 1] from image files, prepared the MNIST way."""
+    prepared = prepared_images(uploads, lambda image: digits.prepare_image(image, invert), limits)
+    return digits.scale_pixels(prepared)
+
+
+def flower_pixels(uploads: list[Upload], limits: Limits) -> np.ndarray:
+    """(N, 128, 128, 3) RGB values in [0, 255]; scaling happens inside the graph."""
+    return prepared_images(uploads, flowers.prepare_image, limits).astype(np.float32)
 
 
 def _tensor(incoming: Incoming, contract: TensorContract) -> np.ndarray:
@@ -107,13 +125,15 @@ def _tensor(incoming: Incoming, contract: TensorContract) -> np.ndarray:
     return parse_tensor(value, contract, incoming.limits.max_items_per_request)
 
 
+def _uploads(incoming: Incoming) -> list[Upload]:
+    return image_uploads(incoming.body, incoming.content_type)
+
+
 def decode_digit_pixels(incoming: Incoming, _: ServedModel) -> np.ndarray:
     """(N, 28, 28) in [0, 1]: from images (MNIST-normalised) or a JSON tensor."""
     if incoming.is_json:
         return _tensor(incoming, PIXELS_01)
-    invert = _invert_option(incoming.query)
-    pixels = _images(incoming, lambda image: digits.prepare_image(image, invert))
-    return digits.scale_pixels(pixels)
+    return digit_pixels(_uploads(incoming), incoming.limits, _invert_option(incoming.query))
 
 
 def decode_autoencoder_pixels(incoming: Incoming, model: ServedModel) -> np.ndarray:
@@ -133,7 +153,7 @@ def decode_flower_images(incoming: Incoming, _: ServedModel) -> np.ndarray:
     """(N, 128, 128, 3) RGB values in [0, 255]; scaling happens inside the graph."""
     if incoming.is_json:
         return _tensor(incoming, FLOWER_PIXELS)
-    return _images(incoming, flowers.prepare_image).astype(np.float32)
+    return flower_pixels(_uploads(incoming), incoming.limits)
 
 
 def decode_bank_records(incoming: Incoming, model: ServedModel) -> np.ndarray:

@@ -2,9 +2,10 @@
 
 BentoML wraps every request in tracing, access-log, metrics, timeout and concurrency
 middleware: about 0.6 ms per request, more than decoding, batching and running the digits
-model together. Model endpoints therefore go straight to ``routes.handle``; everything else
-(``/livez``, ``/readyz``, ``/metrics``, the OpenAPI page, ``/models``) keeps BentoML's full
-stack. The fast path keeps its own metrics (requests by status, latency) and request ids.
+model together. Inference requests (native endpoints, V2 ``infer``, TF Serving ``predict``)
+therefore go straight to ``inference.handle``; everything else (``/livez``, ``/readyz``,
+``/metrics``, the OpenAPI page, ``/models``, protocol metadata) keeps BentoML's full stack.
+The fast path keeps its own metrics (requests by status, latency) and request ids.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from typing import Any
 import bentoml
 import orjson
 
-from service.endpoints import ENDPOINTS
-from service.http import RawRequest
+from service.http import RawRequest, Reply
+from service.inference import Runtime, handle
+from service.protocols import tfserving, v2
+from service.routes import NATIVE_CALLS
 from service.routes import app as routes_app
-from service.routes import handle
 
 Scope = dict[str, Any]
 
@@ -30,14 +32,29 @@ class FastPath:
         if scope["type"] != "http":
             await self.bentoml_app(scope, receive, send)
             return
-        endpoint = ENDPOINTS.get(scope["path"])
-        if endpoint is None or scope["method"] != "POST" or routes_app.state.runtime is None:
+        runtime = routes_app.state.runtime
+        if scope["method"] != "POST" or runtime is None:
             await self.bentoml_app(scope, receive, JsonRoutingErrors(send, scope))
             return
-        request = RawRequest.from_scope(scope, receive)
-        reply = await handle(request, scope["path"], endpoint, routes_app.state.runtime)
-        if reply.status != 499:
+        reply = await self.infer(scope["path"], RawRequest.from_scope(scope, receive), runtime)
+        if reply is None:
+            await self.bentoml_app(scope, receive, JsonRoutingErrors(send, scope))
+        elif reply.status != 499:
             await reply.send(send)
+
+    @staticmethod
+    async def infer(path: str, request: RawRequest, runtime: Runtime) -> Reply | None:
+        """The answer to an inference request, or None when ``path`` is not one."""
+        call = NATIVE_CALLS.get(path)
+        if call is not None:
+            return await handle(request, call, runtime)
+        target = v2.infer_target(path)
+        if target is not None:
+            return await v2.infer(request, *target, runtime)
+        target = tfserving.predict_target(path)
+        if target is not None:
+            return await tfserving.predict(request, *target, runtime)
+        return None
 
 
 class JsonRoutingErrors:

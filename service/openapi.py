@@ -201,3 +201,79 @@ DESCRIPTIONS = {
     "/autoencoder/reconstruct": "Digit image(s) or tensor -> the reconstruction.",
     "/autoencoder/decode": "16-float code(s) -> the decoded digit.",
 }
+
+_V2_TENSOR = {
+    "type": "object",
+    "required": ["name", "shape", "datatype"],
+    "properties": {
+        "name": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "datatype": {"type": "string", "description": "FP32, INT64, BYTES, ..."},
+        "parameters": {"type": "object"},
+        "data": {"type": "array", "description": "flat or nested; BYTES as strings"},
+    },
+}
+_PROTOCOL_ERRORS = {
+    str(status): {
+        "description": text,
+        "content": {"application/json": {"schema": _ERROR}},
+    }
+    for status, text in [
+        (400, "Invalid request: the error names the input and what was expected"),
+        (404, "Unknown model or version"),
+        (413, "Body or batch over its limit"),
+        (503, "Model loading, refused or overloaded (Retry-After)"),
+    ]
+}
+V2_INFER = {
+    "requestBody": _json_body(
+        {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["inputs"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "parameters": {"type": "object"},
+                        "inputs": {"type": "array", "items": _V2_TENSOR},
+                        "outputs": {"type": "array", "items": {"type": "object"}},
+                    },
+                }
+            },
+            "application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"},
+                "description": "binary tensor data extension: JSON header, then tensor bytes",
+            },
+        }
+    ),
+    "responses": {
+        "200": {
+            "description": "Outputs as V2 tensors (binary after the JSON header if asked)",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        },
+        **_PROTOCOL_ERRORS,
+    },
+}
+TF_PREDICT = {
+    "requestBody": _json_body(
+        {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "signature_name": {"type": "string"},
+                        "instances": {"type": "array", "description": "row format"},
+                        "inputs": {"description": "columnar format"},
+                    },
+                }
+            }
+        }
+    ),
+    "responses": {
+        "200": {
+            "description": "predictions (row format) or outputs (columnar format)",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        },
+        **_PROTOCOL_ERRORS,
+    },
+}

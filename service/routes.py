@@ -1,91 +1,33 @@
-"""HTTP routes: every model endpoint goes decode -> validate -> batch -> run -> encode here.
+"""HTTP routes: the native endpoints as ``Call``s, ``/models``, and the protocol routers.
 
 A FastAPI app (for its OpenAPI page) mounted into the BentoML service; handlers take the raw
-``Request`` and answer with prepared bytes, so no per-request model validation layer sits on
-the hot path.
+``Request`` and answer with prepared bytes (``inference.handle``), so no per-request model
+validation layer sits on the hot path.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import time
-from dataclasses import dataclass
-
+import numpy as np
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
 from service import openapi
-from service.config import ServiceConfig
+from service.config import Limits
 from service.endpoints import ENDPOINTS, Endpoint, Incoming
-from service.errors import NotFound, RequestError
-from service.http import RawRequest, Reply, json_reply
-from service.inputs.body import ClientGone, read_body
-from service.logs import request_id
-from service.metrics import EndpointMetrics, Metrics
-from service.registry import Registry
-
-logger = logging.getLogger(__name__)
+from service.errors import NotFound
+from service.http import RawRequest, json_reply
+from service.inference import Call, error_reply, handle
+from service.protocols import tfserving, v2
+from service.registry import ServedModel
 
 
-@dataclass
-class Runtime:
-    """What the handlers need, built once per worker process by the BentoML service."""
+def native_call(path: str, endpoint: Endpoint) -> Call:
+    """A native endpoint as a ``Call``: options checked before any decoding work."""
 
-    config: ServiceConfig
-    metrics: Metrics
-    registry: Registry
-
-
-def error_reply(error: RequestError) -> Reply:
-    reply = json_reply(error.body(), status=error.status)
-    reply.headers.update(error.headers)
-    return reply
-
-
-NOT_STARTED = RequestError(
-    "model_loading", "the service is starting", status=503, headers={"Retry-After": "5"}
-)
-
-
-async def handle(
-    request: RawRequest, path: str, endpoint: Endpoint, runtime: Runtime | None
-) -> Reply:
-    """The whole life of one inference request."""
-    if runtime is None:
-        return error_reply(NOT_STARTED)
-    started = time.perf_counter()
-    rid = request.headers.get("x-request-id") or os.urandom(12).hex()
-    request_id.set(rid)
-    recorder = runtime.metrics.endpoint(endpoint.model, path)
-    try:
-        reply = await _infer(request, runtime, endpoint, recorder)
-    except RequestError as error:
-        recorder.refused(error.code)
-        logger.info("%s %s refused: %s (%s)", path, error.status, error.code, error.message)
-        reply = error_reply(error)
-    except ClientGone:
-        reply = Reply(b"", status=499)  # nobody is listening; counted, not sent
-    except Exception:
-        logger.exception("%s failed", path)
-        reply = json_reply({"error": "internal error", "request_id": rid}, status=500)
-    reply.headers["x-request-id"] = rid
-    elapsed = time.perf_counter() - started
-    recorder.answered(reply.status, elapsed)
-    if runtime.config.access_log:
-        logger.info("%s %d %.2f ms", path, reply.status, elapsed * 1000)
-    return reply
-
-
-async def _infer(
-    request: RawRequest, runtime: Runtime, endpoint: Endpoint, recorder: EndpointMetrics
-) -> Reply:
-    limits = runtime.config.limits
-    model = runtime.registry.require(endpoint.model)
-    batcher = model.batchers[endpoint.signature]
-    with batcher.arriving():
-        body = await read_body(request, limits.max_body_bytes)
+    def decode(
+        request: RawRequest, body: bytes, model: ServedModel, limits: Limits
+    ) -> tuple[np.ndarray, Incoming]:
         incoming = Incoming(
             body=body,
             content_type=request.headers.get("content-type", ""),
@@ -94,19 +36,22 @@ async def _infer(
             limits=limits,
         )
         endpoint.check(incoming, model)
-        inputs = endpoint.decode(incoming, model)
-    outputs = await batcher.infer(inputs)
-    if endpoint.classify is not None:
-        recorder.predicted(model.labels, endpoint.classify(outputs, model))
-    return endpoint.encode(outputs, incoming, model)
+        return endpoint.decode(incoming, model), incoming
+
+    return Call(
+        endpoint.model, endpoint.signature, path, decode, endpoint.encode, endpoint.classify
+    )
 
 
-def _route(path: str, endpoint: Endpoint):
+NATIVE_CALLS: dict[str, Call] = {path: native_call(path, e) for path, e in ENDPOINTS.items()}
+
+
+def _route(path: str, call: Call):
     """The same handler behind FastAPI, for when a request does not take the fast path."""
 
     async def route(request: Request) -> Response:
         raw = RawRequest.from_scope(request.scope, request.receive)
-        reply = await handle(raw, path, endpoint, request.app.state.runtime)
+        reply = await handle(raw, call, request.app.state.runtime)
         return reply.to_response()
 
     route.__name__ = path.strip("/").replace("/", "_")
@@ -125,7 +70,7 @@ def create_app() -> FastAPI:
     for path, endpoint in ENDPOINTS.items():
         app.add_api_route(
             path,
-            _route(path, endpoint),
+            _route(path, NATIVE_CALLS[path]),
             methods=["POST"],
             summary=endpoint.summary,
             description=openapi.DESCRIPTIONS[path],
@@ -149,6 +94,8 @@ def create_app() -> FastAPI:
             return error_reply(NotFound("unknown_model", f"no model named {name!r}")).to_response()
         return json_reply(model.describe()).to_response()
 
+    app.include_router(v2.router)
+    app.include_router(tfserving.router)
     return app
 
 

@@ -18,10 +18,11 @@ from starlette.exceptions import HTTPException
 
 from service.config import load_config
 from service.fastpath import FastPathService
+from service.inference import Runtime
 from service.logs import configure_logging
 from service.metrics import Metrics
 from service.registry import Registry
-from service.routes import Runtime, app
+from service.routes import app
 
 logger = logging.getLogger("service")
 

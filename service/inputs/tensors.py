@@ -42,50 +42,59 @@ def unwrap(document: Any, allowed: Sequence[str] = (FIELD,)) -> Any:
     return document[FIELD]
 
 
-def parse_tensor(value: Any, contract: TensorContract, max_items: int) -> np.ndarray:
-    """Nested lists -> (N, *canonical shape) float32; one sample without a batch axis is N=1."""
-    array = _as_numeric_array(value, contract)
+def parse_tensor(
+    value: Any, contract: TensorContract, max_items: int, field: str = FIELD
+) -> np.ndarray:
+    """Nested lists (or an array) -> (N, *canonical shape) float32; one sample without a
+    batch axis is N=1. ``field`` names the tensor in errors."""
+    array = _as_numeric_array(value, contract, field)
     if array.shape == (0,):
-        raise _empty(contract)
+        raise _empty(contract, field)
     if array.shape in contract.shapes:
         array = array[np.newaxis]
     elif array.ndim == 0 or array.shape[1:] not in contract.shapes:
-        raise _tensor_error("invalid_shape", f"tensor has shape {list(array.shape)}", contract)
+        raise _tensor_error(
+            "invalid_shape", f"tensor has shape {list(array.shape)}", contract, field
+        )
     count = array.shape[0]
     if count == 0:
-        raise _empty(contract)
+        raise _empty(contract, field)
     if count > max_items:
         raise PayloadTooLarge(
             "too_many_items",
             f"{count} items in one request",
-            field=FIELD,
+            field=field,
             expected=f"at most {max_items} items",
         )
     with np.errstate(over="ignore"):  # too large for float32 becomes inf, refused below
         batch = array.astype(np.float32).reshape((count, *contract.shapes[0]))
-    _check_values(batch, contract)
+    _check_values(batch, contract, field)
     return batch
 
 
 def _tensor_error(
-    code: str, message: str, contract: TensorContract, item: int | None = None
+    code: str, message: str, contract: TensorContract, field: str, item: int | None = None
 ) -> RequestError:
-    return RequestError(code, message, field=FIELD, item=item, expected=contract.describe())
+    return RequestError(code, message, field=field, item=item, expected=contract.describe())
 
 
-def _empty(contract: TensorContract) -> RequestError:
-    return _tensor_error("empty_batch", "tensor holds no items (at least one needed)", contract)
+def _empty(contract: TensorContract, field: str) -> RequestError:
+    return _tensor_error(
+        "empty_batch", "tensor holds no items (at least one needed)", contract, field
+    )
 
 
-def _as_numeric_array(value: Any, contract: TensorContract) -> np.ndarray:
+def _as_numeric_array(value: Any, contract: TensorContract, field: str) -> np.ndarray:
     try:
         array = np.asarray(value)
     except (ValueError, TypeError, OverflowError):
         raise _tensor_error(
-            "invalid_shape", "tensor is ragged (rows of different lengths)", contract
+            "invalid_shape", "tensor is ragged (rows of different lengths)", contract, field
         ) from None
     if array.dtype.kind not in "iuf":
-        raise _tensor_error("invalid_dtype", f"tensor holds {_kind_name(array)} values", contract)
+        raise _tensor_error(
+            "invalid_dtype", f"tensor holds {_kind_name(array)} values", contract, field
+        )
     return array
 
 
@@ -93,7 +102,7 @@ def _kind_name(array: np.ndarray) -> str:
     return {"b": "boolean", "U": "string", "S": "bytes"}.get(array.dtype.kind, "non-numeric")
 
 
-def _check_values(batch: np.ndarray, contract: TensorContract) -> None:
+def _check_values(batch: np.ndarray, contract: TensorContract, field: str) -> None:
     """Whole-batch min/max first (NaN fails every comparison); per-item only on failure."""
     low = -np.inf if contract.low is None else contract.low
     high = np.inf if contract.high is None else contract.high
@@ -106,6 +115,7 @@ def _check_values(batch: np.ndarray, contract: TensorContract) -> None:
             "not_finite",
             "tensor holds NaN or infinity (or a number too large for float32)",
             contract,
+            field,
             item=int(np.argmin(finite)),
         )
     inside = ((flat >= low) & (flat <= high)).all(axis=1)
@@ -113,5 +123,6 @@ def _check_values(batch: np.ndarray, contract: TensorContract) -> None:
         "out_of_range",
         "tensor holds values outside the model's input range",
         contract,
+        field,
         item=int(np.argmin(inside)),
     )

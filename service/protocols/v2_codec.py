@@ -1,0 +1,292 @@
+"""V2 tensors on the wire: requests (JSON ``data`` or the binary tensor data extension) into
+named input columns, and model outputs into V2 answers (JSON, or binary after the header)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import struct
+from dataclasses import dataclass
+from math import prod
+from typing import Any
+
+import numpy as np
+
+from service.config import Limits
+from service.errors import BadRequest, RequestError
+from service.http import Reply, json_reply
+from service.inputs.body import parse_json
+from service.protocols.catalog import BYTES, Columns, ProtocolModel, Tensor, class_strings
+from service.registry import ServedModel
+
+HEADER_LENGTH = "inference-header-content-length"
+NUMERIC_TYPES = {
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "UINT64": np.uint64,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "FP16": np.float16,
+    "FP32": np.float32,
+    "FP64": np.float64,
+}
+
+
+# -- requests -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RequestedOutput:
+    tensor: Tensor
+    binary: bool
+    classification: int = 0
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    """What the answer needs to know about the request."""
+
+    id: str | None
+    outputs: tuple[RequestedOutput, ...]
+
+
+def _bad(message: str, field: str = "inputs", expected: str | None = None) -> BadRequest:
+    return BadRequest("invalid_request", message, field=field, expected=expected)
+
+
+def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
+    """The JSON header and the binary tensor data after it (binary tensor data extension)."""
+    if header_length is None:
+        document, binary = parse_json(body), b""
+    else:
+        if not header_length.isdigit() or int(header_length) > len(body):
+            raise _bad(
+                f"Inference-Header-Content-Length {header_length!r} does not fit the body",
+                field=HEADER_LENGTH,
+            )
+        size = int(header_length)
+        document, binary = parse_json(body[:size]), body[size:]
+    if not isinstance(document, dict) or not isinstance(document.get("inputs"), list):
+        raise _bad("body must be a JSON object with an 'inputs' list")
+    return document, binary
+
+
+def read_columns(
+    entries: list[Any], binary: bytes, model: ProtocolModel, limits: Limits
+) -> Columns:
+    """Every input tensor of the request, decoded; binary data is consumed in input order."""
+    images = {t.name for t in model.inputs if t.images}
+    columns: Columns = {}
+    offset = 0
+    for entry in entries:
+        name, shape, datatype = _input_header(entry, limits)
+        size = entry.get("parameters", {}).get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+                raise _bad(f"binary_data_size of {name!r} runs past the body", field=name)
+            raw = binary[offset : offset + size]
+            offset += size
+            columns[name] = _from_binary(raw, name, shape, datatype)
+        elif "data" in entry:
+            columns[name] = _from_json(entry["data"], name, shape, datatype, name in images)
+        else:
+            raise _bad(f"input {name!r} has neither 'data' nor binary_data_size", field=name)
+    if offset != len(binary):
+        raise _bad("binary data left over after the last input", field=HEADER_LENGTH)
+    model.check_inputs([e["name"] for e in entries])
+    return columns
+
+
+def _input_header(entry: Any, limits: Limits) -> tuple[str, list[int], str]:
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+        raise _bad("each input must be an object with a 'name'")
+    name = entry["name"]
+    shape, datatype = entry.get("shape"), entry.get("datatype")
+    valid_shape = (
+        isinstance(shape, list)
+        and len(shape) >= 1
+        and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+    )
+    if not valid_shape:
+        raise _bad(f"input {name!r} needs a 'shape' of non-negative integers", field=name)
+    if datatype != BYTES and datatype not in NUMERIC_TYPES:
+        raise _bad(
+            f"input {name!r} has datatype {datatype!r}",
+            field=name,
+            expected=f"one of {[BYTES, *NUMERIC_TYPES]}",
+        )
+    if not isinstance(entry.get("parameters", {}), dict):
+        raise _bad(f"parameters of {name!r} must be an object", field=name)
+    if shape[0] > limits.max_items_per_request or prod(shape) > limits.max_body_bytes:
+        raise RequestError(
+            "too_many_items",
+            f"input {name!r} has shape {shape}",
+            field=name,
+            expected=f"at most {limits.max_items_per_request} items",
+            status=413,
+        )
+    return name, shape, datatype
+
+
+def _from_binary(raw: bytes, name: str, shape: list[int], datatype: str) -> Any:
+    if datatype == BYTES:
+        values = _unpack_bytes(raw, name)
+        _check_count(values, name, shape)
+        return values
+    dtype = np.dtype(NUMERIC_TYPES[datatype]).newbyteorder("<")
+    if len(raw) != prod(shape) * dtype.itemsize:
+        raise _bad(f"input {name!r}: {len(raw)} bytes for shape {shape} of {datatype}", field=name)
+    return np.frombuffer(raw, dtype=dtype).reshape(shape)
+
+
+def _unpack_bytes(raw: bytes, name: str) -> list[bytes]:
+    """BYTES elements in binary form: each a 4-byte little-endian length, then the bytes."""
+    values, offset = [], 0
+    while offset < len(raw):
+        if offset + 4 > len(raw):
+            raise _bad(f"input {name!r}: truncated BYTES element", field=name)
+        (length,) = struct.unpack_from("<I", raw, offset)
+        offset += 4
+        if offset + length > len(raw):
+            raise _bad(f"input {name!r}: truncated BYTES element", field=name)
+        values.append(raw[offset : offset + length])
+        offset += length
+    return values
+
+
+def _from_json(data: Any, name: str, shape: list[int], datatype: str, images: bool) -> Any:
+    if datatype == BYTES:
+        values = [_text_element(v, name, images) for v in _flatten(data)]
+        _check_count(values, name, shape)
+        return values
+    try:
+        array = np.asarray(data, dtype=NUMERIC_TYPES[datatype])
+    except (ValueError, TypeError, OverflowError):
+        raise _bad(
+            f"input {name!r}: data is not a (nested) list of {datatype} numbers", field=name
+        ) from None
+    if array.size != prod(shape):
+        raise _bad(f"input {name!r}: {array.size} values for shape {shape}", field=name)
+    return array.reshape(shape)
+
+
+def _flatten(data: Any) -> list[Any]:
+    if not isinstance(data, list):
+        return [data]
+    return [value for item in data for value in _flatten(item)]
+
+
+def _text_element(value: Any, name: str, images: bool) -> bytes:
+    """BYTES in JSON are strings: base64 for image files, UTF-8 text otherwise."""
+    if not isinstance(value, str):
+        raise _bad(f"input {name!r}: BYTES data must be strings", field=name)
+    if not images:
+        return value.encode("utf-8")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise _bad(
+            f"input {name!r}: not base64", field=name, expected="base64-encoded PNG or JPEG"
+        ) from None
+
+
+def _check_count(values: list[bytes], name: str, shape: list[int]) -> None:
+    if len(values) != prod(shape):
+        raise _bad(f"input {name!r}: {len(values)} elements for shape {shape}", field=name)
+
+
+def requested_outputs(
+    document: dict[str, Any], model: ProtocolModel
+) -> tuple[RequestedOutput, ...]:
+    """The outputs asked for (all by default), each in JSON or binary form."""
+    parameters = _parameters(document, "parameters")
+    default_binary = parameters.get("binary_data_output") is True
+    asked = document.get("outputs")
+    if asked is None:
+        return tuple(RequestedOutput(t, default_binary) for t in model.outputs)
+    if not isinstance(asked, list) or not all(isinstance(o, dict) for o in asked):
+        raise _bad("'outputs' must be a list of objects", field="outputs")
+    chosen = []
+    for entry in asked:
+        tensor = model.output(str(entry.get("name")))
+        options = _parameters(entry, "outputs")
+        binary = options.get("binary_data", default_binary) is True
+        chosen.append(RequestedOutput(tensor, binary, _classification(options, tensor)))
+    return tuple(chosen)
+
+
+def _parameters(document: dict[str, Any], field: str) -> dict[str, Any]:
+    parameters = document.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise _bad("'parameters' must be an object", field=field)
+    return parameters
+
+
+def _classification(options: dict[str, Any], tensor: Tensor) -> int:
+    k = options.get("classification", 0)
+    if k == 0:
+        return 0
+    if not tensor.classes or not isinstance(k, int) or isinstance(k, bool) or k < 0:
+        raise _bad(
+            f"classification={k!r} on output {tensor.name!r}",
+            field="outputs",
+            expected="a positive class count, on a probabilities output",
+        )
+    return k
+
+
+# -- answers ------------------------------------------------------------------------------
+
+
+def encode_answer(
+    outputs: np.ndarray, request: InferRequest, served: ServedModel, model: ProtocolModel
+) -> Reply:
+    named = model.present(outputs, served)
+    entries, blobs = [], []
+    for wanted in request.outputs:
+        value, datatype = named[wanted.tensor.name], wanted.tensor.datatype
+        if wanted.classification:
+            k = min(wanted.classification, value.shape[1])
+            value, datatype = class_strings(value, served.labels, k), BYTES
+        entry: dict[str, Any] = {
+            "name": wanted.tensor.name,
+            "datatype": datatype,
+            "shape": list(value.shape),
+        }
+        if wanted.binary:
+            blob = _to_binary(value, datatype)
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = _to_json(value, datatype)
+        entries.append(entry)
+    header: dict[str, Any] = {
+        "model_name": model.name,
+        "model_version": str(served.version),
+        "outputs": entries,
+    }
+    if request.id is not None:
+        header["id"] = request.id
+    reply = json_reply(header)
+    if blobs:
+        reply.headers["Inference-Header-Content-Length"] = str(len(reply.body))
+        reply.body += b"".join(blobs)
+        reply.media_type = "application/octet-stream"
+    return reply
+
+
+def _to_binary(value: np.ndarray, datatype: str) -> bytes:
+    if datatype == BYTES:
+        encoded = [str(v).encode("utf-8") for v in value.ravel()]
+        return b"".join(struct.pack("<I", len(e)) + e for e in encoded)
+    return np.ascontiguousarray(value, dtype="<f4").tobytes()
+
+
+def _to_json(value: np.ndarray, datatype: str) -> Any:
+    if datatype == BYTES:
+        return [str(v) for v in value.ravel()]
+    return np.ascontiguousarray(value.ravel(), dtype=np.float32)
