@@ -18,6 +18,7 @@ import orjson
 from service.http import RawRequest, Reply
 from service.inference import Runtime, handle
 from service.protocols import tfserving, v2
+from service.protocols.catalog import run_call
 from service.routes import NATIVE_CALLS
 from service.routes import app as routes_app
 
@@ -50,10 +51,10 @@ class FastPath:
             return await handle(request, call, runtime)
         target = v2.infer_target(path)
         if target is not None:
-            return await v2.infer(request, *target, runtime)
+            return await run_call(request, v2.infer_call, *target, runtime)
         target = tfserving.predict_target(path)
         if target is not None:
-            return await tfserving.predict(request, *target, runtime)
+            return await run_call(request, tfserving.predict_call, *target, runtime)
         return None
 
 

@@ -19,12 +19,17 @@ _ERROR = {
         "expected": {"type": "string", "description": "what would have been accepted"},
     },
 }
-_ERRORS = {
-    str(status): {
-        "description": text,
-        "content": {"application/json": {"schema": _ERROR}},
+
+
+def _error_responses(statuses: list[tuple[int, str]]) -> dict[str, Any]:
+    return {
+        str(status): {"description": text, "content": {"application/json": {"schema": _ERROR}}}
+        for status, text in statuses
     }
-    for status, text in [
+
+
+_ERRORS = _error_responses(
+    [
         (400, "Body is not JSON/multipart"),
         (404, "Unknown model"),
         (406, "Cannot answer in the Accept type"),
@@ -33,7 +38,7 @@ _ERRORS = {
         (422, "Wrong shape, type, range or values"),
         (503, "Model loading, refused or overloaded (Retry-After)"),
     ]
-}
+)
 
 
 def _tensor(description: str) -> dict[str, Any]:
@@ -213,18 +218,14 @@ _V2_TENSOR = {
         "data": {"type": "array", "description": "flat or nested; BYTES as strings"},
     },
 }
-_PROTOCOL_ERRORS = {
-    str(status): {
-        "description": text,
-        "content": {"application/json": {"schema": _ERROR}},
-    }
-    for status, text in [
+_PROTOCOL_ERRORS = _error_responses(
+    [
         (400, "Invalid request: the error names the input and what was expected"),
         (404, "Unknown model or version"),
         (413, "Body or batch over its limit"),
         (503, "Model loading, refused or overloaded (Retry-After)"),
     ]
-}
+)
 V2_INFER = {
     "requestBody": _json_body(
         {

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from starlette.requests import Request
+from starlette.responses import Response
 
 from modelspec import autoencoder, bank
 from service.config import Limits
@@ -27,8 +29,8 @@ from service.endpoints import (
     threshold_classes,
 )
 from service.errors import NotFound, RequestError
-from service.http import Reply
-from service.inference import Classify, error_reply
+from service.http import RawRequest, Reply
+from service.inference import Call, Classify, Runtime, error_reply, handle
 from service.inputs.body import Upload
 from service.inputs.records import encode_records
 from service.inputs.tensors import TensorContract, parse_tensor
@@ -315,3 +317,24 @@ def protocol_errors(error: RequestError) -> Reply:
     if reply.status in (406, 415, 422):
         reply.status = 400
     return reply
+
+
+CallBuilder = Callable[[str, str | None], Call]
+
+
+async def run_call(
+    request: RawRequest, build: CallBuilder, name: str, version: str | None, runtime: Runtime
+) -> Reply:
+    """Build the protocol's ``Call`` for this model name and version, then handle it."""
+    try:
+        call = build(name, version)
+    except RequestError as error:
+        return protocol_errors(error)
+    return await handle(request, call, runtime)
+
+
+async def routed(request: Request, build: CallBuilder, name: str, version: str | None) -> Response:
+    """The same, behind FastAPI, for requests that do not take the fast path."""
+    raw = RawRequest.from_scope(request.scope, request.receive)
+    reply = await run_call(raw, build, name, version, request.app.state.runtime)
+    return reply.to_response()

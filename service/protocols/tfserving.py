@@ -22,7 +22,7 @@ from service import openapi
 from service.config import Limits
 from service.errors import BadRequest, NotFound, RequestError
 from service.http import RawRequest, Reply, json_reply
-from service.inference import Call, Runtime, handle, version_not_served
+from service.inference import Call, Runtime, version_not_served
 from service.inputs.body import parse_json
 from service.protocols.catalog import (
     BYTES,
@@ -32,6 +32,7 @@ from service.protocols.catalog import (
     ProtocolModel,
     Tensor,
     protocol_errors,
+    routed,
     version_number,
 )
 from service.registry import FAILED, LOADING, ServedModel
@@ -218,14 +219,6 @@ def predict_target(path: str) -> tuple[str, str | None] | None:
     return None
 
 
-async def predict(request: RawRequest, name: str, version: str | None, runtime: Runtime) -> Reply:
-    try:
-        call = predict_call(name, version)
-    except RequestError as error:
-        return protocol_errors(error)
-    return await handle(request, call, runtime)
-
-
 # -- status and metadata ------------------------------------------------------------------
 
 
@@ -308,19 +301,13 @@ async def version_metadata(request: Request, name: str, version: str) -> Respons
     return _answer(request, name, version, metadata=True)
 
 
-async def _predict_route(request: Request, name: str, version: str | None) -> Response:
-    raw = RawRequest.from_scope(request.scope, request.receive)
-    reply = await predict(raw, name, version, request.app.state.runtime)
-    return reply.to_response()
-
-
 @router.post(
     "/{name}:predict",
     summary="Predict: row (instances) or columnar (inputs) format",
     openapi_extra=openapi.TF_PREDICT,
 )
 async def predict_route(request: Request, name: str) -> Response:
-    return await _predict_route(request, name, None)
+    return await routed(request, predict_call, name, None)
 
 
 @router.post(
@@ -329,4 +316,4 @@ async def predict_route(request: Request, name: str) -> Response:
     openapi_extra=openapi.TF_PREDICT,
 )
 async def version_predict_route(request: Request, name: str, version: str) -> Response:
-    return await _predict_route(request, name, version)
+    return await routed(request, predict_call, name, version)

@@ -20,13 +20,14 @@ from service import openapi
 from service.config import Limits
 from service.errors import RequestError
 from service.http import RawRequest, Reply, json_reply
-from service.inference import Call, Runtime, handle, version_not_served
+from service.inference import Call, Runtime, version_not_served
 from service.protocols.catalog import (
     BYTES,
     ProtocolModel,
     Tensor,
     lookup,
     protocol_errors,
+    routed,
     unknown_model,
     version_number,
 )
@@ -82,14 +83,6 @@ def infer_target(path: str) -> tuple[str, str | None] | None:
     if len(parts) == 7 and parts[1:3] == ["v2", "models"] and parts[4:7:2] == ["versions", "infer"]:
         return parts[3], parts[5]
     return None
-
-
-async def infer(request: RawRequest, name: str, version: str | None, runtime: Runtime) -> Reply:
-    try:
-        call = infer_call(name, version)
-    except RequestError as error:
-        return protocol_errors(error)
-    return await handle(request, call, runtime)
 
 
 # -- metadata, health and configuration -----------------------------------------------------
@@ -235,19 +228,13 @@ async def config(request: Request, name: str) -> Response:
     return _json(model_config(model, served))
 
 
-async def _infer_route(request: Request, name: str, version: str | None) -> Response:
-    raw = RawRequest.from_scope(request.scope, request.receive)
-    reply = await infer(raw, name, version, request.app.state.runtime)
-    return reply.to_response()
-
-
 @router.post(
     "/models/{name}/infer",
     summary="Run the model on V2 tensors (JSON or binary)",
     openapi_extra=openapi.V2_INFER,
 )
 async def infer_route(request: Request, name: str) -> Response:
-    return await _infer_route(request, name, None)
+    return await routed(request, infer_call, name, None)
 
 
 @router.post(
@@ -256,4 +243,4 @@ async def infer_route(request: Request, name: str) -> Response:
     openapi_extra=openapi.V2_INFER,
 )
 async def version_infer_route(request: Request, name: str, version: str) -> Response:
-    return await _infer_route(request, name, version)
+    return await routed(request, infer_call, name, version)
