@@ -6,6 +6,7 @@ DATA_DIR ?= $(if $(TRAINING_DATA_DIR),$(TRAINING_DATA_DIR),$(wildcard ../shared/
 WEIGHTS ?= $(if $(wildcard $(DATA_DIR)/weights/mobilenet_v2_1.0_no_top_imagenet_int8dq.weights.h5),$(DATA_DIR)/weights/mobilenet_v2_1.0_no_top_imagenet_int8dq.weights.h5,imagenet)
 DATA_FLAG := $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
 
+CHECKS_VENV ?= .venv-checks
 PORT ?= 3000
 MODEL_REPOSITORY ?= models
 
@@ -17,6 +18,12 @@ $(BIN)/python:
 
 install: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[train,serve,dev]"
+
+# checkov (deployment lint) in its own venv: its dependency pins clash with the service's.
+$(CHECKS_VENV)/bin/checkov:
+	$(PYTHON) -m venv $(CHECKS_VENV)
+	$(CHECKS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKS_VENV)/bin/python -m pip install --quiet checkov==3.3.30
 
 # Full training of all four models into ./models (about an hour on 2 cores).
 models: install
@@ -35,7 +42,7 @@ serve: install
 bench: install
 	$(BIN)/python -m benchmarks.serve_bench --repository $(MODEL_REPOSITORY) $(DATA_FLAG)
 
-test: install
+test: install $(CHECKS_VENV)/bin/checkov
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	TRAINING_DATA_DIR=$(abspath $(DATA_DIR)) $(BIN)/python -m pytest

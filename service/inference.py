@@ -80,6 +80,7 @@ async def handle(request: RawRequest, call: Call, runtime: Runtime | None) -> Re
     rid = request.headers.get("x-request-id") or os.urandom(12).hex()
     request_id.set(rid)
     recorder = runtime.metrics.endpoint(call.model, call.label)
+    recorder.started()
     try:
         reply = await _infer(request, runtime, call, recorder)
     except RequestError as error:

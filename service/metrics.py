@@ -72,6 +72,13 @@ class Metrics:
             ["model", "endpoint", "reason"],
             namespace=namespace,
         )
+        self.in_flight = Gauge(
+            "requests_in_flight",
+            "Inference requests being served now (the HPA's custom metric)",
+            ["model"],
+            namespace=namespace,
+            multiprocess_mode="livesum",
+        )
         self.model_info = Gauge(
             "model_info",
             "Loaded model: version, backend and execution provider",
@@ -118,10 +125,15 @@ class EndpointMetrics:
         self._model = model
         self._path = path
         self._latency = metrics.request_latency.labels(model, path)
+        self._in_flight = metrics.in_flight.labels(model)
         self._statuses: dict[int, Any] = {}
         self._labels: dict[str, Any] = {}
 
+    def started(self) -> None:
+        self._in_flight.inc()
+
     def answered(self, status: int, seconds: float) -> None:
+        self._in_flight.dec()
         self._latency.observe(seconds)
         counter = self._statuses.get(status)
         if counter is None:

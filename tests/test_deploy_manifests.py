@@ -4,6 +4,7 @@ are present."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,7 +15,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 OVERLAYS = ROOT / "deploy" / "k8s" / "overlays"
-CUSTOM_KINDS = {"ServiceMonitor"}  # Prometheus Operator CRD: checked by hand below
+CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule"}  # Prometheus Operator CRDs: checked below
 
 
 def render(overlay: str) -> list[dict]:
@@ -31,12 +32,37 @@ def test_overlay_objects_are_valid(overlay: str) -> None:
     objects = render(overlay)
     kinds = {o["kind"] for o in objects}
     assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"} <= kinds
-    assert {"NetworkPolicy", "ServiceMonitor"} <= kinds
+    assert {"NetworkPolicy", "ServiceMonitor", "PrometheusRule", "ConfigMap"} <= kinds
     for obj in objects:
-        if obj["kind"] in CUSTOM_KINDS:
+        if obj["kind"] == "ServiceMonitor":
             assert obj["spec"]["endpoints"][0]["path"] == "/metrics"
-            continue
-        kubernetes_validate.validate(obj, "1.33.0", strict=True)
+        elif obj["kind"] == "PrometheusRule":
+            check_rules(obj["spec"])
+        else:
+            kubernetes_validate.validate(obj, "1.33.0", strict=True)
+
+
+def check_rules(spec: dict) -> None:
+    """The shape Prometheus requires of alerting rules, and what an on-call person needs."""
+    rules = [rule for group in spec["groups"] for rule in group["rules"]]
+    assert len(rules) >= 5
+    for rule in rules:
+        assert rule["alert"] and rule["expr"].strip()
+        assert rule["labels"]["severity"] in {"warning", "critical"}
+        assert rule["annotations"]["summary"]
+        assert rule["for"].endswith("m")
+    alerts = {rule["alert"] for rule in rules}
+    for needed in ("ErrorRate", "P99Latency", "NotReady", "ModelLoadFailed"):
+        assert any(needed in alert for alert in alerts), needed
+
+
+def test_dashboard_is_shipped_as_a_grafana_configmap() -> None:
+    (config_map,) = [o for o in render("cpu") if o["kind"] == "ConfigMap"]
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(config_map["data"]["dashboard.json"])
+    assert dashboard["uid"] == "keras-models"
+    assert len(dashboard["panels"]) >= 8
+    assert all(target["expr"] for panel in dashboard["panels"] for target in panel["targets"])
 
 
 @pytest.mark.parametrize("overlay", ["cpu", "gpu"])

@@ -56,12 +56,16 @@ def test_bad_configuration_is_refused(tmp_path: Path, text: str) -> None:
         load_config({"SERVING_CONFIG": str(path)})
 
 
+def _requirements(name: str) -> set[str]:
+    lines = (ROOT / "deploy" / name).read_text().splitlines()
+    return {line.strip() for line in lines if line.strip() and not line.startswith("#")}
+
+
 def test_bento_requirements_match_the_serve_pins() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     pinned = set(project["dependencies"]) | set(project["optional-dependencies"]["serve"])
-    listed = {
-        line.strip()
-        for line in (ROOT / "deploy" / "requirements-serve.txt").read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    }
-    assert listed == pinned
+    assert _requirements("requirements-serve.txt") == pinned
+    gpu = _requirements("requirements-serve-gpu.txt")
+    cpu_runtime = {p for p in pinned if p.startswith("onnxruntime==")}
+    assert gpu - pinned == {"onnxruntime-gpu==1.31.1"}
+    assert pinned - gpu == cpu_runtime
