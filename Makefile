@@ -10,7 +10,7 @@ CHECKS_VENV ?= .venv-checks
 PORT ?= 3000
 MODEL_REPOSITORY ?= models
 
-.PHONY: install models models-quick serve bench test lint format clean
+.PHONY: install models models-quick serve bench reliability test lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ serve: install
 # Throughput and latency of the running service against the stock BentoML baseline.
 bench: install
 	$(BIN)/python -m benchmarks.serve_bench --repository $(MODEL_REPOSITORY) $(DATA_FLAG)
+
+# The reliability suite's long profile (100,000+ requests, faults, fuzzing, hostile input).
+reliability: install
+	$(BIN)/python -m reliability --profile long --repository $(MODEL_REPOSITORY) $(DATA_FLAG)
 
 test: install $(CHECKS_VENV)/bin/checkov
 	$(BIN)/ruff check .

@@ -11,10 +11,13 @@ import asyncio
 import gc
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+# Called with (payload index, status, body) for a sample of responses, to check answers.
+Inspect = Callable[[int, int, bytes], None]
 
 
 def build_request(host: str, port: int, path: str, body: bytes, content_type: str) -> bytes:
@@ -84,6 +87,8 @@ async def _client(
     deadline: float,
     result: LoadResult,
     max_requests: int | None,
+    inspect: Inspect | None = None,
+    inspect_every: int = 0,
 ) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     i = offset
@@ -91,21 +96,36 @@ async def _client(
         while time.perf_counter() < deadline:
             if max_requests is not None and result.requests >= max_requests:
                 break
-            payload = requests[i % len(requests)]
+            index = i % len(requests)
             i += 1
             started = time.perf_counter()
-            writer.write(payload)
+            writer.write(requests[index])
             try:
-                status, _ = await _read_response(reader)
+                status, body = await _read_response(reader)
             except (asyncio.IncompleteReadError, ConnectionError):
                 result.errors += 1
                 writer.close()
-                reader, writer = await asyncio.open_connection(host, port)
+                reader, writer = await _reconnect(host, port, deadline)
                 continue
             result.latencies.append(time.perf_counter() - started)
             result.statuses[status] += 1
+            if inspect is not None and i % inspect_every == 0:
+                inspect(index, status, body)
     finally:
         writer.close()
+
+
+async def _reconnect(
+    host: str, port: int, deadline: float
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A new connection, retried while the server (or a restarting worker) refuses one."""
+    while True:
+        try:
+            return await asyncio.open_connection(host, port)
+        except OSError:
+            if time.perf_counter() > deadline:
+                raise
+            await asyncio.sleep(0.05)
 
 
 async def run_load(
@@ -115,14 +135,17 @@ async def run_load(
     concurrency: int,
     seconds: float,
     max_requests: int | None = None,
+    inspect: Inspect | None = None,
+    inspect_every: int = 50,
 ) -> LoadResult:
-    """``concurrency`` connections, each sending requests back to back for ``seconds``."""
+    """``concurrency`` connections, each sending requests back to back for ``seconds`` (or
+    until ``max_requests``); ``inspect`` sees every ``inspect_every``-th answer."""
     result = LoadResult()
     started = time.perf_counter()
     deadline = started + seconds
     await asyncio.gather(
         *(
-            _client(host, port, requests, k, deadline, result, max_requests)
+            _client(host, port, requests, k, deadline, result, max_requests, inspect, inspect_every)
             for k in range(concurrency)
         )
     )
@@ -137,6 +160,8 @@ def load(
     concurrency: int,
     seconds: float,
     max_requests: int | None = None,
+    inspect: Inspect | None = None,
+    inspect_every: int = 50,
 ) -> LoadResult:
     """Run the load with the collector paused: its pauses would be charged to the server."""
     try:
@@ -147,6 +172,10 @@ def load(
         runner = asyncio.run
     gc.disable()
     try:
-        return runner(run_load(host, port, requests, concurrency, seconds, max_requests))
+        return runner(
+            run_load(
+                host, port, requests, concurrency, seconds, max_requests, inspect, inspect_every
+            )
+        )
     finally:
         gc.enable()

@@ -69,6 +69,13 @@ COLUMNS: tuple[str, ...] = (
     "previous",
     "poutcome",
 )
+# One valid record, for documentation and examples (the shape every request record takes).
+EXAMPLE_RECORD: dict[str, str | int] = {
+    "age": 41, "job": "technician", "marital": "married", "education": "secondary",
+    "default": "no", "balance": 1200, "housing": "yes", "loan": "no", "contact": "cellular",
+    "day": 15, "month": "may", "duration": 300, "campaign": 2, "pdays": -1, "previous": 0,
+    "poutcome": "unknown",
+}  # fmt: skip
 # Only known once the call has ended (the dataset's own notes): a realistic pre-call model
 # must do without it.
 POST_CALL_COLUMNS: tuple[str, ...] = ("duration",)

@@ -62,12 +62,11 @@ class Batcher:
         run: Callable[[np.ndarray], np.ndarray],
         config: BatchingConfig,
         on_batch: Callable[[BatchStats], None] = lambda _: None,
-        max_queued_items: int = 4096,
     ) -> None:
         self._run = run
         self._config = config
         self._on_batch = on_batch
-        self._max_queued = max_queued_items
+        self._max_queued = config.max_queued_items
         self._queue: deque[_Pending] = deque()
         self._queued_items = 0
         self._arriving = 0
@@ -88,14 +87,19 @@ class Batcher:
         finally:
             self._arriving -= 1
 
-    async def infer(self, inputs: np.ndarray) -> np.ndarray:
-        """Run ``inputs`` (N items) in some batch and return its N outputs."""
-        if self._queued_items + len(inputs) > self._max_queued:
+    def refuse_if_full(self, items: int = 1) -> None:
+        """Shed load with a 503 before any work is spent on a request that cannot queue;
+        requests still being read and decoded count too, as they are about to queue."""
+        if self._queued_items + self._arriving + items > self._max_queued:
             raise Unavailable(
                 "overloaded",
                 "the model's queue is full; retry shortly",
                 headers={"Retry-After": "1"},
             )
+
+    async def infer(self, inputs: np.ndarray) -> np.ndarray:
+        """Run ``inputs`` (N items) in some batch and return its N outputs."""
+        self.refuse_if_full(len(inputs))
         loop = asyncio.get_running_loop()
         pending = _Pending(inputs, loop.create_future())
         self._queue.append(pending)

@@ -29,6 +29,9 @@ class BatchingConfig:
     # Run batches in a worker thread: worth it for models slower than a millisecond or so,
     # whose compute would otherwise stall the event loop; cheap models run inline.
     offload: bool = False
+    # Items waiting beyond this are refused at once with 503 + Retry-After (load shedding):
+    # a fast "come back later" instead of a timeout.
+    max_queued_items: int = 4096
 
 
 @dataclass(frozen=True)
@@ -79,12 +82,14 @@ def _default_batching(name: str) -> BatchingConfig:
 
 
 def _batching_from(data: dict[str, Any], base: BatchingConfig) -> BatchingConfig:
-    unknown = set(data) - {"enabled", "max_batch_size", "max_wait_ms", "offload"}
+    unknown = set(data) - set(BatchingConfig.__dataclass_fields__)
     if unknown:
         raise ConfigError(f"unknown batching settings {sorted(unknown)}")
     batching = replace(base, **data)
-    if batching.max_batch_size < 1 or batching.max_wait_ms < 0:
-        raise ConfigError("batching needs max_batch_size >= 1 and max_wait_ms >= 0")
+    if batching.max_batch_size < 1 or batching.max_wait_ms < 0 or batching.max_queued_items < 1:
+        raise ConfigError(
+            "batching needs max_batch_size >= 1, max_wait_ms >= 0 and max_queued_items >= 1"
+        )
     return batching
 
 

@@ -88,7 +88,7 @@ class Endpoint:
 
 
 def _invert_option(query: dict[str, str]) -> bool | None:
-    value = query.get("invert", "auto").lower()
+    value = query.get("invert", "auto")
     options = {"auto": None, "true": True, "false": False}
     if value not in options:
         raise RequestError(
@@ -225,6 +225,16 @@ def encode_codes(codes: np.ndarray, _: Incoming, model: ServedModel) -> Reply:
     return json_reply(_envelope(model, codes=codes))
 
 
+def check_invert(incoming: Incoming, _: ServedModel) -> None:
+    """Image options are checked for JSON bodies too: a typo must not pass silently."""
+    _invert_option(incoming.query)
+
+
+def check_reconstruct_options(incoming: Incoming, model: ServedModel) -> None:
+    check_invert(incoming, model)
+    wants_png(incoming)
+
+
 def wants_png(incoming: Incoming, _: ServedModel | None = None) -> bool:
     fmt = incoming.query.get("format")
     if fmt is not None:
@@ -279,6 +289,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         decode_digit_pixels,
         encode_digit_predictions,
         "Classify handwritten digits",
+        check=check_invert,
         classify=argmax_classes,
     ),
     "/flowers/predict": Endpoint(
@@ -299,7 +310,12 @@ ENDPOINTS: dict[str, Endpoint] = {
         classify=threshold_classes,
     ),
     "/autoencoder/encode": Endpoint(
-        "autoencoder", "encode", decode_autoencoder_pixels, encode_codes, "Digit -> 16-float code"
+        "autoencoder",
+        "encode",
+        decode_autoencoder_pixels,
+        encode_codes,
+        "Digit -> 16-float code",
+        check=check_invert,
     ),
     "/autoencoder/reconstruct": Endpoint(
         "autoencoder",
@@ -307,7 +323,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         decode_autoencoder_pixels,
         encode_reconstructions,
         "Digit -> its reconstruction (tensor or PNG)",
-        check=wants_png,
+        check=check_reconstruct_options,
     ),
     "/autoencoder/decode": Endpoint(
         "autoencoder",

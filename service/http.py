@@ -25,7 +25,11 @@ class RawRequest:
     def from_scope(cls, scope: dict[str, Any], receive: Receive) -> RawRequest:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         raw_query = scope.get("query_string", b"")
-        query = dict(parse_qsl(raw_query.decode("latin-1"))) if raw_query else {}
+        query = (
+            dict(parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True))
+            if raw_query
+            else {}
+        )
         return cls(headers, query, receive)
 
 

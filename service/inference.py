@@ -108,6 +108,7 @@ async def _infer(
     if call.version is not None and call.version != model.version:
         raise version_not_served(model, call.version)
     batcher = model.batchers[call.signature]
+    batcher.refuse_if_full()
     with batcher.arriving():
         body = await read_body(request, limits.max_body_bytes)
         inputs, context = call.decode(request, body, model, limits)

@@ -218,14 +218,8 @@ _V2_TENSOR = {
         "data": {"type": "array", "description": "flat or nested; BYTES as strings"},
     },
 }
-_PROTOCOL_ERRORS = _error_responses(
-    [
-        (400, "Invalid request: the error names the input and what was expected"),
-        (404, "Unknown model or version"),
-        (413, "Body or batch over its limit"),
-        (503, "Model loading, refused or overloaded (Retry-After)"),
-    ]
-)
+# Beside the protocol routers' own 400/404/503 (LOOKUP_ERRORS below).
+_PROTOCOL_ERRORS = _error_responses([(413, "Body or batch over its limit")])
 V2_INFER = {
     "requestBody": _json_body(
         {
@@ -278,3 +272,11 @@ TF_PREDICT = {
         **_PROTOCOL_ERRORS,
     },
 }
+
+LOOKUP_ERRORS = _error_responses(
+    [
+        (400, "Invalid request"),
+        (404, "Unknown model or version"),
+        (503, "Not ready yet, or refused at load"),
+    ]
+)

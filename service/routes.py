@@ -87,7 +87,12 @@ def create_app() -> FastAPI:
             {"models": [m.describe() for m in registry.models.values()]}
         ).to_response()
 
-    @app.get("/models/{name}", summary="One model's description", tags=["models"])
+    @app.get(
+        "/models/{name}",
+        summary="One model's description",
+        tags=["models"],
+        responses=openapi.LOOKUP_ERRORS,
+    )
     async def describe_model(request: Request, name: str) -> Response:
         model = request.app.state.runtime.registry.models.get(name)
         if model is None:

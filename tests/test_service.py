@@ -236,12 +236,7 @@ def test_multi_item_request_counts_each_item(client, data_dir) -> None:
 # -- bad input: a 4xx with a JSON body, never a 500, and nobody else harmed -----------------
 
 ZERO_IMAGE = np.zeros((28, 28)).tolist()
-GOOD_RECORD = {
-    "age": 41, "job": "technician", "marital": "married", "education": "secondary",
-    "default": "no", "balance": 1200, "housing": "yes", "loan": "no", "contact": "cellular",
-    "day": 15, "month": "may", "duration": 300, "campaign": 2, "pdays": -1, "previous": 0,
-    "poutcome": "unknown",
-}  # fmt: skip
+GOOD_RECORD = bank.EXAMPLE_RECORD
 
 
 def _truncated_jpeg(data_dir: Path) -> bytes:

@@ -13,6 +13,7 @@ from service.errors import PayloadTooLarge, RequestError, UnsupportedMediaType
 from service.inputs.body import Upload
 
 FORMATS = ("PNG", "JPEG")
+MIN_SIDE = 8  # smaller pictures hold no recognisable digit or flower
 
 
 def open_image(upload: Upload, item: int, max_pixels: int) -> Image.Image:
@@ -38,6 +39,14 @@ def open_image(upload: Upload, item: int, max_pixels: int) -> Image.Image:
         raise _corrupt(upload, item, error) from None
     if image.width * image.height > max_pixels:
         raise _too_many_pixels(upload, item, max_pixels)
+    if min(image.size) < MIN_SIDE:
+        raise RequestError(
+            "image_too_small",
+            f"image is {image.width}x{image.height} pixels",
+            field=upload.name,
+            item=item,
+            expected=f"at least {MIN_SIDE}x{MIN_SIDE} pixels",
+        )
     if getattr(image, "n_frames", 1) > 1:
         raise RequestError(
             "animated_image", "animated images are not accepted", field=upload.name, item=item

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from fastapi import Path as PathParameter
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -338,3 +339,12 @@ async def routed(request: Request, build: CallBuilder, name: str, version: str |
     raw = RawRequest.from_scope(request.scope, request.receive)
     reply = await run_call(raw, build, name, version, request.app.state.runtime)
     return reply.to_response()
+
+
+def name_parameter(names: Sequence[str]) -> Any:
+    """A ``{name}`` path parameter documented with the names that exist, so API fuzzers reach
+    the models; any other name still gets the protocol's 404, not a framework error."""
+    return Annotated[str, PathParameter(json_schema_extra={"enum": list(names)})]
+
+
+Version = Annotated[str, PathParameter(json_schema_extra={"pattern": "^[0-9]+$"})]

@@ -31,6 +31,8 @@ from service.protocols.catalog import (
     Columns,
     ProtocolModel,
     Tensor,
+    Version,
+    name_parameter,
     protocol_errors,
     routed,
     version_number,
@@ -40,6 +42,7 @@ from service.registry import FAILED, LOADING, ServedModel
 DEFAULT_SIGNATURE = "serving_default"
 DEFAULT_SIGNATURES = {"autoencoder": "reconstruct"}  # every other model has only ``predict``
 DTYPES = {"FP32": "DT_FLOAT", INT64: "DT_INT64", BYTES: "DT_STRING"}
+ModelName = name_parameter(sorted({m.model for m in MODELS.values()}))
 REQUEST_KEYS = {"signature_name", "instances", "inputs"}
 
 
@@ -268,7 +271,9 @@ def model_metadata(name: str, served: ServedModel) -> dict[str, Any]:
     }
 
 
-router = APIRouter(prefix="/v1/models", tags=["TensorFlow Serving"])
+router = APIRouter(
+    prefix="/v1/models", tags=["TensorFlow Serving"], responses=openapi.LOOKUP_ERRORS
+)
 
 
 def _answer(request: Request, name: str, version: str | None, metadata: bool) -> Response:
@@ -281,32 +286,14 @@ def _answer(request: Request, name: str, version: str | None, metadata: bool) ->
     return json_reply({"model_version_status": [version_status(served)]}).to_response()
 
 
-@router.get("/{name}", summary="Model status (TF Serving)")
-async def status(request: Request, name: str) -> Response:
-    return _answer(request, name, None, metadata=False)
-
-
-@router.get("/{name}/versions/{version}", summary="Status of one version")
-async def version_status_route(request: Request, name: str, version: str) -> Response:
-    return _answer(request, name, version, metadata=False)
-
-
-@router.get("/{name}/metadata", summary="Signatures, inputs and outputs (TF Serving)")
-async def metadata(request: Request, name: str) -> Response:
-    return _answer(request, name, None, metadata=True)
-
-
-@router.get("/{name}/versions/{version}/metadata", summary="Metadata of one version")
-async def version_metadata(request: Request, name: str, version: str) -> Response:
-    return _answer(request, name, version, metadata=True)
-
-
+# Predict routes first: for a path like /v1/models/x:predict they are the router's first
+# match, so a wrong method gets 405 with Allow: POST, not GET's.
 @router.post(
     "/{name}:predict",
     summary="Predict: row (instances) or columnar (inputs) format",
     openapi_extra=openapi.TF_PREDICT,
 )
-async def predict_route(request: Request, name: str) -> Response:
+async def predict_route(request: Request, name: ModelName) -> Response:
     return await routed(request, predict_call, name, None)
 
 
@@ -315,5 +302,25 @@ async def predict_route(request: Request, name: str) -> Response:
     summary="Predict with one version",
     openapi_extra=openapi.TF_PREDICT,
 )
-async def version_predict_route(request: Request, name: str, version: str) -> Response:
+async def version_predict_route(request: Request, name: ModelName, version: Version) -> Response:
     return await routed(request, predict_call, name, version)
+
+
+@router.get("/{name}", summary="Model status (TF Serving)")
+async def status(request: Request, name: ModelName) -> Response:
+    return _answer(request, name, None, metadata=False)
+
+
+@router.get("/{name}/versions/{version}", summary="Status of one version")
+async def version_status_route(request: Request, name: ModelName, version: Version) -> Response:
+    return _answer(request, name, version, metadata=False)
+
+
+@router.get("/{name}/metadata", summary="Signatures, inputs and outputs (TF Serving)")
+async def metadata(request: Request, name: ModelName) -> Response:
+    return _answer(request, name, None, metadata=True)
+
+
+@router.get("/{name}/versions/{version}/metadata", summary="Metadata of one version")
+async def version_metadata(request: Request, name: ModelName, version: Version) -> Response:
+    return _answer(request, name, version, metadata=True)

@@ -23,9 +23,12 @@ from service.http import RawRequest, Reply, json_reply
 from service.inference import Call, Runtime, version_not_served
 from service.protocols.catalog import (
     BYTES,
+    MODELS,
     ProtocolModel,
     Tensor,
+    Version,
     lookup,
+    name_parameter,
     protocol_errors,
     routed,
     unknown_model,
@@ -43,6 +46,7 @@ from service.registry import READY, ServedModel
 
 SERVER_NAME = "keras-model-serving"
 EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "parameters"]
+ModelName = name_parameter(list(MODELS))
 PLATFORMS = {"onnx": "onnxruntime_onnx", "saved_model": "tensorflow_savedmodel"}
 
 
@@ -152,7 +156,7 @@ def _error(error: RequestError) -> Response:
     return protocol_errors(error).to_response()
 
 
-router = APIRouter(prefix="/v2", tags=["v2 (KServe / Triton)"])
+router = APIRouter(prefix="/v2", tags=["v2 (KServe / Triton)"], responses=openapi.LOOKUP_ERRORS)
 
 
 @router.get("", summary="Server metadata and the protocol extensions it supports")
@@ -177,7 +181,9 @@ async def server_ready(request: Request) -> Response:
     registry = request.app.state.runtime.registry
     if registry.ready:
         return _json({"ready": True})
-    return _json({"ready": False, "models": registry.not_ready_reasons()}, status=503)
+    reasons = registry.not_ready_reasons()
+    error = {"error": "not every model is ready", "code": "not_ready", "models": reasons}
+    return _json({**error, "ready": False}, status=503)
 
 
 def _metadata_route(request: Request, name: str, version: str | None) -> Response:
@@ -196,31 +202,32 @@ def _ready_route(request: Request, name: str, version: str | None) -> Response:
     if served.state == READY:
         return _json({"name": model.name, "ready": True})
     reason = served.reason or served.state
-    return _json({"error": f"model {model.name!r} is not ready: {reason}"}, status=503)
+    error = f"model {model.name!r} is not ready: {reason}"
+    return _json({"error": error, "code": "model_not_ready", "ready": False}, status=503)
 
 
 @router.get("/models/{name}", summary="Model metadata: versions, platform, input/output tensors")
-async def metadata(request: Request, name: str) -> Response:
+async def metadata(request: Request, name: ModelName) -> Response:
     return _metadata_route(request, name, None)
 
 
 @router.get("/models/{name}/versions/{version}", summary="Metadata of one version")
-async def version_metadata(request: Request, name: str, version: str) -> Response:
+async def version_metadata(request: Request, name: ModelName, version: Version) -> Response:
     return _metadata_route(request, name, version)
 
 
 @router.get("/models/{name}/ready", summary="The model can take requests")
-async def ready(request: Request, name: str) -> Response:
+async def ready(request: Request, name: ModelName) -> Response:
     return _ready_route(request, name, None)
 
 
 @router.get("/models/{name}/versions/{version}/ready", summary="One version can take requests")
-async def version_ready(request: Request, name: str, version: str) -> Response:
+async def version_ready(request: Request, name: ModelName, version: Version) -> Response:
     return _ready_route(request, name, version)
 
 
 @router.get("/models/{name}/config", summary="Triton-style model configuration")
-async def config(request: Request, name: str) -> Response:
+async def config(request: Request, name: ModelName) -> Response:
     try:
         model, served = _served(request.app.state.runtime, name, None)
     except RequestError as error:
@@ -233,7 +240,7 @@ async def config(request: Request, name: str) -> Response:
     summary="Run the model on V2 tensors (JSON or binary)",
     openapi_extra=openapi.V2_INFER,
 )
-async def infer_route(request: Request, name: str) -> Response:
+async def infer_route(request: Request, name: ModelName) -> Response:
     return await routed(request, infer_call, name, None)
 
 
@@ -242,5 +249,5 @@ async def infer_route(request: Request, name: str) -> Response:
     summary="Run one version",
     openapi_extra=openapi.V2_INFER,
 )
-async def version_infer_route(request: Request, name: str, version: str) -> Response:
+async def version_infer_route(request: Request, name: ModelName, version: Version) -> Response:
     return await routed(request, infer_call, name, version)

@@ -1,0 +1,1 @@
+"""One module per kind of trouble: fuzzing, hostile input, load, faults."""
