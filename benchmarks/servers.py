@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -34,7 +36,12 @@ def http_status(url: str, timeout: float = 2.0) -> int | None:
 
 
 class Server:
-    """One ``bentoml serve`` child process on a free port; a context manager."""
+    """One ``bentoml serve`` child process on a free port; a context manager.
+
+    Each server gets its own ``BENTOML_HOME`` unless one is given: BentoML clears the
+    Prometheus multiprocess folder under it at start, which would wipe the metrics of any
+    other server sharing that home.
+    """
 
     def __init__(
         self, target: str = SERVICE, env: dict[str, str] | None = None, log: Path | None = None
@@ -42,6 +49,10 @@ class Server:
         self.target = target
         self.port = free_port()
         self.env = {**os.environ, **(env or {})}
+        self._own_home = None
+        if "BENTOML_HOME" not in (env or {}):
+            self._own_home = tempfile.mkdtemp(prefix="bentoml-home-")
+            self.env["BENTOML_HOME"] = self._own_home
         self.log_path = log
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -93,3 +104,5 @@ class Server:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+        if self._own_home is not None:
+            shutil.rmtree(self._own_home, ignore_errors=True)
