@@ -105,8 +105,7 @@ async def _infer(
 ) -> Reply:
     limits = runtime.config.limits
     model = runtime.registry.require(call.model)
-    if call.version is not None and call.version != model.version:
-        raise version_not_served(model, call.version)
+    require_version(model, call.version)
     batcher = model.batchers[call.signature]
     batcher.refuse_if_full()
     with batcher.arriving():
@@ -120,10 +119,12 @@ async def _infer(
     return call.encode(outputs, context, model)
 
 
-def version_not_served(model: ServedModel, version: int | str) -> NotFound:
-    return NotFound(
-        "unknown_version",
-        f"version {version} of model {model.name!r} is not served",
-        field="version",
-        expected=str(model.version),
-    )
+def require_version(model: ServedModel, version: int | None) -> None:
+    """A 404 unless no version is asked for or it is the one ``model`` serves."""
+    if version is not None and model.version is not None and version != model.version:
+        raise NotFound(
+            "unknown_version",
+            f"version {version} of model {model.name!r} is not served",
+            field="version",
+            expected=str(model.version),
+        )

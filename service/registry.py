@@ -95,13 +95,18 @@ class Registry:
     def not_ready_reasons(self) -> dict[str, str]:
         return {m.name: m.reason or m.state for m in self.models.values() if m.state != READY}
 
-    def require(self, name: str) -> ServedModel:
-        """The model if it can take requests now; a 404 or 503 saying why otherwise."""
+    def find(self, name: str) -> ServedModel:
+        """The configured model of that name, whatever its state; a 404 otherwise."""
         model = self.models.get(name)
         if model is None:
             raise NotFound(
                 "unknown_model", f"no model named {name!r}", expected=str(list(self.models))
             )
+        return model
+
+    def require(self, name: str) -> ServedModel:
+        """The model if it can take requests now; a 404 or 503 saying why otherwise."""
+        model = self.find(name)
         if model.state == READY:
             return model
         if model.state == LOADING:

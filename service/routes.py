@@ -15,7 +15,7 @@ from starlette.responses import Response
 from service import openapi
 from service.config import Limits
 from service.endpoints import ENDPOINTS, Endpoint, Incoming
-from service.errors import NotFound
+from service.errors import RequestError
 from service.http import RawRequest, json_reply
 from service.inference import Call, error_reply, handle
 from service.protocols import tfserving, v2
@@ -94,9 +94,10 @@ def create_app() -> FastAPI:
         responses=openapi.LOOKUP_ERRORS,
     )
     async def describe_model(request: Request, name: str) -> Response:
-        model = request.app.state.runtime.registry.models.get(name)
-        if model is None:
-            return error_reply(NotFound("unknown_model", f"no model named {name!r}")).to_response()
+        try:
+            model = request.app.state.runtime.registry.find(name)
+        except RequestError as error:
+            return error_reply(error).to_response()
         return json_reply(model.describe()).to_response()
 
     app.include_router(v2.router)

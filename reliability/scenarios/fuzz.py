@@ -29,6 +29,7 @@ def run_fuzz(server: Server, max_examples: int, out: Path, seed: int = 20261123)
     result = ScenarioResult(
         "schemathesis fuzzing", "no 5xx; status, content type, headers and bodies as documented"
     )
+    out = out.resolve()
     report_dir = out / "schemathesis"
     command = [
         sys.executable, "-m", "schemathesis.cli", "run", f"{server.url}/docs.json",
@@ -36,7 +37,8 @@ def run_fuzz(server: Server, max_examples: int, out: Path, seed: int = 20261123)
         "--phases", "examples,coverage,fuzzing", "--seed", str(seed), "--workers", "1",
         "--report", "json", "--report-dir", str(report_dir), "--request-timeout", "30",
     ]  # fmt: skip
-    run = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+    # In ``out``: schemathesis keeps a cache folder in its working directory.
+    run = subprocess.run(command, cwd=out, capture_output=True, text=True, timeout=1800)
     (out / "schemathesis.log").write_text(run.stdout + run.stderr)
     reports = sorted(report_dir.glob("*.json"))
     if not reports:

@@ -31,7 +31,7 @@ from service.endpoints import (
 )
 from service.errors import NotFound, RequestError
 from service.http import RawRequest, Reply
-from service.inference import Call, Classify, Runtime, error_reply, handle
+from service.inference import Call, Classify, Runtime, error_reply, handle, require_version
 from service.inputs.body import Upload
 from service.inputs.records import encode_records
 from service.inputs.tensors import TensorContract, parse_tensor
@@ -58,6 +58,12 @@ class Tensor:
     shape: tuple[int, ...]
     images: bool = False
     classes: bool = False
+
+    def shape_for(self, served: ServedModel) -> list[int]:
+        """The shape with the class count of the loaded model filled in."""
+        if self.classes and served.labels:
+            return [-1, len(served.labels)]
+        return list(self.shape)
 
 
 @dataclass(frozen=True)
@@ -282,12 +288,16 @@ MODELS: dict[str, ProtocolModel] = {
 def lookup(name: str) -> ProtocolModel:
     model = MODELS.get(name)
     if model is None:
-        raise unknown_model(name)
+        raise NotFound("unknown_model", f"no model named {name!r}", expected=str(list(MODELS)))
     return model
 
 
-def unknown_model(name: str) -> RequestError:
-    return NotFound("unknown_model", f"no model named {name!r}", expected=str(list(MODELS)))
+def served_model(runtime: Runtime, name: str, version: str | None) -> ServedModel:
+    """The served model behind a protocol URL, whatever its state: a 404 for a model this
+    service does not serve or a version it does not hold."""
+    served = runtime.registry.find(name)
+    require_version(served, version_number(version))
+    return served
 
 
 def version_number(text: str | None) -> int | None:

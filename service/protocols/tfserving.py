@@ -22,7 +22,7 @@ from service import openapi
 from service.config import Limits
 from service.errors import BadRequest, NotFound, RequestError
 from service.http import RawRequest, Reply, json_reply
-from service.inference import Call, Runtime, version_not_served
+from service.inference import Call, Runtime
 from service.inputs.body import parse_json
 from service.protocols.catalog import (
     BYTES,
@@ -35,6 +35,7 @@ from service.protocols.catalog import (
     name_parameter,
     protocol_errors,
     routed,
+    served_model,
     version_number,
 )
 from service.registry import FAILED, LOADING, ServedModel
@@ -227,11 +228,7 @@ def predict_target(path: str) -> tuple[str, str | None] | None:
 
 def _served(runtime: Runtime, name: str, version: str | None) -> ServedModel:
     signatures_of(name)
-    served = runtime.registry.models[name]
-    number = version_number(version)
-    if number is not None and served.version is not None and number != served.version:
-        raise version_not_served(served, number)
-    return served
+    return served_model(runtime, name, version)
 
 
 def version_status(served: ServedModel) -> dict[str, Any]:
@@ -243,9 +240,7 @@ def version_status(served: ServedModel) -> dict[str, Any]:
 
 
 def _tensor_info(tensor: Tensor, served: ServedModel) -> dict[str, Any]:
-    shape = list(tensor.shape)
-    if tensor.classes and served.labels:
-        shape = [-1, len(served.labels)]
+    shape = tensor.shape_for(served)
     return {
         "dtype": DTYPES[tensor.datatype],
         "tensor_shape": {"dim": [{"size": str(d), "name": ""} for d in shape]},

@@ -20,7 +20,7 @@ from service import openapi
 from service.config import Limits
 from service.errors import RequestError
 from service.http import RawRequest, Reply, json_reply
-from service.inference import Call, Runtime, version_not_served
+from service.inference import Call, Runtime
 from service.protocols.catalog import (
     BYTES,
     MODELS,
@@ -31,7 +31,7 @@ from service.protocols.catalog import (
     name_parameter,
     protocol_errors,
     routed,
-    unknown_model,
+    served_model,
     version_number,
 )
 from service.protocols.v2_codec import (
@@ -94,29 +94,21 @@ def infer_target(path: str) -> tuple[str, str | None] | None:
 
 def _served(runtime: Runtime, name: str, version: str | None) -> tuple[ProtocolModel, ServedModel]:
     model = lookup(name)
-    served = runtime.registry.models.get(model.model)
-    if served is None:
-        raise unknown_model(name)
-    number = version_number(version)
-    if number is not None and served.version is not None and number != served.version:
-        raise version_not_served(served, number)
-    return model, served
+    return model, served_model(runtime, model.model, version)
 
 
-def _shape(tensor: Tensor, served: ServedModel) -> list[int]:
-    if tensor.classes and served.labels:
-        return [-1, len(served.labels)]
-    return list(tensor.shape)
+def _platform(served: ServedModel) -> str:
+    return PLATFORMS.get(served.backend or "onnx", "onnxruntime_onnx")
 
 
 def model_metadata(model: ProtocolModel, served: ServedModel) -> dict[str, Any]:
     def describe(tensor: Tensor) -> dict[str, Any]:
-        return {"name": tensor.name, "datatype": tensor.datatype, "shape": _shape(tensor, served)}
+        return {"name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape_for(served)}
 
     return {
         "name": model.name,
         "versions": [str(served.version)] if served.version is not None else [],
-        "platform": PLATFORMS.get(served.backend or "onnx", "onnxruntime_onnx"),
+        "platform": _platform(served),
         "inputs": [describe(t) for t in model.inputs],
         "outputs": [describe(t) for t in model.outputs],
     }
@@ -129,13 +121,13 @@ def model_config(model: ProtocolModel, served: ServedModel) -> dict[str, Any]:
         return {
             "name": tensor.name,
             "data_type": f"TYPE_{'STRING' if tensor.datatype == BYTES else tensor.datatype}",
-            "dims": _shape(tensor, served)[1:] or [1],
+            "dims": tensor.shape_for(served)[1:] or [1],
         }
 
     batching = served.config.batching
     config: dict[str, Any] = {
         "name": model.name,
-        "platform": PLATFORMS.get(served.backend or "onnx", "onnxruntime_onnx"),
+        "platform": _platform(served),
         "max_batch_size": batching.max_batch_size,
         "input": [describe(t) for t in model.inputs],
         "output": [describe(t) for t in model.outputs],
