@@ -53,8 +53,8 @@ def timed(run: Callable[[], ScenarioResult]) -> ScenarioResult:
 
 
 def run_all(repository: Path, data_dir: Path, profile: Profile, out: Path) -> list[ScenarioResult]:
-    traffic = mixed_traffic(repository, data_dir)
     graphs = Graphs(repository)
+    traffic = mixed_traffic(graphs, data_dir)
     probe = digit_exchanges(graphs, data_dir, 1)[0]
     other_model = bank_exchanges(graphs, data_dir, 1)[0]
     flowers = [f.read_bytes() for f in flower_files(data_dir, 8)]

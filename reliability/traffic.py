@@ -135,9 +135,8 @@ def flower_exchanges(graphs: Graphs, data_dir: Path, count: int) -> list[Exchang
     return exchanges
 
 
-def mixed_traffic(repository_root: Path, data_dir: Path, variants: int = 16) -> list[Exchange]:
+def mixed_traffic(graphs: Graphs, data_dir: Path, variants: int = 16) -> list[Exchange]:
     """Every endpoint with real inputs; flowers (100x the compute) one request in ten."""
-    graphs = Graphs(repository_root)
     cheap = (
         digit_exchanges(graphs, data_dir, variants)
         + autoencoder_exchanges(graphs, data_dir, variants)

@@ -14,22 +14,19 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import onnxruntime as ort
 import pytest
 from PIL import Image
 
 from benchmarks.payloads import bank_records, flower_files, mnist_test, png_bytes
 from modelspec import bank, digits, flowers, repository
+from reliability.traffic import Graphs
 
 pytestmark = pytest.mark.slow
 TOLERANCE = 1e-5
 
 
 def run_onnx(repo: Path, model: str, onnx_file: str, inputs: np.ndarray) -> np.ndarray:
-    version = repository.latest_version(repo, model)
-    path = repository.version_dir(repo, model, version) / onnx_file
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: inputs.astype(np.float32)})[0]
+    return Graphs(repo).run(model, onnx_file, inputs)
 
 
 @pytest.fixture(scope="module")
