@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DATA_DIR ?= $(if $(TRAINING_DATA_DIR),$(TRAINING_DATA_DIR),$(wildcard ../shared/datasets))
-WEIGHTS ?= $(if $(wildcard $(DATA_DIR)/weights/mobilenet_v2_1.0_no_top_imagenet_int8dq.weights.h5),$(DATA_DIR)/weights/mobilenet_v2_1.0_no_top_imagenet_int8dq.weights.h5,imagenet)
+FLOAT_WEIGHTS := $(DATA_DIR)/weights/mobilenet_v2_1.0_160_no_top_imagenet_float.h5
+WEIGHTS ?= $(if $(wildcard $(FLOAT_WEIGHTS)),$(FLOAT_WEIGHTS),imagenet)
 DATA_FLAG := $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
 
 CHECKS_VENV ?= .venv-checks

@@ -9,15 +9,35 @@ NAME = "autoencoder"
 PIXELS = IMAGE_SIZE * IMAGE_SIZE
 CODE_SIZE = 16
 
-_pixels = TensorSpec("pixels", (None, PIXELS))
-_code = TensorSpec("code", (None, CODE_SIZE))
+_pixels = TensorSpec("pixels", (None, PIXELS), range=(0.0, 1.0))
 _reconstruction = TensorSpec("reconstruction", (None, PIXELS))
 
-SIGNATURES = (
-    Signature("reconstruct", (_pixels,), (_reconstruction,), onnx_file="model.onnx"),
-    Signature("encode", (_pixels,), (_code,), onnx_file="encoder.onnx"),
-    Signature("decode", (_code,), (_reconstruction,), onnx_file="decoder.onnx"),
-)
+
+def signatures(code_range: tuple[float, float] | None = None) -> tuple[Signature, ...]:
+    """``code_range``: the codes ``decode`` accepts, from the codes of the training images
+    (training records it); far outside it the decoder's output overflows to NaN."""
+    code = TensorSpec("code", (None, CODE_SIZE))
+    return (
+        Signature("reconstruct", (_pixels,), (_reconstruction,), onnx_file="model.onnx"),
+        Signature("encode", (_pixels,), (code,), onnx_file="encoder.onnx"),
+        Signature(
+            "decode",
+            (TensorSpec("code", (None, CODE_SIZE), range=code_range),),
+            (_reconstruction,),
+            onnx_file="decoder.onnx",
+        ),
+    )
+
+
+SIGNATURES = signatures()
+
+
+def code_range(codes: np.ndarray) -> tuple[float, float]:
+    """The span of the training codes, widened by that span on each side."""
+    low, high = float(codes.min()), float(codes.max())
+    span = high - low
+    return round(low - span, 4), round(high + span, 4)
+
 
 PREPROCESSING = {
     "input": "float32 pixels in [0, 1], shape (N, 784): a 28x28 MNIST image, row-major",

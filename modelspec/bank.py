@@ -82,26 +82,52 @@ POST_CALL_COLUMNS: tuple[str, ...] = ("duration",)
 
 
 class RecordError(ValueError):
-    """A record that does not fit the schema; names the field and what was expected."""
+    """A record that does not fit the schema; names the field and what was expected.
+    ``code``: missing_field, invalid_value or out_of_range."""
 
-    def __init__(self, field_name: str, problem: str, expected: str) -> None:
+    def __init__(
+        self, field_name: str, problem: str, expected: str, code: str = "invalid_value"
+    ) -> None:
         super().__init__(f"field '{field_name}': {problem} (expected {expected})")
         self.field = field_name
         self.problem = problem
         self.expected = expected
+        self.code = code
 
 
 def _signed_log1p(x: np.ndarray) -> np.ndarray:
     return np.sign(x) * np.log1p(np.abs(x))
 
 
+def _signed_expm1(x: float) -> float:
+    return math.copysign(math.expm1(abs(x)), x)
+
+
+def _check_limits(values: np.ndarray, column: str, bounds: tuple[float, float]) -> None:
+    low, high = bounds
+    outside = (values < low) | (values > high)
+    if outside.any():
+        value = values[int(np.argmax(outside))]
+        raise RecordError(
+            column, f"got {value:g}", f"a number from {low:g} to {high:g}", "out_of_range"
+        )
+
+
 @dataclass
 class BankEncoder:
-    """Record -> float vector: one-hot categoricals, standardised (log-scaled) numerics."""
+    """Record -> float vector: one-hot categoricals, standardised (log-scaled) numerics.
+
+    ``limits`` bound each numeric column to the training data's span widened by that span on
+    each side (in log space for heavy-tailed columns, never below 0 for a column that was
+    never negative): far outside it the network's answer means nothing, and around 1e300 it
+    is NaN. Manifests written before limits existed have none; then only finiteness is
+    checked.
+    """
 
     columns: tuple[str, ...] = COLUMNS
     mean: dict[str, float] = field(default_factory=dict)
     std: dict[str, float] = field(default_factory=dict)
+    limits: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def numeric_columns(self) -> tuple[str, ...]:
@@ -123,12 +149,22 @@ class BankEncoder:
         return len(self.feature_names)
 
     def fit(self, records: Sequence[Mapping[str, Any]]) -> BankEncoder:
-        """Learn numeric mean and spread from the training split only."""
+        """Learn numeric mean, spread and limits from the training split only."""
+        self.limits = {}
         numbers = self._numeric_matrix(records)
         self.mean = dict(zip(self.numeric_columns, numbers.mean(axis=0).tolist(), strict=True))
         spread = numbers.std(axis=0)
         spread[spread == 0] = 1.0
         self.std = dict(zip(self.numeric_columns, spread.tolist(), strict=True))
+        for j, column in enumerate(self.numeric_columns):
+            low, high = float(numbers[:, j].min()), float(numbers[:, j].max())
+            span = max(high - low, 1.0)  # a column constant in training still gets room
+            low, high = low - span, high + span
+            if column in LOG_SCALED:
+                low, high = float(_signed_expm1(low)), float(_signed_expm1(high))
+            if numbers[:, j].min() >= 0:  # the signed log keeps the sign
+                low = max(low, 0.0)
+            self.limits[column] = (round(low, 2), round(high, 2))
         return self
 
     def transform(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
@@ -145,6 +181,8 @@ class BankEncoder:
         matrix = np.empty((len(records), len(self.numeric_columns)), dtype=np.float64)
         for j, column in enumerate(self.numeric_columns):
             matrix[:, j] = [parse_number(r, column) for r in records]
+            if column in self.limits:
+                _check_limits(matrix[:, j], column, self.limits[column])
             if column in LOG_SCALED:
                 matrix[:, j] = _signed_log1p(matrix[:, j])
         return matrix
@@ -168,17 +206,24 @@ class BankEncoder:
             "log_scaled": sorted(LOG_SCALED & set(self.columns)),
             "mean": self.mean,
             "std": self.std,
+            "limits": {c: list(bounds) for c, bounds in self.limits.items()},
             "feature_names": self.feature_names,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BankEncoder:
-        return cls(columns=tuple(data["columns"]), mean=dict(data["mean"]), std=dict(data["std"]))
+        limits = {c: (float(lo), float(hi)) for c, (lo, hi) in data.get("limits", {}).items()}
+        return cls(
+            columns=tuple(data["columns"]),
+            mean=dict(data["mean"]),
+            std=dict(data["std"]),
+            limits=limits,
+        )
 
 
 def _field(record: Mapping[str, Any], column: str) -> Any:
     if column not in record:
-        raise RecordError(column, "missing", "a value for every schema column")
+        raise RecordError(column, "missing", "a value for every schema column", "missing_field")
     return record[column]
 
 

@@ -3,6 +3,7 @@
 import numpy as np
 from PIL import Image
 
+from modelspec.images import upright
 from modelspec.tensors import Signature, TensorSpec
 
 NAME = "digits"
@@ -12,7 +13,7 @@ LABELS: tuple[str, ...] = tuple(str(d) for d in range(10))
 SIGNATURES = (
     Signature(
         name="predict",
-        inputs=(TensorSpec("image", (None, IMAGE_SIZE, IMAGE_SIZE)),),
+        inputs=(TensorSpec("image", (None, IMAGE_SIZE, IMAGE_SIZE), range=(0.0, 1.0)),),
         outputs=(TensorSpec("probabilities", (None, len(LABELS))),),
         onnx_file="model.onnx",
     ),
@@ -46,9 +47,10 @@ def prepare_image(image: Image.Image, invert: bool | None = None) -> np.ndarray:
     """Any picture of one digit -> (28, 28) uint8, white digit on black, centred like MNIST.
 
     ``invert``: True for dark-on-light pictures, False for MNIST-style ones, None to decide
-    from the border. A 28x28 picture is taken as already MNIST-ready and only inverted.
+    from the border. A 28x28 picture is taken as already MNIST-ready and only inverted. EXIF
+    orientation is applied first: a phone photo stored sideways is read upright.
     """
-    grey = np.asarray(image.convert("L"), dtype=np.uint8)
+    grey = np.asarray(upright(image).convert("L"), dtype=np.uint8)
     if invert is None:
         invert = looks_dark_on_light(grey)
     if invert:

@@ -8,23 +8,34 @@ from typing import Any
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One named tensor; ``None`` in ``shape`` is a free dimension (the batch)."""
+    """One named tensor; ``None`` in ``shape`` is a free dimension (the batch). ``range``
+    bounds the values an input may take (inclusive); the service refuses others."""
 
     name: str
     shape: tuple[int | None, ...]
     dtype: str = "float32"
+    range: tuple[float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "name": self.name,
             "shape": [-1 if d is None else d for d in self.shape],
             "dtype": self.dtype,
         }
+        if self.range is not None:
+            data["range"] = [float(self.range[0]), float(self.range[1])]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TensorSpec:
         shape = tuple(None if d in (-1, None) else int(d) for d in data["shape"])
-        return cls(name=data["name"], shape=shape, dtype=data["dtype"])
+        bounds = data.get("range")
+        return cls(
+            name=data["name"],
+            shape=shape,
+            dtype=data["dtype"],
+            range=None if bounds is None else (float(bounds[0]), float(bounds[1])),
+        )
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from benchmarks.payloads import flower_files
 from benchmarks.servers import Server
 from reliability.corpus import corpus
 from reliability.report import ScenarioResult, summary_table, write_report
-from reliability.scenarios import faults
+from reliability.scenarios import abuse, faults
 from reliability.scenarios.fuzz import run_fuzz
 from reliability.scenarios.hostile import run_hostile
 from reliability.scenarios.load import run_sustained_load
@@ -31,13 +31,14 @@ class Profile:
     load_max_seconds: float
     kill_seconds: float
     overload_seconds: float
+    abuse: abuse.AbuseProfile
 
 
 PROFILES = {
     "short": Profile(fuzz_examples=15, load_requests=6_000, load_max_seconds=60,
-                     kill_seconds=6, overload_seconds=4),
+                     kill_seconds=6, overload_seconds=4, abuse=abuse.SHORT),
     "long": Profile(fuzz_examples=150, load_requests=100_000, load_max_seconds=900,
-                    kill_seconds=30, overload_seconds=20),
+                    kill_seconds=30, overload_seconds=20, abuse=abuse.LONG),
 }  # fmt: skip
 
 
@@ -83,6 +84,7 @@ def run_all(repository: Path, data_dir: Path, profile: Profile, out: Path) -> li
         results.append(
             timed(lambda: faults.overload(repository, work, flowers, profile.overload_seconds))
         )
+    results.append(timed(lambda: abuse.run_abuse(repository, other_model, profile.abuse)))
     return results
 
 

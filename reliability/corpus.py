@@ -306,5 +306,255 @@ def _many_images(count: int) -> tuple[bytes, dict[str, str]]:
     return payload.body, {"content-type": payload.content_type}
 
 
+def number_text_cases() -> list[Hostile]:
+    """Class 1: numbers read from URLs, query options and headers. ``str.isdigit`` accepts
+    superscripts and other Unicode digits that ``int`` refuses; very long digit strings pass
+    Python's int-string limit. Each once gave a 500."""
+    json_type = {"content-type": "application/json"}
+    body = json.dumps({"inputs": [0.0] * 784}).encode()
+    v2_body = json.dumps(
+        {"inputs": [{"name": "image", "shape": [1, 28, 28], "datatype": "FP32",
+                     "data": [0.0] * 784}]}
+    ).encode()  # fmt: skip
+    tf_body = json.dumps({"instances": [[[0.0] * 28] * 28]}).encode()
+    png_body, png_headers = _upload(png_bytes(_digit()))
+    weird = {
+        "superscript": "%C2%B2",  # ², percent-encoded as a client must send it in a URL
+        "arabic_indic": "%D9%A3",  # ARABIC-INDIC DIGIT THREE
+        "fullwidth": "%EF%BC%93",  # FULLWIDTH DIGIT THREE
+        "long_digits": "9" * 5000,
+        "negative": "-1",
+        "plus": "+1",
+        "zero_padded_huge": "0" * 30 + "1",
+    }
+    cases = []
+    for name, text in weird.items():
+        cases += [
+            Hostile(f"v2_version_{name} GET", "GET", f"/v2/models/digits/versions/{text}"),
+            Hostile(f"v2_ready_{name} GET", "GET", f"/v2/models/digits/versions/{text}/ready"),
+            Hostile(
+                f"v2_version_{name} POST",
+                "POST",
+                f"/v2/models/digits/versions/{text}/infer",
+                v2_body,
+                json_type,
+            ),
+            Hostile(f"tf_version_{name} GET", "GET", f"/v1/models/digits/versions/{text}"),
+            Hostile(
+                f"tf_metadata_{name} GET", "GET", f"/v1/models/digits/versions/{text}/metadata"
+            ),
+            Hostile(
+                f"tf_version_{name} POST",
+                "POST",
+                f"/v1/models/digits/versions/{text}:predict",
+                tf_body,
+                json_type,
+            ),
+            Hostile(
+                f"top_k_{name}", "POST", f"/flowers/predict?top_k={text}", png_body, png_headers
+            ),
+        ]
+    for name, value in {"superscript": "²", "long_digits": "9" * 5000, "spaces": " 12 "}.items():
+        headers = {"content-type": "application/octet-stream",
+                   "inference-header-content-length": value}  # fmt: skip
+        cases.append(
+            Hostile(f"v2_header_length_{name}", "POST", "/v2/models/digits/infer", v2_body, headers)
+        )
+    cases.append(Hostile("v2_infer_version_body_less", "POST", "/v2/models/digits/infer", body,
+                         {**json_type, "inference-header-content-length": "x"}))  # fmt: skip
+    return cases
+
+
+def columnar_cases() -> list[Hostile]:
+    """Class 2: TF Serving columnar bank requests with scalars or nulls instead of lists."""
+    json_type = {"content-type": "application/json"}
+    record = bank.EXAMPLE_RECORD
+    bodies = {
+        "tf_bank_scalars": {"inputs": dict(record)},
+        "tf_bank_nulls": {"inputs": {k: None for k in record}},
+        "tf_bank_null_items": {"inputs": {k: [None] for k in record}},
+        "tf_bank_nested_lists": {"inputs": {k: [[v, v]] for k, v in record.items()}},
+        "tf_bank_objects": {"inputs": {k: {"v": v} for k, v in record.items()}},
+        "tf_bank_ragged": {"inputs": {**{k: [v] for k, v in record.items()}, "age": [1, 2]}},
+        "tf_bank_instances_null": {"instances": [None]},
+        "tf_bank_instance_scalars": {"instances": [dict(record), 5]},
+        "tf_bank_inputs_list": {"inputs": [1, 2, 3]},
+    }
+    return [
+        Hostile(name, "POST", "/v1/models/bank:predict", json.dumps(b).encode(), json_type)
+        for name, b in bodies.items()
+    ]
+
+
+def multipart_cases() -> list[Hostile]:
+    """Class 3: multipart bodies the parser refuses when it is built (long boundary...)."""
+    png = png_bytes(_digit())
+    cases = []
+    for name, boundary in {
+        "boundary_300": "b" * 300,  # python-multipart refuses over 256 bytes when built
+        "boundary_5000": "b" * 5000,
+        "boundary_quoted_empty": '""',
+    }.items():
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="image"; '
+                f'filename="a.png"\r\nContent-Type: image/png\r\n\r\n'
+            ).encode()
+            + png
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        content_type = f"multipart/form-data; boundary={boundary}"
+        headers = {"content-type": content_type.encode("utf-8").decode("latin-1")}
+        cases.append(Hostile(f"multipart_{name}", "POST", "/digits/predict", body, headers))
+    return cases
+
+
+def huge_number_cases() -> list[Hostile]:
+    """Class 4: finite numbers so large the model's answer overflows to NaN. Each must be
+    refused with a 4xx naming the valid range, never answered with NaN or null."""
+    json_type = {"content-type": "application/json"}
+    record = bank.EXAMPLE_RECORD
+    cases = []
+    for column, value in (("age", 1e300), ("balance", -1e300), ("duration", 1e300),
+                          ("pdays", 1e38), ("campaign", 3e38)):  # fmt: skip
+        body = json.dumps({**record, column: value}).encode()
+        cases.append(Hostile(f"bank_{column}_{value:g}", "POST", "/bank/predict", body, json_type))
+        tf = {"instances": [{**record, column: value}]}
+        cases.append(Hostile(f"tf_bank_{column}_{value:g}", "POST", "/v1/models/bank:predict",
+                             json.dumps(tf).encode(), json_type))  # fmt: skip
+        columns = [
+            {"name": k, "shape": [1, 1], "datatype": "FP64" if k in bank.NUMERIC else "BYTES",
+             "data": [value if k == column else v]}
+            for k, v in record.items()
+        ]  # fmt: skip
+        cases.append(Hostile(f"v2_bank_{column}_{value:g}", "POST", "/v2/models/bank/infer",
+                             json.dumps({"inputs": columns}).encode(), json_type))  # fmt: skip
+    for value in (3e38, -3e38, 1e30, -1e20):
+        codes = [[value] * 16]
+        cases += [
+            Hostile(f"decode_codes_{value:g}", "POST", "/autoencoder/decode",
+                    json.dumps({"inputs": codes}).encode(), json_type),
+            Hostile(f"v2_decode_codes_{value:g}", "POST", "/v2/models/autoencoder_decode/infer",
+                    json.dumps({"inputs": [{"name": "code", "shape": [1, 16], "datatype": "FP32",
+                                            "data": codes}]}).encode(), json_type),
+            Hostile(f"tf_decode_codes_{value:g}", "POST", "/v1/models/autoencoder:predict",
+                    json.dumps({"signature_name": "decode", "instances": codes}).encode(),
+                    json_type),
+        ]  # fmt: skip
+    return cases
+
+
+def boolean_cases() -> list[Hostile]:
+    """Class 11: booleans inside numeric tensors (NumPy reads them as 1 and 0)."""
+    json_type = {"content-type": "application/json"}
+    mixed = [0.5] * 783 + [True]
+    flat = [[0.0] * 28] * 27 + [[False] + [0.0] * 27]
+    bodies = {
+        ("native_digits_mixed", "/digits/predict"): {"inputs": [mixed]},
+        ("native_digits_nested", "/digits/predict"): {"inputs": [flat]},
+        ("native_encode_bool", "/autoencoder/encode"): {"inputs": [mixed]},
+        ("native_decode_bool", "/autoencoder/decode"): {"inputs": [[True] + [0.0] * 15]},
+        ("v2_fp32_bools", "/v2/models/digits/infer"): {
+            "inputs": [{"name": "image", "shape": [1, 28, 28], "datatype": "FP32",
+                        "data": mixed}]},
+        ("v2_decode_bools", "/v2/models/autoencoder_decode/infer"): {
+            "inputs": [{"name": "code", "shape": [1, 16], "datatype": "FP32",
+                        "data": [True] * 16}]},
+        ("tf_rows_bools", "/v1/models/digits:predict"): {"instances": [flat]},
+        ("tf_columnar_bools", "/v1/models/autoencoder:predict"): {
+            "signature_name": "decode", "inputs": [[False] * 16]},
+    }  # fmt: skip
+    return [
+        Hostile(name, "POST", path, json.dumps(body).encode(), json_type)
+        for (name, path), body in bodies.items()
+    ]
+
+
+def _forged_jpeg(claimed_width: int = 65500) -> bytes:
+    """A real JPEG whose header claims it is ``claimed_width`` wide: its data stops early,
+    and libjpeg fills the missing pixels with grey without an error."""
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (600, 100, 3), dtype=np.uint8))
+    data = bytearray(_encode(image, "JPEG", quality=90))
+    start = data.find(b"\xff\xc0")
+    data[start + 7 : start + 9] = struct.pack(">H", claimed_width)
+    return bytes(data)
+
+
+def exif_and_jpeg_cases() -> list[Hostile]:
+    """Classes 5 and 6: an upright-by-EXIF photo must be read like its upright twin; a JPEG
+    whose header claims more pixels than its data holds must be refused as corrupt."""
+    cases = []
+    seven = np.zeros((40, 40), dtype=np.uint8)
+    seven[8:11, 10:30] = 255  # the top bar of a 7
+    for i in range(20):
+        seven[10 + i, 28 - i // 2 : 31 - i // 2] = 255  # its slanted stroke
+    stored = Image.fromarray(seven).rotate(90, expand=True)  # as a phone stores it
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to view"
+    # PNG keeps the pixels exact, so the answers must match the upright twin's exactly.
+    sideways = _encode(stored.convert("RGB"), "PNG", exif=exif)
+    twin = _encode(Image.fromarray(seven).convert("RGB"), "PNG")
+    for path in ("/digits/predict", "/flowers/predict"):
+        body, headers = _upload(sideways)
+        cases.append(Hostile(f"exif_rotated_photo {path}", "POST", path, body, headers,
+                             SAME_AS_TWIN, _upload(twin)))  # fmt: skip
+    forged = _forged_jpeg()
+    for path in IMAGE_ENDPOINTS:
+        body, headers = _upload(forged, "image/jpeg")
+        cases.append(Hostile(f"forged_jpeg_65500x600 {path}", "POST", path, body, headers))
+    cases.append(
+        Hostile("forged_jpeg_raw", "POST", "/flowers/predict", forged,
+                {"content-type": "image/jpeg"})
+    )  # fmt: skip
+    v2 = {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
+                      "data": [base64.b64encode(forged).decode()]}]}  # fmt: skip
+    v2_body = json.dumps(v2).encode()
+    json_type = {"content-type": "application/json"}
+    cases.append(Hostile("forged_jpeg_v2", "POST", "/v2/models/flowers/infer", v2_body, json_type))
+    return cases
+
+
+def heavy_image_cases() -> list[Hostile]:
+    """Class 7 (the request half): images each within the per-image limit whose total would
+    hold a core for seconds; refused from their headers before any is decoded."""
+    big = png_bytes(np.zeros((6300, 6300), dtype=np.uint8))
+    body, headers = _upload_many([big] * 24)
+    return [Hostile("24_pngs_of_6300x6300", "POST", "/digits/predict", body, headers)]
+
+
+def _upload_many(files: list[bytes]) -> tuple[bytes, dict[str, str]]:
+    payload = multipart([("image", data, "image/png") for data in files])
+    return payload.body, {"content-type": payload.content_type}
+
+
+def header_cases() -> list[Hostile]:
+    """Class 9 (one request each): header bytes and count past the limits (431)."""
+    body = json.dumps({"inputs": [0.0] * 784}).encode()
+    json_type = {"content-type": "application/json"}
+    many = {f"x-h{i}": "1" for i in range(150)}
+    huge = {**json_type, "x-big": "a" * (1 << 20)}
+    return [
+        Hostile("header_1mb", "POST", "/digits/predict", body, huge),
+        Hostile("header_70kb_get", "GET", "/livez", b"", {"x-big": "a" * 70_000}),
+        Hostile("headers_150", "POST", "/digits/predict", body, {**json_type, **many}),
+        Hostile("url_100kb", "GET", "/models/" + "a" * 100_000),
+    ]  # fmt: skip
+
+
 def corpus() -> list[Hostile]:
-    return image_cases() + json_cases() + protocol_cases() + routing_cases() + request_cases()
+    return (
+        image_cases()
+        + json_cases()
+        + protocol_cases()
+        + routing_cases()
+        + request_cases()
+        + number_text_cases()
+        + columnar_cases()
+        + multipart_cases()
+        + huge_number_cases()
+        + boolean_cases()
+        + exif_and_jpeg_cases()
+        + heavy_image_cases()
+        + header_cases()
+    )

@@ -43,12 +43,22 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds on what one request may carry: the service's first line of defence."""
+    """Bounds on what one request may carry and how long it may take to arrive: the
+    service's first line of defence (README, "Threat model")."""
 
     max_body_bytes: int = 20 * 1024 * 1024
     max_items_per_request: int = 64
-    max_image_pixels: int = 40_000_000
-    max_image_bytes: int = 10 * 1024 * 1024
+    max_image_pixels: int = 40_000_000  # one image, read from its header before decoding
+    # All images of one request together: 24 PNGs of 6300x6300 (each within the per-image
+    # limit, 1 MB in all) took 4 s of decoding; 50 M pixels is ~0.3 s on one core.
+    max_request_pixels: int = 50_000_000
+    max_header_bytes: int = 64 * 1024  # request line and headers (431 beyond)
+    max_headers: int = 100
+    header_timeout_s: float = 10.0  # from a connection's or request's first byte (408)
+    body_timeout_s: float = 30.0  # the whole body, from the end of the headers (408)
+    # Open connections per worker (503 beyond). Each holds at most max_header_bytes while
+    # its headers arrive, so 4096 bound that memory to 256 MiB in the worst case.
+    max_connections: int = 4096
 
 
 @dataclass(frozen=True)
@@ -129,8 +139,9 @@ def load_config(environ: dict[str, str] | None = None) -> ServiceConfig:
     if unknown:
         raise ConfigError(f"unknown limits {sorted(unknown)}")
     limits = replace(Limits(), **limits_data)
-    if limit := env.get("SERVING_MAX_IMAGE_PIXELS"):
-        limits = replace(limits, max_image_pixels=int(limit))
+    for name, spec in Limits.__dataclass_fields__.items():  # SERVING_BODY_TIMEOUT_S=2 ...
+        if (value := env.get(f"SERVING_{name.upper()}")) is not None:
+            limits = replace(limits, **{name: (float if spec.type == "float" else int)(value)})
     config = ServiceConfig(
         repository=Path(env.get("MODEL_REPOSITORY", data.get("repository", "models"))),
         backend=env.get("SERVING_BACKEND", data.get("backend", "onnx")),

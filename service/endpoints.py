@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,7 @@ from PIL import Image
 
 from modelspec import autoencoder, digits, flowers
 from service.config import Limits
-from service.errors import NotAcceptable, PayloadTooLarge, RequestError
+from service.errors import NotAcceptable, RequestError
 from service.http import JSON, Reply, json_reply
 from service.inputs.body import (
     Upload,
@@ -28,12 +28,13 @@ from service.inputs.body import (
     unsupported,
 )
 from service.inputs.images import decode_images
+from service.inputs.numbers import ascii_int
 from service.inputs.records import encode_records, unwrap_records
-from service.inputs.tensors import TensorContract, parse_tensor, unwrap
+from service.inputs.tensors import TensorContract, might_hold_booleans, parse_tensor, unwrap
 from service.registry import ServedModel
 
 PIXELS_01 = TensorContract(((28, 28), (784,)), 0.0, 1.0)
-FLOWER_PIXELS = TensorContract(((128, 128, 3),), 0.0, 255.0)
+FLOWER_PIXELS = TensorContract(((flowers.IMAGE_SIZE, flowers.IMAGE_SIZE, 3),), 0.0, 255.0)
 AE_PIXELS = TensorContract(((784,), (28, 28)), 0.0, 1.0)
 CODES = TensorContract(((autoencoder.CODE_SIZE,),))
 DEFAULT_TOP_K = 3
@@ -58,7 +59,7 @@ class Incoming:
         return self.media_type == JSON
 
 
-Decoder = Callable[[Incoming, ServedModel], np.ndarray]
+Decoder = Callable[[Incoming, ServedModel], Awaitable[np.ndarray]]
 Encoder = Callable[[np.ndarray, Incoming, ServedModel], Reply]
 
 
@@ -97,66 +98,60 @@ def _invert_option(query: dict[str, str]) -> bool | None:
     return options[value]
 
 
-def prepared_images(
-    uploads: list[Upload], prepare: Callable[[Image.Image], np.ndarray], limits: Limits
+async def digit_pixels(
+    uploads: list[Upload], limits: Limits, invert: bool | None = None
 ) -> np.ndarray:
-    if len(uploads) > limits.max_items_per_request:
-        raise PayloadTooLarge(
-            "too_many_items",
-            f"{len(uploads)} images in one request",
-            expected=f"at most {limits.max_items_per_request} images",
-        )
-    return decode_images(uploads, prepare, limits.max_image_pixels)
-
-
-def digit_pixels(uploads: list[Upload], limits: Limits, invert: bool | None = None) -> np.ndarray:
     """(N, 28, 28) in [0, 1] from image files, prepared the MNIST way."""
-    prepared = prepared_images(uploads, lambda image: digits.prepare_image(image, invert), limits)
+    prepared = await decode_images(
+        uploads, lambda image: digits.prepare_image(image, invert), limits
+    )
     return digits.scale_pixels(prepared)
 
 
-def flower_pixels(uploads: list[Upload], limits: Limits) -> np.ndarray:
-    """(N, 128, 128, 3) RGB values in [0, 255]; scaling happens inside the graph."""
-    return prepared_images(uploads, flowers.prepare_image, limits).astype(np.float32)
+async def flower_pixels(uploads: list[Upload], limits: Limits) -> np.ndarray:
+    """(N, size, size, 3) RGB values in [0, 255]; scaling happens inside the graph."""
+    return (await decode_images(uploads, flowers.prepare_image, limits)).astype(np.float32)
 
 
 def _tensor(incoming: Incoming, contract: TensorContract) -> np.ndarray:
     value = unwrap(parse_json(incoming.body))
-    return parse_tensor(value, contract, incoming.limits.max_items_per_request)
+    limit = incoming.limits.max_items_per_request
+    return parse_tensor(value, contract, limit, check_booleans=might_hold_booleans(incoming.body))
 
 
 def _uploads(incoming: Incoming) -> list[Upload]:
     return image_uploads(incoming.body, incoming.content_type)
 
 
-def decode_digit_pixels(incoming: Incoming, _: ServedModel) -> np.ndarray:
+async def decode_digit_pixels(incoming: Incoming, _: ServedModel) -> np.ndarray:
     """(N, 28, 28) in [0, 1]: from images (MNIST-normalised) or a JSON tensor."""
     if incoming.is_json:
         return _tensor(incoming, PIXELS_01)
-    return digit_pixels(_uploads(incoming), incoming.limits, _invert_option(incoming.query))
+    invert = _invert_option(incoming.query)
+    return await digit_pixels(_uploads(incoming), incoming.limits, invert)
 
 
-def decode_autoencoder_pixels(incoming: Incoming, model: ServedModel) -> np.ndarray:
+async def decode_autoencoder_pixels(incoming: Incoming, model: ServedModel) -> np.ndarray:
     """(N, 784) in [0, 1]: the digits inputs, flattened."""
     if incoming.is_json:
         return _tensor(incoming, AE_PIXELS)
-    return decode_digit_pixels(incoming, model).reshape(-1, autoencoder.PIXELS)
+    return (await decode_digit_pixels(incoming, model)).reshape(-1, autoencoder.PIXELS)
 
 
-def decode_codes(incoming: Incoming, _: ServedModel) -> np.ndarray:
+async def decode_codes(incoming: Incoming, model: ServedModel) -> np.ndarray:
     if not incoming.is_json:
         raise _json_only(incoming)
-    return _tensor(incoming, CODES)
+    return _tensor(incoming, CODES.bounded(model.input_range("code")))
 
 
-def decode_flower_images(incoming: Incoming, _: ServedModel) -> np.ndarray:
-    """(N, 128, 128, 3) RGB values in [0, 255]; scaling happens inside the graph."""
+async def decode_flower_images(incoming: Incoming, _: ServedModel) -> np.ndarray:
+    """(N, size, size, 3) RGB values in [0, 255]; scaling happens inside the graph."""
     if incoming.is_json:
         return _tensor(incoming, FLOWER_PIXELS)
-    return flower_pixels(_uploads(incoming), incoming.limits)
+    return await flower_pixels(_uploads(incoming), incoming.limits)
 
 
-def decode_bank_records(incoming: Incoming, model: ServedModel) -> np.ndarray:
+async def decode_bank_records(incoming: Incoming, model: ServedModel) -> np.ndarray:
     if not incoming.is_json:
         raise _json_only(incoming)
     records = unwrap_records(parse_json(incoming.body))
@@ -185,14 +180,15 @@ def encode_digit_predictions(probabilities: np.ndarray, _: Incoming, model: Serv
 def top_k_option(incoming: Incoming, model: ServedModel) -> int:
     class_count = len(model.labels)
     value = incoming.query.get("top_k", str(DEFAULT_TOP_K))
-    if not value.isdigit() or not 1 <= int(value) <= class_count:
+    k = ascii_int(value)
+    if k is None or not 1 <= k <= class_count:
         raise RequestError(
             "invalid_parameter",
-            f"top_k={value!r}",
+            f"top_k={value[:40]!r}",
             field="top_k",
             expected=f"an integer from 1 to {class_count}",
         )
-    return int(value)
+    return k
 
 
 def encode_flower_predictions(

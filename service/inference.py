@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,7 @@ from service.registry import Registry, ServedModel
 logger = logging.getLogger(__name__)
 
 # decode(request, body, model, limits) -> (float32 batch, context handed to encode)
-Decode = Callable[[RawRequest, bytes, ServedModel, Limits], tuple[np.ndarray, Any]]
+Decode = Callable[[RawRequest, bytes, ServedModel, Limits], Awaitable[tuple[np.ndarray, Any]]]
 Encode = Callable[[np.ndarray, Any, ServedModel], Reply]
 Classify = Callable[[np.ndarray, ServedModel], np.ndarray]
 
@@ -107,16 +107,34 @@ async def _infer(
     model = runtime.registry.require(call.model)
     require_version(model, call.version)
     batcher = model.batchers[call.signature]
-    batcher.refuse_if_full()
+    batcher.refuse_if_full()  # shed load before reading a body that could not queue
+    body = await read_body(request, limits)
+    # Counted against the queue only while decoding: a request still sending its body
+    # holds no item (thousands of stalled uploads once locked a model out).
     with batcher.arriving():
-        body = await read_body(request, limits.max_body_bytes)
-        inputs, context = call.decode(request, body, model, limits)
+        inputs, context = await call.decode(request, body, model, limits)
     if call.chosen_signature is not None:
         batcher = model.batchers[call.chosen_signature(context)]
     outputs = await batcher.infer(inputs)
+    require_finite(outputs)
     if call.classify is not None:
         recorder.predicted(model.labels, call.classify(outputs, model))
     return call.encode(outputs, context, model)
+
+
+def require_finite(outputs: np.ndarray) -> None:
+    """An answer is finite or it is not given: an input that passed validation but drives
+    the model to overflow (huge but finite numbers) is refused, naming the item."""
+    if outputs.dtype.kind != "f" or np.isfinite(outputs.sum(dtype=np.float64)):
+        return
+    finite = np.isfinite(outputs.reshape(len(outputs), -1)).all(axis=1)
+    raise RequestError(
+        "no_finite_answer",
+        "the model gives no finite answer for this input",
+        field="inputs",
+        item=int(np.argmin(finite)),
+        expected="inputs within the range the model was trained on (see GET /models)",
+    )
 
 
 def require_version(model: ServedModel, version: int | None) -> None:

@@ -72,6 +72,13 @@ class Metrics:
             ["model", "endpoint", "reason"],
             namespace=namespace,
         )
+        self.connection_refusals = Counter(
+            "connection_refusals",
+            "Connections answered and closed before reaching a route: oversized or late "
+            "headers, too many connections, malformed HTTP",
+            ["reason"],
+            namespace=namespace,
+        )
         self.in_flight = Gauge(
             "requests_in_flight",
             "Inference requests being served now (the HPA's custom metric)",
@@ -93,6 +100,9 @@ class Metrics:
             namespace=namespace,
             multiprocess_mode="liveall",
         )
+
+    def connection_refused(self, reason: str) -> None:
+        self.connection_refusals.labels(reason).inc()
 
     def batch_recorder(self, model: str, signature: str):
         """The callback one batcher reports each batch to."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelspec.flowers import IMAGE_SIZE as _FLOWER
+
 _ERROR = {
     "type": "object",
     "required": ["error", "code"],
@@ -136,7 +138,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
     "/flowers/predict": {
         "parameters": [_TOP_K],
         "requestBody": _json_body(
-            {**_IMAGES, "application/json": _tensor("(N, 128, 128, 3) RGB values in [0, 255]")}
+            {**_IMAGES, "application/json": _tensor(f"(N, {_FLOWER}, {_FLOWER}, 3) in [0, 255]")}
         ),
         "responses": _ok(
             _envelope(
@@ -198,8 +200,8 @@ OPERATIONS: dict[str, dict[str, Any]] = {
 DESCRIPTIONS = {
     "/digits/predict": "PNG/JPEG uploads of any size (normalised the MNIST way) or a JSON "
     "tensor; returns each item's digit and its 10 probabilities.",
-    "/flowers/predict": "JPEG/PNG photos (centre-cropped, resized to 128x128); returns the "
-    "top-k labels with probabilities.",
+    "/flowers/predict": f"JPEG/PNG photos (upright, centre-cropped, resized to {_FLOWER}x"
+    f"{_FLOWER}); returns the top-k labels with probabilities.",
     "/bank/predict": "Raw bank-full.csv records; returns the subscription probability and the "
     "decision at the threshold stored with the model.",
     "/autoencoder/encode": "Digit image(s) or tensor -> the 16-float code.",

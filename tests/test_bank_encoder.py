@@ -50,7 +50,7 @@ def test_encoding_is_one_hot_plus_standardised_numerics() -> None:
 
 
 def test_the_manifest_form_round_trips_to_identical_features() -> None:
-    encoder = spec.BankEncoder().fit(_records(50))
+    encoder = spec.BankEncoder().fit([RECORD, *_records(50)])
     restored = spec.BankEncoder.from_dict(json.loads(json.dumps(encoder.to_dict())))
     assert np.array_equal(encoder.transform([RECORD]), restored.transform([RECORD]))
     assert restored.feature_names == encoder.feature_names
@@ -74,15 +74,33 @@ def test_dropping_duration_removes_its_feature() -> None:
     ],
 )
 def test_bad_values_name_the_field_and_the_expectation(change, field, fragment) -> None:
-    encoder = spec.BankEncoder().fit(_records(10))
+    encoder = spec.BankEncoder().fit([RECORD, *_records(10)])
     with pytest.raises(spec.RecordError) as raised:
         encoder.transform([{**RECORD, **change}])
     assert raised.value.field == field
     assert fragment in str(raised.value)
 
 
+def test_numbers_far_outside_the_training_data_are_refused_naming_the_range() -> None:
+    """Around 1e300 the network's answer is NaN; far outside the training data it means
+    nothing. The limits travel with the manifest; old manifests without them still load."""
+    encoder = spec.BankEncoder().fit([RECORD, *_records(50)])
+    low, high = encoder.limits["age"]
+    assert low == 0 and 89 < high < 250  # ages 18-89 widened by their span, never negative
+    for value in (1e300, -1e300, high + 1):
+        with pytest.raises(spec.RecordError) as raised:
+            encoder.transform([{**RECORD, "age": value}])
+        assert raised.value.code == "out_of_range" and raised.value.field == "age"
+        assert f"a number from 0 to {high:g}" in raised.value.expected
+    assert encoder.transform([{**RECORD, "balance": 10 * 50_000}]).shape[0] == 1  # log room
+    restored = spec.BankEncoder.from_dict(json.loads(json.dumps(encoder.to_dict())))
+    assert restored.limits == encoder.limits
+    legacy = {k: v for k, v in encoder.to_dict().items() if k != "limits"}
+    assert spec.BankEncoder.from_dict(legacy).transform([{**RECORD, "age": 1e6}]).shape[0] == 1
+
+
 def test_a_missing_field_is_named() -> None:
-    encoder = spec.BankEncoder().fit(_records(10))
+    encoder = spec.BankEncoder().fit([RECORD, *_records(10)])
     record = dict(RECORD)
     del record["month"]
     with pytest.raises(spec.RecordError, match="field 'month': missing"):

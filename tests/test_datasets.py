@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from modelspec import flowers
 from training.datasets.bank import load_bank, read_bank_csv
-from training.datasets.flowers import decode_images, list_flowers
+from training.datasets.flowers import (
+    SECOND_COLLECTION,
+    decode_photos,
+    list_flowers,
+    second_collection,
+)
 from training.datasets.mnist import VALIDATION_SIZE, load_mnist, split_mnist
 from training.datasets.splits import stratified_split
 from training.errors import TrainingError
@@ -44,11 +50,43 @@ def test_bank_table_is_the_full_uci_table(data_dir: Path) -> None:
 
 
 def test_flowers_listing_reads_every_class_folder(data_dir: Path) -> None:
+    """Labels are the data's own class folders, whatever they are called."""
     listing = list_flowers(data_dir)
-    assert listing.class_names == ("daisy", "dandelion", "rose", "sunflower", "tulip")
-    assert np.bincount(listing.labels).tolist() == [764, 1052, 784, 733, 984]
-    decoded = decode_images(listing.root, listing.files[:8])
-    assert decoded.images.shape == (8, 128, 128, 3) and decoded.images.dtype == np.uint8
+    folders = sorted(p for p in (data_dir / "flowers").iterdir() if p.is_dir())
+    assert listing.class_names == tuple(p.name for p in folders)
+    assert np.bincount(listing.labels).tolist() == [len(list(p.iterdir())) for p in folders]
+    assert len(listing.files) == len(set(listing.files))
+    decoded = decode_photos(listing.root, listing.files[:8])
+    assert all(photo.mode == "RGB" for photo in decoded.photos)
+    prepared = decoded.prepared()
+    size = flowers.IMAGE_SIZE
+    assert prepared.shape == (8, size, size, 3) and prepared.dtype == np.uint8
+
+
+def test_second_collection_labels_follow_the_class_names(tmp_path: Path) -> None:
+    """rose ~ roses: the robustness set is matched to the training classes by name."""
+    root = tmp_path / SECOND_COLLECTION
+    _write_images(root / "rose", 2, (200, 0, 0))
+    _write_images(root / "tulip", 1, (0, 0, 200))
+    _, truth = second_collection(tmp_path, ("roses", "tulips"))
+    assert truth.tolist() == [0, 0, 1]
+    with pytest.raises(TrainingError, match="do not match"):
+        second_collection(tmp_path, ("daisy", "tulips"))
+    with pytest.raises(TrainingError, match="is not there"):
+        second_collection(tmp_path / "elsewhere", ("roses", "tulips"))
+
+
+def test_photos_are_read_upright(tmp_path: Path) -> None:
+    """A photo stored sideways with an EXIF orientation tag is read as a person sees it."""
+    root = tmp_path / "flowers"
+    _write_images(root / "tall", 1, (0, 200, 0))
+    _write_images(root / "wide", 1, (0, 0, 200))
+    sideways = Image.new("RGB", (60, 20), (200, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    sideways.save(root / "tall" / "phone.jpg", exif=exif)
+    decoded = decode_photos(root, ["tall/phone.jpg"])
+    assert decoded.photos[0].size == (20, 60)
 
 
 def test_splits_are_deterministic_disjoint_and_stratified() -> None:
@@ -78,9 +116,9 @@ def test_unreadable_flower_images_are_skipped_and_counted(tmp_path: Path) -> Non
     (root / "red" / "truncated.png").write_bytes(good[: len(good) // 2])
 
     listing = list_flowers(tmp_path)
-    decoded = decode_images(listing.root, listing.files)
+    decoded = decode_photos(listing.root, listing.files)
     assert sorted(decoded.skipped) == ["blue/broken.jpg", "red/truncated.png"]
-    assert len(decoded.files) == 5 and decoded.images.shape == (5, 128, 128, 3)
+    assert len(decoded.files) == 5 and decoded.prepared(32).shape == (5, 32, 32, 3)
 
 
 def test_a_class_folder_without_images_is_a_clear_error(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from modelspec import MODEL_NAMES
+from modelspec import flowers as flowers_spec
 from modelspec.repository import read_manifest, sha256_file, verify_files, versions
 from tests.conftest import run_cli
 
@@ -92,9 +93,18 @@ def test_classifier_metrics_are_recorded(quick_repository: Path, data_dir: Path)
     assert digits["data"]["sha256"] == sha256_file(data_dir / "mnist.npz")
     assert 0.1 < digits["metrics"]["accuracy"] <= 1
     flowers = read_manifest(quick_repository / "flowers" / "1")
-    assert flowers["labels"] == ["daisy", "dandelion", "rose", "sunflower", "tulip"]
+    folders = sorted(p.name for p in (data_dir / "flowers").iterdir() if p.is_dir())
+    assert flowers["labels"] == folders  # labels come from the data, not from the code
     assert flowers["metrics"]["test_examples"] == len(flowers["test_split"]["files"])
-    assert flowers["training"]["base_weights"]
+    assert flowers["training"]["base_weights"].startswith("ImageNet weights from the file")
+    size = flowers["signatures"]["predict"]["inputs"][0]["shape"][1]
+    assert size == flowers_spec.IMAGE_SIZE == flowers["training"]["image_size"]
+    second = flowers["metrics"]["second_collection"]
+    assert second["images"] > 0 and 0 <= second["accuracy"] <= 1
+    latency = flowers["latency"]["predict"]
+    assert latency["batch_1_ms_per_item"] > 0 and latency["batch_32_ms_per_item"] > 0
+    card = (quick_repository / "flowers" / "1" / "model_card.md").read_text()
+    assert "## Second collection" in card and "## CPU latency" in card
 
 
 def test_bank_reports_both_variants_and_a_validation_threshold(quick_repository: Path) -> None:

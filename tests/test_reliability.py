@@ -23,7 +23,7 @@ def test_short_reliability_profile(quick_repository: Path, data_dir: Path, tmp_p
     scenarios = {s["name"]: s for s in report["scenarios"]}
     failed = {name: s["failures"] for name, s in scenarios.items() if not s["passed"]}
     assert run.returncode == 0 and not failed, (failed, run.stdout[-3000:], run.stderr[-3000:])
-    assert (tmp_path / "reliability.md").read_text().count("| pass |") == len(scenarios) == 7
+    assert (tmp_path / "reliability.md").read_text().count("| pass |") == len(scenarios) == 8
 
     figures = {name: s["figures"] for name, s in scenarios.items()}
     assert figures["schemathesis fuzzing"]["generated_cases"] >= 300
@@ -35,3 +35,7 @@ def test_short_reliability_profile(quick_repository: Path, data_dir: Path, tmp_p
     assert sigterm["failed_before"] == 0 and sigterm["exit_code"] == 0
     assert figures["model file corrupted on disk"]["states"]["digits"] == "failed"
     assert figures["overload beyond capacity"]["statuses"].get("503", 0) > 0
+    abuse = figures["connection-level abuse"]
+    assert abuse["stalled_uploads"]["stalled_answered_408"] == abuse["stalled_uploads"]["stalled"]
+    assert abuse["header_floods"]["all_431_json"] and abuse["pipelining"]["first_right"]
+    assert max(abuse["decode"]["probe_max_ms"].values()) < 100

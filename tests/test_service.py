@@ -69,7 +69,10 @@ def test_health_and_models(client: httpx.Client, quick_repository: Path) -> None
         assert model["backend"] == "onnx"
         assert model["provider"] == "CPUExecutionProvider"
         assert model["signatures"] and "metrics" in model
-    assert models["flowers"]["labels"] == list(flowers.DEFAULT_LABELS)
+    flowers_manifest = repository.read_manifest(
+        repository.version_dir(quick_repository, "flowers", models["flowers"]["version"])
+    )
+    assert models["flowers"]["labels"] == flowers_manifest["labels"]
     assert set(models["autoencoder"]["signatures"]) == {"encode", "decode", "reconstruct"}
     info = metric(client, "serving_model_info", model="digits", backend="onnx")
     assert info == 1
@@ -130,7 +133,7 @@ def test_flowers_match_onnx(client, quick_repository, data_dir) -> None:
         "model.onnx",
         np.stack([flowers.load_image(f) for f in files]).astype(np.float32),
     )
-    labels = list(flowers.DEFAULT_LABELS)
+    labels = client.get("/models/flowers").json()["labels"]
     for prediction, row in zip(response.json()["predictions"], expected, strict=True):
         assert len(prediction["top"]) == 2
         assert prediction["label"] == labels[int(row.argmax())]
@@ -299,7 +302,7 @@ BAD_REQUESTS = [
     (
         "/flowers/predict",
         {
-            "json": {"inputs": np.zeros((1, 128, 128, 3)).tolist()},
+            "json": {"inputs": np.zeros((1, 4, 4, 3)).tolist()},
             "headers": {"content-type": "multipart/form-data; boundary=x"},
         },
         400,
@@ -460,24 +463,24 @@ def _wait_for_states(client: httpx.Client, timeout: float = 120) -> dict[str, di
     raise TimeoutError("models still loading")
 
 
-def test_saved_model_backend_readiness_before_and_after_warm_up(quick_repository, data_dir) -> None:
-    """TensorFlow takes seconds to load: /readyz says 503 (with the reason) until every model
-    is loaded and warmed, then 200; the SavedModel backend then serves the ONNX numbers."""
+def test_saved_model_backend_serves_only_once_warm(quick_repository, data_dir) -> None:
+    """TensorFlow takes seconds to load: the worker takes no request until every model is
+    loaded and warmed (it listens only then), and /readyz is 200 from its first answer; the
+    SavedModel backend then serves the ONNX numbers."""
     from benchmarks.servers import Server, http_status
 
     env = {"MODEL_REPOSITORY": str(quick_repository), "SERVING_BACKEND": "saved_model"}
     with Server(env=env) as server:
-        server.wait_until("/livez", timeout=300)
         statuses = []
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            statuses.append(http_status(server.url + "/livez"))
+            if statuses[-1] is not None:
+                break
+            time.sleep(0.05)
+        assert statuses[-1] == 200 and set(statuses[:-1]) <= {None}
         with httpx.Client(base_url=server.url, timeout=30) as client:
-            deadline = time.monotonic() + 240
-            while time.monotonic() < deadline:
-                statuses.append(http_status(server.url + "/readyz"))
-                if statuses[-1] == 200:
-                    break
-                time.sleep(0.05)
-            assert statuses[-1] == 200, client.get("/readyz").text
-            assert 503 in statuses, "never observed the service before its models were warm"
+            assert client.get("/readyz").status_code == 200
             models = client.get("/models").json()["models"]
             assert all(m["state"] == "ready" and m["backend"] == "saved_model" for m in models)
             images, _ = mnist_test(data_dir, 3)

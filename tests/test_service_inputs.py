@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import struct
 import zlib
@@ -10,11 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from modelspec import digits
+from modelspec import digits, flowers
+from service.config import Limits
 from service.errors import PayloadTooLarge, RequestError, UnsupportedMediaType
 from service.inputs.body import Upload, image_uploads, parse_json
 from service.inputs.images import decode_images, open_image
-from service.inputs.tensors import TensorContract, parse_tensor
+from service.inputs.numbers import ascii_int
+from service.inputs.tensors import TensorContract, might_hold_booleans, parse_tensor
 
 PIXELS = TensorContract(((28, 28), (784,)), 0.0, 1.0)
 
@@ -107,17 +110,95 @@ def test_truncated_and_foreign_images() -> None:
         open_image(Upload("image", gif.getvalue()), 0, max_pixels=10_000)
 
 
+def decode(uploads: list[Upload], prepare=digits.prepare_image, **limits: int) -> np.ndarray:
+    return asyncio.run(decode_images(uploads, prepare, Limits(**limits)))
+
+
 def test_sixteen_bit_and_cmyk_images_decode() -> None:
     deep = (np.arange(28 * 28, dtype=np.uint16).reshape(28, 28) * 80).astype(np.uint16)
-    pixels = decode_images(
-        [Upload("a", _png(deep))], lambda im: digits.prepare_image(im, False), 10_000
-    )
+    pixels = decode([Upload("a", _png(deep))], lambda im: digits.prepare_image(im, False))
     assert pixels.shape == (1, 28, 28)
     assert pixels.max() == round(int(deep.max()) * 255 / 65535)
     cmyk = io.BytesIO()
     Image.new("CMYK", (40, 30), (0, 0, 0, 255)).save(cmyk, format="JPEG")
-    decoded = decode_images([Upload("b", cmyk.getvalue())], digits.prepare_image, 10_000)
+    decoded = decode([Upload("b", cmyk.getvalue())])
     assert decoded.shape == (1, 28, 28)
+
+
+def test_exif_orientation_is_applied() -> None:
+    """A phone photo stored sideways (EXIF orientation 6) is read as a person sees it: the
+    same array as the upright picture, for digits and flowers alike."""
+    picture = np.zeros((60, 40, 3), np.uint8)
+    picture[10:50, 18:22] = 255  # a tall bar
+    stored = Image.fromarray(picture).rotate(90, expand=True)  # as the sensor saw it
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    sideways, upright = io.BytesIO(), io.BytesIO()
+    stored.save(sideways, format="PNG", exif=exif)
+    Image.fromarray(picture).save(upright, format="PNG")
+    for prepare in (digits.prepare_image, flowers.prepare_image):
+        turned = decode([Upload("a", sideways.getvalue())], prepare)
+        plain = decode([Upload("a", upright.getvalue())], prepare)
+        np.testing.assert_array_equal(turned, plain)
+
+
+def test_a_jpeg_claiming_more_pixels_than_its_data_holds_is_corrupt() -> None:
+    """libjpeg fills what is missing with grey and reports no error: the size check does."""
+    rng = np.random.default_rng(0)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (600, 100, 3), np.uint8)).save(buffer, "JPEG")
+    data = bytearray(buffer.getvalue())
+    start = data.find(b"\xff\xc0")
+    data[start + 7 : start + 9] = struct.pack(">H", 65500)
+    with pytest.raises(RequestError) as caught:
+        open_image(Upload("image", bytes(data)), 0, max_pixels=40_000_000)
+    assert caught.value.code == "corrupt_image"
+    # A real, legitimately tiny-per-pixel JPEG (uniform, optimised) passes the same check.
+    flat = io.BytesIO()
+    Image.new("L", (4000, 4000), 255).save(flat, "JPEG", optimize=True, progressive=True)
+    assert open_image(Upload("image", flat.getvalue()), 0, 40_000_000).size == (4000, 4000)
+
+
+def test_the_pixels_of_a_whole_request_are_bounded() -> None:
+    many = [Upload(f"i{i}", _png(np.zeros((100, 100), np.uint8))) for i in range(6)]
+    with pytest.raises(PayloadTooLarge) as caught:
+        decode(many, max_request_pixels=50_000)
+    assert caught.value.code == "request_too_large" and "60000" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "text", ["\u00b2", "\u0663", "\uff13", "9" * 5000, "-1", "+1", " 1", "1.0", "", None]
+)
+def test_only_ascii_digits_are_numbers(text: str | None) -> None:
+    assert ascii_int(text) is None
+
+
+def test_ascii_digits_are_numbers() -> None:
+    assert ascii_int("42") == 42 and ascii_int("0" * 18) == 0
+
+
+def test_booleans_inside_numeric_tensors_are_refused() -> None:
+    for value in ([[0.5] * 783 + [True]], [[[False] + [0.0] * 27] * 28]):
+        with pytest.raises(RequestError) as caught:
+            parse_tensor(value, PIXELS, max_items=64)
+        assert caught.value.code == "invalid_dtype"
+    assert might_hold_booleans(b'{"inputs": [true]}')
+    assert not might_hold_booleans(b'{"inputs": [0.5, 1e3]}')
+
+
+def test_declared_ranges_bound_tensors() -> None:
+    codes = TensorContract(((16,),)).bounded((-3.0, 5.0))
+    with pytest.raises(RequestError) as caught:
+        parse_tensor([[3e38] * 16], codes, max_items=64)
+    assert caught.value.code == "out_of_range" and "[-3, 5]" in caught.value.body()["expected"]
+
+
+def test_a_long_multipart_boundary_is_a_400() -> None:
+    boundary = "b" * 300  # the parser refuses over 256 bytes, when it is built
+    body = f"--{boundary}\r\n\r\nx\r\n--{boundary}--\r\n".encode()
+    with pytest.raises(RequestError) as caught:
+        image_uploads(body, f"multipart/form-data; boundary={boundary}")
+    assert caught.value.status == 400 and caught.value.code == "invalid_multipart"
 
 
 def test_wrong_content_type_is_415() -> None:

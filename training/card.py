@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+Section = tuple[str, str | Callable[[dict[str, Any]], str]]
 
 
 def _fmt(value: Any) -> str:
@@ -27,6 +30,24 @@ def per_class_table(per_class: dict[str, dict[str, float]]) -> str:
     )
 
 
+def latency_table(latency: dict[str, dict[str, Any]]) -> str:
+    """Milliseconds per item at batch 1 and 32, per signature, as the service runs the graph."""
+    rows = [
+        f"| `{name}` | {m['batch_1_ms_per_item']:.3f} | {m['batch_32_ms_per_item']:.3f} |"
+        for name, m in latency.items()
+    ]
+    first = next(iter(latency.values()))
+    return "\n".join(
+        [
+            f"{first['runtime']}, {first['threads']} thread(s), on the machine that trained it.",
+            "",
+            "| signature | ms/item, batch 1 | ms/item, batch 32 |",
+            "|---|---|---|",
+            *rows,
+        ]
+    )
+
+
 def _tensor(t: dict[str, Any]) -> str:
     return f"{t['name']} {t['shape']} {t['dtype']}"
 
@@ -42,7 +63,7 @@ def render(
     title: str,
     intended_use: str,
     figures: list[tuple[str, str]],
-    sections: list[tuple[str, str]],
+    sections: list[Section],
     notes: list[str],
 ) -> str:
     training = manifest["training"]
@@ -70,7 +91,10 @@ def render(
     ]
     if "per_class" in manifest["metrics"]:
         parts.append("### Per class\n" + per_class_table(manifest["metrics"]["per_class"]))
-    parts += [f"## {heading}\n{body}" for heading, body in sections]
+    for heading, body in sections:
+        parts.append(f"## {heading}\n{body(manifest) if callable(body) else body}")
+    if manifest.get("latency"):
+        parts.append("## CPU latency\n" + latency_table(manifest["latency"]))
     parts.append("## Plots\n" + "\n\n".join(f"### {c}\n![{c}]({f})" for c, f in figures))
     parts.append(
         f"## Export parity\nKeras, the SavedModel and ONNX Runtime on {parity['input_source']}; "

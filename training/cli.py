@@ -48,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--weights",
         default="imagenet",
-        help="flowers base weights: 'imagenet' (Keras download), 'none', "
-        "or a MobileNetV2 no-top .weights.h5 file",
+        help="flowers base weights: 'imagenet' (Keras download), 'none', or a MobileNetV2 "
+        "(alpha 1.0, no top) weights file: Keras .h5 or .weights.h5",
     )
     train.add_argument("--opset", type=int, default=17)
 

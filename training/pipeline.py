@@ -22,6 +22,7 @@ from modelspec.repository import (
 )
 from modelspec.tensors import signatures_from_manifest
 from training import card, plots
+from training.card import Section
 from training.errors import TrainingError
 from training.export import (
     PARITY_MIN_INPUTS,
@@ -33,6 +34,7 @@ from training.export import (
     saved_model_runner,
     write_saved_model,
 )
+from training.latency import cpu_latency
 from training.publish import library_versions, now_iso, publish, staging_area
 from training.recipes.base import Dataset, Profile, Recipe, Trained
 from training.recipes.common import held_out_inputs
@@ -82,12 +84,17 @@ def publish_model(
     parity: tuple[dict[str, Any], str],
     save_keras: Callable[[Path], None],
     figures: Callable[[Path], list[tuple[str, str]]] = lambda stage: [],
-    sections: list[tuple[str, str]] | None = None,
+    sections: list[Section] | None = None,
 ) -> Path:
     """Export, check parity, draw and describe one model in a staging folder, then publish."""
     with staging_area(out, recipe.name) as stage:
         save_keras(stage / KERAS_MODEL)
         manifest["parity"] = export_all(recipe, model, stage, opset, *parity)
+        seconds = 0.3 if manifest.get("training", {}).get("profile") == "quick" else 2.0
+        manifest["latency"] = {
+            s.name: cpu_latency(stage / s.onnx_file, s.inputs[0], seconds)
+            for s in recipe.signatures_for(model)
+        }
         captions = figures(stage)
 
         def write_card(final: dict[str, Any], directory: Path) -> None:
@@ -166,12 +173,10 @@ def reexport(model_path: Path, out: Path, opset: int, data_dir: Path | None) -> 
     if recipe is None:
         raise TrainingError(f"model name '{model.name}' is not one of {sorted(RECIPES)}")
     manifest = _source_metadata(recipe, model, model_path)
-    manifest.update(
-        name=recipe.name,
-        created_at=now_iso(),
-        libraries=library_versions(),
-        signatures={s.name: s.to_dict() for s in recipe.signatures_for(model)},
-    )
+    manifest.update(name=recipe.name, created_at=now_iso(), libraries=library_versions())
+    # The source's signatures describe the same graphs, with what training measured (the
+    # autoencoder's code range); without them they are read off the model.
+    manifest.setdefault("signatures", {s.name: s.to_dict() for s in recipe.signatures_for(model)})
     manifest.setdefault("title", recipe.title)
     return publish_model(
         recipe,
@@ -202,6 +207,7 @@ def _source_metadata(recipe: Recipe, model: Any, model_path: Path) -> dict[str, 
         source = json.loads(beside.read_text())
         kept = (
             "title",
+            "signatures",
             "labels",
             "preprocessing",
             "metrics",

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from python_multipart.multipart import parse_options_header
 
-from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from service.config import Limits
+from service.errors import BadRequest, PayloadTooLarge, RequestError, UnsupportedMediaType
 from service.http import RawRequest
+from service.inputs.numbers import ascii_int
 
 MULTIPART = "multipart/form-data"
 IMAGE_TYPES = ("image/png", "image/jpeg", "application/octet-stream")
@@ -31,21 +34,35 @@ class ClientGone(Exception):
     """The client disconnected before its body arrived; there is nobody to answer."""
 
 
-async def read_body(request: RawRequest, max_bytes: int) -> bytes:
-    """The whole body, refusing it as soon as it passes ``max_bytes`` (declared or streamed)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise _too_large(max_bytes)
+async def read_body(request: RawRequest, limits: Limits) -> bytes:
+    """The whole body within ``limits.body_timeout_s`` (else 408), refused as soon as it
+    passes ``limits.max_body_bytes`` (declared or streamed, else 413)."""
+    declared = ascii_int(request.headers.get("content-length"))
+    if declared is not None and declared > limits.max_body_bytes:
+        raise _too_large(limits.max_body_bytes)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limits.body_timeout_s
     chunks: list[bytes] = []
     size = 0
     while True:
-        message = await request.receive()
+        try:
+            async with asyncio.timeout_at(deadline):
+                message = await request.receive()
+        except TimeoutError:
+            raise RequestError(
+                "body_timeout",
+                f"the body did not arrive within {limits.body_timeout_s:g} s",
+                field="body",
+                expected=f"the whole body within {limits.body_timeout_s:g} s",
+                status=408,
+                headers={"Connection": "close"},
+            ) from None
         if message["type"] == "http.disconnect":
             raise ClientGone
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > max_bytes:
-            raise _too_large(max_bytes)
+        if size > limits.max_body_bytes:
+            raise _too_large(limits.max_body_bytes)
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -102,18 +119,16 @@ def parse_multipart(body: bytes, content_type: str) -> list[Upload]:
         name = options.get(b"name", b"file").decode("utf-8", "replace")
         uploads.append(Upload(name, b"".join(state["data"])))
 
-    parser = MultipartParser(
-        boundary,
-        {
-            "on_part_begin": on_part_begin,
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-            "on_part_data": on_part_data,
-            "on_part_end": on_part_end,
-        },
-    )
-    try:
+    callbacks = {
+        "on_part_begin": on_part_begin,
+        "on_header_field": on_header_field,
+        "on_header_value": on_header_value,
+        "on_header_end": on_header_end,
+        "on_part_data": on_part_data,
+        "on_part_end": on_part_end,
+    }
+    try:  # the parser refuses some boundaries (over 70 bytes...) when it is built
+        parser = MultipartParser(boundary, callbacks)
         parser.write(body)
         parser.finalize()
     except Exception as error:

@@ -65,7 +65,6 @@ def _encode_one(record: Any, item: int, encoder: BankEncoder) -> np.ndarray:
     try:
         return encoder.transform([record])
     except RecordError as error:
-        code = "missing_field" if error.problem == "missing" else "invalid_value"
         raise RequestError(
-            code, str(error), field=error.field, item=item, expected=error.expected
+            error.code, str(error), field=error.field, item=item, expected=error.expected
         ) from None

@@ -21,6 +21,12 @@ class TensorContract:
     low: float | None = None
     high: float | None = None
 
+    def bounded(self, bounds: tuple[float, float] | None) -> TensorContract:
+        """This contract with the range a model's manifest declares, when it declares one."""
+        if bounds is None:
+            return self
+        return TensorContract(self.shapes, bounds[0], bounds[1])
+
     def describe(self) -> str:
         shapes = " or ".join("(N, " + ", ".join(map(str, s)) + ")" for s in self.shapes)
         if self.low is None or self.high is None:
@@ -42,11 +48,31 @@ def unwrap(document: Any, allowed: Sequence[str] = (FIELD,)) -> Any:
     return document[FIELD]
 
 
+def might_hold_booleans(body: bytes) -> bool:
+    """False when a JSON body cannot hold a boolean anywhere (the common case, found at
+    memory speed), so the element-by-element search below runs only when it might matter."""
+    return b"true" in body or b"false" in body
+
+
+def holds_boolean(value: Any) -> bool:
+    """True when nested lists hold a JSON boolean: NumPy would quietly read it as 1 or 0."""
+    if isinstance(value, list):
+        return any(holds_boolean(v) for v in value)
+    return isinstance(value, bool)
+
+
 def parse_tensor(
-    value: Any, contract: TensorContract, max_items: int, field: str = FIELD
+    value: Any,
+    contract: TensorContract,
+    max_items: int,
+    field: str = FIELD,
+    check_booleans: bool = True,
 ) -> np.ndarray:
     """Nested lists (or an array) -> (N, *canonical shape) float32; one sample without a
-    batch axis is N=1. ``field`` names the tensor in errors."""
+    batch axis is N=1. ``field`` names the tensor in errors; ``check_booleans=False`` skips
+    the search for booleans when the body is known to hold none."""
+    if check_booleans and holds_boolean(value):
+        raise _tensor_error("invalid_dtype", "tensor holds boolean values", contract, field)
     array = _as_numeric_array(value, contract, field)
     if array.shape == (0,):
         raise _empty(contract, field)

@@ -8,7 +8,7 @@ the native API. Encoded images travel as BYTES; the bank record as one tensor pe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -17,7 +17,7 @@ from fastapi import Path as PathParameter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from modelspec import autoencoder, bank
+from modelspec import autoencoder, bank, flowers
 from service.config import Limits
 from service.endpoints import (
     AE_PIXELS,
@@ -33,6 +33,7 @@ from service.errors import NotFound, RequestError
 from service.http import RawRequest, Reply
 from service.inference import Call, Classify, Runtime, error_reply, handle, require_version
 from service.inputs.body import Upload
+from service.inputs.numbers import ascii_int
 from service.inputs.records import encode_records
 from service.inputs.tensors import TensorContract, parse_tensor
 from service.registry import ServedModel
@@ -75,7 +76,7 @@ class ProtocolModel:
     signature: str
     inputs: tuple[Tensor, ...]
     outputs: tuple[Tensor, ...]
-    batch: Callable[[Columns, ServedModel, Limits], np.ndarray]
+    batch: Callable[[Columns, ServedModel, Limits], Awaitable[np.ndarray]]
     present: Callable[[np.ndarray, ServedModel], dict[str, np.ndarray]]
     classify: Classify | None = None
 
@@ -134,25 +135,28 @@ def _is_bytes_list(column: Column, name: str) -> bool:
 def _numbers(
     name: str,
     contract: TensorContract,
-    from_images: Callable[[list[Upload], Limits], np.ndarray] | None = None,
-) -> Callable[[Columns, ServedModel, Limits], np.ndarray]:
+    from_images: Callable[[list[Upload], Limits], Awaitable[np.ndarray]] | None = None,
+) -> Callable[[Columns, ServedModel, Limits], Awaitable[np.ndarray]]:
     """A numeric input checked against the native contract; pixel inputs also take images."""
 
-    def batch(columns: Columns, _: ServedModel, limits: Limits) -> np.ndarray:
+    async def batch(columns: Columns, served: ServedModel, limits: Limits) -> np.ndarray:
         column = columns[name]
+        bounded = contract.bounded(served.input_range(name))
         if _is_bytes_list(column, name):
             if from_images is None:
                 raise RequestError(
-                    "invalid_dtype", "bytes given", field=name, expected=contract.describe()
+                    "invalid_dtype", "bytes given", field=name, expected=bounded.describe()
                 )
-            return from_images([Upload(name, data) for data in column], limits)
-        return parse_tensor(column, contract, limits.max_items_per_request, field=name)
+            return await from_images([Upload(name, data) for data in column], limits)
+        # Booleans were searched for by the protocol's reader, which has the raw body.
+        limit = limits.max_items_per_request
+        return parse_tensor(column, bounded, limit, field=name, check_booleans=False)
 
     return batch
 
 
-def _flat_digit_pixels(uploads: list[Upload], limits: Limits) -> np.ndarray:
-    return digit_pixels(uploads, limits).reshape(-1, autoencoder.PIXELS)
+async def _flat_digit_pixels(uploads: list[Upload], limits: Limits) -> np.ndarray:
+    return (await digit_pixels(uploads, limits)).reshape(-1, autoencoder.PIXELS)
 
 
 def _scalar(value: Any) -> Any:
@@ -163,8 +167,9 @@ def _scalar(value: Any) -> Any:
     return value
 
 
-def _column_values(name: str, column: Column) -> list[Any]:
-    """One value per record from a column of shape (N,) or (N, 1)."""
+def _column_values(name: str, column: Any) -> list[Any]:
+    """One value per record from a column of shape (N,) or (N, 1); anything else (a bare
+    value, null, an object) is refused naming the column."""
     if isinstance(column, np.ndarray):
         if column.ndim == 2 and column.shape[1] == 1:
             column = column[:, 0]
@@ -176,10 +181,30 @@ def _column_values(name: str, column: Column) -> list[Any]:
                 expected="(N, 1) or (N,): one value per record",
             )
         return column.tolist()
-    return [_scalar(v[0] if isinstance(v, list) and len(v) == 1 else v) for v in column]
+    if not isinstance(column, list):
+        raise RequestError(
+            "invalid_shape",
+            f"input {name!r} is a single {type(column).__name__}, not a list",
+            field=name,
+            expected="a list with one value per record",
+        )
+    values = []
+    for item, value in enumerate(column):
+        if isinstance(value, list):
+            if len(value) != 1:
+                raise RequestError(
+                    "invalid_shape",
+                    f"input {name!r} holds a list of {len(value)} values for one record",
+                    field=name,
+                    item=item,
+                    expected="one value per record: (N,) or (N, 1)",
+                )
+            value = value[0]
+        values.append(_scalar(value))
+    return values
 
 
-def _bank_records(columns: Columns, model: ServedModel, limits: Limits) -> np.ndarray:
+async def _bank_records(columns: Columns, model: ServedModel, limits: Limits) -> np.ndarray:
     """One tensor per bank column -> records -> the model's own encoder (strict policy)."""
     values = {name: _column_values(name, column) for name, column in columns.items()}
     counts = {len(v) for v in values.values()}
@@ -238,7 +263,7 @@ MODELS: dict[str, ProtocolModel] = {
             "flowers",
             "flowers",
             "predict",
-            (_image("image", 128, 128, 3),),
+            (_image("image", flowers.IMAGE_SIZE, flowers.IMAGE_SIZE, 3),),
             (Tensor("probabilities", FP32, (-1, -1), classes=True),),
             _numbers("image", FLOWER_PIXELS, flower_pixels),
             _named("probabilities"),
@@ -304,9 +329,10 @@ def version_number(text: str | None) -> int | None:
     """A version from a URL, or None; anything but digits is an unknown version (404)."""
     if text is None or text == "":
         return None
-    if not text.isdigit() or len(text) > 9:
-        raise NotFound("unknown_version", f"no version {text!r}", field="version")
-    return int(text)
+    number = ascii_int(text)
+    if number is None:
+        raise NotFound("unknown_version", f"no version {text[:40]!r}", field="version")
+    return number
 
 
 def class_strings(probabilities: np.ndarray, labels: Sequence[str], k: int) -> np.ndarray:

@@ -24,6 +24,7 @@ from service.errors import BadRequest, NotFound, RequestError
 from service.http import RawRequest, Reply, json_reply
 from service.inference import Call, Runtime
 from service.inputs.body import parse_json
+from service.inputs.tensors import holds_boolean, might_hold_booleans
 from service.protocols.catalog import (
     BYTES,
     INT64,
@@ -158,8 +159,19 @@ def read_request(body: bytes, name: str) -> tuple[ProtocolModel, Columns, bool]:
         raise _bad("'signature_name' must be a string", "signature_name")
     model = signature(name, signature_name)
     if "instances" in document:
-        return model, rows_to_columns(document["instances"], model), True
-    return model, columnar_inputs(document["inputs"], model), False
+        columns, rows = rows_to_columns(document["instances"], model), True
+    else:
+        columns, rows = columnar_inputs(document["inputs"], model), False
+    if might_hold_booleans(body):
+        for tensor in model.inputs:
+            if tensor.datatype != BYTES and holds_boolean(columns.get(tensor.name)):
+                raise BadRequest(
+                    "invalid_dtype",
+                    f"input {tensor.name!r} holds booleans",
+                    field=tensor.name,
+                    expected="numbers",
+                )
+    return model, columns, rows
 
 
 # -- answers ------------------------------------------------------------------------------
@@ -186,11 +198,11 @@ def predict_call(name: str, version: str | None) -> Call:
     is chosen in ``decode``; every signature of one model shares the model's batchers."""
     default = signature(name, DEFAULT_SIGNATURE)
 
-    def decode(
+    async def decode(
         request: RawRequest, body: bytes, served: ServedModel, limits: Limits
     ) -> tuple[np.ndarray, tuple[ProtocolModel, bool]]:
         model, columns, rows = read_request(body, name)
-        return model.batch(columns, served, limits), (model, rows)
+        return await model.batch(columns, served, limits), (model, rows)
 
     def encode(
         outputs: np.ndarray, context: tuple[ProtocolModel, bool], served: ServedModel

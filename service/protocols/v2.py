@@ -21,6 +21,7 @@ from service.config import Limits
 from service.errors import RequestError
 from service.http import RawRequest, Reply, json_reply
 from service.inference import Call, Runtime
+from service.inputs.tensors import might_hold_booleans
 from service.protocols.catalog import (
     BYTES,
     MODELS,
@@ -54,14 +55,15 @@ def infer_call(name: str, version: str | None) -> Call:
     """A V2 infer request as a ``Call`` on the model's shared batcher."""
     model = lookup(name)
 
-    def decode(
+    async def decode(
         request: RawRequest, body: bytes, served: ServedModel, limits: Limits
     ) -> tuple[np.ndarray, InferRequest]:
         document, binary = split_body(body, request.headers.get(HEADER_LENGTH))
-        columns = read_columns(document["inputs"], binary, model, limits)
+        check = might_hold_booleans(body)
+        columns = read_columns(document["inputs"], binary, model, limits, check)
         wanted = requested_outputs(document, model)
         rid = document.get("id")
-        batch = model.batch(columns, served, limits)
+        batch = await model.batch(columns, served, limits)
         return batch, InferRequest(rid if isinstance(rid, str) else None, wanted)
 
     def encode(outputs: np.ndarray, request: InferRequest, served: ServedModel) -> Reply:

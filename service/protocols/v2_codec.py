@@ -16,10 +16,13 @@ from service.config import Limits
 from service.errors import BadRequest, RequestError
 from service.http import Reply, json_reply
 from service.inputs.body import parse_json
+from service.inputs.numbers import ascii_int
+from service.inputs.tensors import holds_boolean
 from service.protocols.catalog import BYTES, Columns, ProtocolModel, Tensor, class_strings
 from service.registry import ServedModel
 
 HEADER_LENGTH = "inference-header-content-length"
+BOOL = "BOOL"
 NUMERIC_TYPES = {
     "BOOL": np.bool_,
     "UINT8": np.uint8,
@@ -63,12 +66,13 @@ def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], 
     if header_length is None:
         document, binary = parse_json(body), b""
     else:
-        if not header_length.isdigit() or int(header_length) > len(body):
+        size = ascii_int(header_length)
+        if size is None or size > len(body):
             raise _bad(
-                f"Inference-Header-Content-Length {header_length!r} does not fit the body",
+                f"Inference-Header-Content-Length {header_length[:40]!r} does not fit the body",
                 field=HEADER_LENGTH,
+                expected=f"a whole number of bytes, at most the body's {len(body)}",
             )
-        size = int(header_length)
         document, binary = parse_json(body[:size]), body[size:]
     if not isinstance(document, dict) or not isinstance(document.get("inputs"), list):
         raise _bad("body must be a JSON object with an 'inputs' list")
@@ -76,9 +80,14 @@ def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], 
 
 
 def read_columns(
-    entries: list[Any], binary: bytes, model: ProtocolModel, limits: Limits
+    entries: list[Any],
+    binary: bytes,
+    model: ProtocolModel,
+    limits: Limits,
+    check_booleans: bool = True,
 ) -> Columns:
-    """Every input tensor of the request, decoded; binary data is consumed in input order."""
+    """Every input tensor of the request, decoded; binary data is consumed in input order.
+    ``check_booleans=False`` skips the search for JSON booleans when the body holds none."""
     images = {t.name for t in model.inputs if t.images}
     columns: Columns = {}
     offset = 0
@@ -92,7 +101,14 @@ def read_columns(
             offset += size
             columns[name] = _from_binary(raw, name, shape, datatype)
         elif "data" in entry:
-            columns[name] = _from_json(entry["data"], name, shape, datatype, name in images)
+            data = entry["data"]
+            if check_booleans and datatype not in (BOOL, BYTES) and holds_boolean(data):
+                raise _bad(
+                    f"input {name!r}: booleans in {datatype} data",
+                    field=name,
+                    expected=f"{datatype} numbers",
+                )
+            columns[name] = _from_json(data, name, shape, datatype, name in images)
         else:
             raise _bad(f"input {name!r} has neither 'data' nor binary_data_size", field=name)
     if offset != len(binary):

@@ -80,6 +80,8 @@ class AutoencoderRecipe(Recipe):
         curves = history_dict(history)
         metrics = self.evaluate(keras_runner(self.endpoints(model)), data.test, {})
         metrics["validation_loss"] = float(min(curves["val_loss"]))
+        codes = run_batched(keras_runner(self.endpoints(model)), "encode", data.train.x, 1024)
+        signatures = spec.signatures(code_range=spec.code_range(codes["code"]))
         return Trained(
             model=model,
             history=curves,
@@ -93,6 +95,7 @@ class AutoencoderRecipe(Recipe):
                 "loss": "binary cross-entropy per pixel",
                 "early_stopping": "val_loss, patience 15, best epoch restored",
             },
+            manifest_extra={"signatures": {s.name: s.to_dict() for s in signatures}},
         )
 
     def endpoints(self, model: Any) -> dict[str, KerasFn]:

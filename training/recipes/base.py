@@ -49,6 +49,9 @@ class Dataset:
     description: dict[str, Any]  # source file, hash, counts: goes into the manifest and card
     test_split: dict[str, Any]  # exactly which examples are the test set
     fitted: dict[str, Any] = field(default_factory=dict)  # fitted on train only (encoders)
+    # Examples before preparation, for recipes that prepare them more than one way (flowers:
+    # the decoded photos of each split, drawn at several sizes and as augmented views).
+    raw: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -61,7 +64,11 @@ class Trained:
     preprocessing: dict[str, Any]
     outputs: dict[str, np.ndarray] = field(default_factory=dict)  # test predictions for plots
     notes: list[str] = field(default_factory=list)  # plain facts for the card (weights used...)
-    card_sections: list[tuple[str, str]] = field(default_factory=list)
+    # (heading, body) for the card; a callable body is rendered from the final manifest, for
+    # sections that need what export measured (latency, the version number).
+    card_sections: list[tuple[str, str | Callable[[dict[str, Any]], str]]] = field(
+        default_factory=list
+    )
     training_config: dict[str, Any] = field(default_factory=dict)
     manifest_extra: dict[str, Any] = field(default_factory=dict)  # e.g. a decision threshold
     curve_marks: dict[str, float] = field(default_factory=dict)  # phase starts, by epoch

@@ -1,0 +1,110 @@
+"""One route table, compiled once into one regular expression, for every request.
+
+A route is declared once, with its optional parts in brackets: ``/v2/models/{name}
+[/versions/{version}]/infer`` is both the unversioned and the versioned URL. The same
+declaration matches requests (the fast path: one ``re.match`` whatever the number of routes)
+and lists its concrete paths for the OpenAPI document. Parameters match one path segment; a
+parameter followed by ``:`` in the template (TF Serving's ``{name}:predict``) stops there.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+Handler = Callable[..., Awaitable[Any]]
+_PARAMETER = re.compile(r"\{([a-z_]+)\}")
+_OPTIONAL = re.compile(r"\[([^\[\]]+)\]")
+
+
+@dataclass(frozen=True)
+class Route:
+    """``method`` ``template`` -> ``handler(request, **parameters)``; ``doc`` is its OpenAPI
+    operation (summary, parameters, request body, responses), or None to leave it out."""
+
+    method: str
+    template: str
+    handler: Handler
+    doc: dict[str, Any] | None = field(default=None, compare=False)
+    tags: tuple[str, ...] = ()
+
+    def variants(self) -> list[str]:
+        """The concrete path templates: every optional part left out, then put in."""
+        found = [self.template]
+        while any(_OPTIONAL.search(t) for t in found):
+            expanded = []
+            for template in found:
+                match = _OPTIONAL.search(template)
+                if match is None:
+                    expanded.append(template)
+                    continue
+                head, tail = template[: match.start()], template[match.end() :]
+                expanded += [head + tail, head + match.group(1) + tail]
+            found = expanded
+        return found
+
+    def parameters(self) -> list[str]:
+        return _PARAMETER.findall(self.template)
+
+
+def _pattern(template: str, prefix: str) -> str:
+    """A template as a regular expression; parameter groups are named ``<prefix>_<name>``."""
+    out, position = [], 0
+    for match in re.finditer(r"\{([a-z_]+)\}|\[|\]", template):
+        out.append(re.escape(template[position : match.start()]))
+        token = match.group(0)
+        if token == "[":
+            out.append("(?:")
+        elif token == "]":
+            out.append(")?")
+        else:
+            stop = ":" if template[match.end() : match.end() + 1] == ":" else ""
+            out.append(f"(?P<{prefix}_{match.group(1)}>[^/{stop}]+)")
+        position = match.end()
+    out.append(re.escape(template[position:]))
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class Match:
+    route: Route | None  # None: the path exists, the method does not (405)
+    parameters: dict[str, str]
+    allowed: tuple[str, ...] = ()
+
+
+class RouteTable:
+    """Routes grouped by path template; one alternation of all templates, matched once."""
+
+    def __init__(self, routes: list[Route]) -> None:
+        self.routes = routes
+        self._templates: list[str] = list(dict.fromkeys(r.template for r in routes))
+        self._by_method: list[dict[str, Route]] = [
+            {r.method: r for r in routes if r.template == t} for t in self._templates
+        ]
+        alternatives = [f"(?P<r{i}>{_pattern(t, f'p{i}')})" for i, t in enumerate(self._templates)]
+        self._regex = re.compile("(?:" + "|".join(alternatives) + r")\Z")
+        self._groups = [
+            [(f"p{i}_{name}", name) for name in _PARAMETER.findall(t)]
+            for i, t in enumerate(self._templates)
+        ]
+
+    def match(self, method: str, path: str) -> Match | None:
+        """The route for ``method`` and ``path``; a Match without a route when only the
+        method is wrong; None when no route has this path."""
+        found = self._regex.match(path)
+        if found is None:
+            return None
+        index = int(found.lastgroup[1:])  # the outermost group of the template that matched
+        parameters = {}
+        for group, name in self._groups[index]:
+            value = found.group(group)
+            if value is not None:
+                parameters[name] = value
+        methods = self._by_method[index]
+        route = methods.get(method) or (methods.get("GET") if method == "HEAD" else None)
+        return Match(route, parameters, tuple(sorted(methods)))
+
+    def __iter__(self) -> Iterator[Route]:
+        return iter(self.routes)
