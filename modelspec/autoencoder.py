@@ -18,13 +18,17 @@ def signatures(code_range: tuple[float, float] | None = None) -> tuple[Signature
     (training records it); far outside it the decoder's output overflows to NaN."""
     code = TensorSpec("code", (None, CODE_SIZE))
     return (
-        Signature("reconstruct", (_pixels,), (_reconstruction,), onnx_file="model.onnx"),
-        Signature("encode", (_pixels,), (code,), onnx_file="encoder.onnx"),
+        Signature(
+            "reconstruct", (_pixels,), (_reconstruction,), "model.onnx", "mnist_image", "image"
+        ),
+        Signature("encode", (_pixels,), (code,), "encoder.onnx", "mnist_image", "code"),
         Signature(
             "decode",
             (TensorSpec("code", (None, CODE_SIZE), range=code_range),),
             (_reconstruction,),
-            onnx_file="decoder.onnx",
+            "decoder.onnx",
+            "tensor",
+            "image",
         ),
     )
 

@@ -253,5 +253,7 @@ def signatures(feature_count: int) -> tuple[Signature, ...]:
             inputs=(TensorSpec("features", (None, feature_count)),),
             outputs=(TensorSpec("probability", (None, 1)),),
             onnx_file="model.onnx",
+            input_kind="bank_record",
+            answer="decision",
         ),
     )

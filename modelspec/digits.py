@@ -16,6 +16,8 @@ SIGNATURES = (
         inputs=(TensorSpec("image", (None, IMAGE_SIZE, IMAGE_SIZE), range=(0.0, 1.0)),),
         outputs=(TensorSpec("probabilities", (None, len(LABELS))),),
         onnx_file="model.onnx",
+        input_kind="mnist_image",
+        answer="digit",
     ),
 )
 

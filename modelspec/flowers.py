@@ -34,6 +34,8 @@ def signatures(class_count: int, size: int = IMAGE_SIZE) -> tuple[Signature, ...
             inputs=(TensorSpec("image", (None, size, size, 3), range=(0.0, 255.0)),),
             outputs=(TensorSpec("probabilities", (None, class_count)),),
             onnx_file="model.onnx",
+            input_kind="rgb_photo",
+            answer="top_labels",
         ),
     )
 

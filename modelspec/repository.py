@@ -8,13 +8,38 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 MANIFEST = "manifest.json"
+# Names a model may not take: the service's own first path segments.
+RESERVED_NAMES = frozenset(
+    {"models", "v1", "v2", "livez", "readyz", "healthz", "metrics", "docs.json", "schema.json",
+     "static_content", "assets", "docs"}
+)  # fmt: skip
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MODEL_CARD = "model_card.md"
 KERAS_MODEL = "model.keras"
 SAVED_MODEL_DIR = "saved_model"
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a model's name (it must be a URL path segment of its own), or
+    None when it can: letters, digits, '.', '_' and '-', at most 64, not one of the
+    service's own path segments."""
+    if not _NAME.fullmatch(name):
+        return (
+            f"model name {name!r} must be 1-64 letters, digits, '.', '_' or '-', starting "
+            "with a letter or digit"
+        )
+    if name in RESERVED_NAMES:
+        return f"model name {name!r} is one of the service's own paths {sorted(RESERVED_NAMES)}"
+    return None
+
+
+def valid_name(name: str) -> bool:
+    return name_problem(name) is None
 
 
 def versions(root: Path, name: str) -> list[int]:
@@ -25,7 +50,7 @@ def versions(root: Path, name: str) -> list[int]:
     found = [
         int(p.name)
         for p in model_dir.iterdir()
-        if p.is_dir() and p.name.isdigit() and (p / MANIFEST).is_file()
+        if p.is_dir() and p.name.isascii() and p.name.isdigit() and (p / MANIFEST).is_file()
     ]
     return sorted(found)
 

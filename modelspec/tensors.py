@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from modelspec import interfaces
+
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -40,30 +42,49 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class Signature:
-    """One callable endpoint of a model (``predict``, ``encode``...), exported as its own graph."""
+    """One callable endpoint of a model (``predict``, ``encode``...), exported as its own graph.
+
+    ``input_kind`` and ``answer`` say how the service reads its requests and writes its
+    answers beyond plain tensors (``modelspec.interfaces``); ``saved_model_signature`` is
+    its key in the SavedModel, when that differs from ``name`` (a user's serving_default).
+    """
 
     name: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     onnx_file: str
+    input_kind: str = interfaces.TENSOR
+    answer: str = interfaces.TENSOR
+    saved_model_signature: str | None = None
+
+    def __post_init__(self) -> None:
+        interfaces.check(self.input_kind, self.answer)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "onnx": self.onnx_file,
-            "saved_model_signature": self.name,
+            "saved_model_signature": self.saved_model_signature or self.name,
+            "interface": {"input": self.input_kind, "answer": self.answer},
             "inputs": [t.to_dict() for t in self.inputs],
             "outputs": [t.to_dict() for t in self.outputs],
         }
 
     @classmethod
-    def from_dict(cls, name: str, data: dict[str, Any]) -> Signature:
+    def from_dict(cls, name: str, data: dict[str, Any], model: str = "") -> Signature:
+        """``model``: the model's name, for manifests from before interfaces were recorded."""
+        default = interfaces.LEGACY.get((model, name), (interfaces.TENSOR, interfaces.TENSOR))
+        interface = data.get("interface", {})
         return cls(
             name=name,
             inputs=tuple(TensorSpec.from_dict(t) for t in data["inputs"]),
             outputs=tuple(TensorSpec.from_dict(t) for t in data["outputs"]),
             onnx_file=data["onnx"],
+            input_kind=interface.get("input", default[0]),
+            answer=interface.get("answer", default[1]),
+            saved_model_signature=data.get("saved_model_signature"),
         )
 
 
 def signatures_from_manifest(manifest: dict[str, Any]) -> tuple[Signature, ...]:
-    return tuple(Signature.from_dict(n, d) for n, d in manifest["signatures"].items())
+    model = manifest.get("name", "")
+    return tuple(Signature.from_dict(n, d, model) for n, d in manifest["signatures"].items())

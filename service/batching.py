@@ -5,7 +5,9 @@ the loop reads before then joins the same batch. While a batch runs, new request
 and the next batch takes all of them (up to ``max_batch_size``). So a lone request runs at
 once, and under load batches grow by themselves. ``max_wait_ms`` only holds a batch back
 while more requests for the same model are still being read and decoded, never on an idle
-service. A request carrying several items counts as several items and is never split.
+service. A request carrying several items counts as several items and is never split. Requests are
+named arrays (a feed); those of a signature with free dimensions besides the batch join a
+batch only when their shapes agree.
 
 Cheap models run their batches inline on the event loop (a thread hop costs more than the
 model); slow ones (``offload``) run in a worker thread so the loop keeps serving meanwhile.
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from service.backends import Feed, Outputs
 from service.config import BatchingConfig
 from service.errors import Unavailable
 
@@ -34,13 +37,13 @@ RECHECK_SECONDS = 0.0002  # how often a held-back batch looks again for late arr
 
 @dataclass
 class _Pending:
-    inputs: np.ndarray
-    future: asyncio.Future[np.ndarray]
+    feed: Feed
+    items: int
+    future: asyncio.Future[Outputs]
     enqueued: float = field(default_factory=time.perf_counter)
 
-    @property
-    def items(self) -> int:
-        return len(self.inputs)
+    def shapes(self) -> tuple[tuple[int, ...], ...]:
+        return tuple(a.shape[1:] for a in self.feed.values())
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ class InferenceFailed(RuntimeError):
 class Batcher:
     def __init__(
         self,
-        run: Callable[[np.ndarray], np.ndarray],
+        run: Callable[[Feed], Outputs],
         config: BatchingConfig,
         on_batch: Callable[[BatchStats], None] = lambda _: None,
     ) -> None:
@@ -77,6 +80,15 @@ class Batcher:
             if config.offload
             else None
         )
+
+    @property
+    def offloaded(self) -> bool:
+        """Batches run in a worker thread (slow models), not on the event loop."""
+        return self._executor is not None
+
+    @property
+    def config(self) -> BatchingConfig:
+        return self._config
 
     @contextmanager
     def arriving(self) -> Iterator[None]:
@@ -97,11 +109,12 @@ class Batcher:
                 headers={"Retry-After": "1"},
             )
 
-    async def infer(self, inputs: np.ndarray) -> np.ndarray:
-        """Run ``inputs`` (N items) in some batch and return its N outputs."""
-        self.refuse_if_full(len(inputs))
+    async def infer(self, feed: Feed) -> Outputs:
+        """Run ``feed`` (N items in every input) in some batch and return its N outputs."""
+        items = len(next(iter(feed.values())))
+        self.refuse_if_full(items)
         loop = asyncio.get_running_loop()
-        pending = _Pending(inputs, loop.create_future())
+        pending = _Pending(feed, items, loop.create_future())
         self._queue.append(pending)
         self._queued_items += pending.items
         self._schedule(loop)
@@ -146,15 +159,19 @@ class Batcher:
         limit = self._config.max_batch_size if self._config.enabled else 1
         batch: list[_Pending] = []
         items = 0
+        shapes = None
         while self._queue:
             head = self._queue[0]
             if batch and items + head.items > limit:
                 break
+            if batch and head.shapes() != shapes:
+                break  # free dimensions that differ: the next batch takes it
             self._queue.popleft()
             self._queued_items -= head.items
             if not head.future.done():  # a cancelled request (client gone) is dropped
                 batch.append(head)
                 items += head.items
+                shapes = shapes or head.shapes()
         return batch
 
     def _execute_inline(self, batch: list[_Pending]) -> None:
@@ -164,7 +181,7 @@ class Batcher:
         except Exception:
             logger.exception("batch of %d requests failed; running them one by one", len(batch))
             for pending in batch:
-                _settle(pending, lambda p=pending: self._run(p.inputs))
+                _settle(pending, lambda p=pending: self._run(p.feed))
             return
         self._deliver(batch, outputs, started)
 
@@ -178,7 +195,7 @@ class Batcher:
             logger.exception("batch of %d requests failed; running them one by one", len(batch))
             for pending in batch:
                 try:
-                    result = await loop.run_in_executor(self._executor, self._run, pending.inputs)
+                    result = await loop.run_in_executor(self._executor, self._run, pending.feed)
                 except Exception as error:
                     _fail(pending, error)
                 else:
@@ -189,12 +206,17 @@ class Batcher:
             self._busy = False
             self._schedule(loop)
 
-    def _deliver(self, batch: list[_Pending], outputs: np.ndarray, started: float) -> None:
+    def _deliver(self, batch: list[_Pending], outputs: Outputs, started: float) -> None:
         finished = time.perf_counter()
         offset = 0
-        for pending in batch:
-            _succeed(pending, outputs[offset : offset + pending.items])
-            offset += pending.items
+        if len(batch) == 1:
+            _succeed(batch[0], outputs)
+            offset = batch[0].items
+        else:
+            for pending in batch:
+                end = offset + pending.items
+                _succeed(pending, {k: v[offset:end] for k, v in outputs.items()})
+                offset = end
         waits = tuple(started - p.enqueued for p in batch)
         self._on_batch(BatchStats(offset, waits, finished - started))
 
@@ -203,11 +225,13 @@ class Batcher:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
 
-def _stack(batch: list[_Pending]) -> np.ndarray:
-    return batch[0].inputs if len(batch) == 1 else np.concatenate([p.inputs for p in batch])
+def _stack(batch: list[_Pending]) -> Feed:
+    if len(batch) == 1:
+        return batch[0].feed
+    return {name: np.concatenate([p.feed[name] for p in batch]) for name in batch[0].feed}
 
 
-def _succeed(pending: _Pending, result: np.ndarray) -> None:
+def _succeed(pending: _Pending, result: Outputs) -> None:
     if not pending.future.done():
         pending.future.set_result(result)
 
@@ -217,7 +241,7 @@ def _fail(pending: _Pending, error: Exception) -> None:
         pending.future.set_exception(InferenceFailed(str(error)))
 
 
-def _settle(pending: _Pending, run: Callable[[], np.ndarray]) -> None:
+def _settle(pending: _Pending, run: Callable[[], Outputs]) -> None:
     """A failed batch must not take its healthy neighbours down with it."""
     try:
         result = run()

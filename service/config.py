@@ -1,165 +1,223 @@
-"""Service settings: environment variables over an optional YAML file over defaults.
+"""Every setting of the service, read once, in one place: ``Settings``.
 
-Operators set a few environment variables (``MODEL_REPOSITORY``, ``SERVING_BACKEND``...) or
-point ``SERVING_CONFIG`` at a YAML file for per-model settings; both are read once at start.
+Precedence: environment variables (``SERVING_*``, and ``MODEL_REPOSITORY``) over the YAML
+file ``SERVING_CONFIG`` names over the defaults here. Unknown keys, in the file or in a
+``SERVING_*`` variable, are refused with an error naming them, as are values out of range:
+a typo must not silently become a default. ``README.md`` ("Configuration") lists them all.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from modelspec import MODEL_NAMES
-
-BACKENDS = ("onnx", "saved_model")
-PROVIDERS = ("auto", "cuda", "tensorrt", "cpu")
-
-
-@dataclass(frozen=True)
-class BatchingConfig:
-    """How many items one inference may take, and how long a first item may wait for company."""
-
-    enabled: bool = True
-    max_batch_size: int = 64
-    max_wait_ms: float = 2.0
-    # Run batches in a worker thread: worth it for models slower than a millisecond or so,
-    # whose compute would otherwise stall the event loop; cheap models run inline.
-    offload: bool = False
-    # Items waiting beyond this are refused at once with 503 + Retry-After (load shedding):
-    # a fast "come back later" instead of a timeout.
-    max_queued_items: int = 4096
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    name: str
-    version: int | None = None  # None: the newest published version
-    batching: BatchingConfig = field(default_factory=BatchingConfig)
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Bounds on what one request may carry and how long it may take to arrive: the
-    service's first line of defence (README, "Threat model")."""
-
-    max_body_bytes: int = 20 * 1024 * 1024
-    max_items_per_request: int = 64
-    max_image_pixels: int = 40_000_000  # one image, read from its header before decoding
-    # All images of one request together: 24 PNGs of 6300x6300 (each within the per-image
-    # limit, 1 MB in all) took 4 s of decoding; 50 M pixels is ~0.3 s on one core.
-    max_request_pixels: int = 50_000_000
-    max_header_bytes: int = 64 * 1024  # request line and headers (431 beyond)
-    max_headers: int = 100
-    header_timeout_s: float = 10.0  # from a connection's or request's first byte (408)
-    body_timeout_s: float = 30.0  # the whole body, from the end of the headers (408)
-    # Open connections per worker (503 beyond). Each holds at most max_header_bytes while
-    # its headers arrive, so 4096 bound that memory to 256 MiB in the worst case.
-    max_connections: int = 4096
-
-
-@dataclass(frozen=True)
-class ServiceConfig:
-    repository: Path = Path("models")
-    backend: str = "onnx"
-    provider: str = "auto"
-    tf32: bool = False
-    models: tuple[ModelConfig, ...] = tuple(ModelConfig(n) for n in MODEL_NAMES)
-    limits: Limits = field(default_factory=Limits)
-    log_json: bool = False
-    access_log: bool = False  # one line per model request; off by default (hot path)
-    inference_threads: int | None = None  # None: the CPUs this process may use
-
-    def model(self, name: str) -> ModelConfig:
-        for model in self.models:
-            if model.name == name:
-                return model
-        raise KeyError(name)
+PREFIX = "SERVING_"
 
 
 class ConfigError(ValueError):
-    pass
+    """Settings that cannot be served with; the message names each bad key."""
 
 
-def _default_batching(name: str) -> BatchingConfig:
-    # Flowers costs ~100x digits per image: smaller batches keep its tail latency bounded.
-    if name == "flowers":
-        return BatchingConfig(max_batch_size=32, max_wait_ms=5.0, offload=True)
-    return BatchingConfig()
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _batching_from(data: dict[str, Any], base: BatchingConfig) -> BatchingConfig:
-    unknown = set(data) - set(BatchingConfig.__dataclass_fields__)
-    if unknown:
-        raise ConfigError(f"unknown batching settings {sorted(unknown)}")
-    batching = replace(base, **data)
-    if batching.max_batch_size < 1 or batching.max_wait_ms < 0 or batching.max_queued_items < 1:
-        raise ConfigError(
-            "batching needs max_batch_size >= 1, max_wait_ms >= 0 and max_queued_items >= 1"
-        )
-    return batching
+class BatchingConfig(_Section):
+    """How many items one inference may take, and how long a first item may wait for company."""
+
+    enabled: bool = True
+    max_batch_size: int = Field(64, ge=1)
+    max_wait_ms: float = Field(2.0, ge=0)
+    # Run batches in a worker thread, off the event loop: worth it for models slower than a
+    # millisecond or so. None decides from the warm-up: offloaded when batch 1 takes > 1 ms.
+    offload: bool | None = None
+    # Items waiting beyond this are refused at once with 503 + Retry-After (load shedding):
+    # a fast "come back later" instead of a timeout.
+    max_queued_items: int = Field(4096, ge=1)
 
 
-def _models_from(data: dict[str, Any] | None, batching_enabled: bool) -> tuple[ModelConfig, ...]:
-    data = data or {name: {} for name in MODEL_NAMES}
-    models = []
-    for name, settings in data.items():
-        if name not in MODEL_NAMES:
-            raise ConfigError(f"unknown model {name!r}; known: {list(MODEL_NAMES)}")
-        settings = settings or {}
-        base = replace(_default_batching(name), enabled=batching_enabled)
-        batching = _batching_from(settings.get("batching", {}), base)
-        version = settings.get("version")
-        models.append(ModelConfig(name, int(version) if version else None, batching))
-    return tuple(models)
+class VersionPolicy(_Section):
+    """Which published versions are served, as TF Serving's policies: the latest N (1 by
+    default), specific versions, or all."""
+
+    latest: int | None = Field(None, ge=1)
+    specific: tuple[int, ...] | None = None
+    all: bool = False
+
+    @model_validator(mode="after")
+    def _one(self) -> VersionPolicy:
+        chosen = [self.latest is not None, self.specific is not None, self.all]
+        if sum(chosen) > 1:
+            raise ValueError("give one of latest, specific or all")
+        if self.specific is not None and (not self.specific or min(self.specific) < 1):
+            raise ValueError("specific needs at least one version, each >= 1")
+        return self
+
+    def choose(self, present: list[int]) -> set[int]:
+        """The versions to serve among those published."""
+        if self.all:
+            return set(present)
+        if self.specific is not None:
+            return set(present) & set(self.specific)
+        return set(sorted(present)[-(self.latest or 1) :])
+
+    def describe(self) -> dict[str, Any]:
+        if self.all:
+            return {"all": {}}
+        if self.specific is not None:
+            return {"specific": {"versions": list(self.specific)}}
+        return {"latest": {"num_versions": self.latest or 1}}
 
 
-def _flag(value: str | None, default: bool) -> bool:
-    if value is None:
-        return default
-    return value.strip().lower() in ("1", "true", "yes", "on")
+class ModelConfig(_Section):
+    """Per-model settings; the name is the key under ``models:``."""
+
+    name: str = ""
+    batching: BatchingConfig = BatchingConfig()
+    version_policy: VersionPolicy = VersionPolicy()
+    version: int | None = Field(None, ge=1)  # older form of version_policy: {specific: [v]}
+
+    @model_validator(mode="after")
+    def _pin(self) -> ModelConfig:
+        if self.version is not None:
+            policy = VersionPolicy(specific=(self.version,))
+            object.__setattr__(self, "version_policy", policy)
+        return self
 
 
-def _optional_int(value: str | None) -> int | None:
-    return int(value) if value else None
+class Limits(_Section):
+    """Bounds on what one request may carry and how long it may take to arrive: the
+    service's first line of defence (README, "Threat model"). Each is also read from
+    ``SERVING_<NAME>`` (``SERVING_BODY_TIMEOUT_S=5``)."""
+
+    max_body_bytes: int = Field(20 * 1024 * 1024, ge=1)
+    max_items_per_request: int = Field(64, ge=1)
+    max_image_pixels: int = Field(40_000_000, ge=1)  # one image, read from its header
+    # All images of one request together: 24 PNGs of 6300x6300 (each within the per-image
+    # limit, 1 MB in all) took 4 s of decoding; 50 M pixels is ~0.3 s on one core.
+    max_request_pixels: int = Field(50_000_000, ge=1)
+    max_header_bytes: int = Field(64 * 1024, ge=1024)  # request line and headers (431)
+    max_headers: int = Field(100, ge=8)
+    header_timeout_s: float = Field(10.0, gt=0)  # from a connection's or request's first byte
+    body_timeout_s: float = Field(30.0, gt=0)  # the whole body, once the headers are in (408)
+    # Open connections per worker (503 beyond). Each holds at most max_header_bytes while
+    # its headers arrive, so 4096 bound that memory to 256 MiB in the worst case.
+    max_connections: int = Field(4096, ge=1)
 
 
-def load_config(environ: dict[str, str] | None = None) -> ServiceConfig:
-    """Read ``SERVING_CONFIG`` (YAML) if set, then apply environment overrides."""
-    env = os.environ if environ is None else environ
+class Settings(_Section):
+    """The service's settings (one object, built once per worker by ``settings()``)."""
+
+    repository: Path = Path("models")  # also MODEL_REPOSITORY
+    config: Path | None = None  # the SERVING_CONFIG file these came from, if any
+    backend: Literal["onnx", "saved_model"] = "onnx"
+    provider: Literal["auto", "cuda", "tensorrt", "cpu"] = "auto"
+    tf32: bool = False
+    batching: bool = True  # batching for every model (per-model settings can refine it)
+    # Serve every model found in the repository; false: only those under ``models``.
+    discover: bool = True
+    models: dict[str, ModelConfig] = {}
+    poll_interval: float = Field(10.0, ge=0)  # seconds between repository scans; 0: never
+    admin_token: SecretStr | None = None  # Bearer token of the model repository API
+    state_dir: Path | None = None  # shared by the workers (admin unloads); default in /tmp
+    limits: Limits = Limits()
+    log_json: bool = False
+    access_log: bool = False  # one line per model request; off by default (hot path)
+    workers: int | Literal["auto"] = 1  # "auto": one per usable core
+    max_concurrency: int = Field(512, ge=1)  # requests in progress per worker (503 beyond)
+    request_timeout_s: float = Field(60.0, gt=0)  # one inference request, end to end (504)
+    inference_threads: int | None = Field(None, ge=1)  # None: from the usable CPUs
+    decode_threads: int | None = Field(None, ge=1)  # image decoding; None: the usable CPUs
+    grpc_port: int = Field(8001, ge=0, le=65535)  # Open Inference Protocol over gRPC; 0: off
+
+    @model_validator(mode="after")
+    def _name_models(self) -> Settings:
+        named = {n: m.model_copy(update={"name": n}) for n, m in self.models.items()}
+        object.__setattr__(self, "models", named)
+        return self
+
+    def model(self, name: str) -> ModelConfig:
+        """The settings of ``name``: its own under ``models``, or the defaults."""
+        found = self.models.get(name) or ModelConfig(name=name)
+        if not self.batching:
+            batching = found.batching.model_copy(update={"enabled": False})
+            found = found.model_copy(update={"batching": batching})
+        return found
+
+    def worker_count(self, usable_cpus: int) -> int:
+        return usable_cpus if self.workers == "auto" else self.workers
+
+
+# Kept for the older name; everything reads ``Settings``.
+ServiceConfig = Settings
+
+
+# Settings a plain environment variable may set: SERVING_<NAME> (and MODEL_REPOSITORY);
+# nested ones (models) come from the file only.
+_SCALARS = [n for n in Settings.model_fields if n not in ("models", "limits", "config")]
+
+
+def _from_environment(environ: dict[str, str]) -> dict[str, Any]:
+    found: dict[str, Any] = {
+        n: environ[PREFIX + n.upper()] for n in _SCALARS if PREFIX + n.upper() in environ
+    }
+    if "MODEL_REPOSITORY" in environ:
+        found["repository"] = environ["MODEL_REPOSITORY"]
+    limits = {
+        n: environ[PREFIX + n.upper()] for n in Limits.model_fields if PREFIX + n.upper() in environ
+    }
+    if limits:
+        found["limits"] = limits
+    return found
+
+
+def unknown_variables(environ: dict[str, str]) -> list[str]:
+    """SERVING_* variables no setting reads: typos, worth a warning (not an error: Kubernetes
+    injects <SERVICE>_SERVICE_HOST-style variables of its own)."""
+    known = {PREFIX + n.upper() for n in [*_SCALARS, *Limits.model_fields]}
+    return sorted(
+        k for k in environ if k.startswith(PREFIX) and k not in known | {"SERVING_CONFIG"}
+    )
+
+
+def _from_file(path: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"SERVING_CONFIG {path}: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"SERVING_CONFIG {path}: expected a mapping at the top")
+    return data
+
+
+def load_config(environ: dict[str, str] | None = None) -> Settings:
+    """Settings from ``environ`` (default: this process's environment), over the file
+    SERVING_CONFIG names, over the defaults. Raises ConfigError naming every bad key."""
+    env = dict(os.environ if environ is None else environ)
     data: dict[str, Any] = {}
     if path := env.get("SERVING_CONFIG"):
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    batching_enabled = _flag(env.get("SERVING_BATCHING"), data.get("batching", True))
-    limits_data = data.get("limits", {})
-    unknown = set(limits_data) - set(Limits.__dataclass_fields__)
-    if unknown:
-        raise ConfigError(f"unknown limits {sorted(unknown)}")
-    limits = replace(Limits(), **limits_data)
-    for name, spec in Limits.__dataclass_fields__.items():  # SERVING_BODY_TIMEOUT_S=2 ...
-        if (value := env.get(f"SERVING_{name.upper()}")) is not None:
-            limits = replace(limits, **{name: (float if spec.type == "float" else int)(value)})
-    config = ServiceConfig(
-        repository=Path(env.get("MODEL_REPOSITORY", data.get("repository", "models"))),
-        backend=env.get("SERVING_BACKEND", data.get("backend", "onnx")),
-        provider=env.get("SERVING_PROVIDER", data.get("provider", "auto")),
-        tf32=_flag(env.get("SERVING_TF32"), data.get("tf32", False)),
-        models=_models_from(data.get("models"), batching_enabled),
-        limits=limits,
-        log_json=_flag(env.get("SERVING_LOG_JSON"), data.get("log_json", False)),
-        access_log=_flag(env.get("SERVING_ACCESS_LOG"), data.get("access_log", False)),
-        inference_threads=_optional_int(env.get("SERVING_INFERENCE_THREADS"))
-        or data.get("inference_threads"),
-    )
-    return validate(config)
+        data = _from_file(path)
+        data.setdefault("config", path)
+    overrides = _from_environment(env)
+    limits = {**data.get("limits", {}), **overrides.pop("limits", {})}
+    merged = {**data, **overrides, **({"limits": limits} if limits else {})}
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
+            for e in error.errors()
+        )
+        where = f" (SERVING_CONFIG {path})" if path else ""
+        raise ConfigError(f"bad settings{where}: {problems}") from None
 
 
-def validate(config: ServiceConfig) -> ServiceConfig:
-    if config.backend not in BACKENDS:
-        raise ConfigError(f"backend {config.backend!r}: expected one of {list(BACKENDS)}")
-    if config.provider not in PROVIDERS:
-        raise ConfigError(f"provider {config.provider!r}: expected one of {list(PROVIDERS)}")
-    return config
+@cache
+def settings() -> Settings:
+    """This process's settings, read on first use."""
+    return load_config()

@@ -1,14 +1,16 @@
-"""The life of one inference request, whatever its protocol: decode -> validate -> batch ->
-run -> encode, with request ids, metrics, logs and client errors handled once, here.
+"""The life of one inference request, whatever its protocol: read -> decode -> validate ->
+batch -> run -> encode, with request ids, metrics, logs and client errors handled once, here.
 
-A ``Call`` says how one kind of request (a native endpoint, a V2 ``infer``, a TF Serving
-``predict``) turns its body into a validated float32 batch and the batch's outputs into an
-answer. Every protocol runs through the same model batchers, so they share queues, batches
-and limits.
+A ``Call`` says which model a request is for (its version, when pinned, and signature) and how
+its body becomes a validated feed and the outputs an answer. Every protocol (native, V2,
+TF Serving) runs through the same version's batchers, so they share queues, batches and
+limits. The version is chosen when the request starts and held until it is answered, so a
+roll-out or an unload never cuts a request short.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -18,29 +20,41 @@ from typing import Any
 
 import numpy as np
 
-from service.config import Limits, ServiceConfig
-from service.errors import NotFound, RequestError
+from service.backends import Feed, Outputs
+from service.config import Limits, Settings
+from service.descriptor import Version
+from service.errors import RequestError, Unavailable
 from service.http import RawRequest, Reply, json_reply
 from service.inputs.body import ClientGone, read_body
 from service.logs import request_id
 from service.metrics import EndpointMetrics, Metrics
-from service.registry import Registry, ServedModel
+from service.models import Registry
 
 logger = logging.getLogger(__name__)
-
-# decode(request, body, model, limits) -> (float32 batch, context handed to encode)
-Decode = Callable[[RawRequest, bytes, ServedModel, Limits], Awaitable[tuple[np.ndarray, Any]]]
-Encode = Callable[[np.ndarray, Any, ServedModel], Reply]
-Classify = Callable[[np.ndarray, ServedModel], np.ndarray]
 
 
 @dataclass
 class Runtime:
     """What the handlers need, built once per worker process by the BentoML service."""
 
-    config: ServiceConfig
+    config: Settings
     metrics: Metrics
     registry: Registry
+    in_flight: int = 0  # inference requests in progress in this worker
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A request's body as the model takes it: the signature (TF Serving's body may choose
+    one), the feed, and whatever the answer needs to know of the request."""
+
+    signature: str
+    feed: Feed
+    context: Any = None
+
+
+Decode = Callable[[RawRequest, bytes, Version, Limits], Awaitable[Decoded]]
+Encode = Callable[[Outputs, Any, Version, str], Reply]
 
 
 def error_reply(error: RequestError) -> Reply:
@@ -52,24 +66,20 @@ def error_reply(error: RequestError) -> Reply:
 @dataclass(frozen=True)
 class Call:
     """One kind of inference request. ``label`` names it in metrics and logs; ``version``
-    pins a model version (a request for another version gets a 404); ``classify`` gives
-    predicted class indices for the per-class metric; ``chosen_signature`` picks another
-    signature of the model from the decoded request (TF Serving's ``signature_name``)."""
+    pins a model version (None: the latest ready); ``errors`` writes a refusal the way the
+    protocol's clients expect."""
 
     model: str
+    version: int | None
     signature: str
     label: str
     decode: Decode
     encode: Encode
-    classify: Classify | None = None
-    version: int | None = None
     errors: Callable[[RequestError], Reply] = error_reply
-    chosen_signature: Callable[[Any], str] | None = None
 
 
-NOT_STARTED = RequestError(
-    "model_loading", "the service is starting", status=503, headers={"Retry-After": "5"}
-)
+UNKNOWN = ("", "unknown model")
+NOT_STARTED = Unavailable("model_loading", "the service is starting", headers={"Retry-After": "5"})
 
 
 async def handle(request: RawRequest, call: Call, runtime: Runtime | None) -> Reply:
@@ -79,12 +89,25 @@ async def handle(request: RawRequest, call: Call, runtime: Runtime | None) -> Re
     started = time.perf_counter()
     rid = request.headers.get("x-request-id") or os.urandom(12).hex()
     request_id.set(rid)
-    recorder = runtime.metrics.endpoint(call.model, call.label)
+    # Metric labels only for models that exist: names in URLs are the client's to choose.
+    known = call.model in runtime.registry.models
+    recorder = runtime.metrics.endpoint(*((call.model, call.label) if known else UNKNOWN))
     recorder.started()
     try:
-        reply = await _infer(request, runtime, call, recorder)
+        try:
+            async with asyncio.timeout(runtime.config.request_timeout_s):
+                reply = await _infer(request, runtime, call, recorder)
+        except TimeoutError:
+            # The cancelled request leaves its batch queue (or its batch's result is
+            # dropped), so its slot is free again.
+            raise RequestError(
+                "request_timeout",
+                f"no answer within {runtime.config.request_timeout_s:g} s",
+                expected="a request the model can answer in time; retry later",
+                status=504,
+            ) from None
     except RequestError as error:
-        recorder.refused(error.code)
+        recorder.refused(error.code, error.status)
         logger.info("%s %s refused: %s (%s)", call.label, error.status, error.code, error.message)
         reply = call.errors(error)
     except ClientGone:
@@ -104,45 +127,45 @@ async def _infer(
     request: RawRequest, runtime: Runtime, call: Call, recorder: EndpointMetrics
 ) -> Reply:
     limits = runtime.config.limits
-    model = runtime.registry.require(call.model)
-    require_version(model, call.version)
-    batcher = model.batchers[call.signature]
-    batcher.refuse_if_full()  # shed load before reading a body that could not queue
-    body = await read_body(request, limits)
-    # Counted against the queue only while decoding: a request still sending its body
-    # holds no item (thousands of stalled uploads once locked a model out).
-    with batcher.arriving():
-        inputs, context = await call.decode(request, body, model, limits)
-    if call.chosen_signature is not None:
-        batcher = model.batchers[call.chosen_signature(context)]
-    outputs = await batcher.infer(inputs)
-    require_finite(outputs)
-    if call.classify is not None:
-        recorder.predicted(model.labels, call.classify(outputs, model))
-    return call.encode(outputs, context, model)
+    loaded = runtime.registry.resolve(call.model, call.version)
+    version = loaded.version
+    assert version is not None  # a ready version is described
+    loaded.begin()
+    try:
+        batcher = (
+            loaded.batchers.get(call.signature)
+            or loaded.batchers[version.view(call.signature or version.default_signature).name]
+        )
+        batcher.refuse_if_full()  # shed load before reading a body that could not queue
+        body = await read_body(request, limits)
+        # Counted against the queue only while decoding: a request still sending its body
+        # holds no item (thousands of stalled uploads once locked a model out).
+        with batcher.arriving():
+            decoded = await call.decode(request, body, version, limits)
+        outputs = await loaded.batchers[decoded.signature].infer(decoded.feed)
+        require_finite(outputs)
+        answer = version.views[decoded.signature].answer
+        classes = answer.classes(outputs, version)
+        if classes is not None:
+            recorder.predicted(version.labels, classes)
+        return call.encode(outputs, decoded.context, version, decoded.signature)
+    finally:
+        loaded.end()
 
 
-def require_finite(outputs: np.ndarray) -> None:
+def require_finite(outputs: Outputs) -> None:
     """An answer is finite or it is not given: an input that passed validation but drives
     the model to overflow (huge but finite numbers) is refused, naming the item."""
-    if outputs.dtype.kind != "f" or np.isfinite(outputs.sum(dtype=np.float64)):
-        return
-    finite = np.isfinite(outputs.reshape(len(outputs), -1)).all(axis=1)
-    raise RequestError(
-        "no_finite_answer",
-        "the model gives no finite answer for this input",
-        field="inputs",
-        item=int(np.argmin(finite)),
-        expected="inputs within the range the model was trained on (see GET /models)",
-    )
-
-
-def require_version(model: ServedModel, version: int | None) -> None:
-    """A 404 unless no version is asked for or it is the one ``model`` serves."""
-    if version is not None and model.version is not None and version != model.version:
-        raise NotFound(
-            "unknown_version",
-            f"version {version} of model {model.name!r} is not served",
-            field="version",
-            expected=str(model.version),
+    for name, value in outputs.items():
+        if value.dtype.kind != "f" or np.isfinite(value.sum(dtype=np.float64)):
+            continue
+        finite = np.isfinite(value.reshape(len(value), -1)).all(axis=1)
+        if finite.all():
+            continue  # the float64 sum overflowed; every value is finite
+        raise RequestError(
+            "no_finite_answer",
+            f"the model gives no finite {name!r} for this input",
+            field="inputs",
+            item=int(np.argmin(finite)),
+            expected="inputs within the range the model was trained on (see GET /models)",
         )

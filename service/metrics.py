@@ -68,7 +68,14 @@ class Metrics:
         )
         self.validation_errors = Counter(
             "validation_errors",
-            "Requests refused with a 4xx, by reason",
+            "Requests refused with a 4xx (the client's fault), by reason",
+            ["model", "endpoint", "reason"],
+            namespace=namespace,
+        )
+        self.shed = Counter(
+            "requests_shed",
+            "Requests refused with a 5xx before running (overloaded, model loading or "
+            "unavailable, timed out), by reason",
             ["model", "endpoint", "reason"],
             namespace=namespace,
         )
@@ -93,9 +100,22 @@ class Metrics:
             namespace=namespace,
             multiprocess_mode="liveall",
         )
+        self.model_events = Counter(
+            "model_events",
+            "Model versions loaded, unloaded, or refused at load (event label)",
+            ["model", "event"],
+            namespace=namespace,
+        )
+        self.model_load_seconds = Histogram(
+            "model_load_seconds",
+            "Time to verify, load and warm up one model version",
+            ["model"],
+            namespace=namespace,
+            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100),
+        )
         self.model_ready = Gauge(
             "model_ready",
-            "1 when the model is loaded and warmed up, 0 otherwise",
+            "1 when a version of the model is loaded, warmed up and serving, 0 otherwise",
             ["model"],
             namespace=namespace,
             multiprocess_mode="liveall",
@@ -152,8 +172,9 @@ class EndpointMetrics:
             )
         counter.inc()
 
-    def refused(self, reason: str) -> None:
-        self._metrics.validation_errors.labels(self._model, self._path, reason).inc()
+    def refused(self, reason: str, status: int = 422) -> None:
+        counter = self._metrics.shed if status >= 500 else self._metrics.validation_errors
+        counter.labels(self._model, self._path, reason).inc()
 
     def predicted(self, labels: Sequence[str], indices: np.ndarray) -> None:
         counts = np.bincount(indices, minlength=len(labels))

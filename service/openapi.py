@@ -1,18 +1,30 @@
-"""OpenAPI descriptions of the model endpoints (shown on the service's page at ``/``).
+"""The OpenAPI document, written from the route table and the models being served.
 
-The handlers read raw bodies for speed, so their request and response schemas are written
-here by hand, next to nothing else.
+Each route carries its operation here (summary, errors, the protocol's body schema). Paths
+with ``{name}`` list the names served now; the native routes are written out per model and
+signature, with the request and answer schemas of its interface (``service.interfaces``), so
+a client (or a fuzzer) sees exactly what each model takes. Regenerated on every request to
+``/docs.json``: models come and go while the service runs.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib.metadata
+from typing import TYPE_CHECKING, Any
 
-from modelspec.flowers import IMAGE_SIZE as _FLOWER
+if TYPE_CHECKING:
+    from service.inference import Runtime
+    from service.routing import RouteTable
+
+TITLE = "Keras model serving"
+DESCRIPTION = """Every model of the repository, served over HTTP with adaptive batching:
+native endpoints, the Open Inference Protocol (V2: KServe, Triton clients) and TensorFlow
+Serving's REST API on one port. `GET /models` describes each model (signatures, labels,
+metrics, versions) and links its model card."""
 
 _ERROR = {
     "type": "object",
-    "required": ["error", "code"],
+    "required": ["error"],
     "properties": {
         "error": {"type": "string", "description": "what was wrong, for people"},
         "code": {"type": "string", "description": "stable reason, e.g. invalid_shape"},
@@ -21,264 +33,310 @@ _ERROR = {
         "expected": {"type": "string", "description": "what would have been accepted"},
     },
 }
+_STATUS_TEXT = {
+    400: "Invalid request (body, parameters or tensors)",
+    401: "Missing or wrong bearer token",
+    403: "The repository API is off (no token configured)",
+    404: "Unknown model, version, signature or route",
+    405: "Method not allowed here",
+    406: "Cannot answer in the Accept type",
+    408: "The body did not arrive in time",
+    413: "Body, image, pixels or batch over its limit",
+    415: "Wrong content type, or not a PNG/JPEG image",
+    422: "Wrong shape, type, range or values",
+    503: "Model loading, unavailable, or the service overloaded (Retry-After)",
+    504: "No answer within the request timeout",
+}
+_LOOKUP = (400, 404, 503)
+_INFER = (400, 404, 406, 408, 413, 415, 422, 503, 504)
+_PROTOCOL = (400, 404, 408, 413, 503, 504)
+_ADMIN = (400, 401, 403, 404, 408, 413)
 
 
-def _error_responses(statuses: list[tuple[int, str]]) -> dict[str, Any]:
+def _errors(statuses: tuple[int, ...]) -> dict[str, Any]:
     return {
-        str(status): {"description": text, "content": {"application/json": {"schema": _ERROR}}}
-        for status, text in statuses
-    }
-
-
-_ERRORS = _error_responses(
-    [
-        (400, "Body is not JSON/multipart"),
-        (404, "Unknown model"),
-        (406, "Cannot answer in the Accept type"),
-        (413, "Body, image or batch over its limit"),
-        (415, "Wrong content type or not an image"),
-        (422, "Wrong shape, type, range or values"),
-        (503, "Model loading, refused or overloaded (Retry-After)"),
-    ]
-)
-
-
-def _tensor(description: str) -> dict[str, Any]:
-    return {
-        "schema": {
-            "type": "object",
-            "required": ["inputs"],
-            "additionalProperties": False,
-            "properties": {"inputs": {"type": "array", "description": description}},
+        str(s): {
+            "description": _STATUS_TEXT[s],
+            "content": {"application/json": {"schema": _ERROR}},
         }
+        for s in statuses
     }
 
 
-_IMAGES = {
-    "multipart/form-data": {
-        "schema": {
-            "type": "object",
-            "properties": {
-                "image": {
-                    "type": "array",
-                    "items": {"type": "string", "format": "binary"},
-                    "description": "one or more PNG/JPEG files (any field name)",
-                }
-            },
-        }
-    },
-    "image/png": {"schema": {"type": "string", "format": "binary"}},
-    "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-}
-_DIGIT_TENSOR = "(N, 28, 28) or (N, 784) floats in [0, 1], or one (28, 28) / (784,) image"
-_INVERT = {
-    "name": "invert",
-    "in": "query",
-    "schema": {"type": "string", "enum": ["auto", "true", "false"], "default": "auto"},
-    "description": "images only: true for dark-on-light, false for MNIST style, auto decides",
-}
-_FORMAT = {
-    "name": "format",
-    "in": "query",
-    "schema": {"type": "string", "enum": ["tensor", "png"]},
-    "description": "tensor (JSON, default) or png; 'Accept: image/png' also asks for PNG",
-}
-_TOP_K = {
-    "name": "top_k",
-    "in": "query",
-    "schema": {"type": "integer", "minimum": 1, "default": 3},
-    "description": "how many labels to return per image",
-}
+def _ok(description: str, schema: dict[str, Any] | None = None, kind: str = "application/json"):
+    return {"description": description, "content": {kind: {"schema": schema or {"type": "object"}}}}
 
 
-def _json_body(content: dict[str, Any]) -> dict[str, Any]:
-    return {"required": True, "content": content}
+def operation(
+    summary: str,
+    errors: tuple[int, ...] = (),
+    ok: dict[str, Any] | None = None,
+    body: dict[str, Any] | None = None,
+    description: str | None = None,
+    query: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    found: dict[str, Any] = {
+        "summary": summary,
+        "responses": {"200": ok or _ok("OK"), **_errors(errors)},
+    }
+    if description:
+        found["description"] = description
+    if body is not None:
+        found["requestBody"] = {"required": True, "content": body}
+    if query:
+        found["parameters"] = query
+    return found
 
 
-def _ok(schema: dict[str, Any], png: bool = False) -> dict[str, Any]:
-    content: dict[str, Any] = {"application/json": {"schema": schema}}
-    if png:
-        content["image/png"] = {"schema": {"type": "string", "format": "binary"}}
-    return {"200": {"description": "OK", "content": content}, **_ERRORS}
-
-
-def _envelope(**properties: Any) -> dict[str, Any]:
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {
-        "type": "object",
-        "properties": {"model": {"type": "string"}, "version": {"type": "integer"}, **properties},
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
     }
 
 
-_FLOATS = {"type": "array", "items": {"type": "number"}}
-
-
-def _list_of(**properties: Any) -> dict[str, Any]:
-    return {"type": "array", "items": {"type": "object", "properties": properties}}
-
-
-_MATRIX = {"type": "array", "items": _FLOATS}
-_RECORD = {
-    "type": "object",
-    "description": "the raw bank-full.csv columns (all 16, no others)",
-    "additionalProperties": {"oneOf": [{"type": "string"}, {"type": "number"}]},
-}
-_RECONSTRUCTIONS = _envelope(
-    reconstructions={**_MATRIX, "description": "(N, 784) in [0, 1]"},
-    images={"type": "array", "items": {"type": "string"}, "description": "base64 PNGs"},
+_VERSION_QUERY = _query(
+    "version", {"type": "string", "pattern": "^[0-9]+$"}, "a served version (default: latest)"
 )
-
-OPERATIONS: dict[str, dict[str, Any]] = {
-    "/digits/predict": {
-        "parameters": [_INVERT],
-        "requestBody": _json_body({**_IMAGES, "application/json": _tensor(_DIGIT_TENSOR)}),
-        "responses": _ok(
-            _envelope(predictions=_list_of(digit={"type": "integer"}, probabilities=_FLOATS))
-        ),
-    },
-    "/flowers/predict": {
-        "parameters": [_TOP_K],
-        "requestBody": _json_body(
-            {**_IMAGES, "application/json": _tensor(f"(N, {_FLOWER}, {_FLOWER}, 3) in [0, 255]")}
-        ),
-        "responses": _ok(
-            _envelope(
-                predictions=_list_of(
-                    label={"type": "string"},
-                    top=_list_of(label={"type": "string"}, probability={"type": "number"}),
-                )
-            )
-        ),
-    },
-    "/bank/predict": {
-        "requestBody": _json_body(
-            {
-                "application/json": {
-                    "schema": {
-                        "oneOf": [
-                            _RECORD,
-                            {"type": "array", "items": _RECORD},
-                            {
-                                "type": "object",
-                                "required": ["records"],
-                                "properties": {"records": {"type": "array", "items": _RECORD}},
-                            },
-                        ]
-                    }
-                }
-            }
-        ),
-        "responses": _ok(
-            _envelope(
-                threshold={"type": "number"},
-                predictions=_list_of(
-                    probability={"type": "number"},
-                    subscribe={"type": "boolean"},
-                    label={"type": "string", "enum": ["no", "yes"]},
-                ),
-            )
-        ),
-    },
-    "/autoencoder/encode": {
-        "parameters": [_INVERT],
-        "requestBody": _json_body({**_IMAGES, "application/json": _tensor(_DIGIT_TENSOR)}),
-        "responses": _ok(_envelope(codes={**_MATRIX, "description": "(N, 16)"})),
-    },
-    "/autoencoder/reconstruct": {
-        "parameters": [_INVERT, _FORMAT],
-        "requestBody": _json_body({**_IMAGES, "application/json": _tensor(_DIGIT_TENSOR)}),
-        "responses": _ok(_RECONSTRUCTIONS, png=True),
-    },
-    "/autoencoder/decode": {
-        "parameters": [_FORMAT],
-        "requestBody": _json_body(
-            {"application/json": _tensor("(N, 16) finite floats, or one (16,) code")}
-        ),
-        "responses": _ok(_RECONSTRUCTIONS, png=True),
-    },
-}
-
-DESCRIPTIONS = {
-    "/digits/predict": "PNG/JPEG uploads of any size (normalised the MNIST way) or a JSON "
-    "tensor; returns each item's digit and its 10 probabilities.",
-    "/flowers/predict": f"JPEG/PNG photos (upright, centre-cropped, resized to {_FLOWER}x"
-    f"{_FLOWER}); returns the top-k labels with probabilities.",
-    "/bank/predict": "Raw bank-full.csv records; returns the subscription probability and the "
-    "decision at the threshold stored with the model.",
-    "/autoencoder/encode": "Digit image(s) or tensor -> the 16-float code.",
-    "/autoencoder/reconstruct": "Digit image(s) or tensor -> the reconstruction.",
-    "/autoencoder/decode": "16-float code(s) -> the decoded digit.",
-}
-
+_JSON_ANY = {"application/json": {"schema": {"type": "object"}}}
 _V2_TENSOR = {
     "type": "object",
     "required": ["name", "shape", "datatype"],
     "properties": {
         "name": {"type": "string"},
         "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-        "datatype": {"type": "string", "description": "FP32, INT64, BYTES, ..."},
+        "datatype": {"type": "string", "description": "FP32, INT64, BOOL, BYTES..."},
         "parameters": {"type": "object"},
         "data": {"type": "array", "description": "flat or nested; BYTES as strings"},
     },
 }
-# Beside the protocol routers' own 400/404/503 (LOOKUP_ERRORS below).
-_PROTOCOL_ERRORS = _error_responses([(413, "Body or batch over its limit")])
-V2_INFER = {
-    "requestBody": _json_body(
-        {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["inputs"],
-                    "properties": {
-                        "id": {"type": "string"},
-                        "parameters": {"type": "object"},
-                        "inputs": {"type": "array", "items": _V2_TENSOR},
-                        "outputs": {"type": "array", "items": {"type": "object"}},
-                    },
-                }
-            },
-            "application/octet-stream": {
-                "schema": {"type": "string", "format": "binary"},
-                "description": "binary tensor data extension: JSON header, then tensor bytes",
-            },
-        }
-    ),
-    "responses": {
-        "200": {
-            "description": "Outputs as V2 tensors (binary after the JSON header if asked)",
-            "content": {"application/json": {"schema": {"type": "object"}}},
+
+# -- each route's operation ---------------------------------------------------------------
+
+DOCUMENT = operation("This document (OpenAPI 3)")
+LIST_MODELS = operation(
+    "Every model: state, versions, signatures, interfaces, labels, metrics, batching"
+)
+DESCRIBE_MODEL = operation("One model's description", (404,))
+CARD = operation(
+    "A served version's model card (Markdown)",
+    (404,),
+    _ok("The card", {"type": "string"}, "text/markdown"),
+)
+MODEL_FILE = operation(
+    "A file of a served version's card (its plots)",
+    (404,),
+    _ok("A PNG plot", {"type": "string", "format": "binary"}, "image/png"),
+)
+TENSOR_PREDICT = operation(
+    "Any signature of any model: JSON tensors in, JSON tensors out",
+    _INFER,
+    body=_JSON_ANY,
+    query=[_VERSION_QUERY, _query("signature", {"type": "string"}, "default: the first")],
+)
+RICH = operation("A signature's native endpoint", _INFER)  # written out per model below
+V2_SERVER = operation("Server metadata and the protocol extensions it supports")
+V2_LIVE = operation("The server is running")
+V2_READY = operation("Every model is loaded and warmed up", (503,))
+V2_METADATA = operation("Model metadata: versions, platform, input and output tensors", _LOOKUP)
+V2_MODEL_READY = operation("The model (or version) can take requests", _LOOKUP)
+V2_CONFIG = operation("Triton-style model configuration", _LOOKUP)
+V2_INFER = operation(
+    "Run a model on V2 tensors (JSON, or binary after the JSON header)",
+    _PROTOCOL,
+    _ok("Outputs as V2 tensors (binary after the JSON header if asked)"),
+    {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["inputs"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "parameters": {"type": "object"},
+                    "inputs": {"type": "array", "items": _V2_TENSOR},
+                    "outputs": {"type": "array", "items": {"type": "object"}},
+                },
+            }
         },
-        **_PROTOCOL_ERRORS,
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
     },
-}
-TF_PREDICT = {
-    "requestBody": _json_body(
-        {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "signature_name": {"type": "string"},
-                        "instances": {"type": "array", "description": "row format"},
-                        "inputs": {"description": "columnar format"},
-                    },
-                }
+)
+_ADMIN_BODY = {"application/json": {"schema": {"type": "object"}}}
+ADMIN_INDEX = operation(
+    "Every model and version of the repository, with its state",
+    _ADMIN,
+    _ok("A list of {name, version, state, reason}", {"type": "array"}),
+    description="Needs `Authorization: Bearer <SERVING_ADMIN_TOKEN>`.",
+)
+ADMIN_LOAD = operation(
+    "Load (or reload) a model's versions now",
+    _ADMIN,
+    description="Needs `Authorization: Bearer <SERVING_ADMIN_TOKEN>`.",
+)
+ADMIN_UNLOAD = operation(
+    "Stop serving a model (requests in progress finish)",
+    _ADMIN,
+    description="Needs `Authorization: Bearer <SERVING_ADMIN_TOKEN>`.",
+)
+TF_STATUS = operation("Model status: every version's state (TF Serving)", _LOOKUP)
+TF_METADATA = operation("Signature definitions (TF Serving)", _LOOKUP)
+TF_PREDICT = operation(
+    "Predict: row (instances) or columnar (inputs) format",
+    _PROTOCOL,
+    _ok("predictions (row format) or outputs (columnar format)"),
+    {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "signature_name": {"type": "string"},
+                    "instances": {"type": "array", "description": "row format"},
+                    "inputs": {"description": "columnar format"},
+                },
             }
         }
-    ),
-    "responses": {
-        "200": {
-            "description": "predictions (row format) or outputs (columnar format)",
-            "content": {"application/json": {"schema": {"type": "object"}}},
-        },
-        **_PROTOCOL_ERRORS,
     },
+)
+_TEXT = {"type": "string"}
+_BENTOML = {
+    "/livez": (
+        "get",
+        operation("The process is alive (BentoML)", ok=_ok("OK", _TEXT, "text/plain")),
+    ),
+    "/readyz": (
+        "get",
+        {
+            **operation("Every model is ready (BentoML)", ok=_ok("OK", _TEXT, "text/plain")),
+            "responses": {
+                "200": _ok("Ready", _TEXT, "text/plain"),
+                "503": {
+                    "description": "Not ready: each model's reason",
+                    "content": {
+                        "text/plain": {"schema": _TEXT},
+                        "application/json": {"schema": {}},
+                    },
+                },
+            },
+        },
+    ),
+    "/metrics": (
+        "get",
+        operation(
+            "Prometheus metrics", ok=_ok("Prometheus text", {"type": "string"}, "text/plain")
+        ),
+    ),
 }
 
-LOOKUP_ERRORS = _error_responses(
-    [
-        (400, "Invalid request"),
-        (404, "Unknown model or version"),
-        (503, "Not ready yet, or refused at load"),
-    ]
-)
+# -- the document -------------------------------------------------------------------------
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("keras-model-serving")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+source"
+
+
+def _path_parameters(template: str, names: dict[str, list[str]]) -> list[dict[str, Any]]:
+    found = []
+    for name in ("name", "version", "signature", "file"):
+        if "{" + name + "}" not in template:
+            continue
+        schema: dict[str, Any] = {"type": "string"}
+        if name == "version":
+            schema["pattern"] = "^[0-9]+$"
+        elif names.get(name):
+            schema["enum"] = names[name]
+        found.append({"name": name, "in": "path", "required": True, "schema": schema})
+    return found
+
+
+def _native_operations(runtime: Runtime) -> dict[str, dict[str, Any]]:
+    """``/{model}/{signature}`` for every rich signature of every served model's latest
+    version, with its interface's schemas and options."""
+    paths: dict[str, dict[str, Any]] = {}
+    for model in sorted(runtime.registry.models.values(), key=lambda m: m.name):
+        latest = model.latest()
+        if latest is None or latest.version is None:
+            continue
+        version = latest.version
+        for name, view in version.views.items():
+            if not view.rich:
+                continue
+            query = [
+                _VERSION_QUERY,
+                *_OPTIONS.get(view.kind.name, []),
+                *_OPTIONS.get(view.answer.name, []),
+            ]
+            paths[f"/{model.name}/{name}"] = {
+                "post": {
+                    **operation(
+                        f"{model.name}: {name} ({view.answer.summary})",
+                        _INFER,
+                        _ok("OK", view.answer.native_response(version, name)),
+                        view.kind.native_request(version, name),
+                        description=f"Takes {view.kind.summary}; answers {view.answer.summary}.",
+                        query=query,
+                    ),
+                    "tags": [model.name],
+                }
+            }
+    return paths
+
+
+_OPTIONS = {
+    "mnist_image": [
+        _query(
+            "invert",
+            {"type": "string", "enum": ["auto", "true", "false"], "default": "auto"},
+            "images only: true for dark-on-light, false for MNIST style, auto decides",
+        )
+    ],
+    "top_labels": [_query("top_k", {"type": "integer", "minimum": 1}, "labels per item")],
+    "image": [
+        _query(
+            "format",
+            {"type": "string", "enum": ["tensor", "png"]},
+            "tensor (JSON, default) or png; 'Accept: image/png' also asks for PNG",
+        )
+    ],
+}
+
+
+def document(table: RouteTable, runtime: Runtime) -> dict[str, Any]:
+    registry = runtime.registry
+    names = {
+        "name": sorted(registry.models),
+        "signature": sorted(
+            {
+                s
+                for m in registry.models.values()
+                if (v := m.latest()) and v.version
+                for s in v.version.views
+            }
+        ),
+    }
+    v2_names = {**names, "name": sorted(registry.v2_index)}
+    paths: dict[str, dict[str, Any]] = {}
+    for route in table:
+        if route.doc is None or route.template == "/{name}/{signature}":
+            continue
+        for template in route.variants():
+            parameters = _path_parameters(
+                template, v2_names if template.startswith("/v2/models") else names
+            )
+            entry = {**route.doc, "tags": list(route.tags)}
+            if parameters:
+                entry["parameters"] = [*parameters, *entry.get("parameters", [])]
+            paths.setdefault(template, {})[route.method.lower()] = entry
+    paths.update(_native_operations(runtime))
+    for path, (method, entry) in _BENTOML.items():
+        paths[path] = {method: {**entry, "tags": ["health and metrics"]}}
+    return {
+        "openapi": "3.0.2",
+        "info": {"title": TITLE, "version": _version(), "description": DESCRIPTION},
+        "paths": paths,
+    }

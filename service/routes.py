@@ -1,108 +1,123 @@
-"""HTTP routes: the native endpoints as ``Call``s, ``/models``, and the protocol routers.
+"""Every route of the service, declared once: one table serves the requests (``service.app``)
+and writes the OpenAPI document (``service.openapi``).
 
-A FastAPI app (for its OpenAPI page) mounted into the BentoML service; handlers take the raw
-``Request`` and answer with prepared bytes (``inference.handle``), so no per-request model
-validation layer sits on the hot path.
+BentoML keeps ``/livez``, ``/readyz``, ``/metrics`` and its static files; everything else is
+here. ``[...]`` marks an optional part of a path (the version).
 """
 
 from __future__ import annotations
 
-import numpy as np
-from fastapi import FastAPI
-from starlette.requests import Request
-from starlette.responses import Response
+from typing import Any
 
-from service import openapi
-from service.config import Limits
-from service.endpoints import ENDPOINTS, Endpoint, Incoming
-from service.errors import RequestError
-from service.http import RawRequest, json_reply
-from service.inference import Call, error_reply, handle
+from service import admin, native, openapi, page
+from service.errors import NotFound, RequestError
+from service.http import RawRequest, Reply, json_reply
+from service.inference import Runtime, error_reply
+from service.models import READY
 from service.protocols import tfserving, v2
-from service.registry import ServedModel
+from service.protocols.common import version_number
+from service.routing import Route, RouteTable
+
+MODELS, V2, TF, ADMIN, DOCS = (
+    "models",
+    "V2 (KServe / Triton)",
+    "TensorFlow Serving",
+    "model repository (admin)",
+    "documentation",
+)
 
 
-def native_call(path: str, endpoint: Endpoint) -> Call:
-    """A native endpoint as a ``Call``: options checked before any decoding work."""
-
-    async def decode(
-        request: RawRequest, body: bytes, model: ServedModel, limits: Limits
-    ) -> tuple[np.ndarray, Incoming]:
-        incoming = Incoming(
-            body=body,
-            content_type=request.headers.get("content-type", ""),
-            query=request.query,
-            accept=request.headers.get("accept", ""),
-            limits=limits,
-        )
-        endpoint.check(incoming, model)
-        return await endpoint.decode(incoming, model), incoming
-
-    return Call(
-        endpoint.model, endpoint.signature, path, decode, endpoint.encode, endpoint.classify
-    )
+async def list_models(request: RawRequest, runtime: Runtime) -> Reply:
+    models = sorted(runtime.registry.models.values(), key=lambda m: m.name)
+    return json_reply({"models": [m.describe() for m in models]})
 
 
-NATIVE_CALLS: dict[str, Call] = {path: native_call(path, e) for path, e in ENDPOINTS.items()}
+async def describe_model(request: RawRequest, runtime: Runtime, name: str) -> Reply:
+    try:
+        return json_reply(runtime.registry.find(name).describe())
+    except RequestError as error:
+        return error_reply(error)
 
 
-def _route(path: str, call: Call):
-    """The same handler behind FastAPI, for when a request does not take the fast path."""
-
-    async def route(request: Request) -> Response:
-        raw = RawRequest.from_scope(request.scope, request.receive)
-        reply = await handle(raw, call, request.app.state.runtime)
-        return reply.to_response()
-
-    route.__name__ = path.strip("/").replace("/", "_")
-    return route
-
-
-def create_app() -> FastAPI:
-    app = FastAPI(
-        title="Keras model serving",
-        description="Digits, flowers, bank and autoencoder models over HTTP.",
-        docs_url=None,  # BentoML's own page at / shows this app's endpoints
-        redoc_url=None,
-        openapi_url=None,
-    )
-    app.state.runtime = None
-    for path, endpoint in ENDPOINTS.items():
-        app.add_api_route(
-            path,
-            _route(path, NATIVE_CALLS[path]),
-            methods=["POST"],
-            summary=endpoint.summary,
-            description=openapi.DESCRIPTIONS[path],
-            openapi_extra=openapi.OPERATIONS[path],
-            tags=[endpoint.model],
-        )
-
-    @app.get(
-        "/models", summary="Every model: version, schema, labels, metrics, state", tags=["models"]
-    )
-    async def list_models(request: Request) -> Response:
-        registry = request.app.state.runtime.registry
-        return json_reply(
-            {"models": [m.describe() for m in registry.models.values()]}
-        ).to_response()
-
-    @app.get(
-        "/models/{name}",
-        summary="One model's description",
-        tags=["models"],
-        responses=openapi.LOOKUP_ERRORS,
-    )
-    async def describe_model(request: Request, name: str) -> Response:
-        try:
-            model = request.app.state.runtime.registry.find(name)
-        except RequestError as error:
-            return error_reply(error).to_response()
-        return json_reply(model.describe()).to_response()
-
-    app.include_router(v2.router)
-    app.include_router(tfserving.router)
-    return app
+async def model_file(
+    request: RawRequest, runtime: Runtime, name: str, version: str, file: str
+) -> Reply:
+    """A served version's model card or one of its plots: only files its manifest lists."""
+    try:
+        model = runtime.registry.find(name)
+        loaded = model.versions.get(version_number(version) or -1)
+        if loaded is None or loaded.state != READY or loaded.version is None:
+            raise NotFound("unknown_version", f"version {version[:20]!r} is not served")
+        data = loaded.version.card_file(file)
+    except RequestError as error:
+        return error_reply(error)
+    except OSError:
+        return error_reply(NotFound("not_found", "the file left the repository", field="file"))
+    kind = "text/markdown; charset=utf-8" if file.endswith(".md") else "image/png"
+    return Reply(data, media_type=kind)
 
 
-app = create_app()
+async def card(request: RawRequest, runtime: Runtime, name: str, version: str) -> Reply:
+    return await model_file(request, runtime, name, version, "model_card.md")
+
+
+async def document(request: RawRequest, runtime: Runtime) -> Reply:
+    return json_reply(openapi.document(TABLE, runtime))
+
+
+async def index_page(request: RawRequest, runtime: Runtime) -> Reply:
+    return page.reply(runtime)
+
+
+def _known_native(runtime: Runtime, parameters: dict[str, Any]) -> bool:
+    """``/{name}/{signature}`` exists for a served model's rich signature only; any other
+    two-segment path is not ours (BentoML's static files) or not found."""
+    model = runtime.registry.models.get(parameters.get("name", ""))
+    latest = model.latest() if model else None
+    if latest is None or latest.version is None:
+        return model is not None
+    view = latest.version.views.get(parameters.get("signature", ""))
+    return view is not None and view.rich
+
+
+VERSION = "[/versions/{version}]"
+ROUTES = [
+    # -- native --------------------------------------------------------------------------
+    Route("GET", "/", index_page, tags=(DOCS,), doc=None),
+    Route("GET", "/docs.json", document, tags=(DOCS,), doc=openapi.DOCUMENT),
+    Route("GET", "/models", list_models, tags=(MODELS,), doc=openapi.LIST_MODELS),
+    Route("GET", "/models/{name}", describe_model, tags=(MODELS,), doc=openapi.DESCRIBE_MODEL),
+    Route("GET", "/models/{name}/versions/{version}/card", card, tags=(MODELS,),
+          doc=openapi.CARD),
+    Route("GET", "/models/{name}/versions/{version}/files/{file}", model_file, tags=(MODELS,),
+          doc=openapi.MODEL_FILE),
+    Route("POST", "/models/{name}/predict", native.tensors, tags=(MODELS,),
+          doc=openapi.TENSOR_PREDICT, infer=True),
+    Route("POST", "/{name}/{signature}", native.rich, doc=openapi.RICH, infer=True,
+          known=_known_native),
+    # -- Open Inference Protocol (V2) -------------------------------------------------------
+    Route("GET", "/v2", v2.server_metadata, tags=(V2,), doc=openapi.V2_SERVER),
+    Route("GET", "/v2/health/live", v2.server_live, tags=(V2,), doc=openapi.V2_LIVE),
+    Route("GET", "/v2/health/ready", v2.server_ready, tags=(V2,), doc=openapi.V2_READY),
+    Route("GET", "/v2/models/{name}" + VERSION, v2.metadata, tags=(V2,),
+          doc=openapi.V2_METADATA),
+    Route("GET", "/v2/models/{name}" + VERSION + "/ready", v2.ready, tags=(V2,),
+          doc=openapi.V2_MODEL_READY),
+    Route("GET", "/v2/models/{name}" + VERSION + "/config", v2.config, tags=(V2,),
+          doc=openapi.V2_CONFIG),
+    Route("POST", "/v2/models/{name}" + VERSION + "/infer", v2.infer, tags=(V2,),
+          doc=openapi.V2_INFER, infer=True),
+    Route("POST", "/v2/repository/index", admin.index, tags=(ADMIN,), doc=openapi.ADMIN_INDEX),
+    Route("POST", "/v2/repository/models/{name}/load", admin.load, tags=(ADMIN,),
+          doc=openapi.ADMIN_LOAD),
+    Route("POST", "/v2/repository/models/{name}/unload", admin.unload, tags=(ADMIN,),
+          doc=openapi.ADMIN_UNLOAD),
+    # -- TensorFlow Serving REST ------------------------------------------------------------
+    Route("GET", "/v1/models/{name}" + VERSION, tfserving.status, tags=(TF,),
+          doc=openapi.TF_STATUS),
+    Route("GET", "/v1/models/{name}" + VERSION + "/metadata", tfserving.metadata, tags=(TF,),
+          doc=openapi.TF_METADATA),
+    Route("POST", "/v1/models/{name}" + VERSION + ":predict", tfserving.predict, tags=(TF,),
+          doc=openapi.TF_PREDICT, infer=True),
+]  # fmt: skip
+TABLE = RouteTable(ROUTES)

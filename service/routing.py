@@ -3,8 +3,8 @@
 A route is declared once, with its optional parts in brackets: ``/v2/models/{name}
 [/versions/{version}]/infer`` is both the unversioned and the versioned URL. The same
 declaration matches requests (the fast path: one ``re.match`` whatever the number of routes)
-and lists its concrete paths for the OpenAPI document. Parameters match one path segment; a
-parameter followed by ``:`` in the template (TF Serving's ``{name}:predict``) stops there.
+and lists its concrete paths for the OpenAPI document. A parameter is one path segment
+without ``:`` (TF Serving's ``{name}:predict``; model names never hold one).
 """
 
 from __future__ import annotations
@@ -21,14 +21,20 @@ _OPTIONAL = re.compile(r"\[([^\[\]]+)\]")
 
 @dataclass(frozen=True)
 class Route:
-    """``method`` ``template`` -> ``handler(request, **parameters)``; ``doc`` is its OpenAPI
-    operation (summary, parameters, request body, responses), or None to leave it out."""
+    """``method`` ``template`` -> ``handler(request, runtime, **parameters)``.
+
+    ``doc``: its OpenAPI operation (summary, parameters, request body, responses), or None to
+    leave it out; ``infer``: an inference request (counted against the concurrency limit);
+    ``known(runtime, parameters)``: False when the path, though it fits the template, is not
+    this service's (a catch-all template leaves it to BentoML)."""
 
     method: str
     template: str
     handler: Handler
-    doc: dict[str, Any] | None = field(default=None, compare=False)
+    doc: Any = field(default=None, compare=False)
     tags: tuple[str, ...] = ()
+    infer: bool = False
+    known: Callable[[Any, dict[str, str]], bool] | None = field(default=None, compare=False)
 
     def variants(self) -> list[str]:
         """The concrete path templates: every optional part left out, then put in."""
@@ -60,8 +66,7 @@ def _pattern(template: str, prefix: str) -> str:
         elif token == "]":
             out.append(")?")
         else:
-            stop = ":" if template[match.end() : match.end() + 1] == ":" else ""
-            out.append(f"(?P<{prefix}_{match.group(1)}>[^/{stop}]+)")
+            out.append(f"(?P<{prefix}_{match.group(1)}>[^/:]+)")
         position = match.end()
     out.append(re.escape(template[position:]))
     return "".join(out)
@@ -72,6 +77,7 @@ class Match:
     route: Route | None  # None: the path exists, the method does not (405)
     parameters: dict[str, str]
     allowed: tuple[str, ...] = ()
+    any_route: Route | None = None  # a route of this path (its ``known`` decides a 405)
 
 
 class RouteTable:
@@ -104,7 +110,7 @@ class RouteTable:
                 parameters[name] = value
         methods = self._by_method[index]
         route = methods.get(method) or (methods.get("GET") if method == "HEAD" else None)
-        return Match(route, parameters, tuple(sorted(methods)))
+        return Match(route, parameters, tuple(sorted(methods)), next(iter(methods.values())))
 
     def __iter__(self) -> Iterator[Route]:
         return iter(self.routes)

@@ -1,8 +1,9 @@
 """The BentoML service: ``bentoml serve`` (see bentofile.yaml) starts this.
 
-BentoML provides the server, workers, ``/livez``, ``/readyz``, ``/metrics`` and the OpenAPI
-page; the model endpoints live in ``service.routes``, mounted at ``/``. Models load in the
-background after start, so ``/readyz`` can say "not yet" (and why) instead of hanging.
+BentoML provides the server, its workers and graceful shutdown, and ``/livez``, ``/readyz``
+and ``/metrics``; every other route is ``service.app`` (the route table in
+``service.routes``). Each worker loads the models before it accepts a connection, then
+keeps them in step with the repository (``service.models``).
 """
 
 from __future__ import annotations
@@ -16,24 +17,23 @@ import bentoml
 import orjson
 from starlette.exceptions import HTTPException
 
-from service import connection
-from service.config import load_config
-from service.fastpath import FastPathService
+from service import app, connection
+from service.app import AppService
+from service.backends.cpus import available_cpus
+from service.config import settings, unknown_variables
 from service.inference import Runtime
 from service.logs import configure_logging
 from service.metrics import Metrics
-from service.registry import Registry
-from service.routes import app
+from service.models import Registry
 
 logger = logging.getLogger("service")
 connection.install()  # before BentoML starts uvicorn in this process
-
-WORKERS = int(os.environ.get("SERVING_WORKERS", "1"))
+SETTINGS = settings()
 
 
 def settle_garbage_collector() -> None:
-    """Keep the collector off the hot path: everything alive after start-up (BentoML, FastAPI,
-    the models) is frozen out of collection, and young-generation collections run every 50,000
+    """Keep the collector off the hot path: everything alive after start-up (BentoML, the
+    models) is frozen out of collection, and young-generation collections run every 50,000
     allocations instead of 700 (a JSON image alone allocates ~800 objects)."""
     gc.collect()
     gc.freeze()
@@ -41,34 +41,37 @@ def settle_garbage_collector() -> None:
 
 
 @bentoml.service(
-    service_class=FastPathService,
-    name="keras-models",
-    workers=WORKERS,
-    traffic={"timeout": 60, "max_concurrency": int(os.environ.get("SERVING_MAX_CONCURRENCY", 512))},
+    service_class=AppService,
+    name="keras-model-serving",
+    workers=SETTINGS.worker_count(available_cpus()),
+    traffic={"timeout": SETTINGS.request_timeout_s, "max_concurrency": SETTINGS.max_concurrency},
 )
-@bentoml.asgi_app(app, path="/")
 class KerasModels:
-    """Digits, flowers, bank and autoencoder models from the local model repository."""
+    """Every model of the local model repository, over native, V2 and TF Serving routes."""
 
     def __init__(self) -> None:
-        config = load_config()
-        configure_logging(config.log_json)
+        configure_logging(SETTINGS.log_json)
+        for name in unknown_variables(dict(os.environ)):
+            logger.warning("environment variable %s is not a setting; ignored", name)
         metrics = Metrics()
-        connection.limits = config.limits
+        connection.limits = SETTINGS.limits
         connection.on_refusal = metrics.connection_refused
-        self.runtime = Runtime(config, metrics, Registry(config, metrics))
-        app.state.runtime = self.runtime
+        self.runtime = Runtime(SETTINGS, metrics, Registry(SETTINGS, metrics))
+        app.runtime = self.runtime
+        self._polling: asyncio.Task[None] | None = None  # held so the task is not collected
 
     @bentoml.on_startup
     async def load_models(self) -> None:
         """Load and warm every model before this worker accepts a connection (uvicorn waits
         for start-up hooks before it listens). Workers share one listening socket, so a
         worker restarted beside a healthy one takes no request it would have to refuse
-        while loading: a kill -9 under load used to fail ~19% of requests for that reason."""
+        while loading: a kill -9 under load used to fail ~19% of requests for that reason.
+        Then follow the repository: new versions, removed ones, the repository API."""
         registry = self.runtime.registry
-        logger.info("loading models from %s", registry.config.repository.resolve())
-        await asyncio.to_thread(registry.load_all)
+        logger.info("loading models from %s", SETTINGS.repository.resolve())
+        await registry.refresh()
         settle_garbage_collector()
+        self._polling = asyncio.create_task(registry.poll_forever())
 
     async def __is_ready__(self) -> bool:
         registry = self.runtime.registry
@@ -79,4 +82,6 @@ class KerasModels:
 
     @bentoml.on_shutdown
     async def stop(self) -> None:
+        if self._polling is not None:
+            self._polling.cancel()
         self.runtime.registry.close()

@@ -15,7 +15,7 @@ from modelspec.tensors import signatures_from_manifest
 from tests.conftest import run_cli
 from training.export import (
     ParityError,
-    Runtimes,
+    Runner,
     check_parity,
     onnx_runner,
     saved_model_runner,
@@ -34,16 +34,15 @@ def _perturb_largest_weight(path: Path, scale: float) -> None:
     onnx.save(model, str(path))
 
 
-def _runtimes(reference: Path, candidate: Path) -> tuple[Runtimes, dict]:
+def _runtimes(reference: Path, candidate: Path) -> tuple[dict[str, Runner], dict]:
     manifest = read_manifest(reference)
     signatures = signatures_from_manifest(manifest)
-    original = onnx_runner(reference, signatures)  # the verified export stands in for Keras
-    runtimes = Runtimes(
-        keras=original,
-        saved_model=saved_model_runner(candidate / "saved_model", signatures),
-        onnx=onnx_runner(candidate, signatures),
-    )
-    return runtimes, manifest
+    runners = {
+        "keras": onnx_runner(reference, signatures),  # the verified export stands in for Keras
+        "saved_model": saved_model_runner(candidate / "saved_model", signatures),
+        "onnx": onnx_runner(candidate, signatures),
+    }
+    return runners, manifest
 
 
 def test_parity_check_catches_a_perturbed_onnx_weight(

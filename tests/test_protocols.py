@@ -351,7 +351,7 @@ def test_tfserving_errors(client, path: str, body: dict, status: int) -> None:
 def test_models_left_out_of_the_configuration_are_404s(quick_repository, tmp_path) -> None:
     """Protocol lookups of a known model this service was configured not to serve."""
     config = tmp_path / "serving.yaml"
-    config.write_text("models:\n  digits: {}\n")
+    config.write_text("discover: false\nmodels:\n  digits: {}\n")
     env = {"MODEL_REPOSITORY": str(quick_repository), "SERVING_CONFIG": str(config)}
     with Server(env=env) as server, httpx.Client(base_url=server.url, timeout=30) as client:
         server.wait_until("/readyz")

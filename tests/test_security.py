@@ -1,6 +1,7 @@
 """Security properties of the serving code that a reviewer would otherwise check by eye: no
 code-executing deserialisation anywhere in the service, and request-supplied model names
-never reach the filesystem (the registry is keyed by configured names only)."""
+never reach the filesystem (the registry is keyed by the names it found in the repository,
+and a model's files are looked up by their names in its manifest)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ def test_no_code_executing_formats_or_dynamic_code_in_the_service() -> None:
             if isinstance(node, ast.Call):
                 func = node.func
                 name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
-                if name in FORBIDDEN_CALLS:
+                builtin = isinstance(func, ast.Name) or ast.unparse(func).startswith("builtins.")
+                if name in FORBIDDEN_CALLS and builtin:  # re.compile is fine, compile() is not
                     problems.append(f"{path.name}:{node.lineno} calls {name}")
                 if name == "load" and ast.unparse(func) in ("yaml.load", "np.load", "numpy.load"):
                     problems.append(f"{path.name}:{node.lineno} {ast.unparse(func)}")
@@ -47,9 +49,10 @@ def test_request_paths_never_build_filesystem_paths() -> None:
     request_facing = [
         p
         for p in SERVING_CODE
-        if p.parent.name in ("protocols", "inputs") or p.name in ("routes.py", "inference.py")
+        if p.parent.name in ("protocols", "inputs", "interfaces")
+        or p.name in ("routes.py", "inference.py", "app.py", "native.py", "admin.py", "routing.py")
     ]
-    assert len(request_facing) >= 8
+    assert len(request_facing) >= 16
     problems = []
     for path in request_facing:
         for node in ast.walk(_tree(path)):

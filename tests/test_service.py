@@ -446,7 +446,7 @@ def test_corrupted_model_is_refused_and_others_serve(quick_repository, tmp_path,
             assert answer.status_code == 200 and answer.headers["x-request-id"] == "rid-42"
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     assert any(
-        "model digits refused" in line["message"] and "sha256 mismatch" in line["message"]
+        "model digits version 1 refused" in line["message"] and "sha256 mismatch" in line["message"]
         for line in lines
     )
     access = [line for line in lines if line.get("request_id") == "rid-42"]

@@ -7,53 +7,90 @@ from pathlib import Path
 
 import pytest
 
-from service.config import ConfigError, load_config
+from service.config import ConfigError, load_config, unknown_variables
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_defaults_serve_all_four_models() -> None:
+def test_defaults_serve_every_model_of_the_repository() -> None:
     config = load_config({})
-    assert [m.name for m in config.models] == ["digits", "flowers", "bank", "autoencoder"]
+    assert config.discover and config.models == {} and config.repository == Path("models")
     assert config.backend == "onnx" and config.provider == "auto" and not config.tf32
-    assert config.model("flowers").batching.offload
-    assert not config.model("digits").batching.offload
+    digits = config.model("digits")  # any name gets the defaults
+    assert digits.batching.offload is None  # decided from the warm-up
+    assert digits.version_policy.choose([1, 2, 3]) == {3}
+    assert config.poll_interval == 10 and config.admin_token is None
+    assert config.limits.body_timeout_s == 30 and config.limits.max_connections == 4096
 
 
 def test_yaml_then_environment(tmp_path: Path) -> None:
     path = tmp_path / "serving.yaml"
     path.write_text(
         "backend: saved_model\n"
-        "limits: {max_items_per_request: 8}\n"
+        "limits: {max_items_per_request: 8, body_timeout_s: 5}\n"
         "models:\n"
         "  digits: {version: 3, batching: {max_batch_size: 16, max_wait_ms: 1}}\n"
-        "  bank: {}\n"
+        "  bank: {version_policy: {latest: 2}}\n"
     )
-    config = load_config({"SERVING_CONFIG": str(path), "SERVING_BATCHING": "0"})
+    env = {"SERVING_CONFIG": str(path), "SERVING_BATCHING": "0", "SERVING_BODY_TIMEOUT_S": "2"}
+    config = load_config(env)
     assert config.backend == "saved_model"
-    assert [m.name for m in config.models] == ["digits", "bank"]
+    assert sorted(config.models) == ["bank", "digits"]
     digits = config.model("digits")
-    assert digits.version == 3 and digits.batching.max_batch_size == 16
-    assert not digits.batching.enabled
+    assert digits.version_policy.choose([1, 2, 3, 4]) == {3}  # the older pin form
+    assert digits.batching.max_batch_size == 16 and not digits.batching.enabled
+    assert config.model("bank").version_policy.choose([1, 2, 3]) == {2, 3}
     assert config.limits.max_items_per_request == 8
+    assert config.limits.body_timeout_s == 2  # the variable beats the file
     assert load_config({"SERVING_CONFIG": str(path), "SERVING_BACKEND": "onnx"}).backend == "onnx"
 
 
+def test_every_setting_from_the_environment() -> None:
+    config = load_config(
+        {
+            "MODEL_REPOSITORY": "/srv/models",
+            "SERVING_WORKERS": "auto",
+            "SERVING_MAX_CONCURRENCY": "64",
+            "SERVING_POLL_INTERVAL": "0",
+            "SERVING_ADMIN_TOKEN": "s3cret",
+            "SERVING_REQUEST_TIMEOUT_S": "5",
+            "SERVING_GRPC_PORT": "0",
+        }
+    )
+    assert config.repository == Path("/srv/models") and config.worker_count(6) == 6
+    assert config.max_concurrency == 64 and config.poll_interval == 0
+    assert config.admin_token.get_secret_value() == "s3cret" and "s3cret" not in repr(config)
+    assert config.request_timeout_s == 5 and config.grpc_port == 0
+    assert unknown_variables({"SERVING_WORKRES": "2", "SERVING_WORKERS": "2"}) == [
+        "SERVING_WORKRES"
+    ]
+
+
 @pytest.mark.parametrize(
-    "text",
+    ("text", "named"),
     [
-        "backend: torch\n",
-        "provider: rocm\n",
-        "models: {resnet: {}}\n",
-        "models: {digits: {batching: {max_batch: 3}}}\n",
-        "models: {digits: {batching: {max_batch_size: 0}}}\n",
+        ("backend: torch\n", "backend"),
+        ("provider: rocm\n", "provider"),
+        ("batchnig: false\n", "batchnig"),  # unknown keys are refused, not ignored
+        ("models: {digits: {batching: {max_batch: 3}}}\n", "max_batch"),
+        ("models: {digits: {batching: {max_batch_size: 0}}}\n", "max_batch_size"),
+        ("models: {digits: {version_policy: {latest: 1, all: true}}}\n", "version_policy"),
+        ("limits: {body_timeout: 3}\n", "body_timeout"),
+        ("- a list\n", "mapping"),
     ],
 )
-def test_bad_configuration_is_refused(tmp_path: Path, text: str) -> None:
+def test_bad_configuration_is_refused_naming_the_key(tmp_path: Path, text: str, named: str) -> None:
     path = tmp_path / "serving.yaml"
     path.write_text(text)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=named):
         load_config({"SERVING_CONFIG": str(path)})
+
+
+def test_bad_environment_values_are_refused() -> None:
+    with pytest.raises(ConfigError, match="workers"):
+        load_config({"SERVING_WORKERS": "many"})
+    with pytest.raises(ConfigError, match="max_connections"):
+        load_config({"SERVING_MAX_CONNECTIONS": "0"})
 
 
 def _requirements(name: str) -> set[str]:

@@ -48,6 +48,33 @@ def latency_table(latency: dict[str, dict[str, Any]]) -> str:
     )
 
 
+_RUNTIMES = {
+    "keras": "Keras",
+    "saved_model": "SavedModel",
+    "onnx": "ONNX Runtime",
+    "onnx_reference": "ONNX reference",
+}
+
+
+def parity_text(parity: dict[str, Any]) -> str:
+    """Which runtimes agreed, on what inputs, within what tolerance, and by how much."""
+    reference = parity.get("reference", "keras")
+    compared = {b for r in parity["signatures"].values() for b in r["max_abs_diff"]}
+    names = ", ".join(_RUNTIMES.get(b, b) for b in [reference, *sorted(compared)])
+    relative = parity.get("relative_tolerance") or 0
+    bound = f"{parity['tolerance']}" + (f" + {relative} x |value|" if relative else "")
+    lines = [
+        f"{names} on {parity['input_source']}; tolerance {bound}: "
+        f"**{'passed' if parity['passed'] else 'FAILED'}**."
+    ]
+    for name, r in parity["signatures"].items():
+        diffs = ", ".join(
+            f"{_RUNTIMES.get(b, b)} {d:.2e}" for b, d in sorted(r["max_abs_diff"].items())
+        )
+        lines.append(f"- `{name}`: {r['inputs']} inputs, max |diff| {diffs}")
+    return "\n".join(lines)
+
+
 def _tensor(t: dict[str, Any]) -> str:
     return f"{t['name']} {t['shape']} {t['dtype']}"
 
@@ -69,11 +96,7 @@ def render(
     training = manifest["training"]
     parity = manifest["parity"]
     signatures = "\n".join(_signature_line(name, s) for name, s in manifest["signatures"].items())
-    parity_lines = "\n".join(
-        f"- `{name}`: {r['inputs']} inputs, max |diff| SavedModel "
-        f"{r['max_abs_diff']['saved_model']:.2e}, ONNX {r['max_abs_diff']['onnx']:.2e}"
-        for name, r in parity["signatures"].items()
-    )
+    parity_lines = parity_text(parity)
     parts = [
         f"# Model card: {title}",
         f"`{manifest['name']}` version {manifest['version']}, created {manifest['created_at']}, "
@@ -96,11 +119,27 @@ def render(
     if manifest.get("latency"):
         parts.append("## CPU latency\n" + latency_table(manifest["latency"]))
     parts.append("## Plots\n" + "\n\n".join(f"### {c}\n![{c}]({f})" for c, f in figures))
-    parts.append(
-        f"## Export parity\nKeras, the SavedModel and ONNX Runtime on {parity['input_source']}; "
-        f"tolerance {parity['tolerance']}: **{'passed' if parity['passed'] else 'FAILED'}**.\n"
-        + parity_lines
-    )
+    parts.append("## Export parity\n" + parity_lines)
     if notes:
         parts.append("## Caveats\n" + "\n".join(f"- {n}" for n in notes))
+    return "\n\n".join(parts) + "\n"
+
+
+def render_user(manifest: dict[str, Any]) -> str:
+    """The short card of a model the project did not train: what it is, how to call it, how
+    its export was checked. There are no metrics to report."""
+    source = manifest["source"]
+    signatures = "\n".join(_signature_line(n, s) for n, s in manifest["signatures"].items())
+    parts = [
+        f"# Model card: {manifest['title']}",
+        f"`{manifest['name']}` version {manifest['version']}, created {manifest['created_at']}. "
+        f"**User-supplied**: exported from `{source['path']}` ({source['format']}); no training "
+        "metrics, no test split and no intended use are known to this project.",
+        "## Interface\n" + signatures,
+        "## Export parity\n" + parity_text(manifest["parity"]),
+    ]
+    if manifest.get("latency"):
+        parts.append("## CPU latency\n" + latency_table(manifest["latency"]))
+    if manifest.get("notes"):
+        parts.append("## Notes\n" + "\n".join(f"- {n}" for n in manifest["notes"]))
     return "\n\n".join(parts) + "\n"

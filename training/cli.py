@@ -1,4 +1,11 @@
-"""``python -m training``: train, export and evaluate the served models."""
+"""``python -m training`` (or ``kms-train``): train, export and evaluate models.
+
+    train {digits,flowers,bank,autoencoder,all}  the seed models, on their real datasets
+    export --model PATH [--name NAME]            any Keras file, SavedModel or ONNX file
+    evaluate                                     re-check published models on their test split
+
+Every subcommand takes ``--repository`` (``--out`` is the same) and ``--log-json``.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +15,12 @@ import logging
 import os
 import signal
 import sys
+import time
+import zipfile
 from pathlib import Path
 
 from modelspec import MODEL_NAMES
+from modelspec.repository import MANIFEST
 from training.errors import TrainingError
 
 DEFAULT_REPOSITORY_ENV = "MODEL_REPOSITORY"
@@ -21,22 +31,42 @@ def default_repository() -> str:
     return os.environ.get(DEFAULT_REPOSITORY_ENV, "models")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
-    parser.add_argument("--log-json", action="store_true", help="log as JSON lines")
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    train = commands.add_parser("train", help="train, export and publish models")
-    train.add_argument("model", choices=[*MODEL_NAMES, "all"])
-    train.add_argument(
-        "--data-dir",
-        help="datasets folder (default: $TRAINING_DATA_DIR, then "
-        "a per-user cache filled by downloads)",
-    )
-    train.add_argument(
+def _common(parser: argparse.ArgumentParser) -> None:
+    """Options every subcommand takes, before or after its name."""
+    parser.add_argument(
+        "--repository",
         "--out",
+        dest="repository",
         default=default_repository(),
         help="model repository (default: $MODEL_REPOSITORY or ./models)",
+    )
+    # SUPPRESS: given here or before the subcommand, it counts (a subcommand default would
+    # otherwise overwrite the main parser's value).
+    parser.add_argument(
+        "--log-json", action="store_true", default=argparse.SUPPRESS, help="log as JSON lines"
+    )
+
+
+def _data_dir(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--data-dir", help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--log-json", action="store_true", help=argparse.SUPPRESS)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train, export and publish the seed models")
+    _common(train)
+    train.add_argument("model", choices=[*MODEL_NAMES, "all"])
+    _data_dir(
+        train,
+        "datasets folder (default: $TRAINING_DATA_DIR, then a per-user cache filled by "
+        "downloads)",
     )
     train.add_argument(
         "--quick",
@@ -52,25 +82,49 @@ def build_parser() -> argparse.ArgumentParser:
         "(alpha 1.0, no top) weights file: Keras .h5 or .weights.h5",
     )
     train.add_argument("--opset", type=int, default=17)
+    train.add_argument(
+        "--missing",
+        action="store_true",
+        help="only the models with no published version in the repository",
+    )
 
-    export = commands.add_parser("export", help="re-export a trained Keras model")
-    export.add_argument("--model", required=True, help="a .keras file written by `train`")
-    export.add_argument("--out", default=default_repository())
-    export.add_argument("--opset", type=int, default=17)
+    export = commands.add_parser(
+        "export",
+        help="publish a model: any Keras file, a SavedModel directory or an ONNX file",
+    )
+    _common(export)
     export.add_argument(
-        "--data-dir",
-        help="check parity on the recorded test split "
-        "(default: random inputs from the valid range)",
+        "--model",
+        required=True,
+        help="a .keras/.h5 file, a SavedModel directory, or a .onnx file (published as is)",
+    )
+    export.add_argument(
+        "--name",
+        help="the model's name in the repository (default: the Keras model's name, else the "
+        "file or folder name); letters, digits, '.', '_' and '-'",
+    )
+    export.add_argument(
+        "--parity-inputs",
+        action="append",
+        default=[],
+        metavar="[NAME=]FILE.npy",
+        help="inputs for the parity check, one .npy per input (default: 1,000 generated)",
+    )
+    export.add_argument("--opset", type=int, default=17)
+    _data_dir(
+        export,
+        "for a seed model re-exported with its manifest: check parity on the recorded test "
+        "split (default: inputs from the valid range)",
     )
 
     evaluate = commands.add_parser("evaluate", help="re-evaluate published models")
-    evaluate.add_argument("--repository", default=default_repository())
-    evaluate.add_argument("--data-dir")
+    _common(evaluate)
+    _data_dir(evaluate, "datasets folder (default: $TRAINING_DATA_DIR, then the cache)")
     evaluate.add_argument(
         "--model",
         action="append",
         choices=MODEL_NAMES,
-        help="only this model (repeatable; default: all found)",
+        help="only this model (repeatable; default: every seed model found)",
     )
     evaluate.add_argument("--backend", choices=["onnx", "saved_model"], default="onnx")
     evaluate.add_argument("--json", dest="json_out", help="also write the results here")
@@ -103,6 +157,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, data_dir: Path) -> int:
+    from modelspec.repository import latest_version
     from training.recipes.base import Profile
 
     if args.epochs is not None and args.epochs < 1:
@@ -110,28 +165,91 @@ def _train(args: argparse.Namespace, data_dir: Path) -> int:
     if args.weights not in ("imagenet", "none") and not Path(args.weights).is_file():
         raise TrainingError(f"--weights {args.weights}: no such file")
     profile = Profile(quick=args.quick, epochs=args.epochs, seed=args.seed, weights=args.weights)
+    root = Path(args.repository)
     names = list(MODEL_NAMES) if args.model == "all" else [args.model]
+    if args.missing:
+        names = [n for n in names if latest_version(root, n) is None]
+        if not names:
+            print(f"every model is in {root}: nothing to train", flush=True)
+            return 0
     _quiet_tensorflow()
     import keras
 
     from training.pipeline import train_and_publish
     from training.recipes import RECIPES
 
-    for name in names:
+    started = time.monotonic()
+    for index, name in enumerate(names, 1):
+        print(f"[{index}/{len(names)}] {name}: training ({profile_name(profile)})", flush=True)
         keras.utils.set_random_seed(profile.seed)
-        path = train_and_publish(RECIPES[name], data_dir, Path(args.out), profile, args.opset)
-        print(f"{name}: {path}")
+        path = train_and_publish(RECIPES[name], data_dir, root, profile, args.opset)
+        manifest = json.loads((path / MANIFEST).read_text())
+        seconds = manifest["training"]["seconds"]
+        print(
+            f"[{index}/{len(names)}] {name}: {headline(manifest)} in {seconds / 60:.1f} min -> "
+            f"{path}",
+            flush=True,
+        )
+    print(f"trained {len(names)} model(s) in {(time.monotonic() - started) / 60:.1f} min")
     return 0
+
+
+def profile_name(profile: object) -> str:
+    return "quick profile" if getattr(profile, "quick", False) else "full profile"
+
+
+def headline(manifest: dict) -> str:
+    """The metric each model is judged by (README's results table)."""
+    metrics = manifest["metrics"]
+    if "roc_auc" in metrics:
+        return f"test ROC-AUC {metrics['roc_auc']:.4f}"
+    if "validation_loss" in metrics:
+        return f"validation BCE {metrics['validation_loss']:.4f}"
+    return f"test accuracy {metrics['accuracy']:.4f}"
+
+
+def _seed_export(path: Path, name: str | None) -> bool:
+    """A seed model's .keras (re-exported as today, with its manifest when beside it)."""
+    if name is not None or path.suffix != ".keras" or not path.is_file():
+        return False
+    beside = path.parent / MANIFEST
+    if beside.is_file():
+        return json.loads(beside.read_text()).get("name") in MODEL_NAMES
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return False
+    return config.get("config", {}).get("name") in MODEL_NAMES
+
+
+def _parity_files(values: list[str]) -> dict[str, Path]:
+    found = {}
+    for value in values:
+        name, _, file = value.rpartition("=")
+        if not Path(file).is_file():
+            raise TrainingError(f"--parity-inputs {value}: no such file")
+        found[name] = Path(file)
+    return found
 
 
 def _export(args: argparse.Namespace) -> int:
     from training.datasets.datadir import resolve_data_dir
 
-    data_dir = resolve_data_dir(args.data_dir) if args.data_dir else None
+    path = Path(args.model)
+    if not path.exists():
+        raise TrainingError(f"{path}: no such file or folder")
     _quiet_tensorflow()
-    from training.pipeline import reexport
+    if _seed_export(path, args.name):
+        from training.pipeline import reexport
 
-    print(reexport(Path(args.model), Path(args.out), args.opset, data_dir))
+        data_dir = resolve_data_dir(args.data_dir) if args.data_dir else None
+        print(reexport(path, Path(args.repository), args.opset, data_dir))
+        return 0
+    from training.bring import export_user_model
+
+    given = _parity_files(args.parity_inputs)
+    print(export_user_model(path, Path(args.repository), args.name, args.opset, given))
     return 0
 
 
@@ -141,7 +259,7 @@ def _evaluate(args: argparse.Namespace, data_dir: Path) -> int:
         raise TrainingError(f"model repository {root} does not exist")
     names = args.model or [n for n in MODEL_NAMES if (root / n).is_dir()]
     if not names:
-        raise TrainingError(f"no models in {root}")
+        raise TrainingError(f"no seed models in {root} (user-supplied models have no test split)")
     _quiet_tensorflow()
     from training.pipeline import evaluate_repository
     from training.report import find_drift, print_evaluation

@@ -9,7 +9,6 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,18 +33,21 @@ class ParityError(TrainingError):
 def write_saved_model(
     model: Any, endpoints: Mapping[str, KerasFn], signatures: tuple[Signature, ...], out: Path
 ) -> None:
-    """One SavedModel holding every signature; the first is also ``serving_default``."""
+    """One SavedModel holding every signature; the first is also ``serving_default``. Each
+    endpoint takes the signature's inputs positionally, in the manifest's order."""
     import keras
     import tensorflow as tf
 
     archive = keras.export.ExportArchive()
     archive.track(model)
     for signature in signatures:
-        (spec,) = signature.inputs
         archive.add_endpoint(
             signature.name,
             endpoints[signature.name],
-            input_signature=[tf.TensorSpec(spec.shape, tf.float32, name=spec.name)],
+            input_signature=[
+                tf.TensorSpec(spec.shape, tf.as_dtype(spec.dtype), name=spec.name)
+                for spec in signature.inputs
+            ],
         )
     archive.write_out(str(out), verbose=False)
 
@@ -59,7 +61,7 @@ def convert_to_onnx(saved_model: Path, signature: Signature, out: Path, opset: i
         "--saved-model",
         str(saved_model),
         "--signature_def",
-        signature.name,
+        signature.saved_model_signature or signature.name,
         "--opset",
         str(opset),
         "--output",
@@ -87,36 +89,44 @@ def _name_batch_dimension(path: Path, signature: Signature) -> None:
     onnx.save(model, str(path))
 
 
-@dataclass
-class Runtimes:
-    """The three ways to run a signature, each mapping a float32 batch to its outputs."""
-
-    keras: Callable[[str, np.ndarray], dict[str, np.ndarray]]
-    saved_model: Callable[[str, np.ndarray], dict[str, np.ndarray]]
-    onnx: Callable[[str, np.ndarray], dict[str, np.ndarray]]
+# A runner takes a signature's inputs (one array for a one-input signature, or a dict by
+# name) and returns its outputs by name: Keras, the SavedModel and ONNX Runtime alike.
+Feed = np.ndarray | dict[str, np.ndarray]
+Runner = Callable[[str, Feed], dict[str, np.ndarray]]
 
 
-def keras_runner(endpoints: Mapping[str, KerasFn]) -> Callable[[str, np.ndarray], dict]:
-    def run(name: str, x: np.ndarray) -> dict[str, np.ndarray]:
-        return {k: np.asarray(v) for k, v in endpoints[name](x).items()}
+def _named(x: Feed, names: list[str]) -> dict[str, np.ndarray]:
+    return x if isinstance(x, dict) else {names[0]: x}
+
+
+def keras_runner(
+    endpoints: Mapping[str, KerasFn], signatures: tuple[Signature, ...] = ()
+) -> Runner:
+    order = {s.name: [t.name for t in s.inputs] for s in signatures}
+
+    def run(name: str, x: Feed) -> dict[str, np.ndarray]:
+        args = [x[n] for n in order[name]] if isinstance(x, dict) else [x]
+        return {k: np.asarray(v) for k, v in endpoints[name](*args).items()}
 
     return run
 
 
-def saved_model_runner(directory: Path, signatures: tuple[Signature, ...]) -> Callable:
+def saved_model_runner(directory: Path, signatures: tuple[Signature, ...]) -> Runner:
     import tensorflow as tf
 
     loaded = tf.saved_model.load(str(directory))
-    input_names = {s.name: s.inputs[0].name for s in signatures}
+    names = {s.name: [t.name for t in s.inputs] for s in signatures}
+    keys = {s.name: s.saved_model_signature or s.name for s in signatures}
 
-    def run(name: str, x: np.ndarray) -> dict[str, np.ndarray]:
-        outputs = loaded.signatures[name](**{input_names[name]: tf.constant(x)})
+    def run(name: str, x: Feed) -> dict[str, np.ndarray]:
+        feed = _named(x, names[name])
+        outputs = loaded.signatures[keys[name]](**{k: tf.constant(v) for k, v in feed.items()})
         return {k: v.numpy() for k, v in outputs.items()}
 
     return run
 
 
-def onnx_runner(directory: Path, signatures: tuple[Signature, ...]) -> Callable:
+def onnx_runner(directory: Path, signatures: tuple[Signature, ...]) -> Runner:
     import onnxruntime as ort
 
     sessions = {
@@ -126,51 +136,90 @@ def onnx_runner(directory: Path, signatures: tuple[Signature, ...]) -> Callable:
         for s in signatures
     }
 
-    def run(name: str, x: np.ndarray) -> dict[str, np.ndarray]:
+    def run(name: str, x: Feed) -> dict[str, np.ndarray]:
         session = sessions[name]
+        feed = _named(x, [i.name for i in session.get_inputs()])
         names = [o.name for o in session.get_outputs()]
-        values = session.run(names, {session.get_inputs()[0].name: x})
-        return dict(zip(names, values, strict=True))
+        return dict(zip(names, session.run(names, feed), strict=True))
 
     return run
 
 
-def run_batched(
-    run: Callable[[str, np.ndarray], dict[str, np.ndarray]],
-    name: str,
-    x: np.ndarray,
-    batch_size: int = 64,
-) -> dict[str, np.ndarray]:
-    parts = [run(name, x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+def reference_runner(directory: Path, signatures: tuple[Signature, ...]) -> Runner:
+    """ONNX's own reference implementation (``onnx.reference``): slow, plain NumPy, and
+    written independently of ONNX Runtime, so agreeing with it means something."""
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+
+    evaluators = {
+        s.name: ReferenceEvaluator(onnx.load(str(directory / s.onnx_file))) for s in signatures
+    }
+    outputs = {s.name: [t.name for t in s.outputs] for s in signatures}
+    inputs = {s.name: [t.name for t in s.inputs] for s in signatures}
+
+    def run(name: str, x: Feed) -> dict[str, np.ndarray]:
+        values = evaluators[name].run(outputs[name], _named(x, inputs[name]))
+        return dict(zip(outputs[name], values, strict=True))
+
+    return run
+
+
+def run_batched(run: Runner, name: str, x: Feed, batch_size: int = 64) -> dict[str, np.ndarray]:
+    count = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+
+    def part(i: int) -> Feed:
+        if isinstance(x, dict):
+            return {k: v[i : i + batch_size] for k, v in x.items()}
+        return x[i : i + batch_size]
+
+    parts = [run(name, part(i)) for i in range(0, count, batch_size)]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def check_parity(
-    runtimes: Runtimes,
-    inputs: Mapping[str, np.ndarray],
+    runners: Mapping[str, Runner],
+    inputs: Mapping[str, Feed],
     source: str,
     tolerance: float = PARITY_TOLERANCE,
+    relative: float = 0.0,
 ) -> dict[str, Any]:
-    """Largest absolute difference of SavedModel and ONNX outputs from Keras, per signature.
-
-    Raises ParityError when any exceeds ``tolerance``; the report says which.
+    """Largest difference of each runner's outputs from the first runner's (the reference:
+    Keras when there is one), per signature. Fails when any output differs by more than
+    ``tolerance + relative * |reference|`` anywhere; the report says where.
     """
-    report: dict[str, Any] = {"tolerance": tolerance, "input_source": source, "signatures": {}}
+    (reference_name, reference_run), *others = runners.items()
+    report: dict[str, Any] = {
+        "tolerance": tolerance,
+        "relative_tolerance": relative,
+        "reference": reference_name,
+        "input_source": source,
+        "signatures": {},
+    }
     failures = []
     for name, x in inputs.items():
-        reference = run_batched(runtimes.keras, name, x)
+        reference = run_batched(reference_run, name, x)
         diffs = {}
-        for backend, run in (("saved_model", runtimes.saved_model), ("onnx", runtimes.onnx)):
+        for backend, run in others:
             got = run_batched(run, name, x)
-            diffs[backend] = max(
-                float(np.max(np.abs(got[k].astype(np.float64) - reference[k]))) for k in reference
-            )
-            if not diffs[backend] <= tolerance:
-                failures.append(f"{name}/{backend}: max |diff| {diffs[backend]:.3g}")
-        report["signatures"][name] = {"inputs": len(x), "max_abs_diff": diffs}
+            worst = 0.0
+            for key, expected in reference.items():
+                value = got[key]
+                if expected.dtype.kind in "iub":  # integers and booleans: equal or not
+                    if not np.array_equal(value, expected):
+                        failures.append(f"{name}/{backend}/{key}: values differ")
+                    continue
+                delta = np.abs(value.astype(np.float64) - expected.astype(np.float64))
+                worst = max(worst, float(delta.max()) if delta.size else 0.0)
+                allowed = tolerance + relative * np.abs(expected.astype(np.float64))
+                if not np.all(delta <= allowed):  # NaN fails too
+                    failures.append(f"{name}/{backend}: max |diff| {delta.max():.3g} ({key})")
+            diffs[backend] = worst
+        count = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+        report["signatures"][name] = {"inputs": count, "max_abs_diff": diffs}
     report["passed"] = not failures
     if failures:
         raise ParityError(
-            f"exported outputs differ from Keras by more than {tolerance}: " + "; ".join(failures)
+            f"exported outputs differ from {reference_name} by more than the tolerance: "
+            + "; ".join(failures)
         )
     return report

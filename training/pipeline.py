@@ -26,7 +26,6 @@ from training.card import Section
 from training.errors import TrainingError
 from training.export import (
     PARITY_MIN_INPUTS,
-    Runtimes,
     check_parity,
     convert_to_onnx,
     keras_runner,
@@ -92,7 +91,7 @@ def publish_model(
         manifest["parity"] = export_all(recipe, model, stage, opset, *parity)
         seconds = 0.3 if manifest.get("training", {}).get("profile") == "quick" else 2.0
         manifest["latency"] = {
-            s.name: cpu_latency(stage / s.onnx_file, s.inputs[0], seconds)
+            s.name: cpu_latency(stage / s.onnx_file, s, seconds)
             for s in recipe.signatures_for(model)
         }
         captions = figures(stage)
@@ -121,12 +120,12 @@ def export_all(
     for signature in signatures:
         log.info("%s: converting signature '%s' to ONNX", recipe.name, signature.name)
         convert_to_onnx(stage / SAVED_MODEL_DIR, signature, stage / signature.onnx_file, opset)
-    runtimes = Runtimes(
-        keras=keras_runner(endpoints),
-        saved_model=saved_model_runner(stage / SAVED_MODEL_DIR, signatures),
-        onnx=onnx_runner(stage, signatures),
-    )
-    report = check_parity(runtimes, parity_inputs, source)
+    runners = {
+        "keras": keras_runner(endpoints, signatures),
+        "saved_model": saved_model_runner(stage / SAVED_MODEL_DIR, signatures),
+        "onnx": onnx_runner(stage, signatures),
+    }
+    report = check_parity(runners, parity_inputs, source)
     report["opset"] = opset
     return report
 

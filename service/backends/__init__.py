@@ -1,4 +1,4 @@
-"""Inference backends: something that runs one model signature on a batch of arrays."""
+"""Inference backends: something that runs one model signature on a batch of named arrays."""
 
 from __future__ import annotations
 
@@ -6,11 +6,14 @@ from typing import Protocol
 
 import numpy as np
 
+Feed = dict[str, np.ndarray]  # input name -> array, the batch first
+Outputs = dict[str, np.ndarray]  # output name -> array, the batch first
+
 
 class Backend(Protocol):
-    """Runs one signature; ``run`` takes and returns arrays whose first axis is the batch."""
+    """Runs one signature: every input by name in, every output by name out."""
 
     name: str
     provider: str
 
-    def run(self, inputs: np.ndarray) -> np.ndarray: ...
+    def run(self, feed: Feed) -> Outputs: ...

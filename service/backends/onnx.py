@@ -6,8 +6,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnxruntime as ort
+
+from service.backends import Feed, Outputs
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +59,8 @@ class OnnxBackend:
         # Idle intra-op threads would spin on the cores the HTTP side needs between batches.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(str(path), options, providers=providers)
-        self._input = self._session.get_inputs()[0].name
-        self._output = self._session.get_outputs()[0].name
+        self._outputs = [o.name for o in self._session.get_outputs()]
         self.provider = self._session.get_providers()[0]
 
-    def run(self, inputs: np.ndarray) -> np.ndarray:
-        return self._session.run([self._output], {self._input: inputs})[0]
+    def run(self, feed: Feed) -> Outputs:
+        return dict(zip(self._outputs, self._session.run(self._outputs, feed), strict=True))

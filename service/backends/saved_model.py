@@ -9,13 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from service.backends import Feed, Outputs
 
 
 class SavedModelBackend:
     name = "saved_model"
 
-    def __init__(self, directory: Path, signature: str, input_name: str, threads: int) -> None:
+    def __init__(self, directory: Path, signature: str, threads: int) -> None:
         import tensorflow as tf
 
         try:
@@ -26,11 +26,9 @@ class SavedModelBackend:
         self._tf = tf
         self._loaded: Any = tf.saved_model.load(str(directory))
         self._function = self._loaded.signatures[signature]
-        self._input = input_name
         gpus = tf.config.list_logical_devices("GPU")
         self.provider = "tensorflow-gpu" if gpus else "tensorflow-cpu"
 
-    def run(self, inputs: np.ndarray) -> np.ndarray:
-        outputs = self._function(**{self._input: self._tf.constant(inputs)})
-        (value,) = outputs.values()
-        return value.numpy()
+    def run(self, feed: Feed) -> Outputs:
+        outputs = self._function(**{k: self._tf.constant(v) for k, v in feed.items()})
+        return {k: v.numpy() for k, v in outputs.items()}

@@ -1,10 +1,10 @@
 """TensorFlow Serving REST API on the service's own port.
 
 ``POST /v1/models/{name}[/versions/{v}]:predict`` takes the row format (``instances``) or the
-columnar format (``inputs``), ``{"b64": ...}`` for image files, and ``signature_name`` to
-pick one of a model's signatures (the autoencoder's ``encode``, ``decode``,
-``reconstruct``). Tensors go through the shared catalog and the same batchers as every
-other request; errors are ``{"error": ...}`` with 400 or 404.
+columnar format (``inputs``), ``{"b64": ...}`` for image files, and ``signature_name`` to pick
+one of a model's signatures (``serving_default`` is its first). Tensors go to the signature's
+input kind and through the same batchers as every other request; errors are
+``{"error": ...}`` with 400 or 404. Status and metadata cover every version the service knows.
 """
 
 from __future__ import annotations
@@ -14,67 +14,35 @@ import binascii
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter
-from starlette.requests import Request
-from starlette.responses import Response
 
-from service import openapi
 from service.config import Limits
+from service.descriptor import TF_DEFAULT, SignatureView, Version
 from service.errors import BadRequest, NotFound, RequestError
 from service.http import RawRequest, Reply, json_reply
-from service.inference import Call, Runtime
+from service.inference import Call, Decoded, Runtime, handle
 from service.inputs.body import parse_json
 from service.inputs.tensors import holds_boolean, might_hold_booleans
-from service.protocols.catalog import (
-    BYTES,
-    INT64,
-    MODELS,
-    Columns,
-    ProtocolModel,
-    Tensor,
-    Version,
-    name_parameter,
-    protocol_errors,
-    routed,
-    served_model,
-    version_number,
-)
-from service.registry import FAILED, LOADING, ServedModel
+from service.interfaces.base import BYTES, Columns, Tensor
+from service.models import FAILED, LOADING, READY, UNLOADING, Loaded, ServedModel
+from service.protocols.common import protocol_errors, version_number
+from service.protocols.v2_codec import check_inputs
 
-DEFAULT_SIGNATURE = "serving_default"
-DEFAULT_SIGNATURES = {"autoencoder": "reconstruct"}  # every other model has only ``predict``
-DTYPES = {"FP32": "DT_FLOAT", INT64: "DT_INT64", BYTES: "DT_STRING"}
-ModelName = name_parameter(sorted({m.model for m in MODELS.values()}))
+DTYPES = {
+    "BOOL": "DT_BOOL",
+    "UINT8": "DT_UINT8",
+    "UINT16": "DT_UINT16",
+    "UINT32": "DT_UINT32",
+    "UINT64": "DT_UINT64",
+    "INT8": "DT_INT8",
+    "INT16": "DT_INT16",
+    "INT32": "DT_INT32",
+    "INT64": "DT_INT64",
+    "FP16": "DT_HALF",
+    "FP32": "DT_FLOAT",
+    "FP64": "DT_DOUBLE",
+    BYTES: "DT_STRING",
+}
 REQUEST_KEYS = {"signature_name", "instances", "inputs"}
-
-
-def signatures_of(name: str) -> dict[str, ProtocolModel]:
-    """Each TF Serving model is one of our models; its signatures are our signatures."""
-    found = {m.signature: m for m in MODELS.values() if m.model == name}
-    if not found:
-        raise NotFound(
-            "unknown_model",
-            f"no model named {name!r}",
-            expected=str(sorted({m.model for m in MODELS.values()})),
-        )
-    return found
-
-
-def signature(name: str, signature_name: str) -> ProtocolModel:
-    signatures = signatures_of(name)
-    if signature_name == DEFAULT_SIGNATURE:
-        signature_name = DEFAULT_SIGNATURES.get(name, "predict")
-    if signature_name not in signatures:
-        raise BadRequest(
-            "unknown_signature",
-            f"model {name!r} has no signature {signature_name!r}",
-            field="signature_name",
-            expected=str([DEFAULT_SIGNATURE, *signatures]),
-        )
-    return signatures[signature_name]
-
-
-# -- requests -----------------------------------------------------------------------------
 
 
 def _bad(message: str, field: str, expected: str | None = None) -> BadRequest:
@@ -103,21 +71,21 @@ def _is_named(value: Any) -> bool:
     return isinstance(value, dict) and not _is_b64(value)
 
 
-def rows_to_columns(instances: Any, model: ProtocolModel) -> Columns:
+def rows_to_columns(instances: Any, view: SignatureView) -> Columns:
     """Row format: one instance per item; a bare value when the signature has one input."""
     if not isinstance(instances, list) or not instances:
         raise _bad("'instances' must be a non-empty list", "instances")
-    only = model.inputs[0].name if len(model.inputs) == 1 else None
+    only = view.inputs[0].name if len(view.inputs) == 1 else None
     if only is not None and not all(_is_named(i) for i in instances):
         return {only: _unwrap_b64(instances, only)}
     if not all(_is_named(i) for i in instances):
         raise _bad(
             "each instance must be an object of named inputs",
             "instances",
-            expected=str([t.name for t in model.inputs]),
+            expected=str([t.name for t in view.inputs]),
         )
     names = list(dict.fromkeys(key for instance in instances for key in instance))
-    model.check_inputs(names)
+    check_inputs(names, view)
     for item, instance in enumerate(instances):
         missing = [n for n in names if n not in instance]
         if missing:
@@ -127,22 +95,36 @@ def rows_to_columns(instances: Any, model: ProtocolModel) -> Columns:
     return {n: [_unwrap_b64(i[n], n) for i in instances] for n in names}
 
 
-def columnar_inputs(inputs: Any, model: ProtocolModel) -> Columns:
+def columnar_inputs(inputs: Any, view: SignatureView) -> Columns:
     """Columnar format: one batch per input; a bare batch when the signature has one input."""
     if not _is_named(inputs):
-        if len(model.inputs) != 1:
+        if len(view.inputs) != 1:
             raise _bad(
                 "'inputs' must name each input",
                 "inputs",
-                expected=str([t.name for t in model.inputs]),
+                expected=str([t.name for t in view.inputs]),
             )
-        name = model.inputs[0].name
+        name = view.inputs[0].name
         return {name: _unwrap_b64(inputs, name)}
-    model.check_inputs(list(inputs))
+    check_inputs(list(inputs), view)
     return {name: _unwrap_b64(value, name) for name, value in inputs.items()}
 
 
-def read_request(body: bytes, name: str) -> tuple[ProtocolModel, Columns, bool]:
+def signature_of(version: Version, name: Any) -> SignatureView:
+    if not isinstance(name, str):
+        raise _bad("'signature_name' must be a string", "signature_name")
+    view = version.views.get(version.tf_signature(name))
+    if view is None:
+        raise BadRequest(
+            "unknown_signature",
+            f"model {version.name!r} has no signature {name[:60]!r}",
+            field="signature_name",
+            expected=str([TF_DEFAULT, *version.views]),
+        )
+    return view
+
+
+def read_request(body: bytes, version: Version) -> tuple[SignatureView, Columns, bool]:
     """The signature, its named inputs, and whether the answer is in row format."""
     document = parse_json(body)
     if not isinstance(document, dict):
@@ -154,31 +136,33 @@ def read_request(body: bytes, name: str) -> tuple[ProtocolModel, Columns, bool]:
         raise _bad(
             "give exactly one of 'instances' (row format) or 'inputs' (columnar format)", "body"
         )
-    signature_name = document.get("signature_name", DEFAULT_SIGNATURE)
-    if not isinstance(signature_name, str):
-        raise _bad("'signature_name' must be a string", "signature_name")
-    model = signature(name, signature_name)
+    view = signature_of(version, document.get("signature_name", TF_DEFAULT))
     if "instances" in document:
-        columns, rows = rows_to_columns(document["instances"], model), True
+        columns, rows = rows_to_columns(document["instances"], view), True
     else:
-        columns, rows = columnar_inputs(document["inputs"], model), False
+        columns, rows = columnar_inputs(document["inputs"], view), False
     if might_hold_booleans(body):
-        for tensor in model.inputs:
-            if tensor.datatype != BYTES and holds_boolean(columns.get(tensor.name)):
+        for tensor in view.inputs:
+            wants_bool = tensor.datatype in (BYTES, "BOOL")
+            if not wants_bool and holds_boolean(columns.get(tensor.name)):
                 raise BadRequest(
                     "invalid_dtype",
                     f"input {tensor.name!r} holds booleans",
                     field=tensor.name,
                     expected="numbers",
                 )
-    return model, columns, rows
+    return view, columns, rows
 
 
 # -- answers ------------------------------------------------------------------------------
 
 
 def _plain(value: np.ndarray) -> Any:
-    return value.astype(str).tolist() if value.dtype == object else value
+    if value.dtype == object:
+        return value.astype(str).tolist()
+    if value.dtype == np.float16:
+        return value.astype(np.float32)
+    return value
 
 
 def encode_predictions(named: dict[str, np.ndarray], rows: bool) -> Reply:
@@ -188,146 +172,106 @@ def encode_predictions(named: dict[str, np.ndarray], rows: bool) -> Reply:
         return json_reply({"outputs": {k: _plain(v) for k, v in named.items()}})
     if len(named) == 1:
         return json_reply({"predictions": _plain(next(iter(named.values())))})
-    lists = {k: _plain(v) for k, v in named.items()}
+    lists = {
+        k: _plain(v).tolist() if isinstance(_plain(v), np.ndarray) else _plain(v)
+        for k, v in named.items()
+    }
     count = len(next(iter(named.values())))
     return json_reply({"predictions": [{k: v[i] for k, v in lists.items()} for i in range(count)]})
 
 
 def predict_call(name: str, version: str | None) -> Call:
     """A TF Serving predict request as a ``Call``: the signature comes from the body, so it
-    is chosen in ``decode``; every signature of one model shares the model's batchers."""
-    default = signature(name, DEFAULT_SIGNATURE)
+    is chosen in ``decode``; every signature of a version has its own batcher."""
 
-    async def decode(
-        request: RawRequest, body: bytes, served: ServedModel, limits: Limits
-    ) -> tuple[np.ndarray, tuple[ProtocolModel, bool]]:
-        model, columns, rows = read_request(body, name)
-        return await model.batch(columns, served, limits), (model, rows)
+    async def decode(request: RawRequest, body: bytes, served: Version, limits: Limits) -> Decoded:
+        view, columns, rows = read_request(body, served)
+        feed = await view.kind.from_columns(columns, served, view.name, limits)
+        return Decoded(view.name, feed, rows)
 
-    def encode(
-        outputs: np.ndarray, context: tuple[ProtocolModel, bool], served: ServedModel
-    ) -> Reply:
-        model, rows = context
-        return encode_predictions(model.present(outputs, served), rows)
+    def encode(outputs: Any, rows: bool, served: Version, signature: str) -> Reply:
+        return encode_predictions(served.views[signature].answer.present(outputs, served), rows)
 
-    return Call(
-        default.model,
-        default.signature,
-        f"/v1/models/{name}:predict",
-        decode,
-        encode,
-        default.classify,
-        version_number(version),
-        protocol_errors,
-        chosen_signature=lambda context: context[0].signature,
-    )
+    label = f"/v1/models/{name}:predict"
+    return Call(name, version_number(version), "", label, decode, encode, protocol_errors)
 
 
-def predict_target(path: str) -> tuple[str, str | None] | None:
-    """``(name, version)`` when ``path`` is a TF Serving predict URL (for the fast path)."""
-    if not path.startswith("/v1/models/") or not path.endswith(":predict"):
-        return None
-    parts = path[: -len(":predict")].split("/")
-    if len(parts) == 4:
-        return parts[3], None
-    if len(parts) == 6 and parts[4] == "versions":
-        return parts[3], parts[5]
-    return None
+async def predict(
+    request: RawRequest, runtime: Runtime, name: str, version: str | None = None
+) -> Reply:
+    try:
+        call = predict_call(name, version)
+    except RequestError as error:
+        return protocol_errors(error)
+    return await handle(request, call, runtime)
 
 
 # -- status and metadata ------------------------------------------------------------------
 
-
-def _served(runtime: Runtime, name: str, version: str | None) -> ServedModel:
-    signatures_of(name)
-    return served_model(runtime, name, version)
+_STATES = {READY: "AVAILABLE", LOADING: "LOADING", UNLOADING: "UNLOADING"}
 
 
-def version_status(served: ServedModel) -> dict[str, Any]:
-    state = {LOADING: "LOADING", FAILED: "END"}.get(served.state, "AVAILABLE")
-    error = {"error_code": "OK", "error_message": ""}
-    if served.state == FAILED:
-        error = {"error_code": "UNKNOWN", "error_message": served.reason or "load failed"}
-    return {"version": str(served.version or 0), "state": state, "status": error}
+def version_status(loaded: Loaded) -> dict[str, Any]:
+    status = {"error_code": "OK", "error_message": ""}
+    if loaded.state == FAILED:
+        status = {"error_code": "UNKNOWN", "error_message": loaded.reason or "load failed"}
+    state = _STATES.get(loaded.state, "END")
+    return {"version": str(loaded.number), "state": state, "status": status}
 
 
-def _tensor_info(tensor: Tensor, served: ServedModel) -> dict[str, Any]:
-    shape = tensor.shape_for(served)
+def model_status(model: ServedModel, number: int | None) -> dict[str, Any]:
+    if number is None:
+        return {
+            "model_version_status": [
+                version_status(v) for _, v in sorted(model.versions.items(), reverse=True)
+            ]
+        }
+    loaded = model.versions.get(number)
+    if loaded is None:
+        raise NotFound("unknown_version", f"no version {number} of {model.name!r}", field="version")
+    return {"model_version_status": [version_status(loaded)]}
+
+
+def _tensor_info(tensor: Tensor) -> dict[str, Any]:
     return {
-        "dtype": DTYPES[tensor.datatype],
-        "tensor_shape": {"dim": [{"size": str(d), "name": ""} for d in shape]},
+        "dtype": DTYPES.get(tensor.datatype, "DT_INVALID"),
+        "tensor_shape": {"dim": [{"size": str(d), "name": ""} for d in tensor.shape]},
         "name": tensor.name,
     }
 
 
-def signature_def(model: ProtocolModel, served: ServedModel) -> dict[str, Any]:
+def signature_def(view: SignatureView) -> dict[str, Any]:
     return {
-        "inputs": {t.name: _tensor_info(t, served) for t in model.inputs},
-        "outputs": {t.name: _tensor_info(t, served) for t in model.outputs},
+        "inputs": {t.name: _tensor_info(t) for t in view.inputs},
+        "outputs": {t.name: _tensor_info(t) for t in view.outputs},
         "method_name": "tensorflow/serving/predict",
     }
 
 
-def model_metadata(name: str, served: ServedModel) -> dict[str, Any]:
-    signatures = signatures_of(name)
-    defs = {s: signature_def(m, served) for s, m in signatures.items()}
-    defs[DEFAULT_SIGNATURE] = signature_def(signature(name, DEFAULT_SIGNATURE), served)
+def model_metadata(version: Version) -> dict[str, Any]:
+    defs = {name: signature_def(view) for name, view in version.views.items()}
+    defs[TF_DEFAULT] = signature_def(version.views[version.default_signature])
     return {
-        "model_spec": {"name": name, "signature_name": "", "version": str(served.version or 0)},
+        "model_spec": {"name": version.name, "signature_name": "", "version": str(version.number)},
         "metadata": {"signature_def": {"signature_def": defs}},
     }
 
 
-router = APIRouter(
-    prefix="/v1/models", tags=["TensorFlow Serving"], responses=openapi.LOOKUP_ERRORS
-)
-
-
-def _answer(request: Request, name: str, version: str | None, metadata: bool) -> Response:
+async def status(
+    request: RawRequest, runtime: Runtime, name: str, version: str | None = None
+) -> Reply:
     try:
-        served = _served(request.app.state.runtime, name, version)
+        return json_reply(model_status(runtime.registry.find(name), version_number(version)))
     except RequestError as error:
-        return protocol_errors(error).to_response()
-    if metadata:
-        return json_reply(model_metadata(name, served)).to_response()
-    return json_reply({"model_version_status": [version_status(served)]}).to_response()
+        return protocol_errors(error)
 
 
-# Predict routes first: for a path like /v1/models/x:predict they are the router's first
-# match, so a wrong method gets 405 with Allow: POST, not GET's.
-@router.post(
-    "/{name}:predict",
-    summary="Predict: row (instances) or columnar (inputs) format",
-    openapi_extra=openapi.TF_PREDICT,
-)
-async def predict_route(request: Request, name: ModelName) -> Response:
-    return await routed(request, predict_call, name, None)
-
-
-@router.post(
-    "/{name}/versions/{version}:predict",
-    summary="Predict with one version",
-    openapi_extra=openapi.TF_PREDICT,
-)
-async def version_predict_route(request: Request, name: ModelName, version: Version) -> Response:
-    return await routed(request, predict_call, name, version)
-
-
-@router.get("/{name}", summary="Model status (TF Serving)")
-async def status(request: Request, name: ModelName) -> Response:
-    return _answer(request, name, None, metadata=False)
-
-
-@router.get("/{name}/versions/{version}", summary="Status of one version")
-async def version_status_route(request: Request, name: ModelName, version: Version) -> Response:
-    return _answer(request, name, version, metadata=False)
-
-
-@router.get("/{name}/metadata", summary="Signatures, inputs and outputs (TF Serving)")
-async def metadata(request: Request, name: ModelName) -> Response:
-    return _answer(request, name, None, metadata=True)
-
-
-@router.get("/{name}/versions/{version}/metadata", summary="Metadata of one version")
-async def version_metadata(request: Request, name: ModelName, version: Version) -> Response:
-    return _answer(request, name, version, metadata=True)
+async def metadata(
+    request: RawRequest, runtime: Runtime, name: str, version: str | None = None
+) -> Reply:
+    try:
+        loaded = runtime.registry.resolve(name, version_number(version))
+    except RequestError as error:
+        return protocol_errors(error)
+    assert loaded.version is not None
+    return json_reply(model_metadata(loaded.version))

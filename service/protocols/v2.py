@@ -1,9 +1,10 @@
 """Open Inference Protocol (V2, KServe / Triton REST) on the service's own port.
 
-``POST /v2/models/{name}[/versions/{v}]/infer`` decodes the V2 request (``v2_codec``: JSON
-tensors, or the binary tensor data extension), hands the named tensors to the shared catalog,
-and runs through the same batchers as the native endpoints. Errors are ``{"error": ...}`` with
-400 or 404 (413 and 503 keep their meaning: too large, or come back later).
+Every signature of every served model is a V2 model (``descriptor.Version.v2_names``): its
+inputs and outputs are the signature's protocol tensors. ``infer`` decodes the V2 request
+(``v2_codec``: JSON tensors, or the binary tensor data extension), hands the named tensors to
+the signature's input kind, and runs through the same batchers as every other request.
+Errors are ``{"error": ...}`` with 400 or 404 (408, 413, 503 and 504 keep their meaning).
 """
 
 from __future__ import annotations
@@ -11,30 +12,15 @@ from __future__ import annotations
 import importlib.metadata
 from typing import Any
 
-import numpy as np
-from fastapi import APIRouter
-from starlette.requests import Request
-from starlette.responses import Response
-
-from service import openapi
 from service.config import Limits
-from service.errors import RequestError
+from service.descriptor import SignatureView, Version
+from service.errors import NotFound, RequestError
 from service.http import RawRequest, Reply, json_reply
-from service.inference import Call, Runtime
+from service.inference import Call, Decoded, Runtime, handle
 from service.inputs.tensors import might_hold_booleans
-from service.protocols.catalog import (
-    BYTES,
-    MODELS,
-    ProtocolModel,
-    Tensor,
-    Version,
-    lookup,
-    name_parameter,
-    protocol_errors,
-    routed,
-    served_model,
-    version_number,
-)
+from service.interfaces.base import BYTES
+from service.models import READY, Loaded
+from service.protocols.common import protocol_errors, version_number
 from service.protocols.v2_codec import (
     HEADER_LENGTH,
     InferRequest,
@@ -43,119 +29,111 @@ from service.protocols.v2_codec import (
     requested_outputs,
     split_body,
 )
-from service.registry import READY, ServedModel
 
 SERVER_NAME = "keras-model-serving"
-EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "parameters"]
-ModelName = name_parameter(list(MODELS))
+EXTENSIONS = [
+    "binary_tensor_data",
+    "classification",
+    "model_configuration",
+    "model_repository",
+    "parameters",
+]
 PLATFORMS = {"onnx": "onnxruntime_onnx", "saved_model": "tensorflow_savedmodel"}
 
 
-def infer_call(name: str, version: str | None) -> Call:
-    """A V2 infer request as a ``Call`` on the model's shared batcher."""
-    model = lookup(name)
+def infer_call(runtime: Runtime, name: str, version: str | None) -> Call:
+    """A V2 infer request as a ``Call`` on the signature's shared batcher."""
+    model, signature = runtime.registry.v2_target(name)
 
-    async def decode(
-        request: RawRequest, body: bytes, served: ServedModel, limits: Limits
-    ) -> tuple[np.ndarray, InferRequest]:
+    async def decode(request: RawRequest, body: bytes, served: Version, limits: Limits) -> Decoded:
+        view = served.view(signature)
         document, binary = split_body(body, request.headers.get(HEADER_LENGTH))
         check = might_hold_booleans(body)
-        columns = read_columns(document["inputs"], binary, model, limits, check)
-        wanted = requested_outputs(document, model)
+        columns = read_columns(document["inputs"], binary, view, limits, check)
+        wanted = requested_outputs(document, view)
+        feed = await view.kind.from_columns(columns, served, signature, limits)
         rid = document.get("id")
-        batch = await model.batch(columns, served, limits)
-        return batch, InferRequest(rid if isinstance(rid, str) else None, wanted)
+        return Decoded(
+            signature, feed, InferRequest(rid if isinstance(rid, str) else None, wanted, name)
+        )
 
-    def encode(outputs: np.ndarray, request: InferRequest, served: ServedModel) -> Reply:
-        return encode_answer(outputs, request, served, model)
+    def encode(outputs: Any, request: InferRequest, served: Version, chosen: str) -> Reply:
+        return encode_answer(outputs, request, served, served.views[chosen])
 
-    return Call(
-        model.model,
-        model.signature,
-        f"/v2/models/{name}/infer",
-        decode,
-        encode,
-        model.classify,
-        version_number(version),
-        protocol_errors,
-    )
+    number = version_number(version)
+    label = f"/v2/models/{name}/infer"
+    return Call(model, number, signature, label, decode, encode, protocol_errors)
 
 
-def infer_target(path: str) -> tuple[str, str | None] | None:
-    """``(name, version)`` when ``path`` is a V2 infer URL (for the fast path)."""
-    parts = path.split("/")
-    if len(parts) == 5 and parts[1:3] == ["v2", "models"] and parts[4] == "infer":
-        return parts[3], None
-    if len(parts) == 7 and parts[1:3] == ["v2", "models"] and parts[4:7:2] == ["versions", "infer"]:
-        return parts[3], parts[5]
-    return None
+async def infer(
+    request: RawRequest, runtime: Runtime, name: str, version: str | None = None
+) -> Reply:
+    try:
+        call = infer_call(runtime, name, version)
+    except RequestError as error:
+        return protocol_errors(error)
+    return await handle(request, call, runtime)
 
 
 # -- metadata, health and configuration -----------------------------------------------------
 
 
-def _served(runtime: Runtime, name: str, version: str | None) -> tuple[ProtocolModel, ServedModel]:
-    model = lookup(name)
-    return model, served_model(runtime, model.model, version)
+def _target(runtime: Runtime, name: str, version: str | None) -> tuple[Loaded, SignatureView]:
+    model, signature = runtime.registry.v2_target(name)
+    loaded = runtime.registry.resolve(model, version_number(version))
+    assert loaded.version is not None
+    return loaded, loaded.version.view(signature)
 
 
-def _platform(served: ServedModel) -> str:
-    return PLATFORMS.get(served.backend or "onnx", "onnxruntime_onnx")
+def _platform(loaded: Loaded) -> str:
+    return PLATFORMS.get(loaded.backend or "onnx", "onnxruntime_onnx")
 
 
-def model_metadata(model: ProtocolModel, served: ServedModel) -> dict[str, Any]:
-    def describe(tensor: Tensor) -> dict[str, Any]:
-        return {"name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape_for(served)}
+def model_metadata(
+    name: str, loaded: Loaded, view: SignatureView, served: list[int]
+) -> dict[str, Any]:
+    def describe(tensor: Any) -> dict[str, Any]:
+        return {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
 
     return {
-        "name": model.name,
-        "versions": [str(served.version)] if served.version is not None else [],
-        "platform": _platform(served),
-        "inputs": [describe(t) for t in model.inputs],
-        "outputs": [describe(t) for t in model.outputs],
+        "name": name,
+        "versions": [str(v) for v in served],
+        "platform": _platform(loaded),
+        "inputs": [describe(t) for t in view.inputs],
+        "outputs": [describe(t) for t in view.outputs],
     }
 
 
-def model_config(model: ProtocolModel, served: ServedModel) -> dict[str, Any]:
+def model_config(
+    name: str, loaded: Loaded, view: SignatureView, policy: dict[str, Any]
+) -> dict[str, Any]:
     """Triton's model configuration (what perf_analyzer asks for): dims without the batch."""
 
-    def describe(tensor: Tensor) -> dict[str, Any]:
+    def describe(tensor: Any) -> dict[str, Any]:
         return {
             "name": tensor.name,
             "data_type": f"TYPE_{'STRING' if tensor.datatype == BYTES else tensor.datatype}",
-            "dims": tensor.shape_for(served)[1:] or [1],
+            "dims": list(tensor.shape[1:]) or [1],
         }
 
-    batching = served.config.batching
+    batcher = loaded.batchers[view.name]
+    batching = batcher.config
     config: dict[str, Any] = {
-        "name": model.name,
-        "platform": _platform(served),
+        "name": name,
+        "platform": _platform(loaded),
         "max_batch_size": batching.max_batch_size,
-        "input": [describe(t) for t in model.inputs],
-        "output": [describe(t) for t in model.outputs],
+        "input": [describe(t) for t in view.inputs],
+        "output": [describe(t) for t in view.outputs],
+        "version_policy": policy,
     }
-    if served.version is not None:
-        config["version_policy"] = {"specific": {"versions": [served.version]}}
     if batching.enabled:
         delay = int(batching.max_wait_ms * 1000)
         config["dynamic_batching"] = {"max_queue_delay_microseconds": delay}
     return config
 
 
-def _json(content: dict[str, Any], status: int = 200) -> Response:
-    return json_reply(content, status).to_response()
-
-
-def _error(error: RequestError) -> Response:
-    return protocol_errors(error).to_response()
-
-
-router = APIRouter(prefix="/v2", tags=["v2 (KServe / Triton)"], responses=openapi.LOOKUP_ERRORS)
-
-
-@router.get("", summary="Server metadata and the protocol extensions it supports")
-async def server_metadata() -> Response:
-    return _json({"name": SERVER_NAME, "version": _version(), "extensions": EXTENSIONS})
+def _json(content: dict[str, Any], status: int = 200) -> Reply:
+    return json_reply(content, status)
 
 
 def _version() -> str:
@@ -165,14 +143,16 @@ def _version() -> str:
         return "0+unknown"
 
 
-@router.get("/health/live", summary="The server is running")
-async def server_live() -> Response:
+async def server_metadata(request: RawRequest, runtime: Runtime) -> Reply:
+    return _json({"name": SERVER_NAME, "version": _version(), "extensions": EXTENSIONS})
+
+
+async def server_live(request: RawRequest, runtime: Runtime) -> Reply:
     return _json({"live": True})
 
 
-@router.get("/health/ready", summary="Every model is loaded and warmed up")
-async def server_ready(request: Request) -> Response:
-    registry = request.app.state.runtime.registry
+async def server_ready(request: RawRequest, runtime: Runtime) -> Reply:
+    registry = runtime.registry
     if registry.ready:
         return _json({"ready": True})
     reasons = registry.not_ready_reasons()
@@ -180,68 +160,44 @@ async def server_ready(request: Request) -> Response:
     return _json({**error, "ready": False}, status=503)
 
 
-def _metadata_route(request: Request, name: str, version: str | None) -> Response:
+async def metadata(
+    request: RawRequest, runtime: Runtime, name: str, version: str | None = None
+) -> Reply:
     try:
-        model, served = _served(request.app.state.runtime, name, version)
+        loaded, view = _target(runtime, name, version)
     except RequestError as error:
-        return _error(error)
-    return _json(model_metadata(model, served))
+        return protocol_errors(error)
+    model = runtime.registry.find(loaded.model)
+    served = [v.number for v in model.ready_versions]
+    return _json(model_metadata(name, loaded, view, served))
 
 
-def _ready_route(request: Request, name: str, version: str | None) -> Response:
+async def ready(
+    request: RawRequest, runtime: Runtime, name: str, version: str | None = None
+) -> Reply:
     try:
-        model, served = _served(request.app.state.runtime, name, version)
+        model_name, _ = runtime.registry.v2_target(name)
+        model = runtime.registry.find(model_name)
+        number = version_number(version)
     except RequestError as error:
-        return _error(error)
-    if served.state == READY:
-        return _json({"name": model.name, "ready": True})
-    reason = served.reason or served.state
-    error = f"model {model.name!r} is not ready: {reason}"
+        return protocol_errors(error)
+    known = model.latest() if number is None else model.versions.get(number)
+    if known is None and number is not None:
+        missing = NotFound("unknown_version", f"no version {number} of {name!r}", field="version")
+        return protocol_errors(missing)
+    if known is not None and known.state == READY:
+        return _json({"name": name, "ready": True})
+    reason = (known.reason or known.state) if known is not None else (model.reason or model.state)
+    error = f"model {name!r} is not ready: {reason}"
     return _json({"error": error, "code": "model_not_ready", "ready": False}, status=503)
 
 
-@router.get("/models/{name}", summary="Model metadata: versions, platform, input/output tensors")
-async def metadata(request: Request, name: ModelName) -> Response:
-    return _metadata_route(request, name, None)
-
-
-@router.get("/models/{name}/versions/{version}", summary="Metadata of one version")
-async def version_metadata(request: Request, name: ModelName, version: Version) -> Response:
-    return _metadata_route(request, name, version)
-
-
-@router.get("/models/{name}/ready", summary="The model can take requests")
-async def ready(request: Request, name: ModelName) -> Response:
-    return _ready_route(request, name, None)
-
-
-@router.get("/models/{name}/versions/{version}/ready", summary="One version can take requests")
-async def version_ready(request: Request, name: ModelName, version: Version) -> Response:
-    return _ready_route(request, name, version)
-
-
-@router.get("/models/{name}/config", summary="Triton-style model configuration")
-async def config(request: Request, name: ModelName) -> Response:
+async def config(
+    request: RawRequest, runtime: Runtime, name: str, version: str | None = None
+) -> Reply:
     try:
-        model, served = _served(request.app.state.runtime, name, None)
+        loaded, view = _target(runtime, name, version)
     except RequestError as error:
-        return _error(error)
-    return _json(model_config(model, served))
-
-
-@router.post(
-    "/models/{name}/infer",
-    summary="Run the model on V2 tensors (JSON or binary)",
-    openapi_extra=openapi.V2_INFER,
-)
-async def infer_route(request: Request, name: ModelName) -> Response:
-    return await routed(request, infer_call, name, None)
-
-
-@router.post(
-    "/models/{name}/versions/{version}/infer",
-    summary="Run one version",
-    openapi_extra=openapi.V2_INFER,
-)
-async def version_infer_route(request: Request, name: ModelName, version: Version) -> Response:
-    return await routed(request, infer_call, name, version)
+        return protocol_errors(error)
+    policy = runtime.registry.find(loaded.model).config.version_policy.describe()
+    return _json(model_config(name, loaded, view, policy))

@@ -13,30 +13,17 @@ from typing import Any
 import numpy as np
 
 from service.config import Limits
+from service.descriptor import SignatureView, Version
 from service.errors import BadRequest, RequestError
 from service.http import Reply, json_reply
 from service.inputs.body import parse_json
 from service.inputs.numbers import ascii_int
 from service.inputs.tensors import holds_boolean
-from service.protocols.catalog import BYTES, Columns, ProtocolModel, Tensor, class_strings
-from service.registry import ServedModel
+from service.interfaces.base import BYTES, NUMPY_TYPES, Columns, Tensor
 
 HEADER_LENGTH = "inference-header-content-length"
 BOOL = "BOOL"
-NUMERIC_TYPES = {
-    "BOOL": np.bool_,
-    "UINT8": np.uint8,
-    "UINT16": np.uint16,
-    "UINT32": np.uint32,
-    "UINT64": np.uint64,
-    "INT8": np.int8,
-    "INT16": np.int16,
-    "INT32": np.int32,
-    "INT64": np.int64,
-    "FP16": np.float16,
-    "FP32": np.float32,
-    "FP64": np.float64,
-}
+NUMERIC_TYPES = NUMPY_TYPES
 
 
 # -- requests -----------------------------------------------------------------------------
@@ -55,6 +42,7 @@ class InferRequest:
 
     id: str | None
     outputs: tuple[RequestedOutput, ...]
+    model_name: str  # the V2 name it was asked by
 
 
 def _bad(message: str, field: str = "inputs", expected: str | None = None) -> BadRequest:
@@ -82,13 +70,13 @@ def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], 
 def read_columns(
     entries: list[Any],
     binary: bytes,
-    model: ProtocolModel,
+    view: SignatureView,
     limits: Limits,
     check_booleans: bool = True,
 ) -> Columns:
     """Every input tensor of the request, decoded; binary data is consumed in input order.
     ``check_booleans=False`` skips the search for JSON booleans when the body holds none."""
-    images = {t.name for t in model.inputs if t.images}
+    images = {t.name for t in view.inputs if t.images}
     columns: Columns = {}
     offset = 0
     for entry in entries:
@@ -113,8 +101,31 @@ def read_columns(
             raise _bad(f"input {name!r} has neither 'data' nor binary_data_size", field=name)
     if offset != len(binary):
         raise _bad("binary data left over after the last input", field=HEADER_LENGTH)
-    model.check_inputs([e["name"] for e in entries])
+    check_inputs([e["name"] for e in entries], view)
     return columns
+
+
+def check_inputs(names: list[str], view: SignatureView) -> None:
+    """Exactly the signature's inputs, each once."""
+    expected = [t.name for t in view.inputs]
+    unknown = sorted(set(names) - set(expected))
+    if unknown:
+        raise RequestError(
+            "unknown_input",
+            f"signature {view.name!r} has no input {unknown[0]!r}",
+            field=unknown[0],
+            expected=str(expected),
+        )
+    missing = [name for name in expected if name not in names]
+    if missing:
+        raise RequestError(
+            "missing_input",
+            f"input {missing[0]!r} is missing",
+            field=missing[0],
+            expected=str(expected),
+        )
+    if len(set(names)) != len(names):
+        raise RequestError("duplicate_input", "an input is given twice", field="inputs")
 
 
 def _input_header(entry: Any, limits: Limits) -> tuple[str, list[int], str]:
@@ -179,15 +190,30 @@ def _from_json(data: Any, name: str, shape: list[int], datatype: str, images: bo
         values = [_text_element(v, name, images) for v in _flatten(data)]
         _check_count(values, name, shape)
         return values
+    target = NUMERIC_TYPES[datatype]
     try:
-        array = np.asarray(data, dtype=NUMERIC_TYPES[datatype])
+        array = np.asarray(data)
     except (ValueError, TypeError, OverflowError):
+        array = np.asarray([])  # ragged: refused below as not numbers
+    accepted = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}[target.kind]
+    if array.dtype.kind not in accepted or (target.kind == "f" and array.dtype.kind == "b"):
         raise _bad(
-            f"input {name!r}: data is not a (nested) list of {datatype} numbers", field=name
-        ) from None
+            f"input {name!r}: data is not a (nested) list of {datatype} values",
+            field=name,
+            expected=f"{datatype} data" + (" (true/false)" if target.kind == "b" else ""),
+        )
+    if target.kind in "iu" and array.size:
+        info = np.iinfo(target)
+        if array.min() < info.min or array.max() > info.max:
+            raise _bad(
+                f"input {name!r}: a value does not fit {datatype}",
+                field=name,
+                expected=f"integers from {info.min} to {info.max}",
+            )
     if array.size != prod(shape):
         raise _bad(f"input {name!r}: {array.size} values for shape {shape}", field=name)
-    return array.reshape(shape)
+    with np.errstate(over="ignore"):  # FP16/FP32 overflow becomes inf, refused downstream
+        return array.astype(target).reshape(shape)
 
 
 def _flatten(data: Any) -> list[Any]:
@@ -215,20 +241,27 @@ def _check_count(values: list[bytes], name: str, shape: list[int]) -> None:
         raise _bad(f"input {name!r}: {len(values)} elements for shape {shape}", field=name)
 
 
-def requested_outputs(
-    document: dict[str, Any], model: ProtocolModel
-) -> tuple[RequestedOutput, ...]:
+def requested_outputs(document: dict[str, Any], view: SignatureView) -> tuple[RequestedOutput, ...]:
     """The outputs asked for (all by default), each in JSON or binary form."""
     parameters = _parameters(document, "parameters")
     default_binary = parameters.get("binary_data_output") is True
     asked = document.get("outputs")
     if asked is None:
-        return tuple(RequestedOutput(t, default_binary) for t in model.outputs)
+        return tuple(RequestedOutput(t, default_binary) for t in view.outputs)
     if not isinstance(asked, list) or not all(isinstance(o, dict) for o in asked):
         raise _bad("'outputs' must be a list of objects", field="outputs")
     chosen = []
     for entry in asked:
-        tensor = model.output(str(entry.get("name")))
+        name = str(entry.get("name"))
+        try:
+            tensor = view.output(name)
+        except KeyError:
+            raise RequestError(
+                "unknown_output",
+                f"signature {view.name!r} has no output {name[:60]!r}",
+                field="outputs",
+                expected=str([t.name for t in view.outputs]),
+            ) from None
         options = _parameters(entry, "outputs")
         binary = options.get("binary_data", default_binary) is True
         chosen.append(RequestedOutput(tensor, binary, _classification(options, tensor)))
@@ -258,16 +291,28 @@ def _classification(options: dict[str, Any], tensor: Tensor) -> int:
 # -- answers ------------------------------------------------------------------------------
 
 
+def class_strings(probabilities: np.ndarray, labels: list[str], k: int) -> np.ndarray:
+    """Triton's classification extension: the top k as ``"score:index:label"`` per row."""
+    order = np.argsort(-probabilities, axis=1)[:, :k]
+    return np.array(
+        [
+            [f"{row[i]:f}:{int(i)}:{labels[int(i)]}" for i in ranked]
+            for ranked, row in zip(order, probabilities, strict=True)
+        ],
+        dtype=object,
+    )
+
+
 def encode_answer(
-    outputs: np.ndarray, request: InferRequest, served: ServedModel, model: ProtocolModel
+    outputs: np.ndarray, request: InferRequest, version: Version, view: SignatureView
 ) -> Reply:
-    named = model.present(outputs, served)
+    named = view.answer.present(outputs, version)
     entries, blobs = [], []
     for wanted in request.outputs:
         value, datatype = named[wanted.tensor.name], wanted.tensor.datatype
         if wanted.classification:
             k = min(wanted.classification, value.shape[1])
-            value, datatype = class_strings(value, served.labels, k), BYTES
+            value, datatype = class_strings(value, list(wanted.tensor.classes), k), BYTES
         entry: dict[str, Any] = {
             "name": wanted.tensor.name,
             "datatype": datatype,
@@ -281,8 +326,8 @@ def encode_answer(
             entry["data"] = _to_json(value, datatype)
         entries.append(entry)
     header: dict[str, Any] = {
-        "model_name": model.name,
-        "model_version": str(served.version),
+        "model_name": request.model_name,
+        "model_version": str(version.number),
         "outputs": entries,
     }
     if request.id is not None:
@@ -299,10 +344,12 @@ def _to_binary(value: np.ndarray, datatype: str) -> bytes:
     if datatype == BYTES:
         encoded = [str(v).encode("utf-8") for v in value.ravel()]
         return b"".join(struct.pack("<I", len(e)) + e for e in encoded)
-    return np.ascontiguousarray(value, dtype="<f4").tobytes()
+    return np.ascontiguousarray(value, dtype=NUMERIC_TYPES[datatype].newbyteorder("<")).tobytes()
 
 
 def _to_json(value: np.ndarray, datatype: str) -> Any:
     if datatype == BYTES:
         return [str(v) for v in value.ravel()]
-    return np.ascontiguousarray(value.ravel(), dtype=np.float32)
+    if datatype == "FP16":  # JSON numbers; orjson writes float32 arrays, not float16
+        return np.ascontiguousarray(value.ravel(), dtype=np.float32)
+    return np.ascontiguousarray(value.ravel(), dtype=NUMERIC_TYPES[datatype])

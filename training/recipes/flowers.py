@@ -522,7 +522,7 @@ class FlowersRecipe(Recipe):
         saved = workdir / "saved_model"
         write_saved_model(model, self.endpoints(model), (signature,), saved)
         convert_to_onnx(saved, signature, workdir / signature.onnx_file, DEFAULT_OPSET)
-        return cpu_latency(workdir / signature.onnx_file, signature.inputs[0])
+        return cpu_latency(workdir / signature.onnx_file, signature)
 
     @staticmethod
     def _row(fit: Fit) -> dict[str, Any]:

@@ -1,0 +1,78 @@
+"""The model repository API (Triton's V2 extension): index, load, unload.
+
+Every call needs ``Authorization: Bearer <SERVING_ADMIN_TOKEN>``. With no token configured
+the API is closed (403): loading and unloading models is an operator's act, never open by
+default. A wrong or missing token gets 401 with ``WWW-Authenticate: Bearer``. Tokens are
+compared in constant time.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from service.errors import RequestError
+from service.http import RawRequest, Reply, json_reply
+from service.inference import Runtime, error_reply
+from service.inputs.body import parse_json, read_body
+
+
+def _authorise(request: RawRequest, runtime: Runtime) -> None:
+    token = runtime.config.admin_token
+    if token is None:
+        raise RequestError(
+            "admin_disabled",
+            "the model repository API is off: no SERVING_ADMIN_TOKEN is configured",
+            status=403,
+        )
+    given = request.headers.get("authorization", "")
+    scheme, _, value = given.partition(" ")
+    expected = token.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), expected):
+        raise RequestError(
+            "unauthorized",
+            "a valid 'Authorization: Bearer <token>' header is needed",
+            field="authorization",
+            status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="model-repository"'},
+        )
+
+
+async def _options(request: RawRequest, runtime: Runtime) -> dict:
+    """The optional JSON body (``{"ready": true}`` for the index, ``{"parameters": ...}``)."""
+    body = await read_body(request, runtime.config.limits)
+    if not body.strip():
+        return {}
+    document = parse_json(body)
+    if not isinstance(document, dict):
+        raise RequestError("invalid_request", "the body must be a JSON object", status=400)
+    return document
+
+
+async def index(request: RawRequest, runtime: Runtime) -> Reply:
+    try:
+        _authorise(request, runtime)
+        options = await _options(request, runtime)
+    except RequestError as error:
+        return error_reply(error)
+    ready_only = options.get("ready") is True
+    return json_reply(runtime.registry.index(ready_only))  # a JSON array, as Triton's
+
+
+async def load(request: RawRequest, runtime: Runtime, name: str) -> Reply:
+    try:
+        _authorise(request, runtime)
+        await _options(request, runtime)
+        await runtime.registry.load(name)
+    except RequestError as error:
+        return error_reply(error)
+    return json_reply({})
+
+
+async def unload(request: RawRequest, runtime: Runtime, name: str) -> Reply:
+    try:
+        _authorise(request, runtime)
+        await _options(request, runtime)
+        await runtime.registry.unload(name)
+    except RequestError as error:
+        return error_reply(error)
+    return json_reply({})

@@ -1,0 +1,193 @@
+"""One model version as every part of the service sees it, built once from its manifest.
+
+The manifest's signatures (``modelspec``) and each signature's declared interface give
+everything the service needs: the graph's inputs and outputs, the tensors V2 and TF Serving
+show, the native routes and how they read and answer, the V2 model names, the OpenAPI
+schemas and what ``/models`` lists. Nothing about a model is declared anywhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from modelspec.bank import BankEncoder
+from modelspec.tensors import Signature, signatures_from_manifest
+from service.errors import NotFound
+from service.inputs.tensors import TensorContract
+from service.interfaces import ANSWERS, INPUT_KINDS, TENSOR_ANSWER, TENSOR_INPUT
+from service.interfaces.base import Answer, InputKind, Tensor
+
+TF_DEFAULT = "serving_default"
+
+
+@dataclass(frozen=True)
+class SignatureView:
+    """One signature: the graph's tensors, and how requests reach it."""
+
+    name: str
+    signature: Signature
+    kind: InputKind
+    answer: Answer
+    inputs: tuple[Tensor, ...]  # as V2 and TF Serving show them
+    outputs: tuple[Tensor, ...]
+
+    @property
+    def rich(self) -> bool:
+        """It has a native route of its own, beyond plain tensors."""
+        return self.kind is not TENSOR_INPUT or self.answer is not TENSOR_ANSWER
+
+    def input(self, name: str) -> Tensor:
+        for tensor in self.inputs:
+            if tensor.name == name:
+                return tensor
+        raise KeyError(name)
+
+    def output(self, name: str) -> Tensor:
+        for tensor in self.outputs:
+            if tensor.name == name:
+                return tensor
+        raise KeyError(name)
+
+
+class ManifestError(ValueError):
+    """A manifest the service cannot serve from (a missing field, an unknown interface)."""
+
+
+class Version:
+    """A model version's description: manifest, signatures, interfaces and names."""
+
+    def __init__(self, name: str, number: int, directory: Path, manifest: dict[str, Any]) -> None:
+        self.name = name
+        self.number = number
+        self.directory = directory
+        self.manifest = manifest
+        try:
+            signatures = signatures_from_manifest(manifest)
+        except (KeyError, TypeError, ValueError) as error:
+            raise ManifestError(f"manifest signatures: {error}") from None
+        if not signatures:
+            raise ManifestError("the manifest lists no signature")
+        self.signatures: dict[str, Signature] = {s.name: s for s in signatures}
+        self.default_signature = signatures[0].name
+        self.views = {s.name: self._view(s) for s in signatures}
+        self._contracts = {
+            s.name: {t.name: Tensor.of(t).contract() for t in s.inputs} for s in signatures
+        }
+
+    def _view(self, signature: Signature) -> SignatureView:
+        kind, answer = INPUT_KINDS[signature.input_kind], ANSWERS[signature.answer]
+        if signature.input_kind != "tensor" and len(signature.inputs) != 1:
+            raise ManifestError(f"{signature.name}: a {kind.name} signature has one input")
+        if signature.answer != "tensor" and len(signature.outputs) != 1:
+            raise ManifestError(f"{signature.name}: a {answer.name} answer has one output")
+        if signature.input_kind == "rgb_photo":
+            shape = signature.inputs[0].shape
+            if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 3 or not shape[1]:
+                raise ManifestError(f"{signature.name}: rgb_photo needs (N, size, size, 3)")
+        if signature.answer in ("top_labels", "digit", "decision") and not self.labels:
+            raise ManifestError(f"{signature.name}: a {answer.name} answer needs labels")
+        try:
+            inputs = kind.protocol_inputs(signature, self.manifest)
+            outputs = answer.protocol_outputs(signature, self.manifest)
+        except KeyError as error:
+            raise ManifestError(f"{signature.name}: manifest lacks {error}") from None
+        return SignatureView(signature.name, signature, kind, answer, inputs, outputs)
+
+    # -- what the interfaces read ----------------------------------------------------------
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.manifest.get("labels", []))
+
+    @property
+    def threshold(self) -> float:
+        return float(self.manifest["decision"]["threshold"])
+
+    @cached_property
+    def bank_encoder(self) -> BankEncoder:
+        return BankEncoder.from_dict(self.manifest["preprocessing"]["encoder"])
+
+    @property
+    def origin(self) -> str:
+        """``trained`` by this project's recipes, or ``user``-supplied."""
+        return self.manifest.get("origin", "trained")
+
+    def contracts(self, signature: str) -> dict[str, TensorContract]:
+        """Each graph input of ``signature`` as a contract (dtype, shape, range)."""
+        return self._contracts[signature]
+
+    def view(self, signature: str) -> SignatureView:
+        view = self.views.get(signature)
+        if view is None:
+            raise NotFound(
+                "unknown_signature",
+                f"version {self.number} of {self.name!r} has no signature {signature!r}",
+                field="signature",
+                expected=str(list(self.views)),
+            )
+        return view
+
+    def card_file(self, name: str) -> bytes:
+        """The model card or one of its plots, by its name in the manifest's file list: a
+        name from a URL is only ever a key here, never a path."""
+        if name not in self.manifest.get("files", {}) or not name.endswith((".md", ".png")):
+            raise NotFound("not_found", f"no file {name[:60]!r} in this version", field="file")
+        return (self.directory / name).read_bytes()
+
+    # -- names the protocols use -----------------------------------------------------------
+
+    def v2_names(self) -> dict[str, str]:
+        """V2 model name -> signature: the model's own name for its default signature, and
+        ``<model>_<signature>`` for each signature when it has several."""
+        names = {self.name: self.default_signature}
+        if len(self.views) > 1:
+            names.update({f"{self.name}_{s}": s for s in self.views})
+        return names
+
+    def tf_signature(self, name: str) -> str:
+        """TF Serving's ``signature_name``: ``serving_default`` is the default signature."""
+        return self.default_signature if name == TF_DEFAULT else name
+
+    def describe(self) -> dict[str, Any]:
+        """What ``/models`` shows of this version: enough to call it correctly."""
+        manifest = self.manifest
+        return {
+            "version": self.number,
+            "origin": self.origin,
+            "title": manifest.get("title"),
+            "created_at": manifest.get("created_at"),
+            "signatures": {
+                name: {
+                    **manifest["signatures"][name],
+                    "interface": {"input": view.kind.name, "answer": view.answer.name},
+                    "native_route": f"/{self.name}/{name}" if view.rich else None,
+                    "v2_inputs": [_tensor(t) for t in view.inputs],
+                    "v2_outputs": [_tensor(t) for t in view.outputs],
+                }
+                for name, view in self.views.items()
+            },
+            "default_signature": self.default_signature,
+            "v2_names": sorted(self.v2_names()),
+            "labels": manifest.get("labels"),
+            "preprocessing": manifest.get("preprocessing"),
+            "decision": manifest.get("decision"),
+            "metrics": manifest.get("metrics"),
+            "latency": manifest.get("latency"),
+            "model_card": f"/models/{self.name}/versions/{self.number}/card",
+        }
+
+
+def _tensor(tensor: Tensor) -> dict[str, Any]:
+    described: dict[str, Any] = {
+        "name": tensor.name,
+        "datatype": tensor.datatype,
+        "shape": list(tensor.shape),
+    }
+    if tensor.range is not None:
+        described["range"] = list(tensor.range)
+    if tensor.images:
+        described["also"] = "BYTES: PNG/JPEG files"
+    return described

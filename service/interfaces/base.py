@@ -1,0 +1,174 @@
+"""What every input kind and answer provides (``modelspec.interfaces`` names them).
+
+An input kind turns requests into a graph's feed: named protocol tensors (V2, TF Serving,
+``/models/{name}/predict``) and, for rich kinds, native bodies (images, records). An answer
+turns the graph's outputs into protocol tensors and native answers. Both are stateless:
+everything about a model comes from its ``Version`` (its manifest, labels, encoder...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from modelspec import Signature, TensorSpec
+from service.backends import Feed, Outputs
+from service.config import Limits
+from service.errors import NotAcceptable, RequestError
+from service.http import JSON, Reply
+from service.inputs.body import media_type_of
+from service.inputs.tensors import TensorContract
+
+if TYPE_CHECKING:
+    from service.descriptor import Version
+
+BYTES = "BYTES"
+V2_TYPES: dict[str, str] = {
+    "bool": "BOOL",
+    "uint8": "UINT8",
+    "uint16": "UINT16",
+    "uint32": "UINT32",
+    "uint64": "UINT64",
+    "int8": "INT8",
+    "int16": "INT16",
+    "int32": "INT32",
+    "int64": "INT64",
+    "float16": "FP16",
+    "float32": "FP32",
+    "float64": "FP64",
+}
+NUMPY_TYPES: dict[str, np.dtype] = {v2: np.dtype(name) for name, v2 in V2_TYPES.items()}
+# A decoded protocol input: a numeric array (batch first) or a list of byte strings / values.
+Column = Any
+Columns = dict[str, Column]
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A named tensor as the protocols describe it; -1 is a free dimension (the batch first).
+
+    ``images``: BYTES values of this input may be PNG/JPEG files instead of the numbers.
+    ``classes``: a probability per label, so the classification extension applies.
+    """
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    range: tuple[float, float] | None = None
+    images: bool = False
+    classes: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, spec: TensorSpec, **extra: Any) -> Tensor:
+        shape = tuple(-1 if d is None else d for d in spec.shape)
+        return cls(spec.name, V2_TYPES.get(spec.dtype, "FP32"), shape, spec.range, **extra)
+
+    @property
+    def dtype(self) -> np.dtype | None:
+        return NUMPY_TYPES.get(self.datatype)
+
+    def contract(self) -> TensorContract:
+        sample = tuple(None if d < 0 else d for d in self.shape[1:])
+        low, high = self.range or (None, None)
+        return TensorContract((sample,), low, high, self.dtype or np.dtype(np.float32))
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A native request as the interfaces see it: the body already read within its limit."""
+
+    body: bytes
+    content_type: str
+    query: dict[str, str]
+    accept: str
+    limits: Limits
+    check_booleans: bool = field(default=True)
+
+    @property
+    def media_type(self) -> str:
+        return media_type_of(self.content_type)
+
+    @property
+    def is_json(self) -> bool:
+        return self.media_type == JSON
+
+
+class InputKind:
+    """How requests become a signature's feed."""
+
+    name = "tensor"
+    summary = ""
+
+    def protocol_inputs(self, signature: Signature, manifest: dict[str, Any]) -> tuple[Tensor, ...]:
+        return tuple(Tensor.of(t) for t in signature.inputs)
+
+    async def from_columns(
+        self, columns: Columns, version: Version, signature: str, limits: Limits
+    ) -> Feed:
+        raise NotImplementedError
+
+    async def from_native(self, incoming: Incoming, version: Version, signature: str) -> Feed:
+        raise NotImplementedError
+
+    def check_native(self, incoming: Incoming) -> None:
+        """Query options, checked before any work (a typo must not pass silently)."""
+
+    def native_request(self, version: Version, signature: str) -> dict[str, Any]:
+        """The OpenAPI ``requestBody.content`` of the native route."""
+        raise NotImplementedError
+
+
+class Answer:
+    """How a signature's outputs become answers."""
+
+    name = "tensor"
+    summary = ""
+
+    def protocol_outputs(
+        self, signature: Signature, manifest: dict[str, Any]
+    ) -> tuple[Tensor, ...]:
+        return tuple(Tensor.of(t) for t in signature.outputs)
+
+    def present(self, outputs: Outputs, version: Version) -> dict[str, np.ndarray]:
+        """The protocol outputs: the graph's, plus what this answer derives (a label...)."""
+        return outputs
+
+    def classes(self, outputs: Outputs, version: Version) -> np.ndarray | None:
+        """Predicted class indices, for the per-class metric; None when not a classifier."""
+        return None
+
+    def check_native(self, incoming: Incoming, version: Version) -> None:
+        """Query options and Accept, checked before any work."""
+
+    def native(
+        self, outputs: Outputs, incoming: Incoming, version: Version, signature: str
+    ) -> Reply:
+        raise NotImplementedError
+
+    def native_response(self, version: Version, signature: str) -> dict[str, Any]:
+        """The OpenAPI schema of the native 200 answer."""
+        raise NotImplementedError
+
+
+def envelope(version: Version, **content: Any) -> dict[str, Any]:
+    return {"model": version.name, "version": version.number, **content}
+
+
+def json_only(incoming: Incoming, kind: str) -> RequestError:
+    from service.inputs.body import unsupported
+
+    return unsupported(incoming.media_type, f"{JSON} ({kind})")
+
+
+def accepts_json(incoming: Incoming, alternatives: Sequence[str] = ()) -> None:
+    accept = incoming.accept.lower()
+    wanted = ("json", "*/*", *alternatives)
+    if accept and not any(w in accept for w in wanted):
+        raise NotAcceptable(
+            "not_acceptable",
+            f"cannot answer with {accept!r}",
+            expected=" or ".join(["application/json", *alternatives]),
+        )

@@ -1,0 +1,583 @@
+"""The models this process serves, kept in step with the repository while it runs.
+
+Every model folder of the repository is served (unless configuration says only some), each
+with the versions its policy picks (the latest by default). A scan finds what changed; each
+new version is verified (sha256 of every file against its manifest), loaded and warmed up in
+a thread, then made live in one step on the event loop. A version the policy drops, or that
+leaves the repository, stops taking new requests once a version the policy wants is ready,
+finishes the requests it holds, and is closed. A version that fails is reported (log,
+``/models``, metrics) and the versions already serving go on; it is tried again only when its
+folder changes or an operator asks (``POST /v2/repository/models/{name}/load``).
+
+The repository API's unloads are written to a small state file all workers read, so with
+several workers each drops (or takes back) a model within a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelspec import repository
+from modelspec.tensors import Signature
+from service.backends import Backend, Feed
+from service.backends.cpus import available_cpus
+from service.batching import Batcher
+from service.config import ModelConfig, Settings
+from service.descriptor import ManifestError, Version
+from service.errors import NotFound, RequestError, Unavailable
+from service.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+LOADING, READY, FAILED, UNLOADING, UNLOADED = "loading", "ready", "failed", "unloading", "unloaded"
+OFFLOAD_ABOVE_S = 0.001  # a batch of one slower than this runs off the event loop
+STATE_FILE = "unloaded.json"
+
+
+class LoadError(RuntimeError):
+    pass
+
+
+def _stamp(directory: Path) -> tuple[int, int]:
+    """What changes when a version folder is published again (its manifest is rewritten)."""
+    try:
+        info = (directory / repository.MANIFEST).stat()
+    except OSError:  # removed since the folder was listed: the load will say so
+        return 0, 0
+    return info.st_mtime_ns, info.st_size
+
+
+@dataclass
+class Loaded:
+    """One version in this process: description, graphs, batchers, state and requests held."""
+
+    model: str
+    number: int
+    stamp: tuple[int, int]
+    state: str = LOADING
+    reason: str | None = None
+    version: Version | None = None
+    backends: dict[str, Backend] = field(default_factory=dict)
+    batchers: dict[str, Batcher] = field(default_factory=dict)
+    backend: str | None = None
+    provider: str | None = None
+    load_seconds: float | None = None
+    in_flight: int = 0
+
+    def begin(self) -> None:
+        self.in_flight += 1
+
+    def end(self) -> None:
+        self.in_flight -= 1
+        if self.state == UNLOADING and self.in_flight == 0:
+            self.close()
+
+    def retire(self) -> None:
+        """Take no new requests; close once the ones held are answered."""
+        if self.state == READY:
+            self.state = UNLOADING
+            if self.in_flight == 0:
+                self.close()
+
+    def close(self) -> None:
+        for batcher in self.batchers.values():
+            batcher.close()
+        self.batchers.clear()
+        self.backends.clear()
+        self.state = UNLOADED
+        logger.info("model %s version %d unloaded", self.model, self.number)
+
+    def describe(self) -> dict[str, Any]:
+        described: dict[str, Any] = {
+            "version": self.number,
+            "state": self.state,
+            "reason": self.reason,
+        }
+        if self.state == READY:
+            described.update(backend=self.backend, provider=self.provider)
+            described["load_seconds"] = self.load_seconds
+        return described
+
+
+class ServedModel:
+    """One model name: its settings and every version this process knows of."""
+
+    def __init__(self, name: str, config: ModelConfig) -> None:
+        self.name = name
+        self.config = config
+        self.versions: dict[int, Loaded] = {}
+        self.unloaded = False  # by the repository API
+        self.missing_reason: str | None = None
+
+    @property
+    def ready_versions(self) -> list[Loaded]:
+        return sorted(
+            (v for v in self.versions.values() if v.state == READY), key=lambda v: v.number
+        )
+
+    def latest(self) -> Loaded | None:
+        """The highest version that is ready."""
+        ready = self.ready_versions
+        return ready[-1] if ready else None
+
+    @property
+    def state(self) -> str:
+        if self.latest() is not None:
+            return READY
+        if self.unloaded:
+            return UNLOADED
+        states = {v.state for v in self.versions.values()}
+        return LOADING if LOADING in states else FAILED
+
+    @property
+    def reason(self) -> str | None:
+        if self.state == READY:
+            return None
+        if self.unloaded:
+            return "unloaded through the repository API"
+        failed = [v for v in self.versions.values() if v.state == FAILED]
+        if failed:
+            return failed[-1].reason
+        return self.missing_reason
+
+    def resolve(self, number: int | None) -> Loaded:
+        """The version a request asks for (the latest ready when none): a 404 for one not
+        served, a 503 while it loads or when it could not be loaded."""
+        if number is None:
+            found = self.latest()
+            if found is not None:
+                return found
+            if self.state == LOADING:
+                raise Unavailable(
+                    "model_loading", f"model {self.name!r} is loading", headers={"Retry-After": "5"}
+                )
+            raise Unavailable(
+                "model_unavailable", f"model {self.name!r} is not available: {self.reason}"
+            )
+        found = self.versions.get(number)
+        if found is not None and found.state == READY:
+            return found
+        if found is not None and found.state == LOADING:
+            raise Unavailable(
+                "model_loading",
+                f"version {number} of {self.name!r} is loading",
+                headers={"Retry-After": "5"},
+            )
+        served = [v.number for v in self.ready_versions]
+        raise NotFound(
+            "unknown_version",
+            f"version {number} of model {self.name!r} is not served",
+            field="version",
+            expected=f"one of {served}" if served else "no version is served now",
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """What ``GET /models`` shows: the latest version's interface, and every version."""
+        latest = self.latest()
+        described: dict[str, Any] = {
+            "name": self.name,
+            "state": self.state,
+            "reason": self.reason,
+            "version": latest.number if latest else None,
+            "backend": latest.backend if latest else None,
+            "provider": latest.provider if latest else None,
+            "versions": [v.describe() for _, v in sorted(self.versions.items())],
+            "version_policy": self.config.version_policy.describe(),
+            "batching": self.config.batching.model_dump(),
+        }
+        if latest is not None and latest.version is not None:
+            described.update(latest.version.describe())
+            described["version"] = latest.number
+            offload = latest.batchers and next(iter(latest.batchers.values())).offloaded
+            described["batching"] = {**described["batching"], "offload": bool(offload)}
+        return described
+
+
+class Registry:
+    """Every model this process serves, and the work of keeping them in step."""
+
+    def __init__(self, config: Settings, metrics: Metrics) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.cpus = available_cpus()
+        self.models: dict[str, ServedModel] = {}
+        self.v2_index: dict[str, tuple[str, str]] = {}
+        self._lock = asyncio.Lock()
+        self._state_seen: float | None = None
+        for name in config.models:
+            self._model(name)
+
+    # -- what requests see ------------------------------------------------------------------
+
+    def find(self, name: str) -> ServedModel:
+        """The model of that name, whatever its state; a 404 otherwise."""
+        model = self.models.get(name)
+        if model is None:
+            raise NotFound(
+                "unknown_model", f"no model named {name!r}", expected=str(sorted(self.models))
+            )
+        return model
+
+    def resolve(self, name: str, number: int | None) -> Loaded:
+        return self.find(name).resolve(number)
+
+    def v2_target(self, v2_name: str) -> tuple[str, str]:
+        """(model, signature) behind a V2 model name; a 404 naming the ones served."""
+        target = self.v2_index.get(v2_name)
+        if target is None:
+            raise NotFound(
+                "unknown_model", f"no model named {v2_name!r}", expected=str(sorted(self.v2_index))
+            )
+        return target
+
+    @property
+    def ready(self) -> bool:
+        return all(m.state in (READY, UNLOADED) for m in self.models.values())
+
+    def not_ready_reasons(self) -> dict[str, str]:
+        return {
+            m.name: m.reason or m.state
+            for m in self.models.values()
+            if m.state not in (READY, UNLOADED)
+        }
+
+    # -- keeping in step with the repository --------------------------------------------------
+
+    def _model(self, name: str) -> ServedModel:
+        if name not in self.models:
+            self.models[name] = ServedModel(name, self.config.model(name))
+        return self.models[name]
+
+    def _published(self) -> dict[str, dict[int, Path]]:
+        """Every model folder of the repository (or the configured ones) and its versions."""
+        root = self.config.repository
+        names = set(self.config.models)
+        if self.config.discover and root.is_dir():
+            names |= {
+                p.name for p in root.iterdir() if p.is_dir() and repository.valid_name(p.name)
+            }
+        return {
+            name: {
+                v: repository.version_dir(root, name, v) for v in repository.versions(root, name)
+            }
+            for name in names
+        }
+
+    async def refresh(self, only: str | None = None) -> None:
+        """One scan: load what the policies want and is not loaded, retire what they dropped.
+        Loads run one at a time in a thread; the event loop keeps serving meanwhile."""
+        async with self._lock:
+            self._read_state_file()
+            published = await asyncio.to_thread(self._published)
+            for name, present in sorted(published.items()):
+                if only is None or name == only:
+                    await self._sync(self._model(name), present)
+            for name in [
+                n for n in self.models if n not in published and n not in self.config.models
+            ]:
+                for loaded in self.models[name].versions.values():
+                    loaded.retire()
+                del self.models[name]
+            self._index()
+
+    async def _sync(self, model: ServedModel, present: dict[int, Path]) -> None:
+        if not present:
+            model.missing_reason = (
+                f"no published version under {self.config.repository / model.name}"
+            )
+        if model.unloaded:
+            wanted: set[int] = set()
+        else:
+            wanted = model.config.version_policy.choose(sorted(present))
+        for number in sorted(wanted, reverse=True):
+            stamp = await asyncio.to_thread(_stamp, present[number])
+            known = model.versions.get(number)
+            if known is not None and known.stamp == stamp and known.state in (READY, FAILED):
+                continue  # serving, or failed and unchanged since
+            await self._load(model, number, present[number], stamp)
+        ready_wanted = [
+            n for n in wanted if model.versions.get(n) and model.versions[n].state == READY
+        ]
+        for number, loaded in list(model.versions.items()):
+            if number in wanted and loaded.state == READY:
+                continue
+            # Availability first: a dropped version serves on until a wanted one is ready
+            # (unless the model left the repository or was unloaded on purpose).
+            if loaded.state == READY and (ready_wanted or not present or model.unloaded):
+                loaded.retire()
+                self._event(model.name, number, "unloaded")
+            if number not in present and loaded.state in (FAILED, UNLOADED):
+                del model.versions[number]  # gone from the repository: forgotten
+        self.metrics.model_ready.labels(model.name).set(1 if model.latest() else 0)
+
+    async def _load(self, model: ServedModel, number: int, directory: Path, stamp) -> None:
+        started = time.perf_counter()
+        previous = model.versions.get(number)
+        attempt = Loaded(model.name, number, stamp)
+        if previous is None or previous.state != READY:
+            model.versions[number] = attempt  # shows as loading meanwhile
+        try:
+            await asyncio.to_thread(self._open, model, attempt, directory)
+        except Exception as error:
+            attempt.state, attempt.reason = FAILED, str(error) or type(error).__name__
+            model.versions[number] = (
+                attempt if previous is None or previous.state != READY else previous
+            )
+            logger.error("model %s version %d refused: %s", model.name, number, attempt.reason)
+            self._event(model.name, number, "load_failed")
+            if previous is not None and previous.state == READY:
+                previous.reason = f"a new copy of this version failed: {attempt.reason}"
+            return
+        attempt.load_seconds = round(time.perf_counter() - started, 2)
+        attempt.state = READY
+        model.versions[number] = attempt  # live from this statement on
+        if previous is not None and previous is not attempt and previous.state == READY:
+            previous.retire()  # the same number published again: the new copy replaces it
+        self.metrics.model_load_seconds.labels(model.name).observe(attempt.load_seconds)
+        self.metrics.model_info.labels(
+            model.name, str(number), attempt.backend, attempt.provider
+        ).set(1)
+        self._event(model.name, number, "loaded")
+        logger.info(
+            "model %s version %d ready on %s/%s in %.1f s",
+            model.name,
+            number,
+            attempt.backend,
+            attempt.provider,
+            attempt.load_seconds,
+        )
+
+    def _event(self, model: str, number: int, event: str) -> None:
+        self.metrics.model_events.labels(model, event).inc()
+        if event == "unloaded":
+            self.metrics.model_info.labels(model, str(number), "", "").set(0)
+
+    def _index(self) -> None:
+        """V2 model names -> (model, signature), from each model's latest version. A model's
+        own name wins over another model's ``<model>_<signature>`` alias."""
+        index: dict[str, tuple[str, str]] = {}
+        for model in self.models.values():
+            latest = model.latest()
+            names = latest.version.v2_names() if latest and latest.version else {}
+            for v2_name, signature in names.items():
+                index.setdefault(v2_name, (model.name, signature))
+        for model in self.models.values():
+            latest = model.latest()
+            default = latest.version.default_signature if latest and latest.version else ""
+            index[model.name] = (model.name, default)
+        self.v2_index = index
+
+    # -- loading one version (in a thread) --------------------------------------------------
+
+    def _open(self, model: ServedModel, loaded: Loaded, directory: Path) -> None:
+        manifest = repository.read_manifest(directory)
+        problems = repository.verify_files(directory, manifest)
+        if problems:
+            raise LoadError("integrity check failed: " + "; ".join(problems))
+        try:
+            version = Version(model.name, loaded.number, directory, manifest)
+        except ManifestError as error:
+            raise LoadError(str(error)) from None
+        batching = model.config.batching
+        for name, view in version.views.items():
+            # Inline signatures run on the event loop's thread with one intra-op thread,
+            # leaving the other cores to HTTP work and other workers; offloaded (slow) ones
+            # use every usable core. Undecided: measured on one thread, rebuilt if slow.
+            offload = batching.offload
+            backend = self._backend(directory, view.signature, threads=1 if not offload else None)
+            seconds = self._warm_up(backend, version, name, batching.max_batch_size)
+            if offload is None:
+                offload = seconds > OFFLOAD_ABOVE_S
+                if offload and self._threads(offload) > 1:
+                    backend = self._backend(directory, view.signature, threads=None)
+                    self._warm_up(backend, version, name, batching.max_batch_size)
+            loaded.backend, loaded.provider = backend.name, backend.provider
+            loaded.backends[name] = backend
+            loaded.batchers[name] = Batcher(
+                backend.run,
+                batching.model_copy(update={"offload": offload}),
+                on_batch=self.metrics.batch_recorder(model.name, name),
+            )
+        loaded.version = version
+
+    def _threads(self, offload: bool) -> int:
+        if self.config.inference_threads:
+            return self.config.inference_threads
+        return self.cpus if offload else 1
+
+    def _backend(self, directory: Path, signature: Signature, threads: int | None) -> Backend:
+        """``threads``: intra-op threads; None for the offloaded count."""
+        count = threads if threads is not None else self._threads(True)
+        if self.config.inference_threads:
+            count = self.config.inference_threads
+        if self.config.backend == "saved_model":
+            if not (directory / repository.SAVED_MODEL_DIR).is_dir():
+                raise LoadError("no SavedModel in this version (an ONNX file published as is)")
+            from service.backends.saved_model import SavedModelBackend
+
+            key = signature.saved_model_signature or signature.name
+            return SavedModelBackend(directory / repository.SAVED_MODEL_DIR, key, count)
+        from service.backends.onnx import OnnxBackend, choose_providers
+
+        providers = choose_providers(self.config.provider, self.config.tf32)
+        return OnnxBackend(directory / signature.onnx_file, providers, count)
+
+    @staticmethod
+    def _warm_up(backend: Backend, version: Version, signature: str, max_batch: int) -> float:
+        """Run the signature at batch 1 and at full batch before it goes live, so the first
+        real request pays no lazy allocation or kernel selection; returns the batch-1 time."""
+        contracts = version.contracts(signature)
+        timing = 0.0
+        for batch in sorted({1, max_batch}):
+            feed: Feed = {
+                name: np.zeros((batch, *[d or 1 for d in c.shapes[0]]), dtype=c.dtype)
+                for name, c in contracts.items()
+            }
+            started = time.perf_counter()
+            outputs = backend.run(feed)
+            if batch == 1:
+                backend.run(feed)  # the second run is the steady-state one
+                timing = time.perf_counter() - started
+            for name, value in outputs.items():
+                if len(value) != batch or (
+                    value.dtype.kind == "f" and not np.isfinite(value).all()
+                ):
+                    raise LoadError(f"warm-up of {signature} gave unusable output {name!r}")
+        return timing / 2
+
+    # -- the repository API ---------------------------------------------------------------
+
+    def state_dir(self) -> Path:
+        """Shared by this server's workers (they have one parent, the arbiter)."""
+        chosen = self.config.state_dir or Path(tempfile.gettempdir()) / f"kms-state-{os.getppid()}"
+        chosen.mkdir(parents=True, exist_ok=True)
+        return chosen
+
+    def _read_state_file(self) -> None:
+        path = self.state_dir() / STATE_FILE
+        try:
+            mtime = path.stat().st_mtime
+        except OSError:
+            return
+        if mtime == self._state_seen:
+            return
+        self._state_seen = mtime
+        try:
+            names = set(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            return
+        for name, model in self.models.items():
+            model.unloaded = name in names
+        for name in names - set(self.models):
+            self._model(name).unloaded = True
+
+    def _write_state_file(self) -> None:
+        path = self.state_dir() / STATE_FILE
+        names = sorted(n for n, m in self.models.items() if m.unloaded)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(names))
+        temporary.replace(path)
+        self._state_seen = path.stat().st_mtime
+
+    async def load(self, name: str) -> ServedModel:
+        """The repository API's load: the policy's versions of ``name``, now (failed ones
+        are tried again). Raises RequestError when none could be made ready."""
+        published = await asyncio.to_thread(self._published)
+        if name not in published or not published[name]:
+            raise RequestError(
+                "unknown_model", f"no model {name!r} in the repository", field="name", status=404
+            )
+        model = self._model(name)
+        model.unloaded = False
+        for loaded in model.versions.values():
+            if loaded.state == FAILED:
+                loaded.stamp = (-1, -1)  # differs from any real stamp: try again
+        self._write_state_file()
+        await self.refresh(only=name)
+        if model.latest() is None:
+            raise RequestError(
+                "load_failed", f"failed to load {name!r}: {model.reason}", status=400
+            )
+        return model
+
+    async def unload(self, name: str) -> ServedModel:
+        """The repository API's unload: every version of ``name`` stops taking requests and
+        is closed once the requests it holds are answered."""
+        model = self.find(name)
+        async with self._lock:
+            model.unloaded = True
+            self._write_state_file()
+            for number, loaded in model.versions.items():
+                if loaded.state == READY:
+                    loaded.retire()
+                    self._event(name, number, "unloaded")
+            self.metrics.model_ready.labels(name).set(0)
+            self._index()
+        return model
+
+    def index(self, ready_only: bool = False) -> list[dict[str, Any]]:
+        """Triton's repository index: every model and version of the repository."""
+        published = self._published()
+        entries = []
+        for name in sorted(set(published) | set(self.models)):
+            model = self.models.get(name)
+            known = model.versions if model else {}
+            for number in sorted(set(published.get(name, {})) | set(known)):
+                entry = _index_entry(name, number, known.get(number), model)
+                if not ready_only or entry["state"] == "READY":
+                    entries.append(entry)
+        return entries
+
+    # -- running ------------------------------------------------------------------------------
+
+    async def poll_forever(self) -> None:
+        """Scan the repository every ``poll_interval`` seconds (never when 0), and the
+        workers' shared state every second."""
+        interval = self.config.poll_interval
+        last_scan = time.monotonic()
+        while True:
+            await asyncio.sleep(1.0 if not interval else min(1.0, interval))
+            try:
+                if interval and time.monotonic() - last_scan >= interval:
+                    last_scan = time.monotonic()
+                    await self.refresh()
+                elif self._state_changed():
+                    await self.refresh()
+            except Exception:  # a bad scan must not end polling
+                logger.exception("repository scan failed")
+
+    def _state_changed(self) -> bool:
+        try:
+            return (self.state_dir() / STATE_FILE).stat().st_mtime != self._state_seen
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        for model in self.models.values():
+            for loaded in model.versions.values():
+                if loaded.state in (READY, UNLOADING):
+                    loaded.close()
+
+
+def _index_entry(
+    name: str, number: int, loaded: Loaded | None, model: ServedModel | None
+) -> dict[str, str]:
+    if loaded is not None and loaded.state in (READY, LOADING):
+        return {"name": name, "version": str(number), "state": loaded.state.upper(), "reason": ""}
+    if model is not None and model.unloaded:
+        reason = "unloaded through the repository API"
+    elif loaded is not None:
+        reason = loaded.reason or loaded.state
+    else:
+        reason = "not chosen by the version policy"
+    return {"name": name, "version": str(number), "state": "UNAVAILABLE", "reason": reason}

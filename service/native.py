@@ -1,0 +1,96 @@
+"""The native endpoints: what each signature's interface offers beyond tensors, and plain
+tensors for every model.
+
+- ``POST /{model}/{signature}``: a signature with a rich interface (images, records, top-k
+  labels, PNG answers...), read and answered by its input kind and answer;
+- ``POST /models/{model}/predict?signature=``: any signature of any model, JSON tensors in
+  and out (``{"inputs": {name: tensor}}``, or the bare tensor for a one-input signature).
+
+``?version=`` picks a served version on both (the latest ready one by default).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.config import Limits
+from service.descriptor import Version
+from service.errors import NotFound
+from service.http import RawRequest, Reply
+from service.inference import Call, Decoded, Runtime, error_reply, handle
+from service.inputs.tensors import might_hold_booleans
+from service.interfaces import TENSOR_ANSWER, TENSOR_INPUT
+from service.interfaces.base import Incoming
+from service.protocols.common import version_number
+
+
+def _incoming(request: RawRequest, body: bytes, limits: Limits) -> Incoming:
+    return Incoming(
+        body=body,
+        content_type=request.headers.get("content-type", ""),
+        query=request.query,
+        accept=request.headers.get("accept", ""),
+        limits=limits,
+        check_booleans=might_hold_booleans(body),
+    )
+
+
+def rich_call(name: str, signature: str, query: dict[str, str]) -> Call:
+    """``/{name}/{signature}``: the signature's own interface. Options (``top_k``, ``invert``,
+    ``format``...) are checked before any decoding."""
+
+    async def decode(request: RawRequest, body: bytes, version: Version, limits: Limits) -> Decoded:
+        view = version.view(signature)
+        if not view.rich:
+            raise NotFound(
+                "not_found",
+                f"signature {signature!r} of {name!r} takes plain tensors",
+                field="path",
+                expected=f"POST /models/{name}/predict?signature={signature}",
+            )
+        incoming = _incoming(request, body, limits)
+        view.kind.check_native(incoming)
+        view.answer.check_native(incoming, version)
+        return Decoded(
+            signature, await view.kind.from_native(incoming, version, signature), incoming
+        )
+
+    def encode(outputs: Any, incoming: Incoming, version: Version, chosen: str) -> Reply:
+        return version.views[chosen].answer.native(outputs, incoming, version, chosen)
+
+    number = version_number(query.get("version"))
+    return Call(name, number, signature, f"/{name}/{signature}", decode, encode)
+
+
+def tensor_call(name: str, query: dict[str, str]) -> Call:
+    """``/models/{name}/predict``: JSON tensors for any signature (``?signature=``)."""
+    wanted = query.get("signature", "")
+
+    async def decode(request: RawRequest, body: bytes, version: Version, limits: Limits) -> Decoded:
+        signature = version.view(wanted or version.default_signature).name
+        incoming = _incoming(request, body, limits)
+        TENSOR_ANSWER.check_native(incoming, version)
+        feed = await TENSOR_INPUT.from_native(incoming, version, signature)
+        return Decoded(signature, feed, incoming)
+
+    def encode(outputs: Any, incoming: Incoming, version: Version, chosen: str) -> Reply:
+        return TENSOR_ANSWER.native(outputs, incoming, version, chosen)
+
+    number = version_number(query.get("version"))
+    return Call(name, number, wanted, f"/models/{name}/predict", decode, encode)
+
+
+async def rich(request: RawRequest, runtime: Runtime, name: str, signature: str) -> Reply:
+    try:
+        call = rich_call(name, signature, request.query)
+    except NotFound as error:
+        return error_reply(error)
+    return await handle(request, call, runtime)
+
+
+async def tensors(request: RawRequest, runtime: Runtime, name: str) -> Reply:
+    try:
+        call = tensor_call(name, request.query)
+    except NotFound as error:
+        return error_reply(error)
+    return await handle(request, call, runtime)

@@ -1,0 +1,109 @@
+"""The page at ``/``: what the service serves and how to call it, then the interactive API
+reference (Swagger UI, from the files BentoML ships, so the page needs no network at all).
+
+No third-party script, tracker or font: everything the page loads comes from this service,
+and Swagger UI's online validator is switched off.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING
+
+from service import openapi
+from service.http import Reply
+
+if TYPE_CHECKING:
+    from service.inference import Runtime
+
+STATIC = "/static_content"  # Swagger UI's files, served by BentoML
+
+
+def _models(runtime: Runtime) -> str:
+    rows = []
+    for model in sorted(runtime.registry.models.values(), key=lambda m: m.name):
+        latest = model.latest()
+        if latest is None or latest.version is None:
+            reason = html.escape(model.reason or model.state)
+            rows.append(
+                f"<tr><td><a href='/models/{html.escape(model.name)}'>{html.escape(model.name)}"
+                f"</a></td><td>{model.state}</td><td colspan='3'>{reason}</td></tr>"
+            )
+            continue
+        version = latest.version
+        title = html.escape(version.manifest.get("title") or "")
+        calls = []
+        for name, view in version.views.items():
+            native = f"<code>POST /{model.name}/{name}</code> " if view.rich else ""
+            calls.append(
+                f"<li><b>{html.escape(name)}</b>: takes {html.escape(view.kind.summary)}; "
+                f"answers {html.escape(view.answer.summary)}. {native}</li>"
+            )
+        v2 = ", ".join(f"<code>{html.escape(n)}</code>" for n in sorted(version.v2_names()))
+        served = ", ".join(str(v.number) for v in model.ready_versions)
+        card = f"/models/{model.name}/versions/{latest.number}/card"
+        rows.append(
+            f"<tr><td><a href='/models/{html.escape(model.name)}'>{html.escape(model.name)}</a>"
+            f"<br><small>{title}</small></td><td>{model.state}</td><td>{served}</td>"
+            f"<td><ul>{''.join(calls)}</ul>V2: {v2}; TF Serving: "
+            f"<code>/v1/models/{html.escape(model.name)}:predict</code></td>"
+            f"<td><a href='{html.escape(card)}'>model card</a></td></tr>"
+        )
+    return "\n".join(rows)
+
+
+def render(runtime: Runtime) -> str:
+    version = html.escape(openapi._version())
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>{openapi.TITLE} {version}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="stylesheet" href="{STATIC}/swagger-ui.css">
+<style>
+body {{ font-family: sans-serif; margin: 0; }}
+header, section {{ padding: 0 2rem; }}
+table {{ border-collapse: collapse; width: 100%; }}
+td, th {{ border-bottom: 1px solid #ddd; padding: .4rem; text-align: left; vertical-align: top; }}
+ul {{ margin: 0; padding-left: 1.2rem; }}
+code {{ background: #f3f3f3; padding: 0 .2rem; }}
+</style></head>
+<body>
+<header>
+<h1 id="title">{openapi.TITLE} <small>{version}</small></h1>
+<p>{html.escape(openapi.DESCRIPTION)}</p>
+<p><a href="/models">/models</a> &middot; <a href="/docs.json">OpenAPI document</a> &middot;
+<a href="/readyz">/readyz</a> &middot; <a href="/metrics">/metrics</a></p>
+</header>
+<section>
+<h2>Models</h2>
+<table id="models"><thead><tr><th>model</th><th>state</th><th>versions</th>
+<th>how to call it</th><th></th></tr></thead>
+<tbody>{_models(runtime)}</tbody></table>
+<h2>Calling a model</h2>
+<pre>curl -H 'content-type: application/json' -d '{{"inputs": {{...}}}}' /models/NAME/predict
+curl -d '{{"inputs": [{{"name": ..., "shape": [...], "datatype": "FP32", "data": [...]}}]}}' \\
+     /v2/models/NAME/infer
+curl -d '{{"instances": [...]}}' /v1/models/NAME:predict</pre>
+<h2>API reference</h2>
+</section>
+<div id="swagger-ui"></div>
+<script src="{STATIC}/swagger-ui-bundle.js"></script>
+<script src="{STATIC}/swagger-ui-standalone-preset.js"></script>
+<script>
+window.onload = function () {{
+  window.ui = SwaggerUIBundle({{
+    url: "/docs.json",
+    dom_id: "#swagger-ui",
+    deepLinking: true,
+    validatorUrl: null,
+    presets: [SwaggerUIBundle.presets.apis],
+    layout: "BaseLayout",
+  }});
+}};
+</script>
+</body></html>
+"""
+
+
+def reply(runtime: Runtime) -> Reply:
+    return Reply(render(runtime).encode(), media_type="text/html; charset=utf-8")
