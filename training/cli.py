@@ -65,8 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("model", choices=[*MODEL_NAMES, "all"])
     _data_dir(
         train,
-        "datasets folder (default: $TRAINING_DATA_DIR, then a per-user cache filled by "
-        "downloads)",
+        "datasets folder (default: $TRAINING_DATA_DIR, then a per-user cache filled by downloads)",
     )
     train.add_argument(
         "--quick",
