@@ -48,7 +48,10 @@ class Server:
     ) -> None:
         self.target = target
         self.port = free_port()
-        self.env = {**os.environ, **(env or {})}
+        # Our own gRPC port too: workers share theirs with SO_REUSEPORT, so two servers on
+        # one port would silently split each other's calls.
+        self.grpc_port = int((env or {}).get("SERVING_GRPC_PORT") or free_port())
+        self.env = {**os.environ, "SERVING_GRPC_PORT": str(self.grpc_port), **(env or {})}
         self._own_home = None
         if "BENTOML_HOME" not in (env or {}):
             self._own_home = tempfile.mkdtemp(prefix="bentoml-home-")

@@ -10,21 +10,23 @@ from __future__ import annotations
 
 import hmac
 
+from service.config import Settings
 from service.errors import RequestError
 from service.http import RawRequest, Reply, json_reply
 from service.inference import Runtime, error_reply
 from service.inputs.body import parse_json, read_body
 
 
-def _authorise(request: RawRequest, runtime: Runtime) -> None:
-    token = runtime.config.admin_token
+def authorise(headers: dict[str, str], config: Settings) -> None:
+    """Raises 403 when the API is off, 401 without the configured bearer token."""
+    token = config.admin_token
     if token is None:
         raise RequestError(
             "admin_disabled",
             "the model repository API is off: no SERVING_ADMIN_TOKEN is configured",
             status=403,
         )
-    given = request.headers.get("authorization", "")
+    given = headers.get("authorization", "")
     scheme, _, value = given.partition(" ")
     expected = token.get_secret_value().encode()
     if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), expected):
@@ -50,7 +52,7 @@ async def _options(request: RawRequest, runtime: Runtime) -> dict:
 
 async def index(request: RawRequest, runtime: Runtime) -> Reply:
     try:
-        _authorise(request, runtime)
+        authorise(request.headers, runtime.config)
         options = await _options(request, runtime)
     except RequestError as error:
         return error_reply(error)
@@ -60,7 +62,7 @@ async def index(request: RawRequest, runtime: Runtime) -> Reply:
 
 async def load(request: RawRequest, runtime: Runtime, name: str) -> Reply:
     try:
-        _authorise(request, runtime)
+        authorise(request.headers, runtime.config)
         await _options(request, runtime)
         await runtime.registry.load(name)
     except RequestError as error:
@@ -70,7 +72,7 @@ async def load(request: RawRequest, runtime: Runtime, name: str) -> Reply:
 
 async def unload(request: RawRequest, runtime: Runtime, name: str) -> Reply:
     try:
-        _authorise(request, runtime)
+        authorise(request.headers, runtime.config)
         await _options(request, runtime)
         await runtime.registry.unload(name)
     except RequestError as error:

@@ -44,6 +44,8 @@ class App:
             return
         match = TABLE.match(scope["method"], scope["path"])
         if match is None or not _ours(match):
+            if scope["path"] == "/metrics":
+                runtime.metrics.flush()  # this worker's counts, up to this request
             await self.bentoml_app(scope, receive, JsonRoutingErrors(send, scope))
             return
         if match.route is None:

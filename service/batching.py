@@ -41,9 +41,23 @@ class _Pending:
     items: int
     future: asyncio.Future[Outputs]
     enqueued: float = field(default_factory=time.perf_counter)
+    started: float = 0.0  # when its batch started and finished (perf_counter seconds)
+    finished: float = 0.0
+    batch_items: int = 0
 
     def shapes(self) -> tuple[tuple[int, ...], ...]:
         return tuple(a.shape[1:] for a in self.feed.values())
+
+
+@dataclass(frozen=True)
+class Ran:
+    """One request's outputs, and how its batch went (for its trace)."""
+
+    outputs: Outputs
+    enqueued: float
+    started: float
+    finished: float
+    batch_items: int
 
 
 @dataclass(frozen=True)
@@ -109,7 +123,7 @@ class Batcher:
                 headers={"Retry-After": "1"},
             )
 
-    async def infer(self, feed: Feed) -> Outputs:
+    async def infer(self, feed: Feed) -> Ran:
         """Run ``feed`` (N items in every input) in some batch and return its N outputs."""
         items = len(next(iter(feed.values())))
         self.refuse_if_full(items)
@@ -118,7 +132,9 @@ class Batcher:
         self._queue.append(pending)
         self._queued_items += pending.items
         self._schedule(loop)
-        return await pending.future
+        outputs = await pending.future
+        p = pending
+        return Ran(outputs, p.enqueued, p.started, p.finished, p.batch_items)
 
     def _schedule(self, loop: asyncio.AbstractEventLoop, delay: float = 0.0) -> None:
         if self._scheduled or self._busy or not self._queue:
@@ -130,6 +146,15 @@ class Batcher:
             loop.call_soon(self._flush, loop)
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            self._flush_once(loop)
+        except Exception as error:  # a bug here must fail the queued requests, not hang them
+            logger.exception("batcher failed; failing its %d queued requests", len(self._queue))
+            while self._queue:
+                _fail(self._queue.popleft(), error)
+            self._queued_items = 0
+
+    def _flush_once(self, loop: asyncio.AbstractEventLoop) -> None:
         self._scheduled = False
         if self._busy or not self._queue:
             return
@@ -194,6 +219,7 @@ class Batcher:
         except Exception:
             logger.exception("batch of %d requests failed; running them one by one", len(batch))
             for pending in batch:
+                pending.started, pending.batch_items = time.perf_counter(), pending.items
                 try:
                     result = await loop.run_in_executor(self._executor, self._run, pending.feed)
                 except Exception as error:
@@ -208,6 +234,9 @@ class Batcher:
 
     def _deliver(self, batch: list[_Pending], outputs: Outputs, started: float) -> None:
         finished = time.perf_counter()
+        items = sum(p.items for p in batch)
+        for pending in batch:
+            pending.started, pending.finished, pending.batch_items = started, finished, items
         offset = 0
         if len(batch) == 1:
             _succeed(batch[0], outputs)
@@ -232,6 +261,7 @@ def _stack(batch: list[_Pending]) -> Feed:
 
 
 def _succeed(pending: _Pending, result: Outputs) -> None:
+    pending.finished = pending.finished or time.perf_counter()
     if not pending.future.done():
         pending.future.set_result(result)
 
@@ -243,6 +273,7 @@ def _fail(pending: _Pending, error: Exception) -> None:
 
 def _settle(pending: _Pending, run: Callable[[], Outputs]) -> None:
     """A failed batch must not take its healthy neighbours down with it."""
+    pending.started, pending.batch_items = time.perf_counter(), pending.items
     try:
         result = run()
     except Exception as error:

@@ -11,12 +11,19 @@ them below the ASGI app, so no route can forget to:
 - a deadline for a request's headers, from the connection's first byte or the request's
   first byte: 408 (slow or silent clients cannot hold a connection slot);
 - open connections per worker: past the cap a new connection's request gets 503 at once;
+- a deadline for a request's body, from the end of its headers: 408 (a timer only for the
+  bodies still arriving after the read that completed the headers, so the common small
+  request pays nothing for it);
 - a malformed request after a pipelined one: the earlier requests are answered first, then
   the 400.
 
 Each refusal is a small JSON body like the app's own errors, with ``connection: close``, and
-is counted in ``serving_connection_refusals_total{reason}``. The body deadline is the app's
-(``service.inputs.body.read_body``): only the app knows when it wants the body.
+is counted in ``serving_connection_refusals_total{reason}``.
+
+It also writes each response in one piece: uvicorn writes the status line and headers, then
+the body, as two socket writes (two system calls, two TCP segments); a response's header
+write is held until its body arrives. Measured with py-spy under load, the writes were 25%
+of a worker's time on single-digit requests.
 """
 
 from __future__ import annotations
@@ -45,6 +52,39 @@ class _Refused(Exception):
     """Stops the parser after a refusal was sent."""
 
 
+class OneWriteTransport:
+    """The connection's transport, holding a response's status line and headers until its
+    first body write, so the two go out together. Everything else passes through."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._held is not None:
+            data, self._held = self._held + data, None
+        elif data.startswith(b"HTTP/1.1 ") and not data.startswith(b"HTTP/1.1 100"):
+            self._held = data  # headers of a response: its body follows in the same turn
+            return
+        self._transport.write(data)
+
+    def flush(self) -> None:
+        if self._held is not None:
+            data, self._held = self._held, None
+            self._transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 def install() -> None:
     """Make uvicorn build this protocol for every HTTP connection of this process.
 
@@ -67,17 +107,19 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._parsed_bytes = 0  # the request line and header fields parsed so far
         self._header_count = 0
         self._header_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
         self._refused = False
         self._malformed_after_pipeline = False
 
     # -- connections --------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(OneWriteTransport(transport))  # type: ignore[arg-type]
         self._start_header_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_header_timer()
+        self._stop_body_timer()
         super().connection_lost(exc)
 
     # -- bytes in -----------------------------------------------------------------------------
@@ -108,6 +150,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
                 return
             self._refuse(400, "invalid_http", f"malformed HTTP request ({error})")
             return
+        if self._body_incomplete() and self._body_timer is None:
+            self._body_timer = self.loop.call_later(limits.body_timeout_s, self._body_late)
         if self._awaiting_headers:
             self._header_bytes += len(data)
             if self._header_bytes > limits.max_header_bytes:
@@ -155,7 +199,12 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             raise _Refused
         super().on_headers_complete()
 
+    def on_message_complete(self) -> None:
+        self._stop_body_timer()
+        super().on_message_complete()
+
     def on_response_complete(self) -> None:
+        self.transport.flush()  # a response with no body write (HEAD) still goes out
         super().on_response_complete()
         if self._malformed_after_pipeline and not self._answers_pending():
             self._refuse(400, "invalid_http", "malformed HTTP request after a pipelined one")
@@ -178,6 +227,34 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     def _answers_pending(self) -> bool:
         busy = self.cycle is not None and not self.cycle.response_complete
         return busy or bool(self.pipeline)
+
+    def _body_incomplete(self) -> bool:
+        cycle = self.cycle
+        return cycle is not None and cycle.more_body and not cycle.response_complete
+
+    def _stop_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_late(self) -> None:
+        """The body did not arrive in time: a 408 (unless the app already answered), and
+        the app sees the client gone."""
+        self._body_timer = None
+        cycle = self.cycle
+        if not self._body_incomplete() or self._refused:
+            return
+        cycle.disconnected = True  # the app's receive() now says http.disconnect
+        cycle.message_event.set()
+        if cycle.response_started:
+            self.transport.close()
+            return
+        self._refuse(
+            408,
+            "body_timeout",
+            "the body did not arrive in time",
+            f"the whole body within {limits.body_timeout_s:g} s of the headers",
+        )
 
     def _start_header_timer(self) -> None:
         self._stop_header_timer()

@@ -8,6 +8,7 @@ schemas and what ``/models`` lists. Nothing about a model is declared anywhere e
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -76,6 +77,7 @@ class Version:
         self._contracts = {
             s.name: {t.name: Tensor.of(t).contract() for t in s.inputs} for s in signatures
         }
+        self._memo: dict[Any, Any] = {}
 
     def _view(self, signature: Signature) -> SignatureView:
         kind, answer = INPUT_KINDS[signature.input_kind], ANSWERS[signature.answer]
@@ -118,6 +120,13 @@ class Version:
     def contracts(self, signature: str) -> dict[str, TensorContract]:
         """Each graph input of ``signature`` as a contract (dtype, shape, range)."""
         return self._contracts[signature]
+
+    def memo(self, key: Any, build: Callable[[], Any]) -> Any:
+        """What an interface derives from this version once (a contract...), kept here."""
+        found = self._memo.get(key)
+        if found is None:
+            found = self._memo[key] = build()
+        return found
 
     def view(self, signature: str) -> SignatureView:
         view = self.views.get(signature)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import orjson
-from starlette.responses import Response
+
+if TYPE_CHECKING:
+    from service.config import Limits
 
 JSON = "application/json"
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -32,13 +34,23 @@ class RawRequest:
         )
         return cls(headers, query, receive)
 
+    async def body(self, limits: Limits) -> bytes:
+        """The whole body, within the size and time limits (``inputs.body.read_body``)."""
+        from service.inputs.body import read_body
+
+        return await read_body(self, limits)
+
 
 @dataclass
 class Reply:
+    """An answer: bytes for HTTP; ``message`` carries the same answer for another transport
+    (gRPC's protobuf response)."""
+
     body: bytes
     status: int = 200
     media_type: str = JSON
     headers: dict[str, str] = field(default_factory=dict)
+    message: Any = None
 
     async def send(self, send: Send) -> None:
         headers = [
@@ -48,9 +60,6 @@ class Reply:
         ]
         await send({"type": "http.response.start", "status": self.status, "headers": headers})
         await send({"type": "http.response.body", "body": self.body})
-
-    def to_response(self) -> Response:
-        return Response(self.body, self.status, self.headers, self.media_type)
 
 
 def json_reply(content: dict[str, Any], status: int = 200) -> Reply:

@@ -3,16 +3,52 @@
 prometheus_client is imported when ``Metrics`` is built, not at module import: BentoML sets
 ``PROMETHEUS_MULTIPROC_DIR`` in each worker after importing the service module, and metrics
 created before that would never reach ``/metrics``.
+
+The hot path counts in plain Python (``Tally``, ``Spread``) and ``flush`` hands the counts to
+prometheus_client every half second and before each scrape this worker answers: in
+multiprocess mode every ``inc`` or ``observe`` takes a lock and writes a memory-mapped file
+(3 to 6 us each, measured), and a request made about six of them.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from service.batching import BatchStats
+
+
+class Spread:
+    """A histogram counted here, handed to a prometheus_client histogram on ``flush``."""
+
+    __slots__ = ("buckets", "child", "count", "total")
+
+    def __init__(self, child: Any, bounds: Sequence[float]) -> None:
+        self.child = child
+        self.buckets = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, value: float, bounds: Sequence[float]) -> None:
+        self.buckets[bisect_left(bounds, value)] += 1
+        self.total += value
+        self.count += 1
+
+    def flush(self) -> None:
+        if not self.count:
+            return
+        # prometheus_client keeps one value per bucket (made cumulative on export) and the
+        # sum; adding to them is what ``observe`` does, once per observation.
+        for bucket, added in zip(self.child._buckets, self.buckets, strict=True):
+            if added:
+                bucket.inc(added)
+        self.child._sum.inc(self.total)
+        self.buckets = [0] * len(self.buckets)
+        self.total, self.count = 0.0, 0
+
 
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -25,6 +61,7 @@ class Metrics:
         from prometheus_client import Counter, Gauge, Histogram
 
         self._endpoints: dict[tuple[str, str], EndpointMetrics] = {}
+        self._batches: list[BatchMetrics] = []
         signature = ["model", "signature"]
         self.queue_wait = Histogram(
             "inference_queue_wait_seconds",
@@ -88,7 +125,7 @@ class Metrics:
         )
         self.in_flight = Gauge(
             "requests_in_flight",
-            "Inference requests being served now (the HPA's custom metric)",
+            "Inference requests being served now (the HPA's custom metric; sampled twice a second)",
             ["model"],
             namespace=namespace,
             multiprocess_mode="livesum",
@@ -126,19 +163,20 @@ class Metrics:
 
     def batch_recorder(self, model: str, signature: str):
         """The callback one batcher reports each batch to."""
-        queue_wait = self.queue_wait.labels(model, signature)
-        compute = self.compute.labels(model, signature)
-        batch_size = self.batch_size.labels(model, signature)
-        items = self.items.labels(model, signature)
+        recorder = BatchMetrics(self, model, signature)
+        self._batches.append(recorder)
+        return recorder.record
 
-        def record(stats: BatchStats) -> None:
-            for wait in stats.queue_waits:
-                queue_wait.observe(wait)
-            compute.observe(stats.compute_seconds)
-            batch_size.observe(stats.size)
-            items.inc(stats.size)
-
-        return record
+    def flush(self) -> None:
+        """Hand everything counted since the last flush to prometheus_client."""
+        in_flight: dict[str, int] = {}
+        for endpoint in list(self._endpoints.values()):
+            endpoint.flush()
+            in_flight[endpoint.model] = in_flight.get(endpoint.model, 0) + endpoint.in_flight
+        for model, count in in_flight.items():
+            self.in_flight.labels(model).set(count)
+        for batches in self._batches:
+            batches.flush()
 
     def endpoint(self, model: str, path: str) -> EndpointMetrics:
         recorder = self._endpoints.get((model, path))
@@ -148,39 +186,69 @@ class Metrics:
 
 
 class EndpointMetrics:
-    """One endpoint's labelled metrics, looked up once instead of on every request."""
+    """One endpoint's counts, kept here between flushes."""
 
     def __init__(self, metrics: Metrics, model: str, path: str) -> None:
         self._metrics = metrics
-        self._model = model
+        self.model = model
         self._path = path
-        self._latency = metrics.request_latency.labels(model, path)
-        self._in_flight = metrics.in_flight.labels(model)
-        self._statuses: dict[int, Any] = {}
-        self._labels: dict[str, Any] = {}
+        self._latency = Spread(metrics.request_latency.labels(model, path), LATENCY_BUCKETS)
+        self._statuses: dict[int, int] = {}
+        self._labels: dict[str, int] = {}
+        self.in_flight = 0
 
     def started(self) -> None:
-        self._in_flight.inc()
+        self.in_flight += 1
 
     def answered(self, status: int, seconds: float) -> None:
-        self._in_flight.dec()
-        self._latency.observe(seconds)
-        counter = self._statuses.get(status)
-        if counter is None:
-            counter = self._statuses[status] = self._metrics.requests.labels(
-                self._model, self._path, str(status)
-            )
-        counter.inc()
+        self.in_flight -= 1
+        self._latency.observe(seconds, LATENCY_BUCKETS)
+        self._statuses[status] = self._statuses.get(status, 0) + 1
 
     def refused(self, reason: str, status: int = 422) -> None:
         counter = self._metrics.shed if status >= 500 else self._metrics.validation_errors
-        counter.labels(self._model, self._path, reason).inc()
+        counter.labels(self.model, self._path, reason).inc()
 
     def predicted(self, labels: Sequence[str], indices: np.ndarray) -> None:
+        if len(indices) == 1:  # one item: no need for bincount
+            label = labels[int(indices[0])]
+            self._labels[label] = self._labels.get(label, 0) + 1
+            return
         counts = np.bincount(indices, minlength=len(labels))
         for index in np.flatnonzero(counts).tolist():
             label = labels[index]
-            counter = self._labels.get(label)
-            if counter is None:
-                counter = self._labels[label] = self._metrics.predictions.labels(self._model, label)
-            counter.inc(int(counts[index]))
+            self._labels[label] = self._labels.get(label, 0) + int(counts[index])
+
+    def flush(self) -> None:
+        self._latency.flush()
+        statuses, self._statuses = self._statuses, {}
+        for status, count in statuses.items():
+            self._metrics.requests.labels(self.model, self._path, str(status)).inc(count)
+        labels, self._labels = self._labels, {}
+        for label, count in labels.items():
+            self._metrics.predictions.labels(self.model, label).inc(count)
+
+
+class BatchMetrics:
+    """One batcher's counts, kept here between flushes."""
+
+    def __init__(self, metrics: Metrics, model: str, signature: str) -> None:
+        self._queue_wait = Spread(metrics.queue_wait.labels(model, signature), LATENCY_BUCKETS)
+        self._compute = Spread(metrics.compute.labels(model, signature), LATENCY_BUCKETS)
+        self._batch_size = Spread(metrics.batch_size.labels(model, signature), BATCH_BUCKETS)
+        self._items = metrics.items.labels(model, signature)
+        self._items_counted = 0
+
+    def record(self, stats: BatchStats) -> None:
+        for wait in stats.queue_waits:
+            self._queue_wait.observe(wait, LATENCY_BUCKETS)
+        self._compute.observe(stats.compute_seconds, LATENCY_BUCKETS)
+        self._batch_size.observe(stats.size, BATCH_BUCKETS)
+        self._items_counted += stats.size
+
+    def flush(self) -> None:
+        for spread in (self._queue_wait, self._compute, self._batch_size):
+            spread.flush()
+        items, self._items_counted = self._items_counted, 0
+        if items:
+            self._items.inc(items)

@@ -212,6 +212,7 @@ class Registry:
         self.cpus = available_cpus()
         self.models: dict[str, ServedModel] = {}
         self.v2_index: dict[str, tuple[str, str]] = {}
+        self.generation = 0  # changes whenever the served models or their names change
         self._lock = asyncio.Lock()
         self._state_seen: float | None = None
         for name in config.models:
@@ -376,6 +377,7 @@ class Registry:
             default = latest.version.default_signature if latest and latest.version else ""
             index[model.name] = (model.name, default)
         self.v2_index = index
+        self.generation += 1
 
     # -- loading one version (in a thread) --------------------------------------------------
 

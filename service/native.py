@@ -35,7 +35,7 @@ def _incoming(request: RawRequest, body: bytes, limits: Limits) -> Incoming:
     )
 
 
-def rich_call(name: str, signature: str, query: dict[str, str]) -> Call:
+def rich_call(name: str, signature: str, version: str | None) -> Call:
     """``/{name}/{signature}``: the signature's own interface. Options (``top_k``, ``invert``,
     ``format``...) are checked before any decoding."""
 
@@ -58,13 +58,12 @@ def rich_call(name: str, signature: str, query: dict[str, str]) -> Call:
     def encode(outputs: Any, incoming: Incoming, version: Version, chosen: str) -> Reply:
         return version.views[chosen].answer.native(outputs, incoming, version, chosen)
 
-    number = version_number(query.get("version"))
+    number = version_number(version)
     return Call(name, number, signature, f"/{name}/{signature}", decode, encode)
 
 
-def tensor_call(name: str, query: dict[str, str]) -> Call:
+def tensor_call(name: str, wanted: str, version: str | None) -> Call:
     """``/models/{name}/predict``: JSON tensors for any signature (``?signature=``)."""
-    wanted = query.get("signature", "")
 
     async def decode(request: RawRequest, body: bytes, version: Version, limits: Limits) -> Decoded:
         signature = version.view(wanted or version.default_signature).name
@@ -76,21 +75,26 @@ def tensor_call(name: str, query: dict[str, str]) -> Call:
     def encode(outputs: Any, incoming: Incoming, version: Version, chosen: str) -> Reply:
         return TENSOR_ANSWER.native(outputs, incoming, version, chosen)
 
-    number = version_number(query.get("version"))
+    number = version_number(version)
     return Call(name, number, wanted, f"/models/{name}/predict", decode, encode)
 
 
 async def rich(request: RawRequest, runtime: Runtime, name: str, signature: str) -> Reply:
+    version = request.query.get("version")
     try:
-        call = rich_call(name, signature, request.query)
+        call = runtime.call(
+            ("rich", name, signature, version), lambda: rich_call(name, signature, version)
+        )
     except NotFound as error:
         return error_reply(error)
     return await handle(request, call, runtime)
 
 
 async def tensors(request: RawRequest, runtime: Runtime, name: str) -> Reply:
+    query = request.query
+    key = ("tensors", name, query.get("signature", ""), query.get("version"))
     try:
-        call = tensor_call(name, request.query)
+        call = runtime.call(key, lambda: tensor_call(name, *key[2:]))
     except NotFound as error:
         return error_reply(error)
     return await handle(request, call, runtime)

@@ -12,12 +12,13 @@ import asyncio
 import gc
 import logging
 import os
+from typing import Any
 
 import bentoml
 import orjson
 from starlette.exceptions import HTTPException
 
-from service import app, connection
+from service import app, connection, tracing
 from service.app import AppService
 from service.backends.cpus import available_cpus
 from service.config import settings, unknown_variables
@@ -25,10 +26,12 @@ from service.inference import Runtime
 from service.logs import configure_logging
 from service.metrics import Metrics
 from service.models import Registry
+from service.protocols import grpc
 
 logger = logging.getLogger("service")
 connection.install()  # before BentoML starts uvicorn in this process
 SETTINGS = settings()
+SHUTDOWN_GRACE_S = 30
 
 
 def settle_garbage_collector() -> None:
@@ -38,6 +41,13 @@ def settle_garbage_collector() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
+
+
+async def flush_metrics(metrics: Metrics, every_s: float = 0.5) -> None:
+    """Hand the hot path's counts to prometheus_client (``service.metrics``)."""
+    while True:
+        await asyncio.sleep(every_s)
+        metrics.flush()
 
 
 @bentoml.service(
@@ -56,9 +66,13 @@ class KerasModels:
         metrics = Metrics()
         connection.limits = SETTINGS.limits
         connection.on_refusal = metrics.connection_refused
-        self.runtime = Runtime(SETTINGS, metrics, Registry(SETTINGS, metrics))
+        registry = Registry(SETTINGS, metrics)
+        self.runtime = Runtime(SETTINGS, metrics, registry, tracing.from_environment())
         app.runtime = self.runtime
         self._polling: asyncio.Task[None] | None = None  # held so the task is not collected
+        self._grpc: Any = None
+        self._sweeping: asyncio.Task[None] | None = None
+        self._flushing: asyncio.Task[None] | None = None
 
     @bentoml.on_startup
     async def load_models(self) -> None:
@@ -72,6 +86,9 @@ class KerasModels:
         await registry.refresh()
         settle_garbage_collector()
         self._polling = asyncio.create_task(registry.poll_forever())
+        self._sweeping = asyncio.create_task(self.runtime.deadlines.sweep_forever())
+        self._flushing = asyncio.create_task(flush_metrics(self.runtime.metrics))
+        self._grpc = await grpc.start(self.runtime)
 
     async def __is_ready__(self) -> bool:
         registry = self.runtime.registry
@@ -82,6 +99,12 @@ class KerasModels:
 
     @bentoml.on_shutdown
     async def stop(self) -> None:
-        if self._polling is not None:
-            self._polling.cancel()
+        if self._grpc is not None:
+            await self._grpc.stop(grace=SHUTDOWN_GRACE_S)  # calls in progress finish
+        for task in (self._polling, self._sweeping, self._flushing):
+            if task is not None:
+                task.cancel()
+        self.runtime.metrics.flush()
         self.runtime.registry.close()
+        if self.runtime.tracing is not None:
+            self.runtime.tracing.shutdown()  # exports the spans still buffered

@@ -75,8 +75,9 @@ def quick_repository(
 
 
 @pytest.fixture(scope="session")
-def service_url(quick_repository: Path, tmp_path_factory: pytest.TempPathFactory):
-    """A real ``bentoml serve`` on a free port, serving the quick-profile repository."""
+def service(quick_repository: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A real ``bentoml serve`` on free ports (HTTP and gRPC), serving the quick-profile
+    repository."""
     from benchmarks.servers import Server
 
     log = tmp_path_factory.mktemp("serve") / "serve.log"
@@ -87,4 +88,14 @@ def service_url(quick_repository: Path, tmp_path_factory: pytest.TempPathFactory
         except Exception:
             print(log.read_text()[-4000:])
             raise
-        yield server.url
+        yield server
+
+
+@pytest.fixture(scope="session")
+def service_url(service) -> str:
+    return service.url
+
+
+@pytest.fixture(scope="session")
+def grpc_url(service) -> str:
+    return f"127.0.0.1:{service.grpc_port}"

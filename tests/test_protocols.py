@@ -244,7 +244,13 @@ def test_perf_analyzer_on_digits(service_url, client, data_dir, tmp_path) -> Non
     before = metric(client, "serving_requests_total", endpoint=path, status="200")
     refused = metric(client, "serving_requests_total", endpoint=path, status="400")
     rows = perf_analyzer.run(
-        service_url.removeprefix("http://"), "digits", data, "1:2", tmp_path, interval_ms=500
+        service_url.removeprefix("http://"),
+        "digits",
+        data,
+        "1:2",
+        tmp_path,
+        interval_ms=500,
+        stability_pct=100,
     )
     assert [row["Concurrency"] for row in rows] == [1, 2]
     assert all(row["Inferences/Second"] > 0 for row in rows)

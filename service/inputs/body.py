@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from python_multipart.multipart import parse_options_header
 
 from service.config import Limits
-from service.errors import BadRequest, PayloadTooLarge, RequestError, UnsupportedMediaType
-from service.http import RawRequest
+from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from service.inputs.numbers import ascii_int
+
+if TYPE_CHECKING:
+    from service.http import RawRequest
 
 MULTIPART = "multipart/form-data"
 IMAGE_TYPES = ("image/png", "image/jpeg", "application/octet-stream")
@@ -35,28 +36,15 @@ class ClientGone(Exception):
 
 
 async def read_body(request: RawRequest, limits: Limits) -> bytes:
-    """The whole body within ``limits.body_timeout_s`` (else 408), refused as soon as it
-    passes ``limits.max_body_bytes`` (declared or streamed, else 413)."""
+    """The whole body, refused as soon as it passes ``limits.max_body_bytes`` (declared or
+    streamed, 413). Its deadline (408) is the connection's (``service.connection``)."""
     declared = ascii_int(request.headers.get("content-length"))
     if declared is not None and declared > limits.max_body_bytes:
         raise _too_large(limits.max_body_bytes)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limits.body_timeout_s
     chunks: list[bytes] = []
     size = 0
     while True:
-        try:
-            async with asyncio.timeout_at(deadline):
-                message = await request.receive()
-        except TimeoutError:
-            raise RequestError(
-                "body_timeout",
-                f"the body did not arrive within {limits.body_timeout_s:g} s",
-                field="body",
-                expected=f"the whole body within {limits.body_timeout_s:g} s",
-                status=408,
-                headers={"Connection": "close"},
-            ) from None
+        message = await request.receive()
         if message["type"] == "http.disconnect":
             raise ClientGone
         chunk = message.get("body", b"")

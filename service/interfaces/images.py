@@ -149,10 +149,13 @@ class MnistImage(ImageInput):
     SIDE = digits.IMAGE_SIZE
 
     def contract(self, version: Version, signature: str) -> TensorContract:
-        graph = super().contract(version, signature)
-        square, flat = (self.SIDE, self.SIDE), (self.SIDE * self.SIDE,)
-        others = tuple(s for s in (square, flat) if s != graph.shapes[0])
-        return replace(graph, shapes=(graph.shapes[0], *others))
+        def build() -> TensorContract:
+            graph = super(MnistImage, self).contract(version, signature)
+            square, flat = (self.SIDE, self.SIDE), (self.SIDE * self.SIDE,)
+            others = tuple(s for s in (square, flat) if s != graph.shapes[0])
+            return replace(graph, shapes=(graph.shapes[0], *others))
+
+        return version.memo((self.name, signature), build)
 
     def check_native(self, incoming: Incoming) -> None:
         _invert(incoming.query)

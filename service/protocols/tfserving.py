@@ -200,7 +200,7 @@ async def predict(
     request: RawRequest, runtime: Runtime, name: str, version: str | None = None
 ) -> Reply:
     try:
-        call = predict_call(name, version)
+        call = runtime.call(("tf", name, version), lambda: predict_call(name, version))
     except RequestError as error:
         return protocol_errors(error)
     return await handle(request, call, runtime)

@@ -69,7 +69,7 @@ async def infer(
     request: RawRequest, runtime: Runtime, name: str, version: str | None = None
 ) -> Reply:
     try:
-        call = infer_call(runtime, name, version)
+        call = runtime.call(("v2", name, version), lambda: infer_call(runtime, name, version))
     except RequestError as error:
         return protocol_errors(error)
     return await handle(request, call, runtime)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from service.backends import Outputs
 from service.config import Limits
 from service.descriptor import SignatureView, Version
 from service.errors import BadRequest, RequestError
@@ -87,7 +88,7 @@ def read_columns(
                 raise _bad(f"binary_data_size of {name!r} runs past the body", field=name)
             raw = binary[offset : offset + size]
             offset += size
-            columns[name] = _from_binary(raw, name, shape, datatype)
+            columns[name] = from_raw(raw, name, shape, datatype)
         elif "data" in entry:
             data = entry["data"]
             if check_booleans and datatype not in (BOOL, BYTES) and holds_boolean(data):
@@ -131,8 +132,14 @@ def check_inputs(names: list[str], view: SignatureView) -> None:
 def _input_header(entry: Any, limits: Limits) -> tuple[str, list[int], str]:
     if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
         raise _bad("each input must be an object with a 'name'")
-    name = entry["name"]
-    shape, datatype = entry.get("shape"), entry.get("datatype")
+    if not isinstance(entry.get("parameters", {}), dict):
+        raise _bad(f"parameters of {entry['name']!r} must be an object", field=entry["name"])
+    return check_header(entry["name"], entry.get("shape"), entry.get("datatype"), limits)
+
+
+def check_header(name: str, shape: Any, datatype: Any, limits: Limits) -> tuple[str, list, str]:
+    """An input's declared shape and datatype, checked before any data is read (HTTP and
+    gRPC alike): non-negative dimensions, a V2 datatype, within the item limit."""
     valid_shape = (
         isinstance(shape, list)
         and len(shape) >= 1
@@ -146,8 +153,6 @@ def _input_header(entry: Any, limits: Limits) -> tuple[str, list[int], str]:
             field=name,
             expected=f"one of {[BYTES, *NUMERIC_TYPES]}",
         )
-    if not isinstance(entry.get("parameters", {}), dict):
-        raise _bad(f"parameters of {name!r} must be an object", field=name)
     if shape[0] > limits.max_items_per_request or prod(shape) > limits.max_body_bytes:
         raise RequestError(
             "too_many_items",
@@ -159,7 +164,8 @@ def _input_header(entry: Any, limits: Limits) -> tuple[str, list[int], str]:
     return name, shape, datatype
 
 
-def _from_binary(raw: bytes, name: str, shape: list[int], datatype: str) -> Any:
+def from_raw(raw: bytes, name: str, shape: list[int], datatype: str) -> Any:
+    """One input from its raw bytes (little-endian numbers, or length-prefixed BYTES)."""
     if datatype == BYTES:
         values = _unpack_bytes(raw, name)
         _check_count(values, name, shape)
@@ -303,23 +309,34 @@ def class_strings(probabilities: np.ndarray, labels: list[str], k: int) -> np.nd
     )
 
 
-def encode_answer(
-    outputs: np.ndarray, request: InferRequest, version: Version, view: SignatureView
-) -> Reply:
+def answer_tensors(
+    outputs: Outputs, wanted: tuple[RequestedOutput, ...], version: Version, view: SignatureView
+) -> list[tuple[RequestedOutput, np.ndarray, str]]:
+    """Each requested output's value and datatype (top-k strings when classification is
+    asked for): what the HTTP and gRPC answers both write."""
     named = view.answer.present(outputs, version)
+    found = []
+    for output in wanted:
+        value, datatype = named[output.tensor.name], output.tensor.datatype
+        if output.classification:
+            k = min(output.classification, value.shape[1])
+            value, datatype = class_strings(value, list(output.tensor.classes), k), BYTES
+        found.append((output, value, datatype))
+    return found
+
+
+def encode_answer(
+    outputs: Outputs, request: InferRequest, version: Version, view: SignatureView
+) -> Reply:
     entries, blobs = [], []
-    for wanted in request.outputs:
-        value, datatype = named[wanted.tensor.name], wanted.tensor.datatype
-        if wanted.classification:
-            k = min(wanted.classification, value.shape[1])
-            value, datatype = class_strings(value, list(wanted.tensor.classes), k), BYTES
+    for wanted, value, datatype in answer_tensors(outputs, request.outputs, version, view):
         entry: dict[str, Any] = {
             "name": wanted.tensor.name,
             "datatype": datatype,
             "shape": list(value.shape),
         }
         if wanted.binary:
-            blob = _to_binary(value, datatype)
+            blob = to_raw(value, datatype)
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
@@ -340,7 +357,8 @@ def encode_answer(
     return reply
 
 
-def _to_binary(value: np.ndarray, datatype: str) -> bytes:
+def to_raw(value: np.ndarray, datatype: str) -> bytes:
+    """An output as raw bytes: little-endian numbers, or length-prefixed BYTES elements."""
     if datatype == BYTES:
         encoded = [str(v).encode("utf-8") for v in value.ravel()]
         return b"".join(struct.pack("<I", len(e)) + e for e in encoded)

@@ -1,0 +1,333 @@
+"""Open Inference Protocol over gRPC: KServe's and Triton's ``inference.GRPCInferenceService``.
+
+Runs in every worker on its event loop (``grpc.aio``), beside HTTP, on ``SERVING_GRPC_PORT``
+(8001; 0 turns it off; the workers share the port). ``ModelInfer`` is the same ``Call`` as
+V2 over HTTP: the same model names, versions, batchers, validation, limits and metrics; only
+the tensors come from protobuf (typed ``contents`` or ``raw_input_contents``) and the answer
+goes back as ``raw_output_contents``, as Triton answers. Errors are gRPC status codes with the
+service's message: INVALID_ARGUMENT (400/422), NOT_FOUND (404), RESOURCE_EXHAUSTED (413),
+UNAVAILABLE (503), DEADLINE_EXCEEDED (408/504), UNAUTHENTICATED (401), PERMISSION_DENIED (403).
+The message stubs are the ones Triton's own client ships (``tritonclient.grpc``), so the wire
+format is Triton's exactly. Shared memory, statistics, tracing and logging settings, and
+streaming are not served (UNIMPLEMENTED).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import grpc
+import numpy as np
+import orjson
+from tritonclient.grpc import model_config_pb2 as config_pb
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+from service import admin
+from service.app import OVERLOADED
+from service.config import Limits
+from service.descriptor import Version
+from service.errors import RequestError
+from service.http import Reply
+from service.inference import Call, Decoded, Runtime, handle
+from service.interfaces.base import BYTES
+from service.models import READY
+from service.protocols import v2
+from service.protocols.common import protocol_errors, version_number
+from service.protocols.v2_codec import (
+    NUMERIC_TYPES,
+    RequestedOutput,
+    answer_tensors,
+    check_header,
+    check_inputs,
+    from_raw,
+    to_raw,
+)
+
+logger = logging.getLogger(__name__)
+
+STATUS_CODES = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    404: grpc.StatusCode.NOT_FOUND,
+    408: grpc.StatusCode.DEADLINE_EXCEEDED,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+# The typed contents field of each V2 datatype (protobuf has no 8- or 16-bit fields).
+CONTENTS = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    BYTES: "bytes_contents",
+}
+
+
+class GrpcRequest:
+    """A gRPC call as ``inference.handle`` sees a request: metadata for headers; the body is
+    the protobuf message, already parsed (within the server's message size limit)."""
+
+    def __init__(self, message: Any, context: grpc.aio.ServicerContext) -> None:
+        self.message = message
+        self.headers = {k.lower(): v for k, v in (context.invocation_metadata() or ())}
+        self.query: dict[str, str] = {}
+
+    async def body(self, limits: Limits) -> bytes:
+        return b""
+
+
+def _parameter(value: Any) -> Any:
+    kind = value.WhichOneof("parameter_choice")
+    return getattr(value, kind) if kind else None
+
+
+def read_columns(message: Any, limits: Limits, view: Any) -> dict[str, Any]:
+    """Every input of a ModelInferRequest: from ``raw_input_contents`` (in input order) when
+    the client sent them, else from each input's typed ``contents``."""
+    raw = list(message.raw_input_contents)
+    if raw and len(raw) != len(message.inputs):
+        raise RequestError(
+            "invalid_request",
+            f"{len(raw)} raw_input_contents for {len(message.inputs)} inputs",
+            field="raw_input_contents",
+            status=400,
+        )
+    columns: dict[str, Any] = {}
+    for index, tensor in enumerate(message.inputs):
+        name, shape, datatype = check_header(
+            tensor.name, list(tensor.shape), tensor.datatype, limits
+        )
+        if raw:
+            columns[name] = from_raw(raw[index], name, shape, datatype)
+            continue
+        values = list(getattr(tensor.contents, CONTENTS[datatype]))
+        if len(values) != int(np.prod(shape)):
+            raise RequestError(
+                "invalid_request",
+                f"input {name!r}: {len(values)} values for shape {shape}",
+                field=name,
+                status=400,
+            )
+        if datatype == BYTES:
+            columns[name] = values
+        else:
+            columns[name] = np.asarray(values, dtype=NUMERIC_TYPES[datatype]).reshape(shape)
+    check_inputs([t.name for t in message.inputs], view)
+    return columns
+
+
+def requested(message: Any, view: Any) -> tuple[RequestedOutput, ...]:
+    if not message.outputs:
+        return tuple(RequestedOutput(t, True) for t in view.outputs)
+    chosen = []
+    for output in message.outputs:
+        try:
+            tensor = view.output(output.name)
+        except KeyError:
+            raise RequestError(
+                "unknown_output",
+                f"no output {output.name[:60]!r}",
+                field="outputs",
+                expected=str([t.name for t in view.outputs]),
+                status=400,
+            ) from None
+        k = output.parameters.get("classification")
+        count = _parameter(k) if k is not None else 0
+        if count and (not tensor.classes or not isinstance(count, int) or count < 0):
+            raise RequestError(
+                "invalid_request",
+                f"classification on output {tensor.name!r}",
+                field="outputs",
+                status=400,
+            )
+        chosen.append(RequestedOutput(tensor, True, int(count or 0)))
+    return tuple(chosen)
+
+
+def infer_call(runtime: Runtime, message: Any) -> Call:
+    """A ModelInfer request as the same ``Call`` V2 over HTTP makes."""
+    name = message.model_name
+    model, signature = runtime.registry.v2_target(name)
+
+    async def decode(request: GrpcRequest, _: bytes, served: Version, limits: Limits) -> Decoded:
+        view = served.view(signature)
+        columns = read_columns(request.message, limits, view)
+        wanted = requested(request.message, view)
+        feed = await view.kind.from_columns(columns, served, signature, limits)
+        return Decoded(signature, feed, wanted)
+
+    def encode(outputs: Any, wanted: Any, served: Version, chosen: str) -> Reply:
+        response = pb.ModelInferResponse(
+            model_name=name, model_version=str(served.number), id=message.id
+        )
+        for output, value, datatype in answer_tensors(
+            outputs, wanted, served, served.views[chosen]
+        ):
+            shape = list(value.shape)
+            response.outputs.add(name=output.tensor.name, datatype=datatype, shape=shape)
+            response.raw_output_contents.append(to_raw(value, datatype))
+        return Reply(b"", message=response)
+
+    number = version_number(message.model_version or None)
+    return Call(
+        model, number, signature, f"/v2/models/{name}/infer", decode, encode, protocol_errors
+    )
+
+
+async def _abort(context: grpc.aio.ServicerContext, reply: Reply) -> None:
+    try:
+        message = orjson.loads(reply.body).get("error", "request refused")
+    except (ValueError, AttributeError):
+        message = "request refused"
+    code = STATUS_CODES.get(reply.status, grpc.StatusCode.INTERNAL)
+    await context.abort(code, message)
+
+
+def _model_reply(runtime: Runtime, name: str, version: str) -> tuple[Any, Any]:
+    model, signature = runtime.registry.v2_target(name)
+    loaded = runtime.registry.resolve(model, version_number(version or None))
+    assert loaded.version is not None
+    return loaded, loaded.version.view(signature)
+
+
+class Servicer(pb_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def ServerLive(self, request: Any, context: Any) -> Any:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: Any, context: Any) -> Any:
+        return pb.ServerReadyResponse(ready=self.runtime.registry.ready)
+
+    async def ModelReady(self, request: Any, context: Any) -> Any:
+        try:
+            loaded, _ = _model_reply(self.runtime, request.name, request.version)
+        except RequestError:
+            return pb.ModelReadyResponse(ready=False)
+        return pb.ModelReadyResponse(ready=loaded.state == READY)
+
+    async def ServerMetadata(self, request: Any, context: Any) -> Any:
+        return pb.ServerMetadataResponse(
+            name=v2.SERVER_NAME, version=v2._version(), extensions=v2.EXTENSIONS
+        )
+
+    async def ModelMetadata(self, request: Any, context: Any) -> Any:
+        try:
+            loaded, view = _model_reply(self.runtime, request.name, request.version)
+        except RequestError as error:
+            await _abort(context, protocol_errors(error))
+        model = self.runtime.registry.find(loaded.model)
+        described = v2.model_metadata(
+            request.name, loaded, view, [v.number for v in model.ready_versions]
+        )
+        response = pb.ModelMetadataResponse(
+            name=described["name"], versions=described["versions"], platform=described["platform"]
+        )
+        for key, tensors in (("inputs", described["inputs"]), ("outputs", described["outputs"])):
+            for tensor in tensors:
+                getattr(response, key).add(**tensor)
+        return response
+
+    async def ModelConfig(self, request: Any, context: Any) -> Any:
+        try:
+            loaded, view = _model_reply(self.runtime, request.name, request.version)
+        except RequestError as error:
+            await _abort(context, protocol_errors(error))
+        policy = self.runtime.registry.find(loaded.model).config.version_policy.describe()
+        described = v2.model_config(request.name, loaded, view, policy)
+        config = config_pb.ModelConfig(
+            name=described["name"],
+            platform=described["platform"],
+            max_batch_size=described["max_batch_size"],
+        )
+        for key, tensors in (("input", described["input"]), ("output", described["output"])):
+            for tensor in tensors:
+                getattr(config, key).add(
+                    name=tensor["name"],
+                    data_type=config_pb.DataType.Value(tensor["data_type"]),
+                    dims=tensor["dims"],
+                )
+        if "dynamic_batching" in described:
+            delay = described["dynamic_batching"]["max_queue_delay_microseconds"]
+            config.dynamic_batching.max_queue_delay_microseconds = delay
+        return pb.ModelConfigResponse(config=config)
+
+    async def ModelInfer(self, request: Any, context: Any) -> Any:
+        incoming = GrpcRequest(request, context)
+        try:
+            call = infer_call(self.runtime, request)
+        except RequestError as error:
+            await _abort(context, protocol_errors(error))
+        if self.runtime.in_flight >= self.runtime.config.max_concurrency:
+            await _abort(context, protocol_errors(OVERLOADED))
+        self.runtime.in_flight += 1
+        try:
+            reply = await handle(incoming, call, self.runtime)
+        finally:
+            self.runtime.in_flight -= 1
+        if reply.message is None:
+            await _abort(context, reply)
+        return reply.message
+
+    # -- the model repository extension (Bearer token in the call's metadata) ----------------
+
+    async def RepositoryIndex(self, request: Any, context: Any) -> Any:
+        await self._authorise(context)
+        response = pb.RepositoryIndexResponse()
+        for entry in self.runtime.registry.index(ready_only=request.ready):
+            response.models.add(**entry)
+        return response
+
+    async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
+        await self._authorise(context)
+        try:
+            await self.runtime.registry.load(request.model_name)
+        except RequestError as error:
+            await _abort(context, protocol_errors(error))
+        return pb.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
+        await self._authorise(context)
+        try:
+            await self.runtime.registry.unload(request.model_name)
+        except RequestError as error:
+            await _abort(context, protocol_errors(error))
+        return pb.RepositoryModelUnloadResponse()
+
+    async def _authorise(self, context: Any) -> None:
+        try:
+            admin.authorise(GrpcRequest(None, context).headers, self.runtime.config)
+        except RequestError as error:
+            await _abort(context, protocol_errors(error))
+
+
+async def start(runtime: Runtime) -> grpc.aio.Server | None:
+    """The gRPC server of this worker, or None when SERVING_GRPC_PORT is 0."""
+    port = runtime.config.grpc_port
+    if not port:
+        return None
+    limit = runtime.config.limits.max_body_bytes
+    server = grpc.aio.server(
+        options=[
+            ("grpc.so_reuseport", 1),  # every worker listens on the same port
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+        ]
+    )
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(Servicer(runtime), server)
+    server.add_insecure_port(f"[::]:{port}")
+    await server.start()
+    logger.info("Open Inference Protocol over gRPC on port %d", port)
+    return server

@@ -1,0 +1,148 @@
+"""The Open Inference Protocol over gRPC with Triton's own clients (``tritonclient.grpc`` and
+``perf_analyzer -i grpc``) against a real ``bentoml serve``: every model answers what the
+same request answers over HTTP, errors are gRPC status codes, and the calls count in the
+same metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as tgrpc
+import tritonclient.http as thttp
+from tritonclient.utils import InferenceServerException
+
+from benchmarks import perf_analyzer
+from benchmarks.payloads import bank_records, flower_files, mnist_test, png_bytes
+from modelspec import bank, digits
+from tests.test_service import metric
+
+pytestmark = pytest.mark.slow
+TOLERANCE = 1e-5
+
+
+@pytest.fixture(scope="module")
+def clients(grpc_url: str, service_url: str):
+    over_grpc = tgrpc.InferenceServerClient(grpc_url)
+    over_http = thttp.InferenceServerClient(service_url.removeprefix("http://"))
+    yield over_grpc, over_http
+    over_grpc.close()
+    over_http.close()
+
+
+def _input(module, name: str, value: np.ndarray, datatype: str):
+    item = module.InferInput(name, list(value.shape), datatype)
+    item.set_data_from_numpy(value)
+    return item
+
+
+def _both(clients, model: str, inputs: list[tuple[str, np.ndarray, str]], outputs: list[str]):
+    """The same request over gRPC and over HTTP; each output from both."""
+    over_grpc, over_http = clients
+    answers = []
+    for module, client in ((tgrpc, over_grpc), (thttp, over_http)):
+        result = client.infer(model, [_input(module, n, v, d) for n, v, d in inputs])
+        answers.append({o: result.as_numpy(o) for o in outputs})
+    return answers
+
+
+def test_every_model_answers_as_over_http(clients, data_dir: Path) -> None:
+    images, _ = mnist_test(data_dir, 3)
+    pixels = digits.scale_pixels(images).astype(np.float32)
+    pngs = np.array([png_bytes(image) for image in images], dtype=object)
+    photos = np.array([f.read_bytes() for f in flower_files(data_dir, 2)], dtype=object)
+    records = bank_records(data_dir, 3)
+    columns = [
+        (
+            c,
+            np.array([[r[c]] for r in records], np.int64 if c in bank.NUMERIC else object),
+            "INT64" if c in bank.NUMERIC else "BYTES",
+        )
+        for c in bank.COLUMNS
+    ]
+    flat = pixels.reshape(3, 784)
+    cases = [
+        ("digits", [("image", pixels, "FP32")], ["probabilities"]),
+        ("digits", [("image", pngs, "BYTES")], ["probabilities"]),
+        ("flowers", [("image", photos, "BYTES")], ["probabilities"]),
+        ("bank", columns, ["probability", "label"]),
+        ("autoencoder_encode", [("pixels", flat, "FP32")], ["code"]),
+        ("autoencoder_reconstruct", [("pixels", flat, "FP32")], ["reconstruction"]),
+    ]
+    for model, inputs, outputs in cases:
+        over_grpc, over_http = _both(clients, model, inputs, outputs)
+        for name in outputs:
+            if over_http[name].dtype == object:
+                assert over_grpc[name].tolist() == over_http[name].tolist(), model
+            else:
+                np.testing.assert_allclose(over_grpc[name], over_http[name], atol=TOLERANCE)
+    codes = _both(clients, "autoencoder_encode", [("pixels", flat, "FP32")], ["code"])[0]["code"]
+    decoded = _both(clients, "autoencoder_decode", [("code", codes, "FP32")], ["reconstruction"])
+    np.testing.assert_allclose(
+        decoded[0]["reconstruction"], decoded[1]["reconstruction"], atol=TOLERANCE
+    )
+
+
+def test_metadata_config_and_health(clients) -> None:
+    over_grpc, over_http = clients
+    assert over_grpc.is_server_live() and over_grpc.is_server_ready()
+    assert "binary_tensor_data" in over_grpc.get_server_metadata().extensions
+    for name in ("digits", "flowers", "bank", "autoencoder_encode"):
+        assert over_grpc.is_model_ready(name) and over_grpc.is_model_ready(name, "1")
+        metadata = over_grpc.get_model_metadata(name, as_json=True)
+        for tensor in metadata["inputs"] + metadata["outputs"]:
+            tensor["shape"] = [int(d) for d in tensor["shape"]]  # protobuf JSON: int64 as text
+        assert metadata == over_http.get_model_metadata(name)
+    assert not over_grpc.is_model_ready("digits", "7")
+    config = over_grpc.get_model_config("digits", as_json=True)["config"]
+    assert config["max_batch_size"] == 64
+    assert config["input"][0]["data_type"] == "TYPE_FP32"
+
+
+def test_errors_are_grpc_status_codes(clients) -> None:
+    over_grpc, _ = clients
+    image = _input(tgrpc, "image", np.zeros((1, 27, 28), np.float32), "FP32")
+    cases = [
+        ("nope", [image], grpc.StatusCode.NOT_FOUND, "no model named 'nope'"),
+        ("digits", [image], grpc.StatusCode.INVALID_ARGUMENT, "shape"),
+        (
+            "digits",
+            [_input(tgrpc, "pixels", np.zeros((1, 28, 28), np.float32), "FP32")],
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "no input 'pixels'",
+        ),
+    ]
+    for model, inputs, code, text in cases:
+        with pytest.raises(InferenceServerException) as raised:
+            over_grpc.infer(model, inputs)
+        assert raised.value.status() == str(code) and text in raised.value.message()
+    with pytest.raises(InferenceServerException) as raised:
+        over_grpc.infer("digits", [image], model_version="9")
+    assert raised.value.status() == str(grpc.StatusCode.NOT_FOUND)
+    with pytest.raises(InferenceServerException) as raised:
+        over_grpc.get_model_repository_index()
+    assert raised.value.status() == str(grpc.StatusCode.PERMISSION_DENIED)  # no token set
+
+
+def test_perf_analyzer_over_grpc_and_the_shared_metrics(grpc_url, service_url, data_dir, tmp_path):
+    images, _ = mnist_test(data_dir, 64)
+    data = perf_analyzer.write_input_data(images, tmp_path / "digits.json")
+    path = "/v2/models/digits/infer"
+    with httpx.Client(base_url=service_url, timeout=30) as client:
+        before = metric(client, "serving_requests_total", endpoint=path, status="200")
+        rows = perf_analyzer.run(
+            grpc_url,
+            "digits",
+            data,
+            "1:2",
+            tmp_path,
+            interval_ms=500,
+            protocol="grpc",
+            stability_pct=100,
+        )
+        assert [row["Concurrency"] for row in rows] == [1, 2]
+        assert all(row["Inferences/Second"] > 0 for row in rows)
+        assert metric(client, "serving_requests_total", endpoint=path, status="200") > before + 100

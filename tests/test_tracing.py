@@ -1,0 +1,118 @@
+"""Traces of inference requests: the service's real ASGI app and models, in this process, with
+OpenTelemetry's in-memory exporter in place of an OTLP collector."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from benchmarks.payloads import mnist_test
+from modelspec import digits
+from service import app as service_app
+from service.app import App
+from service.config import load_config
+from service.inference import Runtime
+from service.metrics import Metrics
+from service.models import Registry
+from service.tracing import Tracing, from_environment
+
+pytestmark = pytest.mark.slow
+CALLER = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+async def _bentoml_stand_in(scope, receive, send) -> None:
+    """Routes the service leaves to BentoML (/livez, /metrics...): none are asked here."""
+    await send({"type": "http.response.start", "status": 404, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+@pytest.fixture(scope="module")
+def traced(quick_repository: Path):
+    exporter = InMemorySpanExporter()
+    settings = load_config({"MODEL_REPOSITORY": str(quick_repository), "SERVING_GRPC_PORT": "0"})
+    metrics = Metrics()
+    registry = Registry(settings, metrics)
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(registry.refresh())
+    runtime = Runtime(settings, metrics, registry, Tracing.with_exporter(exporter, batch=False))
+    service_app.runtime = runtime
+    yield loop, App(_bentoml_stand_in), exporter
+    service_app.runtime = None
+    registry.close()
+    loop.close()
+
+
+def _post(traced, path: str, **kwargs) -> httpx.Response:
+    loop, asgi, _ = traced
+
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=asgi)
+        async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+            return await client.post(path, **kwargs)
+
+    return loop.run_until_complete(go())
+
+
+def test_one_span_per_request_with_its_steps(traced, data_dir: Path) -> None:
+    _, _, exporter = traced
+    exporter.clear()
+    images, _ = mnist_test(data_dir, 3)
+    response = _post(
+        traced,
+        "/digits/predict",
+        json={"inputs": digits.scale_pixels(images).tolist()},
+        headers={"traceparent": CALLER},
+    )
+    assert response.status_code == 200
+    spans = exporter.get_finished_spans()
+    (root,) = [s for s in spans if s.parent is None or s.parent.span_id == 0x00F067AA0BA902B7]
+    assert root.name == "POST /digits/predict"
+    assert f"{root.context.trace_id:032x}" == "4bf92f3577b34da6a3ce929d0e0e4736"  # the caller's
+    assert root.attributes["model"] == "digits" and root.attributes["model.version"] == 1
+    assert root.attributes["items"] == 3 and root.attributes["batch.size"] >= 3
+    assert root.attributes["http.response.status_code"] == 200
+    children = {s.name: s for s in spans if s.parent and s.parent.span_id == root.context.span_id}
+    assert list(children) == ["read body", "decode", "queue", "compute", "encode"]
+    for child in children.values():
+        assert root.start_time <= child.start_time <= child.end_time <= root.end_time
+    returned = response.headers["traceparent"].split("-")
+    assert returned[1] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert returned[2] == f"{root.context.span_id:016x}"
+
+
+def test_refused_requests_are_traced_with_their_status(traced) -> None:
+    _, _, exporter = traced
+    exporter.clear()
+    response = _post(traced, "/v2/models/digits/infer", json={"inputs": [{"name": "image"}]})
+    assert response.status_code == 400
+    (root,) = exporter.get_finished_spans()
+    assert root.name == "POST /v2/models/digits/infer"
+    assert root.attributes["http.response.status_code"] == 400
+    assert "traceparent" in response.headers
+
+
+def test_every_protocol_is_traced(traced) -> None:
+    _, _, exporter = traced
+    exporter.clear()
+    pixels = np.zeros((1, 784)).tolist()
+    tf = _post(traced, "/v1/models/autoencoder:predict", json={"instances": pixels})
+    generic = _post(traced, "/models/autoencoder/predict?signature=encode", json={"inputs": pixels})
+    assert tf.status_code == generic.status_code == 200
+    names = {s.name for s in exporter.get_finished_spans() if s.parent is None}
+    assert names == {"POST /v1/models/autoencoder:predict", "POST /models/autoencoder/predict"}
+
+
+def test_off_by_default_and_set_by_the_standard_variables() -> None:
+    assert from_environment({}) is None
+    assert from_environment({"OTEL_TRACES_EXPORTER": "none"}) is None
+    assert (
+        from_environment({"OTEL_TRACES_EXPORTER": "console", "OTEL_SDK_DISABLED": "true"}) is None
+    )
+    console = from_environment({"OTEL_TRACES_EXPORTER": "console"})
+    assert console is not None
+    console.shutdown()
