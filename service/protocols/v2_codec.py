@@ -197,12 +197,33 @@ def _from_json(data: Any, name: str, shape: list[int], datatype: str, images: bo
         _check_count(values, name, shape)
         return values
     target = NUMERIC_TYPES[datatype]
+    if target.kind == "f":
+        # Straight to the target type: one conversion (booleans were searched for already;
+        # strings and ragged lists raise).
+        try:
+            with np.errstate(over="ignore"):  # overflow becomes inf, refused downstream
+                array = np.array(data, dtype=target)
+        except (ValueError, TypeError, OverflowError):
+            raise _bad(
+                f"input {name!r}: data is not a (nested) list of {datatype} values",
+                field=name,
+                expected=f"{datatype} data",
+            ) from None
+    else:
+        array = _whole(data, name, datatype, target)
+    if array.size != prod(shape):
+        raise _bad(f"input {name!r}: {array.size} values for shape {shape}", field=name)
+    return array.reshape(shape)
+
+
+def _whole(data: Any, name: str, datatype: str, target: np.dtype) -> np.ndarray:
+    """Integer or boolean data: of that kind, within the type's range."""
     try:
         array = np.asarray(data)
     except (ValueError, TypeError, OverflowError):
-        array = np.asarray([])  # ragged: refused below as not numbers
-    accepted = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}[target.kind]
-    if array.dtype.kind not in accepted or (target.kind == "f" and array.dtype.kind == "b"):
+        array = np.asarray([])  # ragged: refused below as not of the type
+    accepted = "b" if target.kind == "b" else "iu"
+    if array.dtype.kind not in accepted:
         raise _bad(
             f"input {name!r}: data is not a (nested) list of {datatype} values",
             field=name,
@@ -216,10 +237,7 @@ def _from_json(data: Any, name: str, shape: list[int], datatype: str, images: bo
                 field=name,
                 expected=f"integers from {info.min} to {info.max}",
             )
-    if array.size != prod(shape):
-        raise _bad(f"input {name!r}: {array.size} values for shape {shape}", field=name)
-    with np.errstate(over="ignore"):  # FP16/FP32 overflow becomes inf, refused downstream
-        return array.astype(target).reshape(shape)
+    return array.astype(target)
 
 
 def _flatten(data: Any) -> list[Any]:
