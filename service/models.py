@@ -118,17 +118,25 @@ class ServedModel:
         self.versions: dict[int, Loaded] = {}
         self.unloaded = False  # by the repository API
         self.missing_reason: str | None = None
+        self._ready: list[Loaded] = []
 
-    @property
-    def ready_versions(self) -> list[Loaded]:
-        return sorted(
+    def settle(self) -> None:
+        """Note which versions are ready, after the registry changed any (the request path
+        reads this list rather than sorting the versions each time)."""
+        self._ready = sorted(
             (v for v in self.versions.values() if v.state == READY), key=lambda v: v.number
         )
 
+    @property
+    def ready_versions(self) -> list[Loaded]:
+        return [v for v in self._ready if v.state == READY]
+
     def latest(self) -> Loaded | None:
         """The highest version that is ready."""
-        ready = self.ready_versions
-        return ready[-1] if ready else None
+        for loaded in reversed(self._ready):
+            if loaded.state == READY:  # retired since the list was made: skip it
+                return loaded
+        return None
 
     @property
     def state(self) -> str:
@@ -319,6 +327,7 @@ class Registry:
                 self._event(model.name, number, "unloaded")
             if number not in present and loaded.state in (FAILED, UNLOADED):
                 del model.versions[number]  # gone from the repository: forgotten
+        model.settle()
         self.metrics.model_ready.labels(model.name).set(1 if model.latest() else 0)
 
     async def _load(self, model: ServedModel, number: int, directory: Path, stamp) -> None:
@@ -341,7 +350,8 @@ class Registry:
             return
         attempt.load_seconds = round(time.perf_counter() - started, 2)
         attempt.state = READY
-        model.versions[number] = attempt  # live from this statement on
+        model.versions[number] = attempt
+        model.settle()  # live from this statement on
         if previous is not None and previous is not attempt and previous.state == READY:
             previous.retire()  # the same number published again: the new copy replaces it
         self.metrics.model_load_seconds.labels(model.name).observe(attempt.load_seconds)
@@ -366,6 +376,8 @@ class Registry:
     def _index(self) -> None:
         """V2 model names -> (model, signature), from each model's latest version. A model's
         own name wins over another model's ``<model>_<signature>`` alias."""
+        for model in self.models.values():
+            model.settle()
         index: dict[str, tuple[str, str]] = {}
         for model in self.models.values():
             latest = model.latest()
@@ -523,6 +535,7 @@ class Registry:
                 if loaded.state == READY:
                     loaded.retire()
                     self._event(name, number, "unloaded")
+            model.settle()
             self.metrics.model_ready.labels(name).set(0)
             self._index()
         return model

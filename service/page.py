@@ -8,6 +8,7 @@ and Swagger UI's online validator is switched off.
 from __future__ import annotations
 
 import html
+import re
 from typing import TYPE_CHECKING
 
 from service import openapi
@@ -52,6 +53,11 @@ def _models(runtime: Runtime) -> str:
     return "\n".join(rows)
 
 
+def _code(text: str) -> str:
+    """The document's Markdown `code` spans as HTML."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+
+
 def render(runtime: Runtime) -> str:
     version = html.escape(openapi._version())
     return f"""<!doctype html>
@@ -70,7 +76,7 @@ code {{ background: #f3f3f3; padding: 0 .2rem; }}
 <body>
 <header>
 <h1 id="title">{openapi.TITLE} <small>{version}</small></h1>
-<p>{html.escape(openapi.DESCRIPTION)}</p>
+<p>{_code(html.escape(openapi.DESCRIPTION))}</p>
 <p><a href="/models">/models</a> &middot; <a href="/docs.json">OpenAPI document</a> &middot;
 <a href="/readyz">/readyz</a> &middot; <a href="/metrics">/metrics</a></p>
 </header>

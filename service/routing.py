@@ -80,8 +80,16 @@ class Match:
     any_route: Route | None = None  # a route of this path (its ``known`` decides a 405)
 
 
+def _first_segment(template: str) -> str:
+    """The literal first path segment a template starts with, or "" for a parameter."""
+    head = template[1:].split("/", 1)[0].split("[", 1)[0]
+    return "" if "{" in head else head
+
+
 class RouteTable:
-    """Routes grouped by path template; one alternation of all templates, matched once."""
+    """Routes grouped by path template. The templates starting with the same literal segment
+    (``v2``, ``models``...) are one alternation, matched at once; those starting with a
+    parameter are tried after them. A match costs about a microsecond."""
 
     def __init__(self, routes: list[Route]) -> None:
         self.routes = routes
@@ -89,17 +97,30 @@ class RouteTable:
         self._by_method: list[dict[str, Route]] = [
             {r.method: r for r in routes if r.template == t} for t in self._templates
         ]
-        alternatives = [f"(?P<r{i}>{_pattern(t, f'p{i}')})" for i, t in enumerate(self._templates)]
-        self._regex = re.compile("(?:" + "|".join(alternatives) + r")\Z")
         self._groups = [
             [(f"p{i}_{name}", name) for name in _PARAMETER.findall(t)]
             for i, t in enumerate(self._templates)
         ]
+        by_segment: dict[str, list[int]] = {}
+        for i, template in enumerate(self._templates):
+            by_segment.setdefault(_first_segment(template), []).append(i)
+        self._regexes = {
+            segment: re.compile(
+                "(?:"
+                + "|".join(f"(?P<r{i}>{_pattern(self._templates[i], f'p{i}')})" for i in found)
+                + r")\Z"
+            )
+            for segment, found in by_segment.items()
+        }
+        self._anywhere = self._regexes.get("")
 
     def match(self, method: str, path: str) -> Match | None:
         """The route for ``method`` and ``path``; a Match without a route when only the
         method is wrong; None when no route has this path."""
-        found = self._regex.match(path)
+        literal = self._regexes.get(path[1:].split("/", 1)[0].split(":", 1)[0])
+        found = literal.match(path) if literal is not None else None
+        if found is None and self._anywhere is not None:
+            found = self._anywhere.match(path)
         if found is None:
             return None
         index = int(found.lastgroup[1:])  # the outermost group of the template that matched

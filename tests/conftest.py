@@ -14,15 +14,28 @@ WEIGHTS_NAME = "weights/mobilenet_v2_1.0_160_no_top_imagenet_float.h5"
 
 
 def find_data_dir() -> Path:
+    """$TRAINING_DATA_DIR, else ../shared/datasets, else the training CLI's per-user cache,
+    filled from the official sources the first time (a machine with internet needs no setup).
+    """
     configured = os.environ.get("TRAINING_DATA_DIR")
-    candidates = [Path(configured)] if configured else [ROOT.parent / "shared" / "datasets"]
-    for candidate in candidates:
-        if (candidate / "mnist.npz").is_file():
-            return candidate.resolve()
-    raise RuntimeError(
-        f"no datasets found at {candidates[0]}: set TRAINING_DATA_DIR to a folder holding "
-        "mnist.npz, bank-marketing/ and flowers/ (see README.md)"
-    )
+    if configured:
+        if not (Path(configured) / "mnist.npz").is_file():
+            raise RuntimeError(
+                f"no datasets found at {configured}: set TRAINING_DATA_DIR to a folder holding "
+                "mnist.npz, bank-marketing/ and flowers/ (see README.md), or unset it"
+            )
+        return Path(configured).resolve()
+    shared = ROOT.parent / "shared" / "datasets"
+    if (shared / "mnist.npz").is_file():
+        return shared.resolve()
+    from training.datasets import bank, flowers, mnist
+    from training.datasets.datadir import default_cache_dir, ensure
+
+    cache = default_cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    for source in (mnist.SOURCE, bank.SOURCE, flowers.SOURCE):
+        ensure(cache, source)
+    return cache
 
 
 @pytest.fixture(scope="session")
