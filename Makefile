@@ -11,7 +11,7 @@ CHECKS_VENV ?= .venv-checks
 PORT ?= 3000
 MODEL_REPOSITORY ?= models
 
-.PHONY: install models models-quick serve bench reliability test lint format clean
+.PHONY: install models models-quick serve bench bench-peers reliability test lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ serve: install
 # Throughput and latency of the running service against the stock BentoML baseline.
 bench: install
 	$(BIN)/python -m benchmarks.serve_bench --repository $(MODEL_REPOSITORY) $(DATA_FLAG)
+
+# Other model servers (MLServer, LitServe, KServe, Triton, Ray Serve, stock BentoML) and ours on
+# the same ONNX graph and V2 body, in one run; each peer gets its own cached venv on first use.
+bench-peers: install
+	$(BIN)/python -m benchmarks.peers --repository $(MODEL_REPOSITORY) $(DATA_FLAG)
 
 # The reliability suite's long profile (100,000+ requests, faults, fuzzing, hostile input).
 reliability: install
