@@ -89,7 +89,8 @@ serve: install
 bench: install
 	$(BIN)/python -m benchmarks.serve_bench --repository $(MODEL_REPOSITORY) $(DATA_FLAG)
 
-# The same ONNX graph and V2 body on the other model servers, each in its own venv.
+# Other model servers (MLServer, LitServe, KServe, Triton, Ray Serve, stock BentoML) and ours on
+# the same ONNX graph and V2 body, in one run; each peer gets its own cached venv on first use.
 bench-peers: install
 	$(BIN)/python -m benchmarks.peers --repository $(MODEL_REPOSITORY) $(DATA_FLAG)
 

@@ -1,0 +1,183 @@
+"""The peers benchmark's own parts, on real processes and a real graph, without any peer.
+
+hey runs against the real HTTP floor app under uvicorn; its output is parsed as captured.
+The answer check runs a small real ONNX graph (a softmax over a linear layer) in ONNX
+Runtime. Installing peers is the benchmark's job, not the tests': the one peer started here
+(slow) is stock BentoML, which lives in the project's own venv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.peers import catalog, floors, hey, report
+from benchmarks.peers.catalog import ROUTE
+from benchmarks.peers.processes import ServerProcess
+from benchmarks.peers.request import build, check
+from benchmarks.peers.run import drive, measure_http_floor, measure_peer
+from benchmarks.servers import free_port
+
+needs_hey = pytest.mark.skipif(shutil.which("hey") is None, reason=hey.INSTALL_HINT)
+
+
+@pytest.fixture(scope="module")
+def graph(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A digits-shaped ONNX graph: image (N, 28, 28) -> probabilities (N, 10)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.random.default_rng(1).normal(0, 0.1, (784, 10)).astype(np.float32)
+    nodes = [
+        helper.make_node("Flatten", ["image"], ["flat"], axis=1),
+        helper.make_node("MatMul", ["flat", "weights"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+    ]
+    model = helper.make_model(
+        helper.make_graph(
+            nodes,
+            "digits",
+            [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 28, 28])],
+            [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 10])],
+            [numpy_helper.from_array(weights, "weights")],
+        ),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    path = tmp_path_factory.mktemp("graph") / "model.onnx"
+    onnx.save(model, path)
+    return path
+
+
+def args_for(out: Path) -> argparse.Namespace:
+    return argparse.Namespace(
+        seconds=0.5, concurrency=[1, 4], warmup=0.2, ready_timeout=60.0, out=out
+    )
+
+
+@pytest.fixture
+def http_floor(tmp_path: Path):
+    port = free_port()
+    with ServerProcess(
+        floors.http_floor_command(port), floors.ROOT, {}, tmp_path / "floor.log", port
+    ) as server:
+        server.wait_ready(ROUTE, b"{}", timeout=30)
+        yield server
+
+
+@needs_hey
+def test_hey_output_of_a_real_run_parses(http_floor: ServerProcess, tmp_path: Path) -> None:
+    body = tmp_path / "body.json"
+    body.write_text('{"inputs": []}')
+    result = hey.run(http_floor.url + ROUTE, body, concurrency=2, seconds=0.5)
+
+    assert result.ok > 50
+    assert result.failed == 0
+    assert set(result.percentiles_ms) == {10, 25, 50, 75, 90, 95, 99}
+    assert 0 < result.percentiles_ms[50] <= result.percentiles_ms[99]
+    assert 0.4 < result.seconds < 2
+    assert result.requests_per_s == pytest.approx(result.ok / result.seconds)
+
+
+@needs_hey
+def test_hey_errors_count_as_failures(tmp_path: Path) -> None:
+    body = tmp_path / "body.json"
+    body.write_text("{}")
+    nobody = f"http://127.0.0.1:{free_port()}{ROUTE}"  # nothing listens there
+
+    result = hey.run(nobody, body, concurrency=1, seconds=0.2)
+
+    assert result.ok == 0
+    assert result.requests_per_s == 0
+    assert result.failed > 0
+    assert any("connection refused" in message for message in result.errors)
+
+
+def test_hey_non_200_answers_are_failures() -> None:
+    # hey's layout; the "0% in" line is what it prints for a percentile too few requests fill.
+    captured = """
+Summary:
+  Total:\t1.0007 secs
+  Requests/sec:\t300.0000
+
+Latency distribution:
+  50% in 0.0031 secs
+  99% in 0.0102 secs
+  0% in 0.0000 secs
+
+Status code distribution:
+  [200]\t200 responses
+  [503]\t100 responses
+"""
+    result = hey.parse(captured)
+
+    assert (result.ok, result.failed) == (200, 100)
+    assert result.percentiles_ms == {50: 3.1, 99: 10.2}
+    assert result.requests_per_s == pytest.approx(200 / 1.0007)
+
+
+def test_the_answer_check_uses_onnx_runtime_in_process(graph: Path) -> None:
+    request = build(graph, data_dir=None)
+    body = json.loads(request.body)["inputs"][0]
+    right = {"outputs": [{"name": "probabilities", "data": request.expected.ravel().tolist()}]}
+    off = request.expected + 1e-3
+
+    assert body["shape"] == [1, 28, 28] and len(body["data"]) == 784
+    assert check(json.dumps(right).encode(), request.expected) is None
+    # Stock BentoML answers the outputs list without the object around it.
+    assert check(json.dumps(right["outputs"]).encode(), request.expected) is None
+    wrong = {"outputs": [{"name": "probabilities", "data": off.ravel().tolist()}]}
+    assert "wrong answer" in check(json.dumps(wrong).encode(), request.expected)
+    assert "unreadable" in check(b'{"error": "no"}', request.expected)
+
+
+@needs_hey
+def test_the_http_floor_and_the_driver_make_a_row(graph: Path, tmp_path: Path) -> None:
+    args = args_for(tmp_path)
+    (tmp_path / "peers-logs").mkdir()
+    request = build(graph, data_dir=None)
+    body_file = tmp_path / "body.json"
+    body_file.write_bytes(request.body)
+
+    row = measure_http_floor(request, body_file, args)
+
+    assert row["status"] == "ok"
+    assert [r["concurrency"] for r in row["runs"]] == [1, 4]
+    assert all(r["requests_per_s"] > 0 and r["failed"] == 0 for r in row["runs"])
+    table = report.table([row], args.concurrency)
+    assert "| HTTP floor" in table and "1.00x" in table
+    report.plot([row], args.concurrency, tmp_path / "peers.png", "test")
+    assert (tmp_path / "peers.png").stat().st_size > 1000
+
+
+@needs_hey
+def test_a_wrong_answer_is_marked(http_floor: ServerProcess, graph: Path, tmp_path: Path) -> None:
+    request = build(graph, data_dir=None)
+    body_file = tmp_path / "body.json"
+    body_file.write_bytes(request.body)
+
+    # The floor answers ten 0.1s, whatever the input: not the graph's answer.
+    row = drive(http_floor.url + ROUTE, request, body_file, args_for(tmp_path))
+
+    assert row["status"].startswith("wrong answer")
+    assert len(row["runs"]) == 2
+
+
+@pytest.mark.slow
+@needs_hey
+def test_stock_bentoml_peer_serves_the_v2_body(graph: Path, tmp_path: Path) -> None:
+    args = args_for(tmp_path)
+    (tmp_path / "peers-logs").mkdir()
+    request = build(graph, data_dir=None)
+    body_file = tmp_path / "body.json"
+    body_file.write_bytes(request.body)
+
+    row = measure_peer(catalog.PEERS["bentoml"], request, body_file, graph, tmp_path, args)
+
+    assert row["status"] == "ok", row["status"]
+    assert row["native_v2"] is False
+    assert all(r["requests_per_s"] > 0 for r in row["runs"])
