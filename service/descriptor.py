@@ -16,7 +16,7 @@ from typing import Any
 
 from modelspec.bank import BankEncoder
 from modelspec.tensors import Signature, signatures_from_manifest
-from service.errors import NotFound
+from service.errors import NotFound, RequestError
 from service.inputs.tensors import TensorContract
 from service.interfaces import ANSWERS, INPUT_KINDS, TENSOR_ANSWER, TENSOR_INPUT
 from service.interfaces.base import Answer, InputKind, Tensor
@@ -47,10 +47,16 @@ class SignatureView:
         raise KeyError(name)
 
     def output(self, name: str) -> Tensor:
+        """The output a client asked for by name (V2 ``outputs``, over HTTP or gRPC)."""
         for tensor in self.outputs:
             if tensor.name == name:
                 return tensor
-        raise KeyError(name)
+        raise RequestError(
+            "unknown_output",
+            f"signature {self.name!r} has no output {name[:60]!r}",
+            field="outputs",
+            expected=str([t.name for t in self.outputs]),
+        )
 
 
 class ManifestError(ValueError):

@@ -21,6 +21,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from service.config import Settings, load_config
+
 ROOT = Path(__file__).resolve().parent.parent
 KUSTOMIZATIONS = {
     "shared": ROOT / "deploy" / "k8s" / "shared",
@@ -164,6 +166,31 @@ def test_pod_security_and_probes(overlay: str) -> None:
     (container,) = pod["containers"]
     check_pod_security(pod, container)
     assert ("nvidia.com/gpu" in container["resources"]["limits"]) == (overlay == "gpu")
+
+
+@pytest.mark.parametrize("overlay", ["cpu", "gpu"])
+def test_http_and_grpc_ports_reach_the_pods(overlay: str) -> None:
+    """The container ports are the service's own (HTTP 3000, gRPC from Settings), and the
+    Service and the NetworkPolicy open each of them and nothing else."""
+    objects = render(overlay)
+    (container,) = the(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    grpc_port = int(env.get("SERVING_GRPC_PORT", Settings().grpc_port))
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": 3000, "grpc": grpc_port}
+    service = the(objects, "Service")["spec"]["ports"]
+    assert {p["targetPort"] for p in service} == set(ports)
+    assert next(p for p in service if p["targetPort"] == "grpc")["appProtocol"] == "grpc"
+    (ingress,) = the(objects, "NetworkPolicy")["spec"]["ingress"]
+    assert {p["port"] for p in ingress["ports"]} == set(ports)
+
+
+def test_kserve_runtime_serves_its_one_port_only() -> None:
+    """KServe routes one port per predictor: gRPC is switched off there, not left listening."""
+    (container,) = the(render("kserve"), "ServingRuntime")["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["SERVING_GRPC_PORT"] == "0"
+    assert load_config({"SERVING_GRPC_PORT": env["SERVING_GRPC_PORT"]}).grpc_port == 0
 
 
 def disruptions_allowed(pdb: dict, replicas: int) -> int:

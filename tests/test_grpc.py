@@ -119,6 +119,11 @@ def test_errors_are_grpc_status_codes(clients) -> None:
         with pytest.raises(InferenceServerException) as raised:
             over_grpc.infer(model, inputs)
         assert raised.value.status() == str(code) and text in raised.value.message()
+    good = _input(tgrpc, "image", np.zeros((1, 28, 28), np.float32), "FP32")
+    with pytest.raises(InferenceServerException) as raised:
+        over_grpc.infer("digits", [good], outputs=[tgrpc.InferRequestedOutput("logits")])
+    assert raised.value.status() == str(grpc.StatusCode.INVALID_ARGUMENT)
+    assert "no output 'logits'" in raised.value.message()
     with pytest.raises(InferenceServerException) as raised:
         over_grpc.infer("digits", [image], model_version="9")
     assert raised.value.status() == str(grpc.StatusCode.NOT_FOUND)

@@ -233,6 +233,49 @@ def test_multi_item_request_counts_each_item(client, data_dir) -> None:
     assert metric(client, "serving_items_processed_total", model="digits") - before == 5
 
 
+def test_inference_takes_the_fast_path_not_bentomls_middleware(client, data_dir) -> None:
+    """The fast path rests on BentoML's ``service_class=`` hook (``service.app.AppService``
+    puts ``App`` in front of BentoML's ASGI app). A BentoML release that stops calling
+    ``to_asgi`` there, or wraps it in its own middleware, fails this test by name: inference
+    must be counted by our metrics and never by BentoML's per-request middleware.
+    """
+    images, _ = mnist_test(data_dir, 1)
+    pixels = digits.scale_pixels(images)
+    calls = {
+        "/digits/predict": {"inputs": pixels.tolist()},
+        "/v2/models/digits/infer": {
+            "inputs": [
+                {
+                    "name": "image",
+                    "shape": [1, 28, 28],
+                    "datatype": "FP32",
+                    "data": pixels.ravel().tolist(),
+                }
+            ]
+        },
+        "/v1/models/digits:predict": {"instances": pixels.tolist()},
+    }
+    before = {path: metric(client, "serving_requests_total", endpoint=path) for path in calls}
+    for path, body in calls.items():
+        for _ in range(3):
+            assert client.post(path, json=body).status_code == 200, path
+    assert client.get("/livez").status_code == 200  # a BentoML route, counted by BentoML
+    text = client.get("/metrics").text
+    bentoml_counted = {
+        line.split('endpoint="', 1)[1].split('"', 1)[0]
+        for line in text.splitlines()
+        if line.startswith("bentoml_service_request_total{")
+    }
+    assert "/livez" in bentoml_counted, "BentoML's own request metrics are gone"
+    for path in calls:
+        ours = metric(client, "serving_requests_total", endpoint=path) - before[path]
+        assert ours == 3, f"{path}: inference no longer reaches service.app.App ({ours} counted)"
+    leaked = {e for e in bentoml_counted if "digits" in e or e.startswith(("/v1/", "/v2/"))}
+    assert not leaked, (
+        f"inference went through BentoML's middleware (bentoml_service_request_total: {leaked})"
+    )
+
+
 # -- bad input: a 4xx with a JSON body, never a 500, and nobody else harmed -----------------
 
 ZERO_IMAGE = np.zeros((28, 28)).tolist()

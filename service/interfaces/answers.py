@@ -63,9 +63,6 @@ class DigitAnswer(_Classifier):
     name = "digit"
     summary = "each item's digit and its 10 probabilities"
 
-    def check_native(self, incoming: Incoming, version: Version) -> None:
-        accepts_json(incoming)
-
     def native(
         self, outputs: Outputs, incoming: Incoming, version: Version, signature: str
     ) -> Reply:
@@ -100,7 +97,7 @@ class TopLabels(_Classifier):
     summary = "each item's label and the top-k labels with probabilities (?top_k=, default 3)"
 
     def check_native(self, incoming: Incoming, version: Version) -> None:
-        accepts_json(incoming)
+        super().check_native(incoming, version)
         top_k_option(incoming.query, len(version.labels))
 
     def native(
@@ -149,9 +146,6 @@ class Decision(Answer):
         labels = np.asarray(version.labels, dtype=object)
         return {**outputs, self.LABEL: labels[self.classes(outputs, version)]}
 
-    def check_native(self, incoming: Incoming, version: Version) -> None:
-        accepts_json(incoming)
-
     def native(
         self, outputs: Outputs, incoming: Incoming, version: Version, signature: str
     ) -> Reply:
@@ -179,9 +173,6 @@ class Decision(Answer):
 class Code(Answer):
     name = "code"
     summary = "each item's code"
-
-    def check_native(self, incoming: Incoming, version: Version) -> None:
-        accepts_json(incoming)
 
     def native(
         self, outputs: Outputs, incoming: Incoming, version: Version, signature: str

@@ -141,7 +141,8 @@ class Answer:
         return None
 
     def check_native(self, incoming: Incoming, version: Version) -> None:
-        """Query options and Accept, checked before any work."""
+        """Query options and Accept, checked before any work; JSON answers by default."""
+        accepts_json(incoming)
 
     def native(
         self, outputs: Outputs, incoming: Incoming, version: Version, signature: str

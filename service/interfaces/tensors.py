@@ -19,7 +19,6 @@ from service.interfaces.base import (
     Columns,
     Incoming,
     InputKind,
-    accepts_json,
     envelope,
     json_only,
 )
@@ -148,9 +147,6 @@ def _object(properties: dict[str, Any]) -> dict[str, Any]:
 class TensorAnswer(Answer):
     name = "tensor"
     summary = "the named outputs"
-
-    def check_native(self, incoming: Incoming, version: Version) -> None:
-        accepts_json(incoming)
 
     def native(
         self, outputs: Outputs, incoming: Incoming, version: Version, signature: str

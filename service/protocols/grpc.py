@@ -132,16 +132,7 @@ def requested(message: Any, view: Any) -> tuple[RequestedOutput, ...]:
         return tuple(RequestedOutput(t, True) for t in view.outputs)
     chosen = []
     for output in message.outputs:
-        try:
-            tensor = view.output(output.name)
-        except KeyError:
-            raise RequestError(
-                "unknown_output",
-                f"no output {output.name[:60]!r}",
-                field="outputs",
-                expected=str([t.name for t in view.outputs]),
-                status=400,
-            ) from None
+        tensor = view.output(output.name)
         k = output.parameters.get("classification")
         count = _parameter(k) if k is not None else 0
         if count and (not tensor.classes or not isinstance(count, int) or count < 0):

@@ -277,15 +277,7 @@ def requested_outputs(document: dict[str, Any], view: SignatureView) -> tuple[Re
     chosen = []
     for entry in asked:
         name = str(entry.get("name"))
-        try:
-            tensor = view.output(name)
-        except KeyError:
-            raise RequestError(
-                "unknown_output",
-                f"signature {view.name!r} has no output {name[:60]!r}",
-                field="outputs",
-                expected=str([t.name for t in view.outputs]),
-            ) from None
+        tensor = view.output(name)
         options = _parameters(entry, "outputs")
         binary = options.get("binary_data", default_binary) is True
         chosen.append(RequestedOutput(tensor, binary, _classification(options, tensor)))

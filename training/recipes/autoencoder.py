@@ -1,8 +1,7 @@
 """MNIST autoencoder: 784-256-128-64-32-16 encoder, mirrored decoder, sigmoid output, BCE.
 
 Same architecture, optimiser and loss as the reference; it gets below the reference's 0.0950
-validation loss by training longer with the learning rate lowered on plateaus and the best
-epoch restored.
+validation loss by training longer, with a cosine-decayed learning rate.
 """
 
 from __future__ import annotations
@@ -21,6 +20,11 @@ from training.recipes.common import history_dict, mnist_dataset, mnist_test
 
 ENCODER_UNITS = (256, 128, 64, 32)
 BATCH_SIZE = 128
+# Measured here (2 cores, validation BCE): Adam 1e-3 halved on plateaus, early-stopped within
+# 150 epochs: 0.0871 in 14.5 min; cosine from 2e-3 over 60 epochs: 0.0894 in 4.1 min; over
+# 100 epochs: 0.0871 (test 0.0863) in 8.7 min on a busy machine, about 6.5 quiet.
+EPOCHS = 100
+LEARNING_RATE = 2e-3
 
 
 def build_model() -> Any:
@@ -61,13 +65,16 @@ class AutoencoderRecipe(Recipe):
     def train(self, data: Dataset, profile: Profile) -> Trained:
         import keras
 
-        epochs = profile.epochs_or(full=150, quick=2)
+        epochs = profile.epochs_or(full=EPOCHS, quick=2)
         model = build_model()
-        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
-        callbacks = [
-            keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=5, min_lr=1e-5),
-            keras.callbacks.EarlyStopping(patience=15, restore_best_weights=True),
-        ]
+        steps = epochs * -(-len(data.train.x) // BATCH_SIZE)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            LEARNING_RATE, decay_steps=steps, alpha=0.01
+        )
+        model.compile(optimizer=keras.optimizers.Adam(schedule), loss="binary_crossentropy")
+        # The best epoch is kept; with the rate decayed to almost nothing it is nearly always
+        # the last.
+        callbacks = [keras.callbacks.EarlyStopping(patience=epochs, restore_best_weights=True)]
         history = model.fit(
             data.train.x,
             data.train.x,
@@ -88,12 +95,11 @@ class AutoencoderRecipe(Recipe):
             metrics=metrics,
             preprocessing=spec.PREPROCESSING,
             training_config={
-                "epochs_run": len(curves["loss"]),
-                "max_epochs": epochs,
+                "epochs": epochs,
                 "batch_size": BATCH_SIZE,
-                "optimizer": "Adam 1e-3, halved on 5-epoch plateaus",
+                "optimizer": f"Adam, cosine decay from {LEARNING_RATE:g}",
                 "loss": "binary cross-entropy per pixel",
-                "early_stopping": "val_loss, patience 15, best epoch restored",
+                "best_epoch": "restored (val_loss)",
             },
             manifest_extra={"signatures": {s.name: s.to_dict() for s in signatures}},
         )
