@@ -23,6 +23,7 @@ from service.app import AppService
 from service.backends.cpus import available_cpus
 from service.config import settings, unknown_variables
 from service.inference import Runtime
+from service.inputs import images
 from service.logs import configure_logging
 from service.metrics import Metrics
 from service.models import Registry
@@ -65,6 +66,7 @@ class KerasModels:
             logger.warning("environment variable %s is not a setting; ignored", name)
         metrics = Metrics()
         connection.limits = SETTINGS.limits
+        images.decode_threads = SETTINGS.decode_threads
         connection.on_refusal = metrics.connection_refused
         registry = Registry(SETTINGS, metrics)
         self.runtime = Runtime(SETTINGS, metrics, registry, tracing.from_environment())

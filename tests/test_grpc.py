@@ -5,6 +5,7 @@ same metrics."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import grpc
@@ -18,6 +19,7 @@ from tritonclient.utils import InferenceServerException
 from benchmarks import perf_analyzer
 from benchmarks.payloads import bank_records, flower_files, mnist_test, png_bytes
 from modelspec import bank, digits
+from service import portclaim
 from tests.test_service import metric
 
 pytestmark = pytest.mark.slow
@@ -151,3 +153,41 @@ def test_perf_analyzer_over_grpc_and_the_shared_metrics(grpc_url, service_url, d
         assert [row["Concurrency"] for row in rows] == [1, 2]
         assert all(row["Inferences/Second"] > 0 for row in rows)
         assert metric(client, "serving_requests_total", endpoint=path, status="200") > before + 100
+
+
+def test_port_claims_let_one_servers_workers_share_and_refuse_others(tmp_path: Path) -> None:
+    port = 40000 + os.getpid() % 20000  # a lock file no real server of this run uses
+    first, second = portclaim.claim(port, server=111), portclaim.claim(port, server=111)
+    with pytest.raises(portclaim.PortTaken, match="process 111"):
+        portclaim.claim(port, server=222)
+    first.close()
+    with pytest.raises(portclaim.PortTaken):
+        portclaim.claim(port, server=222)  # one worker of server 111 still holds it
+    second.close()
+    portclaim.claim(port, server=222).close()  # server 111 is gone: the port is free
+
+
+def test_a_second_server_cannot_join_the_grpc_port(
+    service, clients, quick_repository: Path, tmp_path: Path
+) -> None:
+    """Workers share their gRPC port (SO_REUSEPORT); a second server started on the same port
+    must not silently take a share of the first one's calls: it serves HTTP only and says why.
+    """
+    from benchmarks.servers import Server
+
+    over_grpc, _ = clients
+    image = _input(tgrpc, "image", np.zeros((1, 28, 28), np.float32), "FP32")
+    env = {"MODEL_REPOSITORY": str(quick_repository), "SERVING_GRPC_PORT": str(service.grpc_port)}
+    log = tmp_path / "second.log"
+    with Server(env=env, log=log) as second:
+        second.wait_until("/readyz", timeout=300)
+        assert f"gRPC port {service.grpc_port} is served by another server" in log.read_text()
+        counted = {"endpoint": "/v2/models/digits/infer"}
+        before = metric(httpx.Client(base_url=service.url), "serving_requests_total", **counted)
+        for _ in range(40):  # new connections, which the kernel would spread over listeners
+            with tgrpc.InferenceServerClient(f"127.0.0.1:{service.grpc_port}") as client:
+                client.infer("digits", [image])
+        after = metric(httpx.Client(base_url=service.url), "serving_requests_total", **counted)
+        assert after - before == 40, "the second server answered some of the first's gRPC calls"
+        assert httpx.get(second.url + "/v2/health/ready").status_code == 200
+    over_grpc.infer("digits", [image])  # the first server's gRPC is untouched

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 
 import pytest
 
-from service.config import ConfigError, load_config, unknown_variables
+from service.config import (
+    BatchingConfig,
+    ConfigError,
+    Limits,
+    ModelConfig,
+    Settings,
+    VersionPolicy,
+    load_config,
+    unknown_variables,
+)
+from service.inputs import images
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -106,3 +117,28 @@ def test_bento_requirements_match_the_serve_pins() -> None:
     cpu_runtime = {p for p in pinned if p.startswith("onnxruntime==")}
     assert gpu - pinned == {"onnxruntime-gpu==1.31.1"}
     assert pinned - gpu == cpu_runtime
+
+
+def test_every_setting_is_read_by_the_service() -> None:
+    """A setting that validates but changes nothing is worse than none: each field of the
+    settings is read (``.name``, where declaring it is ``name:``) somewhere in the service."""
+    code = "\n".join(path.read_text() for path in (ROOT / "service").rglob("*.py"))
+    sources = re.sub(r"#.*", "", code)  # comments mention settings without reading them
+    sections = (Settings, Limits, BatchingConfig, ModelConfig, VersionPolicy)
+    unread = [
+        f"{section.__name__}.{name}"
+        for section in sections
+        for name in section.model_fields
+        if name not in {"config", "name", "version"}
+        and not re.search(rf"\.{name}\b(?!\s*=[^=])", sources)  # read, not assigned
+    ]
+    assert not unread, f"settings nothing reads: {unread}"
+
+
+def test_decode_threads_size_the_decoding_pool() -> None:
+    images.decode_threads, images._pool = 3, None
+    try:
+        assert images.decode_pool()._max_workers == 3
+    finally:
+        images.decode_pool().shutdown()
+        images.decode_threads, images._pool = None, None

@@ -37,14 +37,17 @@ INLINE_PIXELS = 100_000
 # missing ones with grey without an error.
 JPEG_MIN_BITS_PER_BLOCK = 1
 
+# Set once per worker from Settings.decode_threads (service.service); None: one per usable CPU.
+decode_threads: int | None = None
 _pool: ThreadPoolExecutor | None = None
 
 
 def decode_pool() -> ThreadPoolExecutor:
-    """The threads that decode large images: one per usable CPU, made on first use."""
+    """The threads that decode large images, made on first use."""
     global _pool
     if _pool is None:
-        _pool = ThreadPoolExecutor(available_cpus(), thread_name_prefix="decode")
+        threads = decode_threads or available_cpus()
+        _pool = ThreadPoolExecutor(threads, thread_name_prefix="decode")
     return _pool
 
 

@@ -24,7 +24,7 @@ from tritonclient.grpc import model_config_pb2 as config_pb
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from service import admin
+from service import admin, portclaim
 from service.app import OVERLOADED
 from service.config import Limits
 from service.descriptor import Version
@@ -304,10 +304,18 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
             await _abort(context, protocol_errors(error))
 
 
+_claims: list[Any] = []
+
+
 async def start(runtime: Runtime) -> grpc.aio.Server | None:
     """The gRPC server of this worker, or None when SERVING_GRPC_PORT is 0."""
     port = runtime.config.grpc_port
     if not port:
+        return None
+    try:
+        _claims.append(portclaim.claim(port))  # held for the life of this worker
+    except portclaim.PortTaken as error:
+        logger.error("%s: this server serves HTTP only", error)
         return None
     limit = runtime.config.limits.max_body_bytes
     server = grpc.aio.server(
