@@ -85,7 +85,8 @@ serve: install
 		--repository $(MODEL_REPOSITORY)
 	MODEL_REPOSITORY=$(MODEL_REPOSITORY) $(BIN)/bentoml serve --port $(PORT)
 
-# Throughput and latency of the running service beside its floors and the stock baseline.
+# The service beside its floors (bare ASGI app, ONNX Runtime in-process), measured in one run
+# with hey and perf_analyzer, ratios against targets; tracing, workers, gRPC, stock BentoML.
 bench: install
 	$(BIN)/python -m benchmarks.serve_bench --repository $(MODEL_REPOSITORY) $(DATA_FLAG)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import uuid
@@ -21,10 +22,42 @@ from training.datasets.mnist import load_mnist
 class Payload:
     body: bytes
     content_type: str
+    headers: dict[str, str] = dataclasses.field(default_factory=dict, compare=False, hash=False)
 
 
 def json_payload(document: object) -> Payload:
     return Payload(json.dumps(document).encode(), "application/json")
+
+
+def v2_json(pixels: np.ndarray, name: str = "image") -> Payload:
+    """A V2 infer request with one FP32 input, its numbers flat in JSON (as V2 clients send)."""
+    tensor = {
+        "name": name,
+        "shape": list(pixels.shape),
+        "datatype": "FP32",
+        "data": pixels.reshape(-1).tolist(),
+    }
+    return json_payload({"inputs": [tensor]})
+
+
+def v2_binary(pixels: np.ndarray, name: str = "image", output: str = "probabilities") -> Payload:
+    """The same request with the binary tensor data extension: a JSON header, then the raw
+    little-endian FP32 input; the output is asked for in binary too (as Triton's clients do)."""
+    raw = np.ascontiguousarray(pixels, dtype="<f4").tobytes()
+    header = {
+        "inputs": [
+            {
+                "name": name,
+                "shape": list(pixels.shape),
+                "datatype": "FP32",
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        ],
+        "outputs": [{"name": output, "parameters": {"binary_data": True}}],
+    }
+    encoded = json.dumps(header).encode()
+    headers = {"Inference-Header-Content-Length": str(len(encoded))}
+    return Payload(encoded + raw, "application/octet-stream", headers)
 
 
 def multipart(files: list[tuple[str, bytes, str]]) -> Payload:
@@ -64,34 +97,3 @@ def flower_files(data_dir: Path, count: int) -> list[Path]:
 
 def bank_records(data_dir: Path, count: int) -> list[dict[str, object]]:
     return read_bank_csv(data_dir / BANK_CSV).records[:count]
-
-
-def endpoint_payloads(data_dir: Path, variants: int = 32) -> dict[str, tuple[str, list[Payload]]]:
-    """name -> (path, payloads): one item per request, cycled through ``variants`` inputs."""
-    images, _ = mnist_test(data_dir, variants)
-    scaled = images.astype(np.float32) / 255.0
-    flowers = [p.read_bytes() for p in flower_files(data_dir, variants)]
-    return {
-        # One image as a batch of one: the form the stock BentoML baseline also accepts.
-        "digits_json": (
-            "/digits/predict",
-            [json_payload({"inputs": [x.tolist()]}) for x in scaled],
-        ),
-        "digits_png": (
-            "/digits/predict",
-            [multipart([("image", png_bytes(x), "image/png")]) for x in images],
-        ),
-        "flowers_jpeg": (
-            "/flowers/predict",
-            [multipart([("image", data, "image/jpeg")]) for data in flowers],
-        ),
-        "bank_json": ("/bank/predict", [json_payload(r) for r in bank_records(data_dir, variants)]),
-        "autoencoder_encode": (
-            "/autoencoder/encode",
-            [json_payload({"inputs": x.reshape(-1).tolist()}) for x in scaled],
-        ),
-        "autoencoder_reconstruct": (
-            "/autoencoder/reconstruct",
-            [json_payload({"inputs": x.reshape(-1).tolist()}) for x in scaled],
-        ),
-    }

@@ -122,19 +122,25 @@ def run(
     interval_ms: int = 2000,
     protocol: str = "http",
     stability_pct: int = 10,
+    max_trials: int | None = None,
+    label: str = "",
 ) -> list[dict[str, float]]:
     """One perf_analyzer run over V2 (``http``: binary tensors; ``grpc``: raw contents); its
-    CSV rows as numbers."""
+    CSV rows as numbers. ``max_trials`` bounds the measurement windows per concurrency (10 by
+    default); ``label`` tells apart the CSV and log of runs with the same model and protocol."""
     out.mkdir(parents=True, exist_ok=True)
-    report = out / f"perf_analyzer_{model}_{protocol}.csv"
+    name = f"perf_analyzer_{model}_{protocol}{label and '_' + label}"
+    report = out / f"{name}.csv"
     args = ["-m", model, "-u", url, "-i", protocol, "--concurrency-range", concurrency]
     args += ["--measurement-interval", str(interval_ms), "--input-data", str(input_data)]
     # perf_analyzer repeats a window until three agree within this; tests on a busy machine
     # only need the numbers to exist, so they widen it.
     args += ["--stability-percentage", str(stability_pct)]
+    if max_trials is not None:
+        args += ["--max-trials", str(max_trials)]
     args += ["-f", str(report)]
     result = subprocess.run(command() + args, capture_output=True, text=True, timeout=600)
-    (out / f"perf_analyzer_{model}_{protocol}.log").write_text(result.stdout + result.stderr)
+    (out / f"{name}.log").write_text(result.stdout + result.stderr)
     if result.returncode != 0:
         raise RuntimeError(f"perf_analyzer failed:\n{result.stdout[-3000:]}{result.stderr}")
     with report.open() as handle:

@@ -44,14 +44,24 @@ class Server:
     """
 
     def __init__(
-        self, target: str = SERVICE, env: dict[str, str] | None = None, log: Path | None = None
+        self,
+        target: str = SERVICE,
+        env: dict[str, str] | None = None,
+        log: Path | None = None,
+        cwd: Path = ROOT,
     ) -> None:
         self.target = target
+        self.cwd = Path(cwd).resolve()
         self.port = free_port()
         # Our own gRPC port too: workers share theirs with SO_REUSEPORT, so two servers on
         # one port would silently split each other's calls.
         self.grpc_port = int((env or {}).get("SERVING_GRPC_PORT") or free_port())
         self.env = {**os.environ, "SERVING_GRPC_PORT": str(self.grpc_port), **(env or {})}
+        if self.cwd != ROOT:
+            # Another checkout of the repository: its code is served in every worker, whatever
+            # the venv's editable install points at.
+            paths = [str(self.cwd), *filter(None, [self.env.get("PYTHONPATH")])]
+            self.env["PYTHONPATH"] = os.pathsep.join(paths)
         self._own_home = None
         if "BENTOML_HOME" not in (env or {}):
             self._own_home = tempfile.mkdtemp(prefix="bentoml-home-")
@@ -67,7 +77,7 @@ class Server:
         log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bentoml", "serve", self.target, "--port", str(self.port)],
-            cwd=ROOT,
+            cwd=self.cwd,
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

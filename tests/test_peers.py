@@ -16,11 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.peers import catalog, floors, hey, report
+from benchmarks import floors, hey
+from benchmarks.answers import check
+from benchmarks.peers import catalog, report
 from benchmarks.peers.catalog import ROUTE
-from benchmarks.peers.processes import ServerProcess
-from benchmarks.peers.request import build, check
+from benchmarks.peers.request import build
 from benchmarks.peers.run import drive, measure_http_floor, measure_peer
+from benchmarks.processes import ServerProcess
 from benchmarks.servers import free_port
 
 needs_hey = pytest.mark.skipif(shutil.which("hey") is None, reason=hey.INSTALL_HINT)

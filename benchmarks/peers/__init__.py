@@ -9,10 +9,12 @@ floor; ONNX Runtime in-process: the model floor). One module per job:
 - ``catalog``: the peers (pinned packages, how each is started, what it speaks);
   ``apps/``: the serving glue each peer runs, copied into a temporary folder at run time;
 - ``venvs``: the cached per-peer venvs;
-- ``processes``: a server as a process group on a free port, stopped cleanly;
-- ``request``: the V2 body, the in-process reference answer, the answer check;
-- ``hey``: the load generator and its output parser;
-- ``floors``: the HTTP floor app and the in-process ONNX Runtime floor;
+- ``request``: the V2 body and the in-process reference answer;
 - ``report``: the Markdown table, JSON and PNG;
 - ``run``: the command line, putting the rest together.
+
+Shared with ``benchmarks.serve_bench``, one level up: ``benchmarks.processes`` (a server as a
+process group on a free port, stopped cleanly), ``benchmarks.hey`` (the load generator and its
+output parser), ``benchmarks.floors`` (the HTTP floor app and the in-process ONNX Runtime
+floor) and ``benchmarks.answers`` (the answer check).
 """

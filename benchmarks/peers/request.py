@@ -1,20 +1,21 @@
-"""The one V2 request every server gets, the answer it should give, and the check of an answer.
+"""The one V2 request every server gets, and the answer it should give (checked by
+``benchmarks.answers``).
 
 The image is the first MNIST test digit (scaled to [0, 1]) when the data folder is given, and
 a fixed random image otherwise: the check compares with ONNX Runtime in-process on the same
-input either way. The body is JSON with the 784 numbers flat, as V2 clients send it.
+input either way. The body is JSON with the 784 numbers flat, as V2 clients send it
+(``benchmarks.payloads.v2_json``).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-TOLERANCE = 1e-4
+from benchmarks.payloads import v2_json
 
 
 @dataclass(frozen=True)
@@ -35,39 +36,6 @@ def image(data_dir: Path | None) -> np.ndarray:
 
 def build(onnx: Path, data_dir: Path | None) -> Request:
     pixels = image(data_dir)
-    body = {
-        "inputs": [
-            {
-                "name": "image",
-                "shape": list(pixels.shape),
-                "datatype": "FP32",
-                "data": pixels.reshape(-1).tolist(),
-            }
-        ]
-    }
     session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
     expected = session.run(None, {session.get_inputs()[0].name: pixels})[0]
-    return Request(json.dumps(body).encode(), pixels, expected)
-
-
-def outputs_of(answer: object) -> list[dict]:
-    """The V2 ``outputs`` list: from a V2 answer, or a bare list (stock BentoML's answer)."""
-    if isinstance(answer, dict) and isinstance(answer.get("outputs"), list):
-        return answer["outputs"]
-    if isinstance(answer, list):
-        return answer
-    raise ValueError(f"no V2 outputs in the answer: {str(answer)[:200]}")
-
-
-def check(answer_body: bytes, expected: np.ndarray) -> str | None:
-    """None when the answer's probabilities match ``expected`` within TOLERANCE; else why."""
-    try:
-        outputs = outputs_of(json.loads(answer_body))
-        tensor = next((t for t in outputs if t.get("name") == "probabilities"), outputs[0])
-        got = np.asarray(tensor["data"], dtype=np.float64).reshape(expected.shape)
-    except (ValueError, KeyError, IndexError, TypeError) as error:
-        return f"unreadable answer ({error}): {answer_body[:200]!r}"
-    worst = float(np.max(np.abs(got - expected)))
-    if worst > TOLERANCE:
-        return f"wrong answer: max |difference| {worst:.2e} > {TOLERANCE:g}"
-    return None
+    return Request(v2_json(pixels).body, pixels, expected)

@@ -22,10 +22,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.peers import catalog, floors, hey, report, venvs
+from benchmarks import floors, hey
+from benchmarks.answers import check
+from benchmarks.peers import catalog, report, venvs
 from benchmarks.peers.catalog import ROUTE, Launch, Peer
-from benchmarks.peers.processes import ServerExited, ServerProcess, post
-from benchmarks.peers.request import Request, build, check
+from benchmarks.peers.request import Request, build
+from benchmarks.processes import ServerExited, ServerProcess, post
 from benchmarks.servers import Server, free_port
 from modelspec import repository
 from service.backends.cpus import available_cpus

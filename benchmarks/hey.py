@@ -93,12 +93,21 @@ def find() -> str:
     raise HeyMissing(INSTALL_HINT)
 
 
-def run(url: str, body_file: Path, concurrency: int, seconds: float) -> HeyResult:
-    """POST ``body_file`` to ``url`` from ``concurrency`` workers for ``seconds``."""
+def run(
+    url: str,
+    body_file: Path,
+    concurrency: int,
+    seconds: float,
+    content_type: str = "application/json",
+    headers: dict[str, str] | None = None,
+) -> HeyResult:
+    """POST ``body_file`` (as ``content_type``, with ``headers``) to ``url`` from
+    ``concurrency`` workers for ``seconds``."""
+    extra = [part for name, value in (headers or {}).items() for part in ("-H", f"{name}: {value}")]
     command = [
         find(),
         *("-z", f"{seconds:g}s", "-c", str(concurrency), "-m", "POST"),
-        *("-T", "application/json", "-D", str(body_file), url),
+        *("-T", content_type, *extra, "-D", str(body_file), url),
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120)
     if done.returncode != 0:

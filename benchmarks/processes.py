@@ -14,6 +14,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -23,25 +24,37 @@ from pathlib import Path
 
 import psutil
 
-MARKER = "KMS_PEERS_RUN"
+MARKER = "KMS_BENCH_SERVER"
 
 
 class ServerExited(RuntimeError):
     pass
 
 
-def post(url: str, body: bytes, timeout: float = 10.0) -> tuple[int, bytes]:
-    """(status, body) of one JSON POST; status 0 when nothing answered."""
+def exchange(
+    url: str,
+    body: bytes,
+    content_type: str = "application/json",
+    headers: dict[str, str] | None = None,
+    timeout: float = 10.0,
+) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers, body) of one POST; status 0 when nothing answered."""
     request = urllib.request.Request(
-        url, data=body, method="POST", headers={"Content-Type": "application/json"}
+        url, data=body, method="POST", headers={"Content-Type": content_type, **(headers or {})}
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, response.read()
+            return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as error:
-        return error.code, error.read()
+        return error.code, dict(error.headers), error.read()
     except (urllib.error.URLError, OSError):
-        return 0, b""
+        return 0, {}, b""
+
+
+def post(url: str, body: bytes, timeout: float = 10.0) -> tuple[int, bytes]:
+    """(status, body) of one JSON POST; status 0 when nothing answered."""
+    status, _, answer = exchange(url, body, timeout=timeout)
+    return status, answer
 
 
 def reason(log: Path) -> str:
@@ -109,6 +122,22 @@ class ServerProcess:
             time.sleep(0.25)
         last = f"HTTP {status} {answer[:120]!r}" if status else "no answer"
         raise TimeoutError(f"not serving within {timeout:.0f} s, last: {last}; {reason(self.log)}")
+
+    def wait_listening(self, timeout: float) -> float:
+        """Seconds until the port accepts a connection: for servers asked nothing before use
+        (the replay floors keep the first answer to each request)."""
+        assert self.process is not None
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if self.process.poll() is not None:
+                raise ServerExited(f"exited with {self.process.returncode}: {reason(self.log)}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 1).close()
+                return time.monotonic() - started
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"port {self.port} not listening within {timeout:.0f} s")
 
     def _group_alive(self, pgid: int) -> bool:
         try:

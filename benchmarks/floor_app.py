@@ -2,7 +2,7 @@
 
 No framework, no parsing, no model: what uvicorn with httptools and uvloop costs per request
 on this machine, the most any Python server on it could do with this body. Run with
-``uvicorn benchmarks.peers.floor_app:app --http httptools --loop uvloop --lifespan off``.
+``uvicorn benchmarks.floor_app:app --http httptools --loop uvloop --lifespan off``.
 """
 
 from __future__ import annotations
