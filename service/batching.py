@@ -9,8 +9,13 @@ service. A request carrying several items counts as several items and is never s
 named arrays (a feed); those of a signature with free dimensions besides the batch join a
 batch only when their shapes agree.
 
-Cheap models run their batches inline on the event loop (a thread hop costs more than the
-model); slow ones (``offload``) run in a worker thread so the loop keeps serving meanwhile.
+Small batches of cheap models run inline on the event loop, on one intra-op thread (a
+thread hop costs more than the model); batches of at least ``offload_from`` items run in a
+worker thread on every usable core, so the loop keeps serving meanwhile. Measured here on
+the digits CNN (2 cores, under load): one digit per request at c=32 makes batches of up to
+32 that take 0.7 ms inline, and answers 5,000 req/s inline against 4,000 offloaded; 64
+digits per request at c=8 make batches of 64 (1.4 ms inline, 0.95 ms on two threads), and
+run at 33,500 images/s inline against 42,500 offloaded.
 """
 
 from __future__ import annotations
@@ -79,8 +84,14 @@ class Batcher:
         run: Callable[[Feed], Outputs],
         config: BatchingConfig,
         on_batch: Callable[[BatchStats], None] = lambda _: None,
+        offload_from: int | None = None,
+        run_offloaded: Callable[[Feed], Outputs] | None = None,
     ) -> None:
+        """``offload_from``: batches of at least this many items run in a worker thread
+        (with ``run_offloaded``, default ``run``); None: every batch runs inline."""
         self._run = run
+        self._run_offloaded = run_offloaded or run
+        self.offload_from = offload_from
         self._config = config
         self._on_batch = on_batch
         self._max_queued = config.max_queued_items
@@ -91,14 +102,9 @@ class Batcher:
         self._busy = False
         self._executor = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-            if config.offload
+            if offload_from is not None
             else None
         )
-
-    @property
-    def offloaded(self) -> bool:
-        """Batches run in a worker thread (slow models), not on the event loop."""
-        return self._executor is not None
 
     @property
     def config(self) -> BatchingConfig:
@@ -165,7 +171,7 @@ class Batcher:
         if not batch:
             self._schedule(loop)
             return
-        if self._executor is None:
+        if self.offload_from is None or sum(p.items for p in batch) < self.offload_from:
             self._execute_inline(batch)
             self._schedule(loop)
         else:
@@ -215,13 +221,15 @@ class Batcher:
     ) -> None:
         started = time.perf_counter()
         try:
-            outputs = await loop.run_in_executor(self._executor, self._run, _stack(batch))
+            outputs = await loop.run_in_executor(self._executor, self._run_offloaded, _stack(batch))
         except Exception:
             logger.exception("batch of %d requests failed; running them one by one", len(batch))
             for pending in batch:
                 pending.started, pending.batch_items = time.perf_counter(), pending.items
                 try:
-                    result = await loop.run_in_executor(self._executor, self._run, pending.feed)
+                    result = await loop.run_in_executor(
+                        self._executor, self._run_offloaded, pending.feed
+                    )
                 except Exception as error:
                     _fail(pending, error)
                 else:

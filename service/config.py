@@ -34,7 +34,8 @@ class BatchingConfig(_Section):
     max_batch_size: int = Field(64, ge=1)
     max_wait_ms: float = Field(2.0, ge=0)
     # Run batches in a worker thread, off the event loop: worth it for models slower than a
-    # millisecond or so. None decides from the warm-up: offloaded when batch 1 takes > 1 ms.
+    # millisecond or so. None decides from the warm-up: every batch when one item takes
+    # > 1 ms, else batches big enough to take > 1 ms inline (service.batching).
     offload: bool | None = None
     # Items waiting beyond this are refused at once with 503 + Retry-After (load shedding):
     # a fast "come back later" instead of a timeout.

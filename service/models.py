@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -32,7 +33,7 @@ from modelspec.tensors import Signature
 from service.backends import Backend, Feed
 from service.backends.cpus import available_cpus
 from service.batching import Batcher
-from service.config import ModelConfig, Settings
+from service.config import BatchingConfig, ModelConfig, Settings
 from service.descriptor import ManifestError, Version
 from service.errors import NotFound, RequestError, Unavailable
 from service.metrics import Metrics
@@ -40,7 +41,7 @@ from service.metrics import Metrics
 logger = logging.getLogger(__name__)
 
 LOADING, READY, FAILED, UNLOADING, UNLOADED = "loading", "ready", "failed", "unloading", "unloaded"
-OFFLOAD_ABOVE_S = 0.001  # a batch of one slower than this runs off the event loop
+OFFLOAD_ABOVE_S = 0.001  # a batch slower than this (inline) runs off the event loop
 STATE_FILE = "unloaded.json"
 
 
@@ -206,9 +207,28 @@ class ServedModel:
         if latest is not None and latest.version is not None:
             described.update(latest.version.describe())
             described["version"] = latest.number
-            offload = latest.batchers and next(iter(latest.batchers.values())).offloaded
-            described["batching"] = {**described["batching"], "offload": bool(offload)}
+            batcher = next(iter(latest.batchers.values()), None)
+            offload_from = batcher.offload_from if batcher else None
+            described["batching"] = {
+                **described["batching"],
+                "offload": offload_from is not None,
+                "offload_from_items": offload_from,  # batches of this many items or more
+            }
         return described
+
+
+def _offload_from(batching: BatchingConfig, one: float, full: float) -> int | None:
+    """The batch size from which batches run in a worker thread: 1 for models slow even on
+    one item, the size whose estimated inline time passes OFFLOAD_ABOVE_S for models only
+    big batches make slow, None (never) for the rest; ``offload`` true or false decides."""
+    if batching.offload is not None:
+        return 1 if batching.offload else None
+    if one > OFFLOAD_ABOVE_S:
+        return 1
+    if full <= OFFLOAD_ABOVE_S or not batching.enabled or batching.max_batch_size < 2:
+        return None
+    per_item = full / batching.max_batch_size
+    return max(2, math.ceil(OFFLOAD_ABOVE_S / per_item))
 
 
 class Registry:
@@ -404,23 +424,26 @@ class Registry:
             raise LoadError(str(error)) from None
         batching = model.config.batching
         for name, view in version.views.items():
-            # Inline signatures run on the event loop's thread with one intra-op thread,
-            # leaving the other cores to HTTP work and other workers; offloaded (slow) ones
-            # use every usable core. Undecided: measured on one thread, rebuilt if slow.
-            offload = batching.offload
-            backend = self._backend(directory, view.signature, threads=1 if not offload else None)
-            seconds = self._warm_up(backend, version, name, batching.max_batch_size)
-            if offload is None:
-                offload = seconds > OFFLOAD_ABOVE_S
-                if offload and self._threads(offload) > 1:
-                    backend = self._backend(directory, view.signature, threads=None)
-                    self._warm_up(backend, version, name, batching.max_batch_size)
+            # Small batches run on the event loop's thread with one intra-op thread, leaving
+            # the other cores to HTTP work and other workers; batches slow enough to offload
+            # run in a worker thread on every usable core (service.batching).
+            forced = batching.offload is True
+            inline = self._backend(directory, view.signature, threads=None if forced else 1)
+            one, full = self._warm_up(inline, version, name, batching.max_batch_size)
+            offload_from = _offload_from(batching, one, full)
+            offloaded = inline
+            if offload_from is not None and not forced and self._threads(True) > 1:
+                offloaded = self._backend(directory, view.signature, threads=None)
+                self._warm_up(offloaded, version, name, batching.max_batch_size)
+            backend = offloaded if offload_from == 1 else inline
             loaded.backend, loaded.provider = backend.name, backend.provider
             loaded.backends[name] = backend
             loaded.batchers[name] = Batcher(
                 backend.run,
-                batching.model_copy(update={"offload": offload}),
+                batching,
                 on_batch=self.metrics.batch_recorder(model.name, name),
+                offload_from=offload_from,
+                run_offloaded=offloaded.run,
             )
         loaded.version = version
 
@@ -447,27 +470,29 @@ class Registry:
         return OnnxBackend(directory / signature.onnx_file, providers, count)
 
     @staticmethod
-    def _warm_up(backend: Backend, version: Version, signature: str, max_batch: int) -> float:
+    def _warm_up(
+        backend: Backend, version: Version, signature: str, max_batch: int
+    ) -> tuple[float, float]:
         """Run the signature at batch 1 and at full batch before it goes live, so the first
-        real request pays no lazy allocation or kernel selection; returns the batch-1 time."""
+        real request pays no lazy allocation or kernel selection; returns the seconds of a
+        steady-state run at each (the second of two)."""
         contracts = version.contracts(signature)
-        timing = 0.0
-        for batch in sorted({1, max_batch}):
+        timings = []
+        for batch in (1, max_batch):
             feed: Feed = {
                 name: np.zeros((batch, *[d or 1 for d in c.shapes[0]]), dtype=c.dtype)
                 for name, c in contracts.items()
             }
-            started = time.perf_counter()
             outputs = backend.run(feed)
-            if batch == 1:
-                backend.run(feed)  # the second run is the steady-state one
-                timing = time.perf_counter() - started
+            started = time.perf_counter()
+            backend.run(feed)
+            timings.append(time.perf_counter() - started)
             for name, value in outputs.items():
                 if len(value) != batch or (
                     value.dtype.kind == "f" and not np.isfinite(value).all()
                 ):
                     raise LoadError(f"warm-up of {signature} gave unusable output {name!r}")
-        return timing / 2
+        return timings[0], timings[1]
 
     # -- the repository API ---------------------------------------------------------------
 
