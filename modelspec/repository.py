@@ -1,7 +1,8 @@
 """The model repository layout: ``<root>/<model>/<version>/`` with ``manifest.json``.
 
-Versions are positive integers; a folder whose name is not one (a staging folder, say) is
-never a version, so a half-written export can never be loaded.
+Versions are positive integers written canonically (no leading zero, at most 18 digits); a
+folder whose name is not one (a staging folder, say) is never a version, so a half-written
+export can never be loaded.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ RESERVED_NAMES = frozenset(
      "static_content", "assets", "docs"}
 )  # fmt: skip
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# A version folder is its number written one way: "007" beside "7" would be two folders
+# for one version, and past 18 digits it no longer fits the int64 clients read it into.
+_VERSION = re.compile(r"[1-9][0-9]{0,17}")
 MODEL_CARD = "model_card.md"
 KERAS_MODEL = "model.keras"
 SAVED_MODEL_DIR = "saved_model"
@@ -50,7 +54,7 @@ def versions(root: Path, name: str) -> list[int]:
     found = [
         int(p.name)
         for p in model_dir.iterdir()
-        if p.is_dir() and p.name.isascii() and p.name.isdigit() and (p / MANIFEST).is_file()
+        if _VERSION.fullmatch(p.name) and p.is_dir() and (p / MANIFEST).is_file()
     ]
     return sorted(found)
 

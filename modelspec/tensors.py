@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from modelspec import interfaces
+
+# The element types a graph input or output may have (numpy's names; ONNX's and Keras's
+# map onto them). Anything else (strings, complex) no protocol here can carry.
+DTYPES = frozenset(
+    {"bool", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64",
+     "float16", "float32", "float64"}
+)  # fmt: skip
+# A signature's name is a URL path segment (``/{model}/{signature}``, V2 ``<model>_<sig>``).
+_SIGNATURE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -17,6 +28,23 @@ class TensorSpec:
     shape: tuple[int | None, ...]
     dtype: str = "float32"
     range: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        # Manifests may come from anywhere (a user's export, a hand edit): a wrong one is
+        # refused at load with the reason, not discovered by the first request.
+        if not isinstance(self.name, str) or not 0 < len(self.name) <= 256:
+            raise ValueError(f"tensor name {str(self.name)[:60]!r} must be 1-256 characters")
+        if self.dtype not in DTYPES:
+            raise ValueError(
+                f"tensor {self.name!r}: dtype {str(self.dtype)[:30]!r} is not one of "
+                f"{sorted(DTYPES)}"
+            )
+        if any(d is not None and not 0 < d < 2**31 for d in self.shape):
+            raise ValueError(f"tensor {self.name!r}: shape {self.shape} has a size out of range")
+        if self.range is not None:
+            low, high = self.range
+            if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+                raise ValueError(f"tensor {self.name!r}: range {self.range} is not [low, high]")
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -58,6 +86,11 @@ class Signature:
     saved_model_signature: str | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _SIGNATURE_NAME.fullmatch(self.name):
+            raise ValueError(
+                f"signature name {str(self.name)[:60]!r} must be 1-64 letters, digits, '.', "
+                "'_' or '-', starting with a letter or digit"
+            )
         interfaces.check(self.input_kind, self.answer)
 
     def to_dict(self) -> dict[str, Any]:

@@ -470,6 +470,36 @@ def boolean_cases() -> list[Hostile]:
     ]
 
 
+def nesting_cases() -> list[Hostile]:
+    """Class 13: lists nested 1,000 deep (orjson parses up to 1,024 levels; a recursive walk
+    over them once ended in a RecursionError and a 500), on every route that reads JSON."""
+    json_type = {"content-type": "application/json"}
+    deep, deep_true = "[" * 1000 + "]" * 1000, "[" * 1000 + "true" + "]" * 1000
+
+    def v2(datatype: str, data: str) -> str:
+        header = f'"name":"image","shape":[1,28,28],"datatype":"{datatype}"'
+        return f'{{"inputs":[{{{header},"data":{data}}}]}}'
+
+    def member(key: str, value: str) -> str:
+        return f'{{"{key}":{value}}}'
+
+    bodies = {
+        ("tf_rows_deep", "/v1/models/digits:predict"): member("instances", deep),
+        ("tf_rows_deep_bool", "/v1/models/digits:predict"): member("instances", deep_true),
+        ("tf_b64_deep", "/v1/models/flowers:predict"): member("instances", deep),
+        ("v2_fp32_deep", "/v2/models/digits/infer"): v2("FP32", deep),
+        ("v2_bytes_deep", "/v2/models/digits/infer"): v2("BYTES", deep),
+        ("v2_int32_deep", "/v2/models/digits/infer"): v2("INT32", deep_true),
+        ("native_deep", "/digits/predict"): member("inputs", deep_true),
+        ("tensors_deep", "/models/digits/predict"): member("inputs", deep_true),
+        ("records_deep", "/bank/predict"): member("records", deep),
+    }  # fmt: skip
+    return [
+        Hostile(name, "POST", path, body.encode(), json_type)
+        for (name, path), body in bodies.items()
+    ]
+
+
 def _forged_jpeg(claimed_width: int = 65500) -> bytes:
     """A real JPEG whose header claims it is ``claimed_width`` wide: its data stops early,
     and libjpeg fills the missing pixels with grey without an error."""
@@ -554,6 +584,7 @@ def corpus() -> list[Hostile]:
         + multipart_cases()
         + huge_number_cases()
         + boolean_cases()
+        + nesting_cases()
         + exif_and_jpeg_cases()
         + heavy_image_cases()
         + header_cases()

@@ -63,6 +63,24 @@ class ManifestError(ValueError):
     """A manifest the service cannot serve from (a missing field, an unknown interface)."""
 
 
+def _is_probability(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
+
+
+def _check_descriptive(manifest: dict[str, Any]) -> None:
+    """The manifest's words the service shows (labels, title) are what they claim to be."""
+    labels = manifest.get("labels", [])
+    if not isinstance(labels, list) or not all(
+        isinstance(label, str) and 0 < len(label) <= 200 for label in labels
+    ):
+        raise ManifestError("manifest labels must be a list of 1-200 character strings")
+    if len(set(labels)) != len(labels):
+        raise ManifestError("manifest labels must be distinct")
+    title = manifest.get("title")
+    if title is not None and not isinstance(title, str):
+        raise ManifestError("manifest title must be a string")
+
+
 class Version:
     """A model version's description: manifest, signatures, interfaces and names."""
 
@@ -77,6 +95,7 @@ class Version:
             raise ManifestError(f"manifest signatures: {error}") from None
         if not signatures:
             raise ManifestError("the manifest lists no signature")
+        _check_descriptive(manifest)
         self.signatures: dict[str, Signature] = {s.name: s for s in signatures}
         self.default_signature = signatures[0].name
         self.views = {s.name: self._view(s) for s in signatures}
@@ -97,6 +116,18 @@ class Version:
                 raise ManifestError(f"{signature.name}: rgb_photo needs (N, size, size, 3)")
         if signature.answer in ("top_labels", "digit", "decision") and not self.labels:
             raise ManifestError(f"{signature.name}: a {answer.name} answer needs labels")
+        if signature.answer in ("top_labels", "digit"):
+            width = signature.outputs[0].shape[-1]
+            if width != len(self.labels):
+                raise ManifestError(
+                    f"{signature.name}: {len(self.labels)} labels for {width} output classes"
+                )
+        if signature.answer == "decision":
+            threshold = self.manifest.get("decision", {}).get("threshold")
+            if len(self.labels) != 2 or not _is_probability(threshold):
+                raise ManifestError(
+                    f"{signature.name}: a decision needs two labels and a threshold in [0, 1]"
+                )
         try:
             inputs = kind.protocol_inputs(signature, self.manifest)
             outputs = answer.protocol_outputs(signature, self.manifest)

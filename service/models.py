@@ -265,7 +265,9 @@ class Registry:
         target = self.v2_index.get(v2_name)
         if target is None:
             raise NotFound(
-                "unknown_model", f"no model named {v2_name!r}", expected=str(sorted(self.v2_index))
+                "unknown_model",
+                f"no model named {v2_name[:100]!r}",
+                expected=str(sorted(self.v2_index)),
             )
         return target
 
@@ -306,24 +308,23 @@ class Registry:
         """One scan: load what the policies want and is not loaded, retire what they dropped.
         Loads run one at a time in a thread; the event loop keeps serving meanwhile."""
         async with self._lock:
-            self._read_state_file()
-            published = await asyncio.to_thread(self._published)
-            for name, present in sorted(published.items()):
-                if only is None or name == only:
-                    await self._sync(self._model(name), present)
-            for name in [
-                n for n in self.models if n not in published and n not in self.config.models
-            ]:
-                for loaded in self.models[name].versions.values():
-                    loaded.retire()
-                del self.models[name]
-            self._index()
+            await self._refresh(only)
+
+    async def _refresh(self, only: str | None) -> None:
+        self._read_state_file()
+        published = await asyncio.to_thread(self._published)
+        for name, present in sorted(published.items()):
+            if only is None or name == only:
+                await self._sync(self._model(name), present)
+        for name in [n for n in self.models if n not in published and n not in self.config.models]:
+            for loaded in self.models[name].versions.values():
+                loaded.retire()
+            del self.models[name]
+        self._index()
 
     async def _sync(self, model: ServedModel, present: dict[int, Path]) -> None:
         if not present:
-            model.missing_reason = (
-                f"no published version under {self.config.repository / model.name}"
-            )
+            model.missing_reason = "no published version in the model repository"
         if model.unloaded:
             wanted: set[int] = set()
         else:
@@ -350,6 +351,13 @@ class Registry:
         model.settle()
         self.metrics.model_ready.labels(model.name).set(1 if model.latest() else 0)
 
+    def _public(self, error: Exception) -> str:
+        """A load failure as ``/models`` shows it to any client: one line, at most 300
+        characters, the repository's place on disk not named (the log has it all)."""
+        text = " ".join((str(error) or type(error).__name__).split())
+        text = text.replace(str(self.config.repository.resolve()), "<repository>")
+        return text if len(text) <= 300 else text[:299] + "…"
+
     async def _load(self, model: ServedModel, number: int, directory: Path, stamp) -> None:
         started = time.perf_counter()
         previous = model.versions.get(number)
@@ -359,11 +367,11 @@ class Registry:
         try:
             await asyncio.to_thread(self._open, model, attempt, directory)
         except Exception as error:
-            attempt.state, attempt.reason = FAILED, str(error) or type(error).__name__
+            attempt.state, attempt.reason = FAILED, self._public(error)
             model.versions[number] = (
                 attempt if previous is None or previous.state != READY else previous
             )
-            logger.error("model %s version %d refused: %s", model.name, number, attempt.reason)
+            logger.error("model %s version %d refused: %s", model.name, number, error)
             self._event(model.name, number, "load_failed")
             if previous is not None and previous.state == READY:
                 previous.reason = f"a new copy of this version failed: {attempt.reason}"
@@ -536,13 +544,16 @@ class Registry:
             raise RequestError(
                 "unknown_model", f"no model {name!r} in the repository", field="name", status=404
             )
-        model = self._model(name)
-        model.unloaded = False
-        for loaded in model.versions.values():
-            if loaded.state == FAILED:
-                loaded.stamp = (-1, -1)  # differs from any real stamp: try again
-        self._write_state_file()
-        await self.refresh(only=name)
+        # Under the lock: an unload arriving meanwhile waits for this load, then unloads,
+        # instead of the two interleaving into a failure neither asked for.
+        async with self._lock:
+            model = self._model(name)
+            model.unloaded = False
+            for loaded in model.versions.values():
+                if loaded.state == FAILED:
+                    loaded.stamp = (-1, -1)  # differs from any real stamp: try again
+            self._write_state_file()
+            await self._refresh(only=name)
         if model.latest() is None:
             raise RequestError(
                 "load_failed", f"failed to load {name!r}: {model.reason}", status=400

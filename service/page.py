@@ -35,7 +35,9 @@ def _models(runtime: Runtime) -> str:
         title = html.escape(version.manifest.get("title") or "")
         calls = []
         for name, view in version.views.items():
-            native = f"<code>POST /{model.name}/{name}</code> " if view.rich else ""
+            native = (
+                f"<code>POST /{html.escape(f'{model.name}/{name}')}</code> " if view.rich else ""
+            )
             calls.append(
                 f"<li><b>{html.escape(name)}</b>: takes {html.escape(view.kind.summary)}; "
                 f"answers {html.escape(view.answer.summary)}. {native}</li>"

@@ -134,6 +134,52 @@ def test_errors_are_grpc_status_codes(clients) -> None:
     assert raised.value.status() == str(grpc.StatusCode.PERMISSION_DENIED)  # no token set
 
 
+def test_malformed_protobuf_requests_are_refused_by_code(grpc_url: str) -> None:
+    """What tritonclient never sends but a hand-written client can: each refused with a
+    status code and a bounded message, never INTERNAL or UNKNOWN."""
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    def tensor(datatype: str, shape: list[int], **contents):
+        return service_pb2.ModelInferRequest.InferInputTensor(
+            name="image",
+            datatype=datatype,
+            shape=shape,
+            contents=service_pb2.InferTensorContents(**contents) if contents else None,
+        )
+
+    zeros = np.zeros((1, 28, 28), np.float32)
+    both = service_pb2.ModelInferRequest(
+        model_name="digits",
+        inputs=[tensor("FP32", [1, 28, 28], fp32_contents=zeros.ravel().tolist())],
+        raw_input_contents=[zeros.tobytes()],
+    )
+    wide = service_pb2.ModelInferRequest(
+        model_name="digits", inputs=[tensor("INT8", [1, 28, 28], int_contents=[1000] * 784)]
+    )
+    half = service_pb2.ModelInferRequest(
+        model_name="digits", inputs=[tensor("FP16", [1, 28, 28], fp32_contents=[0.0] * 784)]
+    )
+    long_name = service_pb2.ModelInferRequest(model_name="x" * 100_000)
+    with grpc.insecure_channel(
+        grpc_url, options=[("grpc.max_send_message_length", 8 << 20)]
+    ) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        cases = [
+            (both, grpc.StatusCode.INVALID_ARGUMENT, "raw"),
+            (wide, grpc.StatusCode.INVALID_ARGUMENT, "does not fit INT8"),
+            (half, grpc.StatusCode.INVALID_ARGUMENT, "FP16"),
+            (long_name, grpc.StatusCode.NOT_FOUND, "no model named"),
+        ]
+        for request, code, text in cases:
+            with pytest.raises(grpc.RpcError) as raised:
+                stub.ModelInfer(request, timeout=10)
+            assert raised.value.code() == code, raised.value.details()
+            assert text in raised.value.details() and len(raised.value.details()) <= 1000
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.CudaSharedMemoryStatus(service_pb2.CudaSharedMemoryStatusRequest(), timeout=10)
+        assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
 def test_perf_analyzer_over_grpc_and_the_shared_metrics(grpc_url, service_url, data_dir, tmp_path):
     images, _ = mnist_test(data_dir, 64)
     data = perf_analyzer.write_input_data(images, tmp_path / "digits.json")

@@ -10,6 +10,7 @@ import shutil
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -388,6 +389,11 @@ def test_unload_and_load_through_tritonclient(server: Server, client) -> None:
         assert status[0]["state"] == "END"
         refused = client.post("/models/iris/predict", json={"inputs": [[1, 2, 3, 4]]})
         assert refused.status_code == 503
+        # Any /iris/<name> reaches the model while it has no version to say which names
+        # exist: the name must not become a metric label (a time series per made-up name).
+        made_up = f"made-up-{time.time_ns()}"
+        assert client.post(f"/iris/{made_up}", json={}).status_code == 503
+        assert made_up not in client.get("/metrics").text
         assert client.get("/readyz").status_code == 200  # unloaded on purpose: still ready
         index = {m["name"]: m for m in admin.get_model_repository_index(headers=headers)}
         assert index["iris"]["state"] == "UNAVAILABLE" and "unloaded" in index["iris"]["reason"]
@@ -400,5 +406,19 @@ def test_unload_and_load_through_tritonclient(server: Server, client) -> None:
         assert metric(client, "serving_model_load_seconds_count", model="iris") >= 2
         with pytest.raises(InferenceServerException):
             admin.load_model("nowhere", headers=headers)
+
+        # A load and an unload at once: one waits for the other, neither fails.
+        def at_once(action: str) -> None:
+            own = triton.InferenceServerClient(server.url.removeprefix("http://"))
+            try:
+                getattr(own, action)("iris", headers=headers)
+            finally:
+                own.close()
+
+        with ThreadPoolExecutor(2) as pool:
+            for call in [pool.submit(at_once, a) for a in ("unload_model", "load_model")]:
+                call.result()
+        admin.load_model("iris", headers=headers)
+        assert admin.is_model_ready("iris")
     finally:
         admin.close()

@@ -124,23 +124,44 @@ def decode_beside_light_requests(
     server: Server, other: Exchange, seconds: float, clients: int = 4
 ) -> dict:
     """Class 7: clients send the heaviest valid image requests (one 6300x6300 PNG each,
-    just within the per-image and per-request limits) while a probe times /livez, /readyz
-    and another model's request every 50 ms."""
+    just within the per-image and per-request limits) and, beside them, 19 MB JSON bodies
+    of small values (4 M numbers or strings: seconds of parsing, were they parsed) while a
+    probe times /livez, /readyz and another model's request every 50 ms."""
     big = multipart([("image", png_bytes(np.zeros((6300, 6300), dtype=np.uint8)), "image/png")])
+    many = [0.5] * 4_000_000
+    v2 = {"name": "image", "shape": [1, 28, 28]}
+    floods = [
+        ("/v1/models/digits:predict", {"instances": [many]}),
+        ("/models/digits/predict", {"inputs": [many]}),
+        ("/v2/models/digits/infer", {"inputs": [{**v2, "datatype": "FP32", "data": many}]}),
+        (
+            "/v2/models/digits/infer",
+            {"inputs": [{**v2, "datatype": "BYTES", "data": ["a"] * 4_000_000}]},
+        ),
+    ]
+    floods_json = [(path, json.dumps(body).encode()) for path, body in floods]
     stop = threading.Event()
     heavy: list[int] = []
+    flooded: list[int] = []
 
-    def heavy_client() -> None:
+    def heavy_client(index: int) -> None:
         with httpx.Client(base_url=server.url, timeout=60) as client:
             while not stop.is_set():
-                response = client.post(
-                    "/digits/predict",
-                    content=big.body,
-                    headers={"content-type": big.content_type},
-                )
-                heavy.append(response.status_code)
+                if index % 2:
+                    response = client.post(
+                        "/digits/predict",
+                        content=big.body,
+                        headers={"content-type": big.content_type},
+                    )
+                    heavy.append(response.status_code)
+                else:
+                    path, body = floods_json[len(flooded) % len(floods_json)]
+                    response = client.post(
+                        path, content=body, headers={"content-type": "application/json"}
+                    )
+                    flooded.append(response.status_code)
 
-    threads = [threading.Thread(target=heavy_client) for _ in range(clients)]
+    threads = [threading.Thread(target=heavy_client, args=(i,)) for i in range(clients)]
     for thread in threads:
         thread.start()
     time.sleep(0.5)
@@ -167,6 +188,8 @@ def decode_beside_light_requests(
     return {
         "heavy_requests": len(heavy),
         "heavy_statuses": sorted(set(heavy)),
+        "json_floods": len(flooded),
+        "json_flood_statuses": sorted(set(flooded)),
         "probe_max_ms": {k: round(max(v), 1) for k, v in probes.items()},
         "probe_p99_ms": {k: round(float(np.percentile(v, 99)), 1) for k, v in probes.items()},
         "probes": sum(len(v) for v in probes.values()),
@@ -367,6 +390,9 @@ def run_abuse(repository_root, other: Exchange, profile: AbuseProfile) -> Scenar
     worst = max(decode["probe_max_ms"].values())
     result.require(decode["heavy_requests"] > 0 and decode["heavy_statuses"] == [200],
                    f"heavy image requests: {decode['heavy_statuses']}")  # fmt: skip
+    result.require(decode["json_floods"] > 0
+                   and all(400 <= s < 500 for s in decode["json_flood_statuses"]),
+                   f"19 MB JSON bodies: {decode['json_flood_statuses']}")  # fmt: skip
     result.require(worst < RESPONSIVE_MS, f"a light request took {worst} ms during decoding")
     result.require(decode["other_model_wrong"] == 0, "another model answered wrongly")
     normal = stalled["normal_requests_while_stalled"]

@@ -41,8 +41,10 @@ from service.protocols.v2_codec import (
     answer_tensors,
     check_header,
     check_inputs,
+    classification,
     from_raw,
     to_raw,
+    whole,
 )
 
 logger = logging.getLogger(__name__)
@@ -57,6 +59,7 @@ STATUS_CODES = {
     503: grpc.StatusCode.UNAVAILABLE,
     504: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
+MAX_MESSAGE_CHARS = 1000
 # The typed contents field of each V2 datatype (protobuf has no 8- or 16-bit fields).
 CONTENTS = {
     "BOOL": "bool_contents",
@@ -88,6 +91,8 @@ class GrpcRequest:
 
 
 def _parameter(value: Any) -> Any:
+    if value is None:
+        return None
     kind = value.WhichOneof("parameter_choice")
     return getattr(value, kind) if kind else None
 
@@ -109,8 +114,23 @@ def read_columns(message: Any, limits: Limits, view: Any) -> dict[str, Any]:
             tensor.name, list(tensor.shape), tensor.datatype, limits
         )
         if raw:
+            if tensor.HasField("contents"):
+                raise RequestError(
+                    "invalid_request",
+                    f"input {name!r}: both contents and raw_input_contents given",
+                    field=name,
+                    status=400,
+                )
             columns[name] = from_raw(raw[index], name, shape, datatype)
             continue
+        if datatype not in CONTENTS:
+            raise RequestError(
+                "invalid_request",
+                f"input {name!r}: {datatype} has no typed contents field",
+                field=name,
+                expected="raw_input_contents",
+                status=400,
+            )
         values = list(getattr(tensor.contents, CONTENTS[datatype]))
         if len(values) != int(np.prod(shape)):
             raise RequestError(
@@ -119,10 +139,13 @@ def read_columns(message: Any, limits: Limits, view: Any) -> dict[str, Any]:
                 field=name,
                 status=400,
             )
-        if datatype == BYTES:
+        target = NUMERIC_TYPES.get(datatype)
+        if target is None:  # BYTES
             columns[name] = values
-        else:
-            columns[name] = np.asarray(values, dtype=NUMERIC_TYPES[datatype]).reshape(shape)
+        elif target.kind == "f":
+            columns[name] = np.asarray(values, dtype=target).reshape(shape)
+        else:  # 8- and 16-bit types travel in 32-bit fields: checked against their range
+            columns[name] = whole(values, name, datatype, target).reshape(shape)
     check_inputs([t.name for t in message.inputs], view)
     return columns
 
@@ -134,15 +157,7 @@ def requested(message: Any, view: Any) -> tuple[RequestedOutput, ...]:
     for output in message.outputs:
         tensor = view.output(output.name)
         k = output.parameters.get("classification")
-        count = _parameter(k) if k is not None else 0
-        if count and (not tensor.classes or not isinstance(count, int) or count < 0):
-            raise RequestError(
-                "invalid_request",
-                f"classification on output {tensor.name!r}",
-                field="outputs",
-                status=400,
-            )
-        chosen.append(RequestedOutput(tensor, True, int(count or 0)))
+        chosen.append(RequestedOutput(tensor, True, classification(_parameter(k) or 0, tensor)))
     return tuple(chosen)
 
 
@@ -182,7 +197,10 @@ async def _abort(context: grpc.aio.ServicerContext, reply: Reply) -> None:
     except (ValueError, AttributeError):
         message = "request refused"
     code = STATUS_CODES.get(reply.status, grpc.StatusCode.INTERNAL)
-    await context.abort(code, message)
+    # grpc-message travels as a header: HTTP/2 peers refuse headers past 16 KiB (and then
+    # report RESOURCE_EXHAUSTED instead of this code), so a message quoting a client's
+    # string is cut well below that.
+    await context.abort(code, message[:MAX_MESSAGE_CHARS])
 
 
 def _model_reply(runtime: Runtime, name: str, version: str) -> tuple[Any, Any]:
@@ -305,6 +323,21 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
 
 
 _claims: list[Any] = []
+
+
+def _not_served(method: str) -> Any:
+    async def refuse(self: Servicer, request: Any, context: Any) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not served")
+
+    return refuse
+
+
+# What the servicer leaves to the generated base class (shared memory, statistics, trace and
+# log settings, streaming) answers UNIMPLEMENTED with a plain message, not the base class's
+# NotImplementedError, which gRPC logs with a traceback on every call.
+for _method in dir(pb_grpc.GRPCInferenceServiceServicer):
+    if not _method.startswith("_") and _method not in Servicer.__dict__:
+        setattr(Servicer, _method, _not_served(_method))
 
 
 async def start(runtime: Runtime) -> grpc.aio.Server | None:

@@ -78,13 +78,32 @@ def read_columns(
     """Every input tensor of the request, decoded; binary data is consumed in input order.
     ``check_booleans=False`` skips the search for JSON booleans when the body holds none."""
     images = {t.name for t in view.inputs if t.images}
+    # Every header is checked before any data is read: a 20 MB body of BYTES elements for
+    # an input that takes numbers, or for no input at all, is refused without unpacking it
+    # (unpacking it held the event loop for seconds).
+    headers = [_input_header(entry, limits) for entry in entries]
+    check_inputs([name for name, _, _ in headers], view)
+    takes_bytes = {t.name for t in view.inputs if t.images or t.datatype == BYTES}
+    for name, _, datatype in headers:
+        if datatype == BYTES and name not in takes_bytes:
+            tensor = next(t for t in view.inputs if t.name == name)
+            raise RequestError(
+                "invalid_dtype",
+                f"input {name!r} holds bytes",
+                field=name,
+                expected=f"{tensor.datatype} data",
+            )
     columns: Columns = {}
     offset = 0
-    for entry in entries:
-        name, shape, datatype = _input_header(entry, limits)
+    for entry, (name, shape, datatype) in zip(entries, headers, strict=True):
         size = entry.get("parameters", {}).get("binary_data_size")
         if size is not None:
-            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            if (
+                not isinstance(size, int)
+                or isinstance(size, bool)
+                or size < 0
+                or offset + size > len(binary)
+            ):
                 raise _bad(f"binary_data_size of {name!r} runs past the body", field=name)
             raw = binary[offset : offset + size]
             offset += size
@@ -102,7 +121,6 @@ def read_columns(
             raise _bad(f"input {name!r} has neither 'data' nor binary_data_size", field=name)
     if offset != len(binary):
         raise _bad("binary data left over after the last input", field=HEADER_LENGTH)
-    check_inputs([e["name"] for e in entries], view)
     return columns
 
 
@@ -167,7 +185,7 @@ def check_header(name: str, shape: Any, datatype: Any, limits: Limits) -> tuple[
 def from_raw(raw: bytes, name: str, shape: list[int], datatype: str) -> Any:
     """One input from its raw bytes (little-endian numbers, or length-prefixed BYTES)."""
     if datatype == BYTES:
-        values = _unpack_bytes(raw, name)
+        values = _unpack_bytes(raw, name, prod(shape))
         _check_count(values, name, shape)
         return values
     dtype = np.dtype(NUMERIC_TYPES[datatype]).newbyteorder("<")
@@ -176,10 +194,11 @@ def from_raw(raw: bytes, name: str, shape: list[int], datatype: str) -> Any:
     return np.frombuffer(raw, dtype=dtype).reshape(shape)
 
 
-def _unpack_bytes(raw: bytes, name: str) -> list[bytes]:
-    """BYTES elements in binary form: each a 4-byte little-endian length, then the bytes."""
+def _unpack_bytes(raw: bytes, name: str, count: int) -> list[bytes]:
+    """BYTES elements in binary form: each a 4-byte little-endian length, then the bytes;
+    reading stops one past the ``count`` the shape declares (refused by the caller)."""
     values, offset = [], 0
-    while offset < len(raw):
+    while offset < len(raw) and len(values) <= count:
         if offset + 4 > len(raw):
             raise _bad(f"input {name!r}: truncated BYTES element", field=name)
         (length,) = struct.unpack_from("<I", raw, offset)
@@ -210,13 +229,13 @@ def _from_json(data: Any, name: str, shape: list[int], datatype: str, images: bo
                 expected=f"{datatype} data",
             ) from None
     else:
-        array = _whole(data, name, datatype, target)
+        array = whole(data, name, datatype, target)
     if array.size != prod(shape):
         raise _bad(f"input {name!r}: {array.size} values for shape {shape}", field=name)
     return array.reshape(shape)
 
 
-def _whole(data: Any, name: str, datatype: str, target: np.dtype) -> np.ndarray:
+def whole(data: Any, name: str, datatype: str, target: np.dtype) -> np.ndarray:
     """Integer or boolean data: of that kind, within the type's range."""
     try:
         array = np.asarray(data)
@@ -280,7 +299,11 @@ def requested_outputs(document: dict[str, Any], view: SignatureView) -> tuple[Re
         tensor = view.output(name)
         options = _parameters(entry, "outputs")
         binary = options.get("binary_data", default_binary) is True
-        chosen.append(RequestedOutput(tensor, binary, _classification(options, tensor)))
+        chosen.append(
+            RequestedOutput(
+                tensor, binary, classification(options.get("classification", 0), tensor)
+            )
+        )
     return tuple(chosen)
 
 
@@ -291,9 +314,9 @@ def _parameters(document: dict[str, Any], field: str) -> dict[str, Any]:
     return parameters
 
 
-def _classification(options: dict[str, Any], tensor: Tensor) -> int:
-    k = options.get("classification", 0)
-    if k == 0:
+def classification(k: Any, tensor: Tensor) -> int:
+    """The ``classification`` parameter of an output: a class count, on a classifier."""
+    if k == 0 and not isinstance(k, bool):
         return 0
     if not tensor.classes or not isinstance(k, int) or isinstance(k, bool) or k < 0:
         raise _bad(
