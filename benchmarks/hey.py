@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -91,6 +92,14 @@ def find() -> str:
         if path:
             return path
     raise HeyMissing(INSTALL_HINT)
+
+
+def require() -> None:
+    """A benchmark's first step: hey found (or installed), else exit saying how to get it."""
+    try:
+        find()
+    except HeyMissing as error:
+        sys.exit(str(error))
 
 
 def run(

@@ -193,3 +193,12 @@ class ServerProcess:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+def stop_servers_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so every ``with`` around a server stops its group."""
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)

@@ -48,7 +48,6 @@ import platform
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -63,7 +62,7 @@ import numpy as np
 
 from benchmarks import answers, floors, hey, otlp_sink, perf_analyzer, serve_report
 from benchmarks.payloads import Payload, flower_files, json_payload, mnist_test, v2_binary, v2_json
-from benchmarks.processes import ServerExited, ServerProcess
+from benchmarks.processes import ServerExited, ServerProcess, stop_servers_on_sigterm
 from benchmarks.serve_lab import (
     OURS,
     STOCK,
@@ -659,11 +658,6 @@ def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def terminate_as_interrupt(*_: object) -> None:
-    """SIGTERM unwinds like Ctrl-C, so every server started is stopped."""
-    raise KeyboardInterrupt
-
-
 @contextlib.contextmanager
 def workspace() -> Iterator[Path]:
     folder = Path(tempfile.mkdtemp(prefix="serve-bench-"))
@@ -675,11 +669,8 @@ def workspace() -> Iterator[Path]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, terminate_as_interrupt)
-    try:
-        hey.find()
-    except hey.HeyMissing as error:
-        sys.exit(str(error))
+    stop_servers_on_sigterm()
+    hey.require()
     args.out.mkdir(parents=True, exist_ok=True)
     found = features(args.checkout)
     report: dict[str, Any] = {

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import platform
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ from benchmarks.answers import check
 from benchmarks.peers import catalog, report, venvs
 from benchmarks.peers.catalog import ROUTE, Launch, Peer
 from benchmarks.peers.request import Request, build
-from benchmarks.processes import ServerExited, ServerProcess, post
+from benchmarks.processes import ServerExited, ServerProcess, post, stop_servers_on_sigterm
 from benchmarks.servers import Server, free_port
 from modelspec import repository
 from service.backends.cpus import available_cpus
@@ -189,18 +188,10 @@ def onnx_file(repo: Path) -> Path:
     return (repository.version_dir(repo, "digits", version) / "model.onnx").resolve()
 
 
-def terminate_as_interrupt(*_: object) -> None:
-    """SIGTERM unwinds like Ctrl-C, so every ``with`` around a server stops its group."""
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, terminate_as_interrupt)
-    try:
-        hey.find()
-    except hey.HeyMissing as error:
-        sys.exit(str(error))
+    stop_servers_on_sigterm()
+    hey.require()
     (args.out / "peers-logs").mkdir(parents=True, exist_ok=True)
     onnx = onnx_file(args.repository)
     request = build(onnx, args.data_dir)
