@@ -16,9 +16,9 @@ from typing import Any
 import bentoml
 import orjson
 
-from service.errors import RequestError, Unavailable
+from service.errors import RequestError
 from service.http import RawRequest, Reply, json_reply
-from service.inference import Runtime, error_reply
+from service.inference import OVERLOADED, Runtime, error_reply
 from service.routes import TABLE
 from service.routing import Match
 
@@ -26,12 +26,6 @@ Scope = dict[str, Any]
 
 # Set once per worker by the BentoML service (service.service), before it serves.
 runtime: Runtime | None = None
-
-OVERLOADED = Unavailable(
-    "overloaded",
-    "this worker has as many requests in progress as it takes; retry shortly",
-    headers={"Retry-After": "1"},
-)
 
 
 class App:
@@ -54,16 +48,13 @@ class App:
         request = RawRequest.from_scope(scope, receive)
         if not match.route.infer:
             reply = await match.route.handler(request, runtime, **match.parameters)
-        elif runtime.in_flight >= runtime.config.max_concurrency:
+        elif runtime.full():  # shed before reading the body; counted again once it is read
             reply = error_reply(OVERLOADED)
             runtime.metrics.shed.labels("", "any", "concurrency").inc()
         else:
-            runtime.in_flight += 1
-            try:
-                reply = await match.route.handler(request, runtime, **match.parameters)
-            finally:
-                runtime.in_flight -= 1
+            reply = await match.route.handler(request, runtime, **match.parameters)
         if reply.status != 499:  # 499: the client left; nobody to answer
+            await request.drain(runtime.config.limits)
             await reply.send(send)
 
 

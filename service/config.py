@@ -106,6 +106,11 @@ class Limits(_Section):
     max_headers: int = Field(100, ge=8)
     header_timeout_s: float = Field(10.0, gt=0)  # from a connection's or request's first byte
     body_timeout_s: float = Field(30.0, gt=0)  # the whole body, once the headers are in (408)
+    # An idle keep-alive connection is closed after this long. uvicorn's 5 s raced busy
+    # clients reusing a pooled connection just as it closed (a ReadError in ~1 of 10,000
+    # requests under overload); load balancers keep idle connections 60 s, and the backend
+    # should outlast them so that they, not we, close first.
+    keepalive_timeout_s: float = Field(75.0, gt=0)
     # Open connections per worker (503 beyond). Each holds at most max_header_bytes while
     # its headers arrive, so 4096 bound that memory to 256 MiB in the worst case.
     max_connections: int = Field(4096, ge=1)

@@ -102,6 +102,7 @@ def install() -> None:
 class BoundedHttpProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.timeout_keep_alive = limits.keepalive_timeout_s
         self._awaiting_headers = True
         self._header_bytes = 0  # raw bytes of reads that ended inside the header section
         self._parsed_bytes = 0  # the request line and header fields parsed so far

@@ -14,7 +14,8 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from math import prod
 from typing import Any
@@ -83,13 +84,30 @@ class Runtime:
     metrics: Metrics
     registry: Registry
     tracing: Tracing | None = None  # None: off (the default), and no cost
-    in_flight: int = 0  # inference requests in progress in this worker
+    # Inference requests in progress in this worker, counted from their body's last byte: a
+    # request still sending its body holds only its connection (4,100 stalled uploads once
+    # filled all 512 places and locked every client out until their 408s).
+    in_flight: int = 0
     deadlines: Deadlines = field(init=False)
     _calls: dict[tuple[Any, ...], Call] = field(init=False, default_factory=dict)
     _calls_generation: int = field(init=False, default=-1)
 
     def __post_init__(self) -> None:
         self.deadlines = Deadlines(self.config.request_timeout_s)
+
+    def full(self) -> bool:
+        return self.in_flight >= self.config.max_concurrency
+
+    @contextmanager
+    def admitted(self) -> Iterator[None]:
+        """One more request in progress, or OVERLOADED (503) when as many as it takes are."""
+        if self.full():
+            raise OVERLOADED
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
 
     def call(self, key: tuple[Any, ...], build: Callable[[], Call]) -> Call:
         """The ``Call`` for a route, model and version, built once while the served models
@@ -139,10 +157,17 @@ class Call:
 
 
 UNKNOWN = ("", "unknown model")
-# Bodies this large are decoded in a thread with its own event loop. Parsing and checking
-# JSON costs ~20-60 ms per MB (a 19 MB TF Serving body held the loop 1.2 s, stalling every
-# other client and /livez); in a thread the loop runs between the GIL's 5 ms switches. The
-# thread and loop cost ~0.2 ms, small beside a 256 KiB body's decoding.
+OVERLOADED = Unavailable(
+    "overloaded",
+    "this worker has as many requests in progress as it takes; retry shortly",
+    headers={"Retry-After": "1"},
+)
+# JSON bodies this large are decoded in a thread with its own event loop. Parsing and
+# checking JSON costs ~20-60 ms per MB (a 19 MB TF Serving body held the loop 1.2 s, stalling
+# every other client and /livez); in a thread the loop runs between the GIL's 5 ms switches.
+# The thread and loop cost ~0.2 ms, small beside a 256 KiB body's decoding. Image bodies
+# stay: their decoding already runs in the decode pool, and more threads allocating
+# megabytes grew the resident memory of the long reliability run by 5-10%.
 DECODE_ON_LOOP_BYTES = 256 * 1024
 NOT_STARTED = Unavailable("model_loading", "the service is starting", headers={"Retry-After": "5"})
 
@@ -235,59 +260,64 @@ async def _infer(
         t0 = time.perf_counter()
         body = await request.body(limits)
         t1 = time.perf_counter()
-        if len(body) >= DECODE_ON_LOOP_BYTES:
-            refuse_too_many_values(body, version, limits)
-        # Counted against the queue only while decoding: a request still sending its body
-        # holds no item (thousands of stalled uploads once locked a model out).
-        with batcher.arriving():
-            try:
-                if len(body) < DECODE_ON_LOOP_BYTES:
-                    decoded = await call.decode(request, body, version, limits)
-                else:
-                    decoded = await asyncio.to_thread(
-                        asyncio.run, call.decode(request, body, version, limits)
-                    )
-            except RecursionError:
-                # orjson parses 1,024 levels, Python's recursion stops near 1,000 in the
-                # walks over nested lists; no model takes a tensor of that rank.
-                raise RequestError(
-                    "too_deeply_nested",
-                    "the body nests lists deeper than any tensor",
-                    expected="arrays nested no deeper than the input's rank",
-                    status=400,
-                ) from None
-        t2 = time.perf_counter()
-        ran = await loaded.batchers[decoded.signature].infer(decoded.feed)
-        outputs = ran.outputs
-        require_finite(outputs)
-        answer = version.views[decoded.signature].answer
-        classes = answer.classes(outputs, version)
-        if classes is not None:
-            recorder.predicted(version.labels, classes)
-        reply = call.encode(outputs, decoded.context, version, decoded.signature)
-        if traced is not None:
-            traced.step("read body", t0, t1)
-            traced.step("decode", t1, t2)
-            traced.step("queue", ran.enqueued, ran.started)
-            traced.step("compute", ran.started, ran.finished)
-            traced.step("encode", ran.finished, time.perf_counter())
-            items = len(next(iter(decoded.feed.values())))
-            traced.attributes.update(
-                {"signature": decoded.signature, "items": items, "batch.size": ran.batch_items}
-            )
-        return reply
+        with runtime.admitted():
+            large_json = len(body) >= DECODE_ON_LOOP_BYTES and _is_json(body)
+            if large_json:
+                refuse_too_many_values(body, version, limits)
+            # Counted against the queue only while decoding: a request still sending its body
+            # holds no item (thousands of stalled uploads once locked a model out).
+            with batcher.arriving():
+                try:
+                    if not large_json:
+                        decoded = await call.decode(request, body, version, limits)
+                    else:
+                        decoded = await asyncio.to_thread(
+                            asyncio.run, call.decode(request, body, version, limits)
+                        )
+                except RecursionError:
+                    # orjson parses 1,024 levels, Python's recursion stops near 1,000 in the
+                    # walks over nested lists; no model takes a tensor of that rank.
+                    raise RequestError(
+                        "too_deeply_nested",
+                        "the body nests lists deeper than any tensor",
+                        expected="arrays nested no deeper than the input's rank",
+                        status=400,
+                    ) from None
+            t2 = time.perf_counter()
+            ran = await loaded.batchers[decoded.signature].infer(decoded.feed)
+            outputs = ran.outputs
+            require_finite(outputs)
+            answer = version.views[decoded.signature].answer
+            classes = answer.classes(outputs, version)
+            if classes is not None:
+                recorder.predicted(version.labels, classes)
+            reply = call.encode(outputs, decoded.context, version, decoded.signature)
+            if traced is not None:
+                traced.step("read body", t0, t1)
+                traced.step("decode", t1, t2)
+                traced.step("queue", ran.enqueued, ran.started)
+                traced.step("compute", ran.started, ran.finished)
+                traced.step("encode", ran.finished, time.perf_counter())
+                items = len(next(iter(decoded.feed.values())))
+                traced.attributes.update(
+                    {"signature": decoded.signature, "items": items, "batch.size": ran.batch_items}
+                )
+            return reply
     finally:
         loaded.end()
+
+
+def _is_json(body: bytes) -> bool:
+    """A JSON document (V2 binary bodies start with theirs), not an image or multipart."""
+    return body[:64].lstrip()[:1] in (b"{", b"[")
 
 
 def refuse_too_many_values(body: bytes, version: Version, limits: Limits) -> None:
     """A JSON body with more values than any request to this model can hold is refused
     before parsing: ``bytes.count`` reads 20 MB in ~5 ms, where orjson and numpy hold the
-    GIL ~20-60 ms per MB on bodies of small numbers (no thread can interleave with that)."""
-    # Not JSON (an image, multipart): not counted. V2 binary data after its JSON header holds
-    # a comma byte in ~1/256 of its bytes, far below the bound.
-    if body.lstrip()[:1] not in (b"{", b"["):
-        return
+    GIL ~20-60 ms per MB on bodies of small numbers (no thread can interleave with that).
+    V2 binary data after its JSON header holds a comma byte in ~1/256 of its bytes, far
+    below the bound."""
     bound = version.memo(
         ("most json values", limits.max_items_per_request), lambda: _most_values(version, limits)
     )

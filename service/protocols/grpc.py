@@ -25,12 +25,11 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from service import admin, portclaim
-from service.app import OVERLOADED
 from service.config import Limits
 from service.descriptor import Version
 from service.errors import RequestError
 from service.http import Reply
-from service.inference import Call, Decoded, Runtime, handle
+from service.inference import OVERLOADED, Call, Decoded, Runtime, handle
 from service.interfaces.base import BYTES
 from service.models import READY
 from service.protocols import v2
@@ -279,13 +278,9 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
             call = infer_call(self.runtime, request)
         except RequestError as error:
             await _abort(context, protocol_errors(error))
-        if self.runtime.in_flight >= self.runtime.config.max_concurrency:
+        if self.runtime.full():  # the message is already read: handle counts it in
             await _abort(context, protocol_errors(OVERLOADED))
-        self.runtime.in_flight += 1
-        try:
-            reply = await handle(incoming, call, self.runtime)
-        finally:
-            self.runtime.in_flight -= 1
+        reply = await handle(incoming, call, self.runtime)
         if reply.message is None:
             await _abort(context, reply)
         return reply.message
