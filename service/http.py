@@ -39,7 +39,6 @@ class RawRequest:
         """The whole body, within the size and time limits (``inputs.body.read_body``)."""
         from service.inputs.body import read_body
 
-        self.unread = False
         return await read_body(self, limits)
 
     async def drain(self, limits: Limits) -> None:

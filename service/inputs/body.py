@@ -38,6 +38,7 @@ class ClientGone(Exception):
 async def read_body(request: RawRequest, limits: Limits) -> bytes:
     """The whole body, refused as soon as it passes ``limits.max_body_bytes`` (declared or
     streamed, 413). Its deadline (408) is the connection's (``service.connection``)."""
+    request.unread = False  # whatever comes of it, ``RawRequest.drain`` leaves it alone
     declared = ascii_int(request.headers.get("content-length"))
     if declared is not None and declared > limits.max_body_bytes:
         raise _too_large(limits.max_body_bytes)
