@@ -29,7 +29,7 @@ from service.config import Limits
 from service.descriptor import Version
 from service.errors import RequestError
 from service.http import Reply
-from service.inference import OVERLOADED, Call, Decoded, Runtime, handle
+from service.inference import Call, Decoded, Runtime, handle
 from service.interfaces.base import BYTES
 from service.models import READY
 from service.protocols import v2
@@ -278,9 +278,7 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
             call = infer_call(self.runtime, request)
         except RequestError as error:
             await _abort(context, protocol_errors(error))
-        if self.runtime.full():  # the message is already read: handle counts it in
-            await _abort(context, protocol_errors(OVERLOADED))
-        reply = await handle(incoming, call, self.runtime)
+        reply = await handle(incoming, call, self.runtime)  # the concurrency limit included
         if reply.message is None:
             await _abort(context, reply)
         return reply.message
