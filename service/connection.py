@@ -15,7 +15,14 @@ them below the ASGI app, so no route can forget to:
   bodies still arriving after the read that completed the headers, so the common small
   request pays nothing for it);
 - a malformed request after a pipelined one: the earlier requests are answered first, then
-  the 400.
+  the 400;
+- a request whose framing is broken (a malformed chunked body, a conflicting or unknown
+  Transfer-Encoding, a body cut short by the client's half-close) is answered 400 (501 for
+  a transfer coding other than chunked) at once and the connection closed: the rest of the
+  body can never be read, so no handler may wait for it, no handler runs for it, and no
+  byte after it is read as another request (RFC 9112 §6.1, §6.3, §7.1, §8);
+- trailer fields count against the header limits and are never merged into the request's
+  headers (RFC 9112 §7.1.2).
 
 Each refusal is a small JSON body like the app's own errors, with ``connection: close``, and
 is counted in ``serving_connection_refusals_total{reason}``.
@@ -38,6 +45,7 @@ import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from service.config import Limits
+from service.errors import RequestError
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +58,18 @@ on_refusal: Callable[[str], None] = lambda reason: None  # noqa: E731
 
 class _Refused(Exception):
     """Stops the parser after a refusal was sent."""
+
+
+def _unless_abandoned(cycle: Any, app: Any) -> Any:
+    """``app``, run only if the request was not refused before its task started: a request
+    whose framing fails in the same read as its headers is refused before the app sees it,
+    so a handler with side effects never runs for a request that got a 400."""
+
+    async def run(scope: Any, receive: Any, send: Any) -> None:
+        if not cycle.disconnected:
+            await app(scope, receive, send)
+
+    return run
 
 
 class OneWriteTransport:
@@ -111,6 +131,12 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._body_timer: asyncio.TimerHandle | None = None
         self._refused = False
         self._malformed_after_pipeline = False
+        self._pending_refusal: tuple[int, str, str, str] = (400, "invalid_http", "", "")
+        self._running: Any = None  # the request whose app task was started last
+        # Inside a chunk's header with no data yet: the last chunk's trailer section, whose
+        # fields httptools buffers whole (``_trailer_bytes`` bounds them, read by read).
+        self._after_chunk_header = False
+        self._trailer_bytes = 0
 
     # -- connections --------------------------------------------------------------------------
 
@@ -131,6 +157,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._unset_keepalive_if_required()
         if self._awaiting_headers and self._header_timer is None:
             self._start_header_timer()
+        in_trailers = self._after_chunk_header
         try:
             self.parser.feed_data(data)
         except _Refused:
@@ -142,14 +169,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
                 self._unsupported_upgrade_warning()
             return
         except httptools.HttpParserError as error:
-            if self._refused:
-                return
-            if self._answers_pending():
-                # A request already read is still being answered: answer it first.
-                self._malformed_after_pipeline = True
-                self.flow.pause_reading()
-                return
-            self._refuse(400, "invalid_http", f"malformed HTTP request ({error})")
+            if not self._refused:
+                self._malformed(error)
             return
         if self._body_incomplete() and self._body_timer is None:
             self._body_timer = self.loop.call_later(limits.body_timeout_s, self._body_late)
@@ -162,6 +183,35 @@ class BoundedHttpProtocol(HttpToolsProtocol):
                     "request line and headers too large",
                     f"at most {limits.max_header_bytes} bytes",
                 )
+        elif in_trailers and self._after_chunk_header:
+            # A whole read inside the trailer section (one ending in it is at most one
+            # read more): the field still arriving is buffered by httptools until it ends.
+            self._trailer_bytes += len(data)
+            if self._trailer_bytes > limits.max_header_bytes:
+                self._refuse(
+                    431,
+                    "headers_too_large",
+                    "trailer fields too large",
+                    f"at most {limits.max_header_bytes} bytes",
+                )
+
+    def eof_received(self) -> bool | None:
+        """The client half-closed its side. A body still incomplete can never complete:
+        RFC 9112 §8 lets a server answer such a request before closing, and a 400 says why
+        (uvicorn would close without a word). True keeps our side open for the answer."""
+        cycle = self.cycle
+        if self._refused or not self._body_incomplete() or self._queued(cycle):
+            return None
+        if cycle.response_started:
+            return None
+        self._abandon(cycle)
+        self._refuse(
+            400,
+            "bad_framing",
+            "the connection was half-closed before the request body was complete",
+            "the whole body (a chunked body ends with a zero-size chunk)",
+        )
+        return True
 
     # -- parser callbacks ---------------------------------------------------------------------
 
@@ -183,7 +233,11 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             )
             raise _Refused
         self._check_header_bytes(len(name) + len(value))
-        super().on_header(name, value)
+        if self._awaiting_headers:
+            super().on_header(name, value)
+        # Otherwise a trailer field (RFC 9112 §7.1.2): bounded like a header, then dropped.
+        # uvicorn would append it to the request's headers, where a trailer could replace
+        # a header the handler reads (content-type, say); §7.1.2 forbids that merge.
 
     def on_headers_complete(self) -> None:
         self._awaiting_headers = False
@@ -198,7 +252,19 @@ class BoundedHttpProtocol(HttpToolsProtocol):
                 retry_after=True,
             )
             raise _Refused
+        self._check_transfer_codings()
         super().on_headers_complete()
+
+    def on_chunk_header(self) -> None:
+        self._after_chunk_header = True
+        self._trailer_bytes = 0
+
+    def on_body(self, body: bytes) -> None:
+        self._after_chunk_header = False
+        super().on_body(body)
+
+    def on_chunk_complete(self) -> None:
+        self._after_chunk_header = False
 
     def on_message_complete(self) -> None:
         self._stop_body_timer()
@@ -208,7 +274,99 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self.transport.flush()  # a response with no body write (HEAD) still goes out
         super().on_response_complete()
         if self._malformed_after_pipeline and not self._answers_pending():
-            self._refuse(400, "invalid_http", "malformed HTTP request after a pipelined one")
+            self._refuse(*self._pending_refusal)
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        self._running = cycle
+        super()._start_asgi_task(cycle, _unless_abandoned(cycle, app))
+
+    # -- framing ------------------------------------------------------------------------------
+
+    def _check_transfer_codings(self) -> None:
+        """What llhttp lets through of Transfer-Encoding. It already refuses chunked twice
+        or not last, any coding without chunked, and Transfer-Encoding with Content-Length
+        (HttpParserError, see ``_malformed``)."""
+        codings = [v for n, v in self.headers if n == b"transfer-encoding"]
+        if not codings:
+            return
+        if self.parser.get_http_version() != "1.1":
+            # RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message MUST be treated as
+            # faulty framing, and the connection closed.
+            self._refuse_in_turn(
+                400,
+                "bad_framing",
+                "Transfer-Encoding in an HTTP/1.0 request",
+                "HTTP/1.1 for a chunked body, or a Content-Length",
+            )
+            raise _Refused
+        names = [c.strip().lower() for v in codings for c in v.split(b",")]
+        unknown = sorted({c.decode("latin-1") for c in names if c and c != b"chunked"})
+        if unknown:
+            # RFC 9112 §6.1: a server that receives a transfer coding it does not understand
+            # SHOULD answer 501. Only chunked is implemented; the connection is closed since
+            # the body after it cannot be skipped safely.
+            self._refuse_in_turn(
+                501,
+                "unsupported_transfer_coding",
+                f"transfer coding {', '.join(unknown)[:100]!r} is not implemented",
+                "Transfer-Encoding: chunked alone (Content-Encoding for compression)",
+            )
+            raise _Refused
+
+    def _malformed(self, error: httptools.HttpParserError) -> None:
+        """The parser found bytes that are not HTTP/1.1; where they lie decides the answer.
+
+        In the body of the request being read (chunk sizes, chunk data, chunk extensions,
+        trailers), the rest of that body can never be read. That request used to count as
+        an answer still pending, so the connection waited for its answer, its handler waited
+        for the rest of its body, and the body deadline, armed only after a read that parsed,
+        never fired: no answer, ever. Now the request is abandoned (its handler sees the
+        client gone, or never runs) and the 400 goes out at once, after any answers to
+        requests before it. RFC 9112 §6.3 and §8: invalid framing gets 400 and the connection
+        is closed, so nothing after the error is read as another request.
+        """
+        cycle = self.cycle
+        in_body = cycle is not None and cycle.more_body and not cycle.response_complete
+        text = str(error)[:200]
+        framing = in_body or "Transfer-Encoding" in text or "Content-Length" in text
+        code = "bad_framing" if framing else "invalid_http"
+        what = "request body framing" if in_body else "HTTP request"
+        if in_body and cycle.response_started:
+            # Its answer is already on the wire (a route that answers without reading the
+            # body): finish it, then close; no second answer to the same request.
+            cycle.keep_alive = False
+            self._malformed_after_pipeline = True
+            self.flow.pause_reading()
+            return
+        if in_body:
+            self._abandon(cycle)
+        self._refuse_in_turn(
+            400, code, f"malformed {what} ({text})", "a well-formed HTTP/1.1 request (RFC 9112)"
+        )
+
+    def _refuse_in_turn(self, status: int, code: str, message: str, expected: str) -> None:
+        """Refuse now, or, while a request read earlier is still being answered, right after
+        its answer (answers go out in request order); nothing more is read meanwhile."""
+        if self._answers_pending():
+            self._malformed_after_pipeline = True
+            self._pending_refusal = (status, code, message, expected)
+            self.flow.pause_reading()
+        else:
+            self._refuse(status, code, message, expected)
+
+    def _queued(self, cycle: Any) -> bool:
+        return any(queued is cycle for queued, _ in self.pipeline)
+
+    def _abandon(self, cycle: Any) -> None:
+        """The request's body will never arrive whole: its app sees the client gone (or
+        never runs), whatever it sends is dropped, and a queued one never starts."""
+        self._stop_body_timer()
+        for entry in self.pipeline:
+            if entry[0] is cycle:
+                self.pipeline.remove(entry)
+                break
+        cycle.disconnected = True  # receive() says http.disconnect; send() drops answers
+        cycle.message_event.set()
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -226,8 +384,12 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             raise _Refused
 
     def _answers_pending(self) -> bool:
-        busy = self.cycle is not None and not self.cycle.response_complete
-        return busy or bool(self.pipeline)
+        """A request read earlier is still being answered, or waits its turn (an abandoned
+        one will never answer)."""
+        if self.pipeline:
+            return True
+        running = self._running
+        return running is not None and not running.response_complete and not running.disconnected
 
     def _body_incomplete(self) -> bool:
         cycle = self.cycle
@@ -245,8 +407,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if not self._body_incomplete() or self._refused:
             return
-        cycle.disconnected = True  # the app's receive() now says http.disconnect
-        cycle.message_event.set()
+        self._abandon(cycle)  # the app's receive() now says http.disconnect
         if cycle.response_started:
             self.transport.close()
             return
@@ -297,10 +458,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._stop_header_timer()
         on_refusal(code)
         logger.info("connection refused with %d: %s", status, code)
-        error: dict[str, Any] = {"error": message, "code": code}
-        if expected is not None:
-            error["expected"] = expected
-        body = orjson.dumps(error)
+        body = orjson.dumps(RequestError(code, message, expected=expected).body())
         head = [
             STATUS_LINE[status],
             b"content-type: application/json\r\n",
