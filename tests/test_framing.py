@@ -1,0 +1,95 @@
+"""Request framing on raw sockets against a real ``bentoml serve``: every case of the RFC 9112
+corpus (``reliability/framing.py``: malformed chunked bodies, chunk extensions, trailers, a
+missing last chunk, Transfer-Encoding with Content-Length, unknown and repeated transfer
+codings, obs-fold, bytes after the last chunk) on inference routes of each protocol, a GET
+of ours, BentoML's own route and methods a route does not take, on fresh and kept-alive
+connections. Each gets exactly the answer its RFC section requires, never a hang."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import httpx
+import pytest
+
+from reliability import framing
+from reliability.scenarios.abuse import Responses
+
+pytestmark = pytest.mark.slow
+
+CASES = framing.cases()
+ROUTES = framing.routes()
+
+
+@pytest.fixture(scope="module")
+def twins(service) -> dict:
+    return framing.twin_answers(service.port, ROUTES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_framing_case_gets_exactly_its_answer(service, twins, case: framing.Case) -> None:
+    failures = []
+    for route in ROUTES:
+        for kept_alive in (False, True):
+            problem = framing.check(service.port, case, route, kept_alive, twins[route])
+            if problem:
+                where = "kept-alive" if kept_alive else "fresh"
+                failures.append(f"{route.method} {route.path} ({where}): {problem}")
+    assert not failures, f"{case.name} [{case.rfc}]:\n" + "\n".join(failures)
+
+
+def test_the_corpus_covers_the_class() -> None:
+    """The four forms reported, and each part of the class, are in the corpus."""
+    names = " ".join(c.name for c in CASES).lower()
+    for part in ("not hex", "beyond 64 bits", "negative", "longer than its size", "extension",
+                 "trailer", "missing last chunk", "with content-length", "gzip, chunked",
+                 "duplicate transfer-encoding", "obs-fold", "zero-size chunk, then"):  # fmt: skip
+        assert part in names, part
+    assert {c.expect for c in CASES} == {
+        framing.REFUSED,
+        framing.SERVED,
+        framing.THEN_REQUEST,
+        framing.THEN_GARBAGE,
+    }
+    assert all(c.rfc for c in CASES)
+
+
+def _refusals(url: str, reason: str) -> float:
+    lines = httpx.get(f"{url}/metrics", timeout=10).text.splitlines()
+    prefix = f'serving_connection_refusals_total{{reason="{reason}"}}'
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(prefix))
+
+
+def test_a_framing_refusal_is_counted_and_the_next_bytes_are_never_a_request(service) -> None:
+    """A smuggled request after a broken chunk is never answered: one 400, then the close."""
+    before = _refusals(service.url, "bad_framing")
+    smuggled = b"GET /v2/models/digits HTTP/1.1\r\nhost: x\r\n\r\n"
+    data = (
+        b"POST /digits/predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"transfer-encoding: chunked\r\n\r\n5\r\nhelloEXTRA\r\n0\r\n\r\n" + smuggled
+    )
+    with socket.create_connection(("127.0.0.1", service.port), timeout=framing.HANG_S) as sock:
+        sock.sendall(data)
+        responses = Responses(sock)
+        status, headers, body = responses.next(timeout=framing.HANG_S)
+        assert status == 400 and headers["connection"] == "close", (status, body)
+        assert json.loads(body)["code"] == "bad_framing"
+        assert responses.next(timeout=framing.HANG_S) == (0, {}, b"")  # closed, nothing more
+    assert _refusals(service.url, "bad_framing") == before + 1
+
+
+def test_a_chunked_upload_streamed_slowly_is_still_served(service, twins) -> None:
+    """The framing checks leave ordinary chunked uploads alone, chunk by chunk over time."""
+    route = ROUTES[0]
+    head = framing._head(route, b"transfer-encoding: chunked")
+    with socket.create_connection(("127.0.0.1", service.port), timeout=30) as sock:
+        sock.sendall(head)
+        for start in range(0, len(route.body), 1000):
+            part = route.body[start : start + 1000]
+            sock.sendall(b"%x;n=%d\r\n" % (len(part), start) + part + b"\r\n")
+            time.sleep(0.01)
+        sock.sendall(b"0\r\nx-done: yes\r\n\r\n")
+        status, _, body = Responses(sock).next(timeout=30)
+    assert status == 200 and body == twins[route][2]
