@@ -299,8 +299,18 @@ class BoundedHttpProtocol(HttpToolsProtocol):
                 "HTTP/1.1 for a chunked body, or a Content-Length",
             )
             raise _Refused
-        names = [c.strip().lower() for v in codings for c in v.split(b",")]
-        unknown = sorted({c.decode("latin-1") for c in names if c and c != b"chunked"})
+        names = [c for c in (c.strip().lower() for v in codings for c in v.split(b",")) if c]
+        if not names or names[-1] != b"chunked" or names.count(b"chunked") > 1:
+            # RFC 9112 §6.3 item 4: chunked not final in a request: 400 and close; §6.1:
+            # chunked applied twice is faulty framing.
+            self._refuse_in_turn(
+                400,
+                "bad_framing",
+                "Transfer-Encoding must end with chunked, once",
+                "Transfer-Encoding: chunked",
+            )
+            raise _Refused
+        unknown = sorted({c.decode("latin-1") for c in names if c != b"chunked"})
         if unknown:
             # RFC 9112 §6.1: a server that receives a transfer coding it does not understand
             # SHOULD answer 501. Only chunked is implemented; the connection is closed since
@@ -326,19 +336,19 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         is closed, so nothing after the error is read as another request.
         """
         cycle = self.cycle
-        in_body = cycle is not None and cycle.more_body and not cycle.response_complete
+        in_body = cycle is not None and cycle.more_body  # answered already or not
         text = str(error)[:200]
         framing = in_body or "Transfer-Encoding" in text or "Content-Length" in text
         code = "bad_framing" if framing else "invalid_http"
         what = "request body framing" if in_body else "HTTP request"
-        if in_body and cycle.response_started:
-            # Its answer is already on the wire (a route that answers without reading the
-            # body): finish it, then close; no second answer to the same request.
+        if in_body and cycle.response_started and not cycle.response_complete:
+            # Its answer is on the wire (a route that answers without reading the body):
+            # finish it, then close; no second answer in the middle of it.
             cycle.keep_alive = False
             self._malformed_after_pipeline = True
             self.flow.pause_reading()
             return
-        if in_body:
+        if in_body and not cycle.response_complete:
             self._abandon(cycle)
         self._refuse_in_turn(
             400, code, f"malformed {what} ({text})", "a well-formed HTTP/1.1 request (RFC 9112)"
