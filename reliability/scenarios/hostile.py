@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.servers import Server
+from reliability import framing
 from reliability.corpus import REFUSED, Hostile
 from reliability.report import ScenarioResult
 from reliability.traffic import Exchange, answer_is_correct
@@ -75,7 +76,8 @@ def run_hostile(server: Server, cases: list[Hostile], probe: Exchange) -> Scenar
     result = ScenarioResult(
         "hostile corpus",
         "every hostile request a 4xx JSON error (odd-but-valid images answered like their "
-        "twin); a valid request after each still right; service healthy after",
+        "twin); each RFC 9112 framing case its exact answer (reliability/framing.py); a "
+        "valid request after each still right; service healthy after",
     )
     statuses: Counter[str] = Counter()
     probes_wrong = 0
@@ -91,14 +93,20 @@ def run_hostile(server: Server, cases: list[Hostile], probe: Exchange) -> Scenar
             probes_wrong += 1
             result.failures.append(f"valid request after {case.name}: status {status}")
         statuses[case.expect] += 1
+    # Framing (RFC 9112) on raw sockets: what http.client cannot send.
+    framing_exchanges, framing_failures = framing.run(server.port)
+    result.failures += [f"framing: {failure}" for failure in framing_failures]
     live, _, _ = send(server, "GET", "/livez", b"", {})
     ready, _, _ = send(server, "GET", "/readyz", b"", {})
     result.figures = {
         "cases": len(cases),
         "refused_cases": statuses[REFUSED],
         "accepted_odd_images": len(cases) - statuses[REFUSED],
-        "cases_wrong": len(result.failures) - probes_wrong,
+        "cases_wrong": len(result.failures) - probes_wrong - len(framing_failures),
         "valid_after_each_wrong": probes_wrong,
+        "framing_cases": len(framing.cases()),
+        "framing_exchanges": framing_exchanges,
+        "framing_wrong": len(framing_failures),
         "live_after": live,
         "ready_after": ready,
     }
