@@ -12,7 +12,9 @@ connection and on one kept alive by an earlier request. Its outcome is asserted 
 - ``THEN_REQUEST``: served like the twin, then the bytes after the zero-size chunk are
   answered as the next request (RFC 9112 §9.3.2: answers in request order);
 - ``THEN_GARBAGE``: served like the twin, then the garbage after the zero-size chunk gets
-  400 ``invalid_http`` and the connection is closed (RFC 9112 §2.2).
+  400 ``invalid_http`` and the connection is closed (RFC 9112 §2.2);
+- ``SERVED_THEN_CLOSED``: served like the twin though the client half-closed after it, then
+  the connection is closed.
 
 Every wait is bounded (``HANG_S``): a case that takes longer has hung, whatever it got.
 Used by ``tests/test_framing.py`` and by the reliability suite's hostile scenario.
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 from reliability.scenarios.abuse import Responses
 
 REFUSED, SERVED, THEN_REQUEST, THEN_GARBAGE = "refused", "served", "then_request", "then_garbage"
+SERVED_THEN_CLOSED = "served_then_closed"
 # Generous, only to tell an answer from a hang: refusals take ~1 ms on an idle machine,
 # the hang this corpus was written for lasted until the client gave up (> 40 s).
 HANG_S = 5.0
@@ -201,6 +204,11 @@ def cases() -> list[Case]:
              "zero-size chunk is incomplete; a server MAY answer before closing: 400, close",
              lambda r: _head(r, b"transfer-encoding: chunked") + b"5\r\nhello\r\n",
              half_close=True),
+        Case("whole chunked body, then half-close", "§9.6: a client that half-closes still "
+             "reads its answer; nothing more can come, so then close",
+             chunked(), SERVED_THEN_CLOSED, half_close=True),
+        Case("whole Content-Length body, then half-close", "as above, Content-Length framing",
+             with_length(), SERVED_THEN_CLOSED, half_close=True),
         Case("zero-size chunk with leading zeros", "§7.1 1*HEXDIG: 000 is zero: served",
              chunked(size_line=lambda n: b"000000%x" % n), SERVED),
         Case("zero-size chunk, then a request", "§9.3.2: the bytes after the last chunk are "
@@ -320,7 +328,7 @@ def exchange(port: int, case: Case, route: Route, kept_alive: bool) -> Outcome:
             if case.half_close:
                 time.sleep(0.2)  # the handler (if any) is waiting for the rest of the body
                 sock.shutdown(socket.SHUT_WR)
-        wanted = {REFUSED: 1, SERVED: 1, THEN_REQUEST: 2, THEN_GARBAGE: 2}[case.expect]
+        wanted = {REFUSED: 1, SERVED: 1, THEN_REQUEST: 2, THEN_GARBAGE: 2}.get(case.expect, 1)
         if case.expect == REFUSED and not route.reads_body:
             wanted = 2  # the route's own answer may come first (the loop ends at a close)
         while len(answers) < wanted:
@@ -330,7 +338,7 @@ def exchange(port: int, case: Case, route: Route, kept_alive: bool) -> Outcome:
             answers.append(answer)
             if answer[1].get("connection", "").lower() == "close":
                 break
-        closed = case.expect in (REFUSED, THEN_GARBAGE) and _closed(responses, deadline)
+        closed = case.expect not in (SERVED, THEN_REQUEST) and _closed(responses, deadline)
         if case.expect == SERVED and answers:  # still usable: one more request on it
             sock.sendall(LIVEZ)
             answers.append(responses.next(timeout=max(0.05, deadline - time.monotonic())))
@@ -386,7 +394,7 @@ def check(port: int, case: Case, route: Route, kept_alive: bool, twin_answer: tu
         if len(answers) != 1 or answers[0][0] != 200:
             return f"the next request on the connection was not answered 200: {got}"
         return None
-    if case.half_close and answered_first:
+    if case.expect == SERVED_THEN_CLOSED or (case.half_close and answered_first):
         return None if not answers and outcome.closed else f"after the answer: {got}"
     status, code = (
         (400, "invalid_http") if case.expect == THEN_GARBAGE else (case.status, case.code)

@@ -132,6 +132,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._refused = False
         self._malformed_after_pipeline = False
         self._pending_refusal: tuple[int, str, str, str] = (400, "invalid_http", "", "")
+        self._close_when_answered = False  # the client half-closed (``eof_received``)
         self._running: Any = None  # the request whose app task was started last
         # Inside a chunk's header with no data yet: the last chunk's trailer section, whose
         # fields httptools buffers whole (``_trailer_bytes`` bounds them, read by read).
@@ -196,22 +197,29 @@ class BoundedHttpProtocol(HttpToolsProtocol):
                 )
 
     def eof_received(self) -> bool | None:
-        """The client half-closed its side. A body still incomplete can never complete:
-        RFC 9112 §8 lets a server answer such a request before closing, and a 400 says why
-        (uvicorn would close without a word). True keeps our side open for the answer."""
+        """The client half-closed its side (``shutdown(SHUT_WR)``, ``nc -N``): it sends no
+        more, but still reads. uvicorn closed at once, so even a complete request lost its
+        answer (the 200 was computed, then dropped). True keeps our side open to answer.
+
+        A body still incomplete can never complete: RFC 9112 §8 lets a server answer such a
+        request before closing, and a 400 says why. Requests already read are answered,
+        then the connection is closed."""
         cycle = self.cycle
-        if self._refused or not self._body_incomplete() or self._queued(cycle):
+        if self._refused:
             return None
-        if cycle.response_started:
-            return None
-        self._abandon(cycle)
-        self._refuse(
-            400,
-            "bad_framing",
-            "the connection was half-closed before the request body was complete",
-            "the whole body (a chunked body ends with a zero-size chunk)",
-        )
-        return True
+        if self._body_incomplete() and not cycle.response_started:
+            self._abandon(cycle)
+            self._refuse_in_turn(
+                400,
+                "bad_framing",
+                "the connection was half-closed before the request body was complete",
+                "the whole body (a chunked body ends with a zero-size chunk)",
+            )
+            return True
+        if self._answers_pending() or self._malformed_after_pipeline:
+            self._close_when_answered = True
+            return True
+        return None
 
     # -- parser callbacks ---------------------------------------------------------------------
 
@@ -275,6 +283,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         super().on_response_complete()
         if self._malformed_after_pipeline and not self._answers_pending():
             self._refuse(*self._pending_refusal)
+        elif self._close_when_answered and not self._answers_pending():
+            self.transport.close()  # the client half-closed: nothing more will come
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
         self._running = cycle

@@ -52,6 +52,7 @@ def test_the_corpus_covers_the_class() -> None:
         framing.SERVED,
         framing.THEN_REQUEST,
         framing.THEN_GARBAGE,
+        framing.SERVED_THEN_CLOSED,
     }
     assert all(c.rfc for c in CASES)
 
@@ -93,3 +94,32 @@ def test_a_chunked_upload_streamed_slowly_is_still_served(service, twins) -> Non
         sock.sendall(b"0\r\nx-done: yes\r\n\r\n")
         status, _, body = Responses(sock).next(timeout=30)
     assert status == 200 and body == twins[route][2]
+
+
+def _requests_counted(url: str, model: str) -> float:
+    lines = httpx.get(f"{url}/metrics", timeout=10).text.splitlines()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in lines
+        if line.startswith("serving_requests_total{") and f'model="{model}"' in line
+    )
+
+
+def test_a_request_refused_in_its_first_read_never_reaches_its_handler(service) -> None:
+    """The four reported forms, each whole in one write: the 400 goes out before the
+    handler's task runs, and the handler never runs (it would count the request, as 499)."""
+    before = _requests_counted(service.url, "digits")
+    forms = [b"zz\r\nhello\r\n", b"FFFFFFFFFFFFFFFFFFFF\r\nhello\r\n", b"-5\r\nhello\r\n",
+             b"5\r\nhelloEXTRA\r\n"]  # fmt: skip
+    for route in ROUTES[:2]:
+        for form in forms:
+            data = framing.broken(form)(route)
+            with socket.create_connection(("127.0.0.1", service.port), timeout=10) as sock:
+                sock.sendall(data)
+                status, _, body = Responses(sock).next(timeout=framing.HANG_S)
+            assert status == 400 and json.loads(body)["code"] == "bad_framing", body
+    assert _requests_counted(service.url, "digits") == before
+    good = httpx.post(f"{service.url}{ROUTES[1].path}", content=ROUTES[1].body,
+                      headers={"content-type": "application/json"}, timeout=30)  # fmt: skip
+    assert good.status_code == 200
+    assert _requests_counted(service.url, "digits") == before + 1  # the counter does count
