@@ -189,7 +189,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             # read more): the field still arriving is buffered by httptools until it ends.
             self._trailer_bytes += len(data)
             if self._trailer_bytes > limits.max_header_bytes:
-                self._refuse(
+                if self._body_incomplete() and not self.cycle.response_started:
+                    self._abandon(self.cycle)  # its body will not be read to the end
+                self._refuse_in_turn(
                     431,
                     "headers_too_large",
                     "trailer fields too large",
