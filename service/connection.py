@@ -131,7 +131,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._body_timer: asyncio.TimerHandle | None = None
         self._refused = False
         self._malformed_after_pipeline = False
-        self._pending_refusal: tuple[int, str, str, str] = (400, "invalid_http", "", "")
+        self._pending_refusal: tuple[int, str, str, str] | None = None  # after the answers
         self._close_when_answered = False  # the client half-closed (``eof_received``)
         self._running: Any = None  # the request whose app task was started last
         # Inside a chunk's header with no data yet: the last chunk's trailer section, whose
@@ -284,7 +284,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self.transport.flush()  # a response with no body write (HEAD) still goes out
         super().on_response_complete()
         if self._malformed_after_pipeline and not self._answers_pending():
-            self._refuse(*self._pending_refusal)
+            self._refuse(*(self._pending_refusal or (400, "invalid_http", "malformed HTTP")))
         elif self._close_when_answered and not self._answers_pending():
             self.transport.close()  # the client half-closed: nothing more will come
 
@@ -353,18 +353,19 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         framing = in_body or "Transfer-Encoding" in text or "Content-Length" in text
         code = "bad_framing" if framing else "invalid_http"
         what = "request body framing" if in_body else "HTTP request"
+        refusal = (400, code, f"malformed {what} ({text})", "a well-formed HTTP/1.1 request")
         if in_body and cycle.response_started and not cycle.response_complete:
             # Its answer is on the wire (a route that answers without reading the body):
-            # finish it, then close; no second answer in the middle of it.
+            # finish it, then close (keep_alive off: no 400 after it; the refusal below is
+            # only a fallback should the connection still be open).
             cycle.keep_alive = False
             self._malformed_after_pipeline = True
+            self._pending_refusal = refusal
             self.flow.pause_reading()
             return
         if in_body and not cycle.response_complete:
             self._abandon(cycle)
-        self._refuse_in_turn(
-            400, code, f"malformed {what} ({text})", "a well-formed HTTP/1.1 request (RFC 9112)"
-        )
+        self._refuse_in_turn(*refusal)
 
     def _refuse_in_turn(self, status: int, code: str, message: str, expected: str) -> None:
         """Refuse now, or, while a request read earlier is still being answered, right after
