@@ -438,3 +438,86 @@ def test_a_refusal_is_one_line_whatever_the_file_is_called(tmp_path: Path) -> No
     assert result.returncode == 1 and len(errors) == 1, result.stderr
     assert "\x1b" not in result.stderr and "evil \\x1b[31mname.keras" in errors[0]
     assert _published(tmp_path / "models") == []
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_saved_model(tmp_path_factory.mktemp("saved") / "affine")
+
+
+def _outside_file(model: Path) -> None:
+    secret = model.parent / "secret.txt"
+    secret.write_text("outside the model\n")
+    (model / "variables" / "notes.txt").symlink_to(secret)
+
+
+def _outside_folder(model: Path) -> None:
+    (model.parent / "home").mkdir()
+    (model.parent / "home" / "id_rsa").write_text("outside the model\n")
+    (model / "assets").mkdir(exist_ok=True)
+    (model / "assets" / "home").symlink_to(model.parent / "home", target_is_directory=True)
+
+
+def _variables_elsewhere(model: Path) -> None:
+    """The real weights moved out and linked back: TensorFlow would load it happily."""
+    data = next((model / "variables").glob("variables.data-*"))
+    moved = model.parent / data.name
+    data.rename(moved)
+    data.symlink_to(moved)
+
+
+def _dangling(model: Path) -> None:
+    (model / "gone").symlink_to(model.parent / "nowhere")
+
+
+def _fifo_inside(model: Path) -> None:
+    os.mkfifo(model / "variables" / "pipe")
+
+
+def _link_to_itself(model: Path) -> None:
+    (model / "loop").symlink_to(model, target_is_directory=True)
+
+
+SAVED_MODEL_LINKS = [
+    ("link-to-outside-file", _outside_file, "'variables/notes.txt' is a symbolic link"),
+    ("link-to-outside-folder", _outside_folder, "'assets/home' is a symbolic link"),
+    ("weights-linked-from-outside", _variables_elsewhere, "is a symbolic link"),
+    ("dangling-link", _dangling, "'gone' is a symbolic link"),
+    ("link-loop", _link_to_itself, "'loop' is a symbolic link"),
+    ("fifo", _fifo_inside, "'variables/pipe' is a FIFO"),
+]
+
+
+@pytest.mark.parametrize(
+    ("prepare", "words"), [c[1:] for c in SAVED_MODEL_LINKS], ids=[c[0] for c in SAVED_MODEL_LINKS]
+)
+def test_export_refuses_a_saved_model_holding_links_or_special_files(
+    saved_model: Path, tmp_path: Path, prepare, words: str
+) -> None:
+    model = tmp_path / "affine"
+    shutil.copytree(saved_model, model)
+    prepare(model)
+    out = tmp_path / "models"
+    refused(export(model, out), model, words, "only regular files and folders")
+    assert _published(out) == []
+
+
+def test_export_refuses_a_saved_model_tensorflow_cannot_read(
+    saved_model: Path, tmp_path: Path
+) -> None:
+    model = tmp_path / "affine"
+    shutil.copytree(saved_model, model)
+    (model / "saved_model.pb").write_bytes(b"\x00garbage" * 10)
+    out = tmp_path / "models"
+    refused(export(model, out), model, "not a loadable SavedModel")
+    assert _published(out) == []
+
+
+def test_export_refuses_a_repository_that_is_not_a_folder(tmp_path: Path) -> None:
+    model = tiny_onnx(tmp_path / "affine.onnx")
+    (tmp_path / "file").write_text("x")
+    refused(export(model, tmp_path / "file"), model, "is not a folder")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "affine").write_text("in the way")
+    refused(export(model, tmp_path / "models"), model, "is not a model folder")
+    assert _published(tmp_path / "models") == ["affine"]
