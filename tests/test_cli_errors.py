@@ -316,6 +316,33 @@ def _as_manifest(folder: Path) -> None:
     (folder / "weights.bin").rename(folder / "manifest.json")
 
 
+def _external_entry(tmp: Path, key: str, value: str) -> Path:
+    import onnx
+
+    graph = tiny_onnx(tmp / "model" / "net.onnx", external="weights.bin")
+    model = onnx.load(str(graph), load_external_data=False)
+    entry = model.graph.initializer[0].external_data.add()
+    entry.key, entry.value = key, value
+    onnx.save(model, str(graph))
+    return graph
+
+
+def _constant_onnx(tmp: Path) -> Path:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])
+    value = numpy_helper.from_array(np.zeros((1, 2), np.float32), "value")
+    node = helper.make_node("Constant", [], ["y"], value=value)
+    model = helper.make_model(
+        helper.make_graph([node], "constant", [], [y]),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    model.ir_version = 8
+    onnx.save(model, str(tmp / "constant.onnx"))
+    return tmp / "constant.onnx"
+
+
 # (id, builder -> model path, extra options, words the error line holds)
 HOSTILE = [
     ("keras-not-zip", lambda t: _file(t, "m.keras", b"not a zip at all"), [], "not a readable"),
@@ -384,6 +411,10 @@ HOSTILE = [
     ("onnx-data-folder", lambda t: _external(t, "."), [], "must be a file inside"),
     ("onnx-data-short", lambda t: _external(t, "weights.bin", _truncate), [], "shorter than"),
     ("onnx-data-manifest", lambda t: _external(t, "manifest.json", _as_manifest), [], "taken"),
+    ("onnx-data-bad-offset", lambda t: _external_entry(t, "offset", "x"), [], "bad external"),
+    ("onnx-data-negative", lambda t: _external_entry(t, "length", "-4"), [], "bad external"),
+    ("onnx-data-long", lambda t: _external_entry(t, "length", str(1 << 40)), [], "shorter"),
+    ("onnx-no-inputs", _constant_onnx, [], "the graph has no inputs"),
     ("name-empty", lambda t: tiny_onnx(t / "a.onnx"), ["--name", ""], "model name ''"),
     ("name-path", lambda t: tiny_onnx(t / "a.onnx"), ["--name", "../x"], "model name '../x'"),
     ("name-reserved", lambda t: tiny_onnx(t / "a.onnx"), ["--name", "models"], "service's own"),
@@ -521,3 +552,38 @@ def test_export_refuses_a_repository_that_is_not_a_folder(tmp_path: Path) -> Non
     (tmp_path / "models" / "affine").write_text("in the way")
     refused(export(model, tmp_path / "models"), model, "is not a model folder")
     assert _published(tmp_path / "models") == ["affine"]
+
+
+def test_empty_paths_are_refused_not_read_as_the_current_folder(tmp_path: Path) -> None:
+    model = tiny_onnx(tmp_path / "affine.onnx")
+    for arguments, option in (
+        (["--model", str(model), "--repository", ""], "--repository"),
+        (["--model", "", "--repository", str(tmp_path / "models")], "--model"),
+    ):
+        result = run_cli("export", *arguments)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert result.returncode == 1 and errors == [f"error: {option} is empty: give a path"]
+    result = run_cli("export", "--model", str(model), env={"MODEL_REPOSITORY": ""})
+    assert result.returncode == 1 and "--repository is empty" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["affine.onnx"]
+    assert not (ROOT / "affine").exists()
+
+
+def test_concurrent_exports_of_a_new_model_take_one_version_each(tmp_path: Path) -> None:
+    """Three runs race to create the same new model: each gets its own version, no run
+    fails, and no staging folder is left."""
+    model = tiny_onnx(tmp_path / "affine.onnx")
+    out = tmp_path / "models"
+    command = [sys.executable, "-m", "training", "export", "--model", str(model), "--out", str(out)]
+    runs = [
+        subprocess.Popen(
+            command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
+    results = [(run.communicate(timeout=300), run.returncode) for run in runs]
+    assert [code for _, code in results] == [0, 0, 0], [err[-2000:] for (_, err), _ in results]
+    published = sorted(out_text.strip() for (out_text, _), _ in results)
+    assert published == [str(out / "affine" / str(v)) for v in (1, 2, 3)]
+    assert sorted(p.name for p in out.iterdir()) == ["affine"]
+    assert sorted(p.name for p in (out / "affine").iterdir()) == ["1", "2", "3"]

@@ -179,7 +179,7 @@ def _kind(mode: int) -> str:
     return "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
 
 
-def refuse_special_files(top: Path) -> None:
+def refuse_special_files(top: Path, what: str = "a SavedModel") -> None:
     """Refuse a tree holding anything but regular files and folders. A symbolic link would
     copy (and hash into the manifest) whatever it points to, outside the model; a FIFO or a
     device would hang or never end the copy."""
@@ -194,8 +194,8 @@ def refuse_special_files(top: Path) -> None:
                 elif not stat.S_ISREG(mode):
                     relative = Path(entry.path).relative_to(top).as_posix()
                     raise TrainingError(
-                        f"{top}: {relative!r} is {_kind(mode)}; a SavedModel may hold only "
-                        "regular files and folders"
+                        f"{top}: {relative!r} is {_kind(mode)}; {what} may hold only regular "
+                        "files and folders"
                     )
 
 
@@ -558,6 +558,7 @@ def _onnx(path: Path, out: Path, name: str, given: Mapping[str, Path]) -> Path:
         for relative in external:
             (stage / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path.parent / relative, stage / relative, follow_symlinks=False)
+        refuse_special_files(stage, "an ONNX model's folder")  # a file swapped for a link since
         runners = {
             "onnx_reference": reference_runner(stage, (signature,)),
             "onnx": onnx_runner(stage, (signature,)),

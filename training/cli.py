@@ -147,6 +147,14 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     from training.datasets.datadir import resolve_data_dir
 
+    # An unset variable ("--repository $REPO", MODEL_REPOSITORY="") would otherwise mean the
+    # current folder, and "--model ''" would too.
+    for option, value in (
+        ("--repository", args.repository),
+        ("--model", getattr(args, "model", None)),
+    ):
+        if value is not None and not value.strip():
+            raise TrainingError(f"{option} is empty: give a path")
     if args.command == "train":
         return _train(args, resolve_data_dir(args.data_dir))
     if args.command == "export":
