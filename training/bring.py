@@ -104,7 +104,7 @@ def detail(error: BaseException, limit: int = 300) -> str:
     """A library's error in a few words: its first line, cut short (Keras puts a whole model
     config into some messages)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    text = lines[0] if lines else type(error).__name__
+    text = lines[0].split(" Full object config:")[0] if lines else type(error).__name__
     return text if len(text) <= limit else text[:limit] + "..."
 
 
