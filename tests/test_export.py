@@ -1,18 +1,22 @@
-"""The parity check catches a perturbed export, and `export` re-publishes a trained model."""
+"""The parity check catches a perturbed export, `export` re-publishes a trained model, and
+models this project did not train (ONNX, with or without external data, and SavedModels)
+are published, checked and served."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
+import httpx
 import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
 
-from modelspec.repository import read_manifest, versions
+from modelspec.repository import read_manifest, sha256_file, versions
 from modelspec.tensors import signatures_from_manifest
 from tests.conftest import run_cli
+from tests.user_models import WIDTH, onnx_weights, tiny_onnx, tiny_saved_model
 from training.export import (
     ParityError,
     Runner,
@@ -84,3 +88,94 @@ def test_export_republishes_a_trained_model_as_the_next_version(
     assert any("Re-exported from autoencoder version 1" in n for n in new["notes"])
     assert new["files"]["reconstructions.png"] == old["files"]["reconstructions.png"]
     assert "](reconstructions.png)" in (out / "autoencoder" / "2" / "model_card.md").read_text()
+
+
+def _tree(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
+
+
+def test_an_onnx_file_is_published_as_it_is_then_as_the_next_version(tmp_path: Path) -> None:
+    model = tiny_onnx(tmp_path / "affine.onnx")
+    out = tmp_path / "models"
+    for version in (1, 2):
+        result = run_cli("export", "--model", str(model), "--out", str(out))
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stdout.strip() == str(out / "affine" / str(version))
+    manifest = read_manifest(out / "affine" / "2")
+    assert manifest["origin"] == "user" and manifest["source"]["format"] == "ONNX"
+    assert manifest["source"]["sha256"] == sha256_file(model)
+    assert manifest["parity"]["passed"] and manifest["parity"]["reference"] == "onnx_reference"
+    signature = manifest["signatures"]["predict"]
+    assert [t["name"] for t in signature["inputs"]] == ["x"]
+    assert sorted(manifest["files"]) == ["model.onnx", "model_card.md"]
+    files = ["manifest.json", "model.onnx", "model_card.md"]
+    expected = ["affine", "affine/1", *[f"affine/1/{f}" for f in files]]
+    expected += ["affine/2", *[f"affine/2/{f}" for f in files]]
+    assert _tree(out) == expected  # nothing else: no staging folder left behind
+
+
+def test_onnx_external_data_is_published_hashed_and_served(tmp_path: Path) -> None:
+    """Tensors kept in a file beside the graph (here in a subfolder) travel with it, are in
+    the manifest, and the service loads the version and answers with them."""
+    from benchmarks.servers import Server
+
+    model = tiny_onnx(tmp_path / "big" / "net.onnx", external="data/weights.bin")
+    out = tmp_path / "models"
+    result = run_cli("export", "--model", str(model), "--name", "big", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    version = out / "big" / "1"
+    manifest = read_manifest(version)
+    assert manifest["files"]["data/weights.bin"] == sha256_file(tmp_path / "big/data/weights.bin")
+    assert manifest["parity"]["passed"]
+    assert not (version / "data" / "weights.bin").is_symlink()
+
+    x = np.random.default_rng(0).standard_normal((3, WIDTH)).astype(np.float32)
+    w, b = onnx_weights()
+    body = {
+        "inputs": [
+            {"name": "x", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}
+        ]
+    }
+    log = tmp_path / "serve.log"
+    with Server(env={"MODEL_REPOSITORY": str(out)}, log=log) as server:
+        try:
+            server.wait_until("/readyz", timeout=300)
+        except Exception:
+            print(log.read_text()[-4000:])
+            raise
+        answer = httpx.post(f"{server.url}/v2/models/big/infer", json=body, timeout=60)
+    assert answer.status_code == 200, answer.text
+    (output,) = answer.json()["outputs"]
+    got = np.array(output["data"], np.float32).reshape(output["shape"])
+    np.testing.assert_allclose(got, x @ w + b, rtol=1e-5, atol=1e-5)
+
+
+def test_a_saved_model_is_published_with_the_users_parity_inputs(tmp_path: Path) -> None:
+    saved = tiny_saved_model(tmp_path / "affine")
+    rows = np.random.default_rng(1).standard_normal((50, 4)).astype(np.float32)
+    np.save(tmp_path / "rows.npy", rows)
+    out = tmp_path / "models"
+    result = run_cli(
+        "export",
+        "--model",
+        str(saved),
+        "--name",
+        "linear",
+        "--parity-inputs",
+        f"x={tmp_path / 'rows.npy'}",
+        "--out",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    version = out / "linear" / "1"
+    manifest = read_manifest(version)
+    assert manifest["source"]["format"] == "SavedModel"
+    parity = manifest["parity"]
+    assert parity["passed"] and parity["reference"] == "saved_model"
+    assert parity["input_source"] == "50 inputs from rows.npy, then 950 generated"
+    assert parity["signatures"]["predict"]["inputs"] == 1000
+    signature = manifest["signatures"]["predict"]
+    assert [(t["name"], t["shape"]) for t in signature["inputs"]] == [("x", [-1, 4])]
+    assert "model.onnx" in manifest["files"] and "saved_model/saved_model.pb" in manifest["files"]
+    assert all(not p.is_symlink() for p in version.rglob("*"))
+    assert [p.name for p in out.iterdir()] == ["linear"]  # no staging folder left

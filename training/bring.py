@@ -11,8 +11,13 @@ as user-supplied: no training metrics, no test split.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
+import os
 import shutil
+import stat
+import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +27,7 @@ import numpy as np
 from modelspec import Signature, TensorSpec
 from modelspec.repository import (
     KERAS_MODEL,
+    MANIFEST,
     MODEL_CARD,
     SAVED_MODEL_DIR,
     name_problem,
@@ -65,12 +71,28 @@ ONNX_DTYPES = {
 }
 
 
+# A Keras config.json describes layers, not weights: a ResNet50's is 0.2 MB. Past this it is
+# refused before it is inflated (a 0.5 MB archive once inflated to 512 MiB, twice, and took
+# 1.6 GB of memory).
+MAX_KERAS_CONFIG = 16 << 20
+# Keras stores archive members uncompressed; a member inflating 100 times its stored size
+# (past 1 MiB) is a zip bomb, not a model (Keras itself only refuses past 4 GiB).
+ZIP_MAX_RATIO, ZIP_RATIO_FLOOR = 100, 1 << 20
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+# Files the export writes beside the graph: external data may not take their names.
+WRITTEN_FILES = frozenset({MANIFEST, MODEL_CARD, KERAS_MODEL, SAVED_MODEL_DIR})
+
+
 def kind_of(path: Path) -> str:
-    if path.is_dir() and (path / "saved_model.pb").is_file():
-        return "saved_model"
-    if path.is_file() and path.suffix == ".onnx":
+    if path.is_dir():
+        if (path / "saved_model.pb").is_file():
+            return "saved_model"
+        raise TrainingError(f"{path}: a folder, but not a SavedModel (it has no saved_model.pb)")
+    if not path.is_file():
+        raise TrainingError(f"{path}: not a regular file (a FIFO, socket or device)")
+    if path.suffix == ".onnx":
         return "onnx"
-    if path.is_file() and path.suffix in (".keras", ".h5"):
+    if path.suffix in (".keras", ".h5"):
         return "keras"
     raise TrainingError(
         f"{path}: not a Keras model file (.keras, .h5), a SavedModel directory "
@@ -78,7 +100,107 @@ def kind_of(path: Path) -> str:
     )
 
 
+def detail(error: BaseException, limit: int = 300) -> str:
+    """A library's error in a few words: its first line, cut short (Keras puts a whole model
+    config into some messages)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = lines[0].split(" Full object config:")[0] if lines else type(error).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def keras_archive_config(path: Path) -> dict[str, Any]:
+    """The parsed config.json of a ``.keras`` archive, read once and bounded: the archive is
+    checked to be a zip holding a JSON object config.json of at most MAX_KERAS_CONFIG bytes,
+    with no member that inflates like a bomb, before anything is inflated. Read once per run
+    (the CLI's seed-model check and the export share it); Keras reads it once more to load."""
+    status = path.stat()
+    return _archive_config(str(path), (status.st_ino, status.st_size, status.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=4)
+def _archive_config(name: str, identity: tuple[int, int, int]) -> dict[str, Any]:
+    path = Path(name)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            for info in members:
+                if info.file_size > max(ZIP_RATIO_FLOOR, ZIP_MAX_RATIO * info.compress_size):
+                    raise TrainingError(
+                        f"{path}: archive member {info.filename!r} inflates "
+                        f"{info.compress_size:,} bytes to {info.file_size:,} (a zip bomb)"
+                    )
+            try:
+                info = archive.getinfo("config.json")
+            except KeyError:
+                raise TrainingError(
+                    f"{path}: a zip without config.json, not a Keras 3 .keras archive"
+                ) from None
+            if info.file_size > MAX_KERAS_CONFIG:
+                raise TrainingError(
+                    f"{path}: config.json inflates to {info.file_size:,} bytes, more than the "
+                    f"{MAX_KERAS_CONFIG:,} a Keras model config may take"
+                )
+            with archive.open(info) as member:
+                data = member.read(MAX_KERAS_CONFIG + 1)  # the header may lie about the size
+            if len(data) > MAX_KERAS_CONFIG:
+                raise TrainingError(f"{path}: config.json inflates past {MAX_KERAS_CONFIG:,} bytes")
+    except TrainingError:
+        raise
+    except Exception as error:  # BadZipFile, zlib.error, EOFError, an unknown compression...
+        raise TrainingError(
+            f"{path}: not a readable .keras archive (a zip file): {detail(error)}"
+        ) from None
+    try:
+        config = json.loads(data)
+    except (ValueError, RecursionError) as error:
+        raise TrainingError(f"{path}: config.json is not JSON ({detail(error)})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("config"), dict):
+        raise TrainingError(f"{path}: config.json is not a Keras model config (no config object)")
+    return config
+
+
+def check_keras_file(path: Path) -> None:
+    """Refuse what Keras would misreport: a non-zip .keras is 'File not found' to Keras."""
+    if path.suffix == ".keras":
+        keras_archive_config(path)
+        return
+    with path.open("rb") as handle:
+        if handle.read(len(HDF5_SIGNATURE)) != HDF5_SIGNATURE:
+            raise TrainingError(f"{path}: not an HDF5 file, so not a legacy Keras .h5 model")
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
+
+
+def refuse_special_files(top: Path, what: str = "a SavedModel") -> None:
+    """Refuse a tree holding anything but regular files and folders. A symbolic link would
+    copy (and hash into the manifest) whatever it points to, outside the model; a FIFO or a
+    device would hang or never end the copy."""
+    folders = [top]
+    while folders:
+        folder = folders.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                mode = entry.stat(follow_symlinks=False).st_mode
+                if stat.S_ISDIR(mode):
+                    folders.append(Path(entry.path))
+                elif not stat.S_ISREG(mode):
+                    relative = Path(entry.path).relative_to(top).as_posix()
+                    raise TrainingError(
+                        f"{top}: {relative!r} is {_kind(mode)}; {what} may hold only regular "
+                        "files and folders"
+                    )
+
+
 def checked_name(name: str) -> str:
+    """``name``, or a refusal naming the rule ('' included: an unset variable in --name)."""
     problem = name_problem(name)
     if problem:
         raise TrainingError(f"{problem}; choose another with --name")
@@ -157,7 +279,10 @@ def saved_model_signatures(directory: Path) -> tuple[Signature, ...]:
     """Every signature of a SavedModel; ``serving_default`` becomes ``predict``."""
     import tensorflow as tf
 
-    loaded = tf.saved_model.load(str(directory))
+    try:
+        loaded = tf.saved_model.load(str(directory))
+    except Exception as error:  # TensorFlow raises many types for a broken SavedModel
+        raise TrainingError(f"{directory}: not a loadable SavedModel ({detail(error)})") from None
 
     def spec(name: str, tensor: Any) -> TensorSpec:
         shape = tuple(tensor.shape.as_list()) if tensor.shape.rank is not None else ()
@@ -181,7 +306,8 @@ def saved_model_signatures(directory: Path) -> tuple[Signature, ...]:
     found = []
     for i, key in enumerate(keys):
         name = SIGNATURE if key == "serving_default" else key
-        checked_name(name)
+        if problem := name_problem(name):
+            raise TrainingError(f"{directory}: signature {key!r} cannot be served: {problem}")
         inputs, outputs = tensors(key)
         onnx_file = "model.onnx" if i == 0 else f"{name}.onnx"
         found.append(Signature(name, inputs, outputs, onnx_file, saved_model_signature=key))
@@ -194,31 +320,91 @@ def saved_model_signatures(directory: Path) -> tuple[Signature, ...]:
     return tuple(found)
 
 
-def onnx_signature(path: Path) -> Signature:
+def onnx_signature(path: Path) -> tuple[Signature, list[str]]:
+    """The graph's signature and the external data files it reads (relative to its folder).
+    The tensors themselves are never read here: the checker follows them from the file."""
     import onnx
 
     try:
-        model = onnx.load(str(path))
-        onnx.checker.check_model(model)
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as error:  # onnx raises many types for a broken file
-        raise TrainingError(f"{path} is not a valid ONNX model ({error})") from None
+        raise TrainingError(f"{path}: not an ONNX model ({detail(error)})") from None
+    external = external_data_files(path, model)
+    try:
+        onnx.checker.check_model(str(path))  # by path: external data checked where it lies
+    except Exception as error:
+        raise TrainingError(f"{path}: not a valid ONNX model ({detail(error)})") from None
     initialisers = {i.name for i in model.graph.initializer}
 
-    def spec(value: Any) -> TensorSpec:
+    def spec(value: Any, role: str) -> TensorSpec:
+        if value.type.WhichOneof("value") != "tensor_type":
+            raise TrainingError(f"{path}: {role} {value.name!r} is not a tensor")
         kind = value.type.tensor_type
         dtype = ONNX_DTYPES.get(kind.elem_type)
         if dtype is None:
-            raise TrainingError(f"tensor {value.name!r}: ONNX element type {kind.elem_type}")
+            raise TrainingError(
+                f"{path}: {role} {value.name!r} has ONNX element type {kind.elem_type}, "
+                f"not one of {sorted(set(ONNX_DTYPES.values()))}"
+            )
         shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in kind.shape.dim)
         if not shape or shape[0] is not None:
             raise TrainingError(
-                f"tensor {value.name!r} has shape {shape}: its first dimension must be free "
-                "(the batch)"
+                f"{path}: {role} {value.name!r} has shape {shape}: its first dimension must "
+                "be free (the batch)"
             )
         return TensorSpec(value.name, shape, dtype)
 
-    inputs = tuple(spec(v) for v in model.graph.input if v.name not in initialisers)
-    return Signature(SIGNATURE, inputs, tuple(spec(v) for v in model.graph.output), "model.onnx")
+    inputs = tuple(spec(v, "input") for v in model.graph.input if v.name not in initialisers)
+    outputs = tuple(spec(v, "output") for v in model.graph.output)
+    if not inputs or not outputs:
+        raise TrainingError(f"{path}: the graph has no {'inputs' if not inputs else 'outputs'}")
+    return Signature(SIGNATURE, inputs, outputs, "model.onnx"), external
+
+
+def external_data_files(path: Path, model: Any) -> list[str]:
+    """Every file the graph's external data names, each checked to be a regular file inside
+    the graph's own folder, reached through no symbolic link, and long enough for the bytes
+    taken from it. Anything else (``..``, an absolute path, a link) is refused."""
+    from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
+
+    folder = path.parent
+    found: dict[str, int] = {}
+    for tensor in _get_all_tensors(model):
+        if not uses_external_data(tensor):
+            continue
+        try:
+            info = ExternalDataInfo(tensor)
+        except ValueError as error:
+            raise TrainingError(
+                f"{path}: tensor {tensor.name!r} has bad external data ({detail(error)})"
+            ) from None
+        where = f"{path}: tensor {tensor.name!r} keeps its data in {info.location!r}"
+        location = info.location.replace("\\", "/")
+        parts = [p for p in location.split("/") if p not in ("", ".")]
+        if not parts or location.startswith("/") or ".." in parts or "\0" in location:
+            raise TrainingError(f"{where}: external data must be a file inside {folder}")
+        current = folder
+        for index, part in enumerate(parts):
+            current = current / part
+            try:
+                mode = current.lstat().st_mode
+            except OSError:
+                raise TrainingError(f"{where}, which does not exist beside the graph") from None
+            last = index == len(parts) - 1
+            if not (stat.S_ISREG(mode) if last else stat.S_ISDIR(mode)):
+                what = "a folder" if stat.S_ISDIR(mode) else _kind(mode)
+                raise TrainingError(
+                    f"{where}, which is {what}; external data must be a regular file inside "
+                    "the graph's folder"
+                )
+        relative = "/".join(parts)
+        if parts[0] in WRITTEN_FILES or current.resolve() == path.resolve():
+            raise TrainingError(f"{where}: that name is taken by the published files")
+        end = (info.offset or 0) + (info.length or 0)
+        if end > current.stat().st_size:
+            raise TrainingError(f"{where}, which is shorter than the {end:,} bytes it needs")
+        found[relative] = end
+    return sorted(found)
 
 
 # -- parity inputs ------------------------------------------------------------------------
@@ -261,16 +447,30 @@ def parity_inputs(
         )
     feed = {}
     for spec in signature.inputs:
+        with given[spec.name].open("rb") as handle:
+            magic = handle.read(6)
+        if magic not in (b"\x93NUMPY", b"PK\x03\x04"):
+            raise TrainingError(f"{given[spec.name]}: not a .npy array (no NumPy header)")
         try:
             array = np.load(given[spec.name], allow_pickle=False)
-        except (OSError, ValueError) as error:
-            raise TrainingError(f"{given[spec.name]}: not a .npy array ({error})") from None
+        except Exception as error:  # OSError, ValueError, EOFError for a truncated file...
+            raise TrainingError(f"{given[spec.name]}: not a .npy array ({detail(error)})") from None
+        if not isinstance(array, np.ndarray):  # an .npz archive of several arrays
+            raise TrainingError(f"{given[spec.name]}: an .npz of several arrays, not one .npy")
+        if array.dtype.kind not in "biuf":
+            raise TrainingError(
+                f"{given[spec.name]}: {array.dtype} values, not numbers for input "
+                f"{spec.name!r} ({spec.dtype})"
+            )
         sample = tuple(d for d in spec.shape[1:])
         fits = len(array.shape) == len(spec.shape) and all(
             d is None or d == a for d, a in zip(sample, array.shape[1:], strict=True)
         )
         if not fits:
-            raise TrainingError(f"{given[spec.name]}: shape {array.shape}, input {spec.shape}")
+            raise TrainingError(
+                f"{given[spec.name]}: shape {array.shape} does not fit input {spec.name!r} "
+                f"{spec.shape}"
+            )
         feed[spec.name] = array.astype(spec.dtype)
     count = len(next(iter(feed.values())))
     if any(len(v) != count for v in feed.values()):
@@ -291,6 +491,8 @@ def export_user_model(
 ) -> Path:
     """Publish ``path`` as the next version of model ``name`` under ``out``."""
     kind = kind_of(path)
+    if name is not None:
+        checked_name(name)  # before any loading: '' (an unset variable) is refused, not replaced
     if kind == "keras":
         return _keras(path, out, name, opset, given)
     if kind == "saved_model":
@@ -301,12 +503,20 @@ def export_user_model(
 def _keras(path: Path, out: Path, name: str | None, opset: int, given: Mapping[str, Path]) -> Path:
     import keras
 
+    check_keras_file(path)
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as error:  # Keras raises many types for a bad file
-        raise TrainingError(f"{path} is not a loadable Keras model ({error})") from None
-    name = checked_name(name or model.name)
-    signature, input_keys, _ = keras_signature(model)
+        raise TrainingError(f"{path}: not a loadable Keras model ({detail(error)})") from None
+    name = checked_name(name if name is not None else model.name)
+    try:
+        signature, input_keys, _ = keras_signature(model)
+    except TrainingError:
+        raise
+    except Exception as error:  # a model Keras loads but cannot describe (no inputs)
+        raise TrainingError(
+            f"{path}: the model's inputs and outputs cannot be read ({detail(error)})"
+        ) from None
     endpoints = {SIGNATURE: keras_endpoint(model, input_keys, signature)}
     with staging_area(out, name) as stage:
         shutil.copyfile(path, stage / KERAS_MODEL)
@@ -322,9 +532,13 @@ def _keras(path: Path, out: Path, name: str | None, opset: int, given: Mapping[s
 
 def _saved_model(path: Path, out: Path, name: str, opset: int, given: Mapping[str, Path]) -> Path:
     name = checked_name(name)
+    refuse_special_files(path)  # before TensorFlow reads it: a FIFO would hang the load
     signatures = saved_model_signatures(path)
     with staging_area(out, name) as stage:
-        shutil.copytree(path, stage / SAVED_MODEL_DIR)
+        # Links copied as links, and the copy checked again: nothing outside the folder gets
+        # in even if the folder changed since it was checked.
+        shutil.copytree(path, stage / SAVED_MODEL_DIR, symlinks=True)
+        refuse_special_files(stage / SAVED_MODEL_DIR)
         for signature in signatures:
             convert_to_onnx(stage / SAVED_MODEL_DIR, signature, stage / signature.onnx_file, opset)
         runners = {
@@ -336,9 +550,15 @@ def _saved_model(path: Path, out: Path, name: str, opset: int, given: Mapping[st
 
 def _onnx(path: Path, out: Path, name: str, given: Mapping[str, Path]) -> Path:
     name = checked_name(name)
-    signature = onnx_signature(path)
+    signature, external = onnx_signature(path)
     with staging_area(out, name) as stage:
         shutil.copyfile(path, stage / signature.onnx_file)
+        # External data keeps its place relative to the graph, where ONNX Runtime (given the
+        # graph's path) and onnx.load look for it; hash_tree puts each file in the manifest.
+        for relative in external:
+            (stage / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path.parent / relative, stage / relative, follow_symlinks=False)
+        refuse_special_files(stage, "an ONNX model's folder")  # a file swapped for a link since
         runners = {
             "onnx_reference": reference_runner(stage, (signature,)),
             "onnx": onnx_runner(stage, (signature,)),
@@ -362,7 +582,14 @@ def _publish(
         inputs[signature.name], described = parity_inputs(
             signature, given if signature.name == SIGNATURE else {}
         )
-    parity = check_parity(runners, inputs, described, PARITY_TOLERANCE, RELATIVE_TOLERANCE)
+    try:
+        parity = check_parity(runners, inputs, described, PARITY_TOLERANCE, RELATIVE_TOLERANCE)
+    except TrainingError:
+        raise
+    except Exception as error:  # a runtime that cannot run the model on these inputs
+        raise TrainingError(
+            f"{source}: the parity check could not run the model on {described} ({detail(error)})"
+        ) from None
     if opset is not None:
         parity["opset"] = opset
     manifest: dict[str, Any] = {

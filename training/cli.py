@@ -16,12 +16,11 @@ import os
 import signal
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 from modelspec import MODEL_NAMES
 from modelspec.repository import MANIFEST
-from training.errors import TrainingError
+from training.errors import TrainingError, one_line
 
 DEFAULT_REPOSITORY_ENV = "MODEL_REPOSITORY"
 log = logging.getLogger("training")
@@ -138,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args)
     except TrainingError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(str(error))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted: nothing was published for the model in progress", file=sys.stderr)
@@ -148,6 +147,14 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     from training.datasets.datadir import resolve_data_dir
 
+    # An unset variable ("--repository $REPO", MODEL_REPOSITORY="") would otherwise mean the
+    # current folder, and "--model ''" would too.
+    for option, value in (
+        ("--repository", args.repository),
+        ("--model", getattr(args, "model", None)),
+    ):
+        if value is not None and not value.strip():
+            raise TrainingError(f"{option} is empty: give a path")
     if args.command == "train":
         return _train(args, resolve_data_dir(args.data_dir))
     if args.command == "export":
@@ -209,17 +216,20 @@ def headline(manifest: dict) -> str:
 
 def _seed_export(path: Path, name: str | None) -> bool:
     """A seed model's .keras (re-exported as today, with its manifest when beside it)."""
+    from training.bring import keras_archive_config
+
     if name is not None or path.suffix != ".keras" or not path.is_file():
         return False
+    config = keras_archive_config(path)  # bounded, and refuses what is not a .keras archive
     beside = path.parent / MANIFEST
     if beside.is_file():
-        return json.loads(beside.read_text()).get("name") in MODEL_NAMES
-    try:
-        with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read("config.json"))
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-        return False
-    return config.get("config", {}).get("name") in MODEL_NAMES
+        try:
+            manifest = json.loads(beside.read_text())
+        except (OSError, ValueError):
+            manifest = None
+        if isinstance(manifest, dict):
+            return manifest.get("name") in MODEL_NAMES
+    return config["config"].get("name") in MODEL_NAMES
 
 
 def _parity_files(values: list[str]) -> dict[str, Path]:
@@ -233,9 +243,29 @@ def _parity_files(values: list[str]) -> dict[str, Path]:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from training.datasets.datadir import resolve_data_dir
+    """Every refusal names the model file; a failure no check foresaw is still one line."""
+    from training.bring import detail
 
     path = Path(args.model)
+    try:
+        return _export_model(args, path)
+    except TrainingError as error:
+        if str(path) in str(error):
+            raise
+        raise TrainingError(f"{path}: {error}") from None
+    except Exception as error:
+        log.debug("export of %s failed", path, exc_info=True)
+        raise TrainingError(
+            f"{path}: the export failed ({type(error).__name__}: {detail(error)})"
+        ) from None
+
+
+def _export_model(args: argparse.Namespace, path: Path) -> int:
+    from training.bring import checked_name
+    from training.datasets.datadir import resolve_data_dir
+
+    if args.name is not None:
+        checked_name(args.name)  # '' (an unset variable) is refused, not replaced
     if not path.exists():
         raise TrainingError(f"{path}: no such file or folder")
     _quiet_tensorflow()
@@ -274,6 +304,8 @@ def _evaluate(args: argparse.Namespace, data_dir: Path) -> int:
 
 
 def _interrupt(signum: int, frame: object) -> None:
+    # A second SIGTERM (a scheduler repeating itself) must not cut the clean-up short.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 

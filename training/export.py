@@ -6,6 +6,7 @@ SavedModel, one signature at a time, by tf2onnx's own command line.
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
@@ -17,6 +18,7 @@ import numpy as np
 from modelspec import Signature
 from training.errors import TrainingError
 
+log = logging.getLogger(__name__)
 DEFAULT_OPSET = 17
 PARITY_TOLERANCE = 1e-4
 PARITY_MIN_INPUTS = 1000
@@ -69,8 +71,14 @@ def convert_to_onnx(saved_model: Path, signature: Signature, out: Path, opset: i
     ]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
-        tail = "\n".join(result.stderr.strip().splitlines()[-15:])
-        raise TrainingError(f"tf2onnx failed for signature '{signature.name}':\n{tail}")
+        lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+        log.warning("tf2onnx output, last lines: %s", " | ".join(lines[-15:]))
+        # The reason is the last line naming an error; the rest is a traceback.
+        reason = next((line for line in reversed(lines) if "Error" in line), None)
+        raise TrainingError(
+            f"tf2onnx failed for signature '{signature.name}' (opset {opset}): "
+            f"{reason or (lines[-1] if lines else f'exit code {result.returncode}')}"
+        )
     _name_batch_dimension(out, signature)
 
 

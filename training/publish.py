@@ -1,7 +1,11 @@
 """Atomic publication of a model version into the repository.
 
-Everything is written into a hidden staging folder beside the versions and renamed into
-place at the end, so a failed or interrupted run never leaves a half-written version.
+Everything is written into a hidden staging folder at the repository's top (``.staging-*``,
+never a valid model name, so the service skips it) and renamed into place at the end. A
+failed or interrupted run (an error, Ctrl-C, SIGTERM) leaves nothing behind: not a
+half-written version, and not an empty ``<name>/`` folder either, which a served repository
+would report as a model with no servable version. A new model's folder appears with its
+first version already inside it, in one rename.
 """
 
 from __future__ import annotations
@@ -12,13 +16,14 @@ import platform
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from modelspec.repository import MANIFEST, hash_tree, latest_version
+from training.errors import TrainingError
 
 STAGING_PREFIX = ".staging-"
 TRACKED_LIBRARIES = ("tensorflow-cpu", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy")
@@ -26,15 +31,37 @@ TRACKED_LIBRARIES = ("tensorflow-cpu", "keras", "tf2onnx", "onnx", "onnxruntime"
 
 @contextmanager
 def staging_area(root: Path, name: str) -> Iterator[Path]:
-    """A fresh hidden folder for one version; removed if the block fails."""
+    """A fresh hidden folder for one version of ``name``. On failure it is removed, and so
+    are the repository folders this run created, when they are still empty."""
     model_dir = root / name
-    model_dir.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=model_dir))
+    if root.exists() and not root.is_dir():
+        raise TrainingError(f"model repository {root} is not a folder")
+    if model_dir.is_symlink() or (model_dir.exists() and not model_dir.is_dir()):
+        raise TrainingError(f"{model_dir} is not a model folder (a file or a link is in the way)")
+    created = _missing_parents(root)
+    root.mkdir(parents=True, exist_ok=True)
+    holder = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{name}-", dir=root))
+    stage = holder / "version"
     try:
+        stage.mkdir()
         yield stage
     except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
+        shutil.rmtree(holder, ignore_errors=True)
+        for folder in reversed(created):
+            with suppress(OSError):
+                folder.rmdir()  # only when empty: another run may have published meanwhile
         raise
+    finally:
+        shutil.rmtree(holder, ignore_errors=True)  # empty once published
+
+
+def _missing_parents(path: Path) -> list[Path]:
+    """The folders ``path.mkdir(parents=True)`` would create, outermost first."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing[::-1]
 
 
 def publish(
@@ -48,18 +75,33 @@ def publish(
 
     The card names its version, so it is written here, once the number is known.
     """
+    model_dir = root / name
     while True:
         version = (latest_version(root, name) or 0) + 1
         manifest["version"] = version
         write_card(manifest, stage)
         manifest["files"] = hash_tree(stage)
         (stage / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        target = root / name / str(version)
+        target = model_dir / str(version)
+        if model_dir.is_dir():
+            try:
+                os.rename(stage, target)  # fails if another run took this number first
+                return target
+            except OSError:
+                if not target.exists():
+                    raise
+                continue
+        # A new model: its folder is renamed into place with the version already inside.
+        wrapper = stage.parent / "model"
+        wrapper.mkdir()
+        os.rename(stage, wrapper / str(version))
         try:
-            os.rename(stage, target)  # fails if another run took this number first
+            os.rename(wrapper, model_dir)  # fails if another run made the folder first
             return target
         except OSError:
-            if not target.exists():
+            os.rename(wrapper / str(version), stage)
+            wrapper.rmdir()
+            if not model_dir.is_dir():
                 raise
 
 
