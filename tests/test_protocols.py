@@ -254,7 +254,11 @@ def test_perf_analyzer_on_digits(service_url, client, data_dir, tmp_path) -> Non
     )
     assert [row["Concurrency"] for row in rows] == [1, 2]
     assert all(row["Inferences/Second"] > 0 for row in rows)
-    assert metric(client, "serving_requests_total", endpoint=path, status="200") > before + 100
+    # The server counted at least what perf_analyzer measured in one 0.5 s window per level
+    # (it measures three or more): relative to this run's throughput, not a fixed count.
+    served = metric(client, "serving_requests_total", endpoint=path, status="200") - before
+    windows = sum(row["Inferences/Second"] * 0.5 for row in rows)
+    assert served >= max(1.0, windows), f"server counted {served}, perf_analyzer {windows:.0f}"
     assert metric(client, "serving_requests_total", endpoint=path, status="400") == refused
 
 
