@@ -371,7 +371,24 @@ def over_connection_cap(server: Server, cap: int) -> dict:
     }
 
 
+def server_env(repository_root, profile: AbuseProfile) -> dict[str, str]:
+    """The scenario server's settings: short deadlines and the profile's connection cap."""
+    return {
+        "MODEL_REPOSITORY": str(repository_root),
+        "SERVING_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
+        "SERVING_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
+        "SERVING_MAX_CONNECTIONS": str(profile.max_connections),
+    }
+
+
 def run_abuse(repository_root, other: Exchange, profile: AbuseProfile) -> ScenarioResult:
+    with Server(env=server_env(repository_root, profile)) as server:
+        server.wait_until("/readyz")
+        return run_abuse_on(server, other, profile)
+
+
+def run_abuse_on(server: Server, other: Exchange, profile: AbuseProfile) -> ScenarioResult:
+    """:func:`run_abuse` on a running server started with :func:`server_env` (one worker)."""
     result = ScenarioResult(
         "connection-level abuse",
         f"light requests answered within {RESPONSIVE_FACTOR}x their unloaded time (at least "
@@ -380,21 +397,13 @@ def run_abuse(repository_root, other: Exchange, profile: AbuseProfile) -> Scenar
         "slow headers 408; pipelined garbage answered after the valid request; excess "
         "connections 503",
     )
-    env = {
-        "MODEL_REPOSITORY": str(repository_root),
-        "SERVING_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
-        "SERVING_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
-        "SERVING_MAX_CONNECTIONS": str(profile.max_connections),
-    }
-    with Server(env=env) as server:
-        server.wait_until("/readyz")
-        decode = decode_beside_light_requests(server, other, profile.decode_seconds)
-        stalled = stalled_uploads(server, other, profile.stalled_uploads)
-        floods = header_floods(server, profile.header_floods, profile.flood_bytes)
-        slow = slow_headers(server)
-        pipelined = pipelined_garbage(server, other)
-        capped = over_connection_cap(server, profile.max_connections)
-        live = httpx.get(f"{server.url}/livez", timeout=10).status_code
+    decode = decode_beside_light_requests(server, other, profile.decode_seconds)
+    stalled = stalled_uploads(server, other, profile.stalled_uploads)
+    floods = header_floods(server, profile.header_floods, profile.flood_bytes)
+    slow = slow_headers(server)
+    pipelined = pipelined_garbage(server, other)
+    capped = over_connection_cap(server, profile.max_connections)
+    live = httpx.get(f"{server.url}/livez", timeout=10).status_code
     result.figures = {
         "decode": decode,
         "stalled_uploads": stalled,
