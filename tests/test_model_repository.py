@@ -87,7 +87,8 @@ def repo(tmp_path_factory: pytest.TempPathFactory, quick_repository: Path, user_
     """A repository with the quick digits model and the user models, exported by the CLI as
     a user would (both at once: most of an export is starting TensorFlow)."""
     root = tmp_path_factory.mktemp("live-repository")
-    shutil.copytree(quick_repository / "digits", root / "digits")
+    for name in ("digits", "autoencoder"):  # autoencoder: a model of several signatures
+        shutil.copytree(quick_repository / name, root / name)
 
     def export(path: Path):
         return run_cli("export", "--model", str(path), "--repository", str(root))
@@ -200,7 +201,7 @@ def test_user_models_through_tf_serving_and_native_tensors(client, user_models) 
 
 def test_every_model_has_its_place_in_models_openapi_and_metrics(client) -> None:
     models = {m["name"]: m for m in client.get("/models").json()["models"]}
-    assert set(models) == {"digits", "iris", "two_heads"}
+    assert set(models) == {"digits", "autoencoder", "iris", "two_heads"}
     assert models["iris"]["origin"] == "user" and models["digits"]["origin"] == "trained"
     assert models["two_heads"]["signatures"]["predict"]["native_route"] is None
     assert models["digits"]["signatures"]["predict"]["native_route"] == "/digits/predict"
@@ -344,7 +345,9 @@ def test_a_corrupt_new_version_is_refused_and_the_old_one_serves(client, repo) -
 
 
 def test_a_version_policy_serves_several_versions(repo, tmp_path) -> None:
-    """latest 2: both versions answer by number; the unnumbered route takes the highest."""
+    """latest 2: both versions answer by number; the unnumbered route takes the highest. On
+    the same server, models of the repository it was configured not to serve are 404s on
+    every protocol (one server for both: a start is most of either test's time)."""
     publish_copy(repo, "digits", 2)
     zeros = {"inputs": np.zeros((1, 28, 28)).tolist()}
     config = tmp_path / "serving.yaml"
@@ -361,6 +364,14 @@ def test_a_version_policy_serves_several_versions(repo, tmp_path) -> None:
             assert client.post("/models/digits/predict", json=zeros).json()["version"] == 2
             assert client.get("/v2/models/digits").json()["versions"] == ["1", "2"]
             assert [m["name"] for m in client.get("/models").json()["models"]] == ["digits"]
+            for path in ("/v1/models/iris", "/v1/models/iris/metadata", "/v2/models/iris",
+                         "/v2/models/autoencoder_encode/ready", "/models/iris"):  # fmt: skip
+                response = client.get(path)
+                assert response.status_code == 404, (path, response.text)
+                assert response.json()["code"] == "unknown_model"
+            predict = client.post("/v1/models/iris:predict", json={"instances": [[1, 2, 3, 4]]})
+            assert predict.status_code == 404
+            assert client.get("/v1/models/digits").status_code == 200
     finally:
         shutil.rmtree(repo / "digits" / "2")
 

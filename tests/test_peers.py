@@ -178,6 +178,7 @@ def test_a_wrong_answer_is_marked(http_floor: ServerProcess, graph: Path, tmp_pa
 
 
 @pytest.mark.slow
+@pytest.mark.long  # a whole peer server started the benchmark's way: make bench-peers' part
 @needs_hey
 def test_stock_bentoml_peer_serves_the_v2_body(graph: Path, tmp_path: Path) -> None:
     args = args_for(tmp_path)
