@@ -181,8 +181,8 @@ def sigterm_on(
     before = [o for o in outcomes if o.started < sigterm_at]
     in_flight = [o for o in before if o.finished > sigterm_at]
     # The grace budget, or on a machine so busy that a request takes a sizeable part of it,
-    # twice the slowest request answered before the signal (what draining waits for) + 5 s.
-    slowest = max((o.finished - o.started for o in before if o.finished <= sigterm_at), default=0)
+    # twice the slowest request sent before the signal (draining waits for such) + 5 s.
+    slowest = max((o.finished - o.started for o in before), default=0)
     exit_budget = max(grace_seconds, 2 * slowest + 5)
     after = [o for o in outcomes if o.started >= sigterm_at]
     failed_before = [o.result for o in before if o.result != "200"]
