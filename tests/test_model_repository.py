@@ -258,10 +258,11 @@ class Traffic:
         return Counter(v for _, v in self.answers if not isinstance(v, int))
 
 
-def _wait(condition, timeout: float = 120) -> None:
+def _wait(condition, timeout: float = 600) -> None:
+    """A hang guard: the speed is judged by the budgets the tests compute."""
     deadline = time.time() + timeout
     while not condition():
-        assert time.time() < deadline, "timed out"
+        assert time.time() < deadline, f"timed out after {timeout} s"
         time.sleep(0.1)
 
 
