@@ -16,8 +16,8 @@ CHECKS_VENV ?= .venv-checks
 PORT ?= 3000
 MODEL_REPOSITORY ?= models
 
-.PHONY: python install models models-quick serve bench bench-peers reliability test lint \
-	format clean browser
+.PHONY: python install models models-quick serve bench bench-peers reliability test test-long \
+	lint format clean browser
 
 # A usable interpreter on PATH (or named by PYTHON).
 python:
@@ -99,10 +99,16 @@ bench-peers: install
 reliability: install
 	$(BIN)/python -m reliability --profile long --repository $(MODEL_REPOSITORY) $(DATA_FLAG)
 
+# The gate: every promise of README.md once, in under 10 minutes on a busy 2-core machine.
 test: install $(CHECKS_VENV)/bin/checkov $(CHECKS_VENV)/bin/kubectl browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	TRAINING_DATA_DIR=$(if $(DATA_DIR),$(abspath $(DATA_DIR)),) $(BIN)/python -m pytest
+
+# The tests marked `long` (deselected by `make test`): the same promises at full size (the
+# reliability suite's short profile, every user model, the stock BentoML peer).
+test-long: install $(CHECKS_VENV)/bin/checkov $(CHECKS_VENV)/bin/kubectl browser
+	TRAINING_DATA_DIR=$(if $(DATA_DIR),$(abspath $(DATA_DIR)),) $(BIN)/python -m pytest -m long
 
 lint: install
 	$(BIN)/ruff check .

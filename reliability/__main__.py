@@ -35,9 +35,9 @@ class Profile:
 
 
 PROFILES = {
-    "short": Profile(fuzz_examples=15, load_requests=6_000, load_max_seconds=60,
+    "short": Profile(fuzz_examples=15, load_requests=6_000, load_max_seconds=300,
                      kill_seconds=6, overload_seconds=4, abuse=abuse.SHORT),
-    "long": Profile(fuzz_examples=150, load_requests=100_000, load_max_seconds=900,
+    "long": Profile(fuzz_examples=150, load_requests=100_000, load_max_seconds=1800,
                     kill_seconds=30, overload_seconds=20, abuse=abuse.LONG),
 }  # fmt: skip
 

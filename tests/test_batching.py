@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -60,14 +61,19 @@ def test_concurrent_requests_share_a_batch_and_get_their_own_answers() -> None:
 
 def test_a_lone_request_runs_at_once_and_batches_never_exceed_the_limit() -> None:
     model = Model()
-    b = batcher(model, max_batch_size=4, max_wait_ms=1000)
+    # A minute's wait: a lone request that waited for company could not finish in the 30 s
+    # below however busy the machine, and one that runs at once takes microseconds.
+    b = batcher(model, max_batch_size=4, max_wait_ms=60_000)
 
     async def main():
-        lone = await asyncio.wait_for(b.infer(feed(1)), timeout=0.5)  # no 1 s wait
+        started = time.perf_counter()
+        lone = await asyncio.wait_for(b.infer(feed(1)), timeout=30)
+        lone_s = time.perf_counter() - started
         many = await asyncio.gather(*(b.infer(feed(i, i)) for i in range(5)))  # 2 items each
-        return lone, many
+        return lone, lone_s, many
 
-    lone, many = run(main())
+    lone, lone_s, many = run(main())
+    assert lone_s < 30, f"a lone request took {lone_s:.3f} s; max_wait_ms is 60 s, limit 30 s"
     assert lone.batch_items == 1
     assert [items for items, _ in model.batches] == [1, 4, 4, 2]  # 2+2, never split
     for i, ran in enumerate(many):
@@ -153,24 +159,29 @@ def test_a_full_queue_refuses_at_once_with_retry_after() -> None:
 
 def test_a_batch_waits_for_requests_still_being_decoded() -> None:
     model = Model()
-    b = batcher(model, max_wait_ms=50)
+    # The wait is a minute, not the 10 ms the late request takes, so that a busy machine's
+    # scheduling delays still land inside it; the batch runs as soon as nothing is arriving.
+    b = batcher(model, max_wait_ms=60_000)
 
     async def late_arrival():
-        with b.arriving():
-            await asyncio.sleep(0.01)  # still reading its body
-            return await b.infer(feed(2))
+        with b.arriving():  # decoding, as service/inference.py marks it
+            await asyncio.sleep(0.01)
+        return await b.infer(feed(2))
 
     async def main():
         return await asyncio.gather(b.infer(feed(1)), late_arrival())
 
+    started = time.perf_counter()
     first, second = run(main())
+    took = time.perf_counter() - started
+    assert took < 30, f"the batch took {took:.3f} s: it waited for its deadline (limit 30 s)"
     assert first.batch_items == second.batch_items == 2
     assert [items for items, _ in model.batches] == [2]
 
 
 def test_a_cancelled_request_leaves_its_batch() -> None:
     model = Model()
-    b = batcher(model, max_wait_ms=50)
+    b = batcher(model, max_wait_ms=60_000)  # held by arriving(), not by a deadline
 
     async def main():
         with b.arriving():  # holds the batch back while the first request is cancelled

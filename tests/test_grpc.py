@@ -198,7 +198,10 @@ def test_perf_analyzer_over_grpc_and_the_shared_metrics(grpc_url, service_url, d
         )
         assert [row["Concurrency"] for row in rows] == [1, 2]
         assert all(row["Inferences/Second"] > 0 for row in rows)
-        assert metric(client, "serving_requests_total", endpoint=path, status="200") > before + 100
+        # At least one 0.5 s window per level of what perf_analyzer measured in this run.
+        served = metric(client, "serving_requests_total", endpoint=path, status="200") - before
+        windows = sum(row["Inferences/Second"] * 0.5 for row in rows)
+        assert served >= max(1.0, windows), f"server counted {served}, perf_analyzer {windows:.0f}"
 
 
 def test_port_claims_let_one_servers_workers_share_and_refuse_others(tmp_path: Path) -> None:

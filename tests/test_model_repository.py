@@ -1,7 +1,13 @@
 """Any model, any version, live: models the project never saw, trained here, exported by the
 real CLI, served by a real ``bentoml serve`` and called through V2 (tritonclient), TF Serving
 REST and the native tensor route; new versions rolled out and back under load; a corrupt
-version refused while the old one serves; the repository API with and without its token."""
+version refused while the old one serves; the repository API with and without its token.
+
+Two user models: the README's kind (one input, one output) and one with two inputs (one
+INT64) and two outputs; they are exported at once, each by its own CLI process. New versions
+of the session's digits are published as the CLI publishes them (a finished folder renamed
+into place), without another export: ``tests/test_export.py`` exports a next version.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +38,7 @@ TOLERANCE = 1e-5
 
 
 def _train_user_models(folder: Path) -> dict[str, Path]:
-    """Three models of shapes the project has no recipe for, trained on the spot."""
+    """Two models of shapes the project has no recipe for, trained on the spot."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
     from sklearn.datasets import load_iris
@@ -50,19 +56,6 @@ def _train_user_models(folder: Path) -> dict[str, Path]:
     iris.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     iris.fit(x.astype("float32"), y, epochs=20, verbose=0)
 
-    line = np.linspace(-3, 3, 400, dtype="float32")[:, None]
-    regression = keras.Sequential(
-        [
-            keras.Input((1,), name="x"),
-            keras.layers.Dense(8, activation="tanh"),
-            keras.layers.Dense(4, activation="tanh"),
-            keras.layers.Dense(1, name="y"),
-        ],
-        name="wave",
-    )
-    regression.compile(optimizer="adam", loss="mse")
-    regression.fit(line, np.sin(line), epochs=20, verbose=0)
-
     features = keras.Input((3,), name="features")
     group = keras.Input((1,), dtype="int64", name="group")
     embedded = keras.layers.Flatten()(keras.layers.Embedding(4, 2)(group))
@@ -78,7 +71,7 @@ def _train_user_models(folder: Path) -> dict[str, Path]:
         name="two_heads",
     )
     paths = {}
-    for model in (iris, regression, two):
+    for model in (iris, two):
         paths[model.name] = folder / f"{model.name}.keras"
         model.save(paths[model.name])
     return paths
@@ -91,12 +84,18 @@ def user_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory, quick_repository: Path, user_models) -> Path:
-    """A repository with the quick digits model and the three user models, exported by the
-    CLI as a user would."""
+    """A repository with the quick digits model and the user models, exported by the CLI as
+    a user would (both at once: most of an export is starting TensorFlow)."""
     root = tmp_path_factory.mktemp("live-repository")
-    shutil.copytree(quick_repository / "digits", root / "digits")
-    for name, path in user_models.items():
-        result = run_cli("export", "--model", str(path), "--repository", str(root))
+    for name in ("digits", "autoencoder"):  # autoencoder: a model of several signatures
+        shutil.copytree(quick_repository / name, root / name)
+
+    def export(path: Path):
+        return run_cli("export", "--model", str(path), "--repository", str(root))
+
+    with ThreadPoolExecutor(len(user_models)) as pool:
+        results = dict(zip(user_models, pool.map(export, user_models.values()), strict=True))
+    for name, result in results.items():
         assert result.returncode == 0, result.stderr[-3000:]
         assert result.stdout.strip().endswith(f"{name}/1")
     return root
@@ -136,7 +135,6 @@ def _keras(path: Path, *inputs: np.ndarray) -> list[np.ndarray]:
 def test_user_models_through_tritonclient_equal_keras(server: Server, user_models) -> None:
     rng = np.random.default_rng(1)
     measurements = rng.uniform(0, 7, (5, 4)).astype(np.float32)
-    xs = rng.uniform(-3, 3, (7, 1)).astype(np.float32)
     features = rng.standard_normal((6, 3)).astype(np.float32)
     groups = rng.integers(0, 4, (6, 1)).astype(np.int64)
     client = triton.InferenceServerClient(server.url.removeprefix("http://"))
@@ -148,10 +146,6 @@ def test_user_models_through_tritonclient_equal_keras(server: Server, user_model
             np.testing.assert_allclose(
                 species, _keras(user_models["iris"], measurements)[0], atol=TOLERANCE
             )
-            x = triton.InferInput("x", [7, 1], "FP32")
-            x.set_data_from_numpy(xs, binary_data=binary)
-            y = client.infer("wave", [x]).as_numpy("y")
-            np.testing.assert_allclose(y, _keras(user_models["wave"], xs)[0], atol=TOLERANCE)
             first = triton.InferInput("features", [6, 3], "FP32")
             first.set_data_from_numpy(features, binary_data=binary)
             second = triton.InferInput("group", [6, 1], "INT64")
@@ -163,7 +157,8 @@ def test_user_models_through_tritonclient_equal_keras(server: Server, user_model
         metadata = client.get_model_metadata("two_heads")
         datatypes = {t["name"]: (t["datatype"], t["shape"]) for t in metadata["inputs"]}
         assert datatypes == {"features": ("FP32", [-1, 3]), "group": ("INT64", [-1, 1])}
-        assert client.is_model_ready("wave") and client.get_model_config("iris")["max_batch_size"]
+        assert client.is_model_ready("two_heads")
+        assert client.get_model_config("iris")["max_batch_size"]
         with pytest.raises(InferenceServerException, match="400"):
             bad = triton.InferInput("group", [1, 1], "FP32")  # an INT64 input given fractions
             bad.set_data_from_numpy(np.array([[0.5]], np.float32))
@@ -206,7 +201,7 @@ def test_user_models_through_tf_serving_and_native_tensors(client, user_models) 
 
 def test_every_model_has_its_place_in_models_openapi_and_metrics(client) -> None:
     models = {m["name"]: m for m in client.get("/models").json()["models"]}
-    assert set(models) == {"digits", "iris", "wave", "two_heads"}
+    assert set(models) == {"digits", "autoencoder", "iris", "two_heads"}
     assert models["iris"]["origin"] == "user" and models["digits"]["origin"] == "trained"
     assert models["two_heads"]["signatures"]["predict"]["native_route"] is None
     assert models["digits"]["signatures"]["predict"]["native_route"] == "/digits/predict"
@@ -215,7 +210,7 @@ def test_every_model_has_its_place_in_models_openapi_and_metrics(client) -> None
     paths = client.get("/docs.json").json()["paths"]
     assert "/digits/predict" in paths and "/models/{name}/predict" in paths
     names = paths["/v2/models/{name}/infer"]["post"]["parameters"][0]["schema"]["enum"]
-    assert {"iris", "wave", "two_heads", "digits"} <= set(names)
+    assert {"iris", "two_heads", "digits"} <= set(names)
     assert metric(client, "serving_model_ready", model="two_heads") == 1
     assert metric(client, "serving_requests_total", model="iris") > 0
 
@@ -263,24 +258,31 @@ class Traffic:
         return Counter(v for _, v in self.answers if not isinstance(v, int))
 
 
-def _wait(condition, timeout: float = 120) -> None:
+def _wait(condition, timeout: float = 600) -> None:
+    """A hang guard: the speed is judged by the budgets the tests compute."""
     deadline = time.time() + timeout
     while not condition():
-        assert time.time() < deadline, "timed out"
+        assert time.time() < deadline, f"timed out after {timeout} s"
         time.sleep(0.1)
+
+
+def publish_copy(repo: Path, name: str, version: int) -> float:
+    """Version 1 of ``name`` published again as ``version``, the way the CLI publishes (a
+    finished folder renamed into place); the time it was published."""
+    staging = repo / name / f".staging-copy-{version}"
+    shutil.copytree(repo / name / "1", staging)
+    staging.rename(repo / name / str(version))
+    return time.time()
 
 
 def test_a_new_version_rolls_out_and_back_under_load(server, client, repo, data_dir) -> None:
     images, _ = mnist_test(data_dir, 1)
     body = {"inputs": digits.scale_pixels(images).tolist()}
-    source = repo / "digits" / "1" / "model.keras"
+    load_sum = metric(client, "serving_model_load_seconds_sum", model="digits")
+    load_count = metric(client, "serving_model_load_seconds_count", model="digits")
     with Traffic(server.url, body) as traffic:
         time.sleep(1)
-        result = run_cli("export", "--model", str(source), "--repository", str(repo))
-        assert result.returncode == 0, result.stderr[-3000:]
-        # Published when the CLI renamed the finished folder into place, just after it wrote
-        # the manifest; the CLI process took a moment longer to exit.
-        published = (repo / "digits" / "2" / "manifest.json").stat().st_mtime
+        published = publish_copy(repo, "digits", 2)
         _wait(lambda: traffic.first(2, published) is not None)
         live_after = traffic.first(2, published) - published
         time.sleep(1)
@@ -296,8 +298,16 @@ def test_a_new_version_rolls_out_and_back_under_load(server, client, repo, data_
     )
     assert traffic.failures() == Counter(), traffic.failures()
     assert answered.count(2) > 0 and answered[-1] == 1
-    assert live_after < POLL_SECONDS + 30  # the poll interval, then verify, load and warm up
-    assert back_after < POLL_SECONDS + 30
+    # Budgets from this run: the scan interval, then the verify, load and warm-up time the
+    # server itself measured for version 2 (a busy machine makes that slower too), three
+    # times over, plus 10 s; rolling back loads nothing.
+    loads = metric(client, "serving_model_load_seconds_count", model="digits") - load_count
+    load_total = metric(client, "serving_model_load_seconds_sum", model="digits") - load_sum
+    load_s = load_total / max(loads, 1)
+    out_budget = 3 * (POLL_SECONDS + load_s) + 10
+    back_budget = 3 * POLL_SECONDS + 10
+    assert live_after < out_budget, f"live after {live_after:.1f} s; budget {out_budget:.1f} s"
+    assert back_after < back_budget, f"back after {back_after:.1f} s; budget {back_budget:.1f} s"
     versions = {v["version"]: v["state"] for v in client.get("/models/digits").json()["versions"]}
     assert versions == {1: "ready"}
     assert metric(client, "serving_model_events_total", model="digits", event="loaded") >= 2
@@ -336,30 +346,35 @@ def test_a_corrupt_new_version_is_refused_and_the_old_one_serves(client, repo) -
 
 
 def test_a_version_policy_serves_several_versions(repo, tmp_path) -> None:
-    """latest 2: both versions answer by number; the unnumbered route takes the highest."""
-    second = repo / "wave" / ".staging-copy"
-    shutil.copytree(repo / "wave" / "1", second)
-    second.rename(repo / "wave" / "2")
+    """latest 2: both versions answer by number; the unnumbered route takes the highest. On
+    the same server, models of the repository it was configured not to serve are 404s on
+    every protocol (one server for both: a start is most of either test's time)."""
+    publish_copy(repo, "digits", 2)
+    zeros = {"inputs": np.zeros((1, 28, 28)).tolist()}
     config = tmp_path / "serving.yaml"
-    config.write_text("models:\n  wave: {version_policy: {latest: 2}}\ndiscover: false\n")
+    config.write_text("models:\n  digits: {version_policy: {latest: 2}}\ndiscover: false\n")
     env = {"MODEL_REPOSITORY": str(repo), "SERVING_CONFIG": str(config)}
     try:
         with Server(env=env) as server, httpx.Client(base_url=server.url, timeout=30) as client:
             server.wait_until("/readyz", timeout=300)
             for number in (1, 2):
-                v2 = client.get(f"/v2/models/wave/versions/{number}/ready")
+                v2 = client.get(f"/v2/models/digits/versions/{number}/ready")
                 assert v2.status_code == 200
-                native = client.post(
-                    f"/models/wave/predict?version={number}", json={"inputs": [[0.5]]}
-                )
+                native = client.post(f"/models/digits/predict?version={number}", json=zeros)
                 assert native.json()["version"] == number
-            assert (
-                client.post("/models/wave/predict", json={"inputs": [[0.5]]}).json()["version"] == 2
-            )
-            assert client.get("/v2/models/wave").json()["versions"] == ["1", "2"]
-            assert [m["name"] for m in client.get("/models").json()["models"]] == ["wave"]
+            assert client.post("/models/digits/predict", json=zeros).json()["version"] == 2
+            assert client.get("/v2/models/digits").json()["versions"] == ["1", "2"]
+            assert [m["name"] for m in client.get("/models").json()["models"]] == ["digits"]
+            for path in ("/v1/models/iris", "/v1/models/iris/metadata", "/v2/models/iris",
+                         "/v2/models/autoencoder_encode/ready", "/models/iris"):  # fmt: skip
+                response = client.get(path)
+                assert response.status_code == 404, (path, response.text)
+                assert response.json()["code"] == "unknown_model"
+            predict = client.post("/v1/models/iris:predict", json={"instances": [[1, 2, 3, 4]]})
+            assert predict.status_code == 404
+            assert client.get("/v1/models/digits").status_code == 200
     finally:
-        shutil.rmtree(repo / "wave" / "2")
+        shutil.rmtree(repo / "digits" / "2")
 
 
 # -- the model repository API -----------------------------------------------------------------

@@ -69,7 +69,25 @@ class Page:
                 self.requests.append(message["params"]["request"]["url"])
 
 
-async def _visit(browser: str, url: str, profile: Path) -> tuple[str, list[str], bytes]:
+async def _rendered(page: Page, url: str, paths: list[str], timeout: float = 120) -> str:
+    """The page's DOM once Swagger UI has fetched the document and drawn every operation:
+    polled, not a fixed wait (a busy machine renders in tens of seconds, a quiet one in one),
+    then 2 s more of watching for requests to other hosts."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        await page.settle(0.5)
+        found = await page.call("Runtime.evaluate", expression="document.documentElement.outerHTML")
+        dom = found["result"]["value"]
+        done = f"{url}docs.json" in page.requests and all(f'data-path="{p}"' in dom for p in paths)
+        if done or loop.time() > deadline:
+            await page.settle(2)
+            return dom
+
+
+async def _visit(
+    browser: str, url: str, profile: Path, paths: list[str]
+) -> tuple[str, list[str], bytes]:
     process = await asyncio.create_subprocess_exec(
         browser, *FLAGS, f"--user-data-dir={profile}", "about:blank",
         stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
@@ -89,12 +107,9 @@ async def _visit(browser: str, url: str, profile: Path) -> tuple[str, list[str],
                 await page.call("Network.enable")
                 await page.call("Page.enable")
                 await page.call("Page.navigate", url=url)
-                await page.settle(8)
-                dom = await page.call(
-                    "Runtime.evaluate", expression="document.documentElement.outerHTML"
-                )
+                dom = await _rendered(page, url, paths)
                 shot = await page.call("Page.captureScreenshot", format="png")
-                return dom["result"]["value"], page.requests, base64.b64decode(shot["data"])
+                return dom, page.requests, base64.b64decode(shot["data"])
     finally:
         process.kill()
         await process.wait()
@@ -114,14 +129,15 @@ def test_the_page_renders_offline_and_lists_every_endpoint(browser, service_url,
     html = httpx.get(service_url + "/", timeout=30).text
     assert "googletagmanager" not in html and "BentoML" not in html
     assert "https://" not in html and "http://" not in html  # nothing but this service
-    dom, requests, png = asyncio.run(_visit(browser, service_url + "/", tmp_path / "profile"))
+    paths = list(httpx.get(service_url + "/docs.json", timeout=30).json()["paths"])
+    visit = _visit(browser, service_url + "/", tmp_path / "profile", paths)
+    dom, requests, png = asyncio.run(visit)
     (tmp_path / "page.png").write_bytes(png)
     ours = urlsplit(service_url).netloc
     elsewhere = [r for r in requests if urlsplit(r).netloc not in (ours, "")]
     assert f"{service_url}/docs.json" in requests  # Swagger UI did load the document
     assert elsewhere == [], f"the page asked other hosts: {elsewhere}"
     assert "<title>Keras model serving" in dom and 'id="models"' in dom
-    paths = httpx.get(service_url + "/docs.json", timeout=30).json()["paths"]
     missing = [p for p in paths if f'data-path="{p}"' not in dom]
     assert not missing, f"operations the page does not list: {missing}"
     for model in ("digits", "flowers", "bank", "autoencoder"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -61,12 +62,12 @@ def args_for(out: Path) -> argparse.Namespace:
     )
 
 
-@pytest.fixture
-def http_floor(tmp_path: Path):
+@pytest.fixture(scope="module")
+def http_floor(tmp_path_factory: pytest.TempPathFactory):
+    """One floor server for the module: the tests only read from it."""
     port = free_port()
-    with ServerProcess(
-        floors.http_floor_command(port), floors.ROOT, {}, tmp_path / "floor.log", port
-    ) as server:
+    log = tmp_path_factory.mktemp("floor") / "floor.log"
+    with ServerProcess(floors.http_floor_command(port), floors.ROOT, {}, log, port) as server:
         server.wait_ready(ROUTE, b"{}", timeout=30)
         yield server
 
@@ -75,13 +76,20 @@ def http_floor(tmp_path: Path):
 def test_hey_output_of_a_real_run_parses(http_floor: ServerProcess, tmp_path: Path) -> None:
     body = tmp_path / "body.json"
     body.write_text('{"inputs": []}')
+    started = time.monotonic()
     result = hey.run(http_floor.url + ROUTE, body, concurrency=2, seconds=0.5)
+    wall = time.monotonic() - started
 
-    assert result.ok > 50
-    assert result.failed == 0
-    assert set(result.percentiles_ms) == {10, 25, 50, 75, 90, 95, 99}
-    assert 0 < result.percentiles_ms[50] <= result.percentiles_ms[99]
-    assert 0.4 < result.seconds < 2
+    # How many requests fit in 0.5 s depends on the machine; what is parsed must not. hey
+    # fills its p-th percentile slot when some i < n has i * 100 // n >= p (n >= 100 for p99).
+    n = result.ok + result.failed
+    filled = {p for p in (10, 25, 50, 75, 90, 95, 99) if (n - 1) * 100 // n >= p}
+    assert result.ok > 0 and result.failed == 0, (result.ok, result.failed)
+    assert set(result.percentiles_ms) == filled, (n, result.percentiles_ms)
+    ordered = [result.percentiles_ms[p] for p in sorted(filled)]
+    assert all(v > 0 for v in ordered) and ordered == sorted(ordered), result.percentiles_ms
+    # hey's total lies between its -z duration (less its last tick) and our wall clock.
+    assert 0.4 < result.seconds <= wall, f"hey: {result.seconds} s, wall {wall:.3f} s, -z 0.5s"
     assert result.requests_per_s == pytest.approx(result.ok / result.seconds)
 
 
@@ -170,6 +178,7 @@ def test_a_wrong_answer_is_marked(http_floor: ServerProcess, graph: Path, tmp_pa
 
 
 @pytest.mark.slow
+@pytest.mark.long  # a whole peer server started the benchmark's way: make bench-peers' part
 @needs_hey
 def test_stock_bentoml_peer_serves_the_v2_body(graph: Path, tmp_path: Path) -> None:
     args = args_for(tmp_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import jsonschema
@@ -137,19 +138,24 @@ def test_autoencoder_exports_encoder_decoder_and_reconstructor(quick_repository:
     assert manifest["metrics"]["validation_loss"] > 0
 
 
-def test_evaluate_reproduces_the_recorded_metrics(
-    quick_repository: Path, data_dir: Path, tmp_path: Path
-) -> None:
-    report = tmp_path / "evaluation.json"
-    result = run_cli(
-        "evaluate",
-        "--repository",
-        str(quick_repository),
-        "--data-dir",
-        str(data_dir),
-        "--json",
-        str(report),
-    )
+@pytest.fixture(scope="module")
+def evaluations(quick_repository: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """``evaluate`` through ONNX Runtime (every model, with a JSON report) and through the
+    SavedModel (bank), run at once: each is mostly a process starting TensorFlow."""
+    report = tmp_path_factory.mktemp("evaluate") / "evaluation.json"
+    common = ("evaluate", "--repository", str(quick_repository), "--data-dir", str(data_dir))
+    runs = {
+        "onnx": (*common, "--json", str(report)),
+        "saved_model": (*common, "--model", "bank", "--backend", "saved_model"),
+    }
+    with ThreadPoolExecutor(len(runs)) as pool:
+        done = {name: pool.submit(run_cli, *args) for name, args in runs.items()}
+        return {name: future.result() for name, future in done.items()}, report
+
+
+def test_evaluate_reproduces_the_recorded_metrics(evaluations) -> None:
+    runs, report = evaluations
+    result = runs["onnx"]
     assert result.returncode == 0, result.stdout + result.stderr
     results = {r["model"]: r for r in json.loads(report.read_text())}
     assert set(results) == set(MODEL_NAMES)
@@ -158,17 +164,7 @@ def test_evaluate_reproduces_the_recorded_metrics(
     assert "accuracy" in result.stdout and "roc_auc" in result.stdout
 
 
-def test_evaluate_through_the_saved_model_backend(quick_repository: Path, data_dir: Path) -> None:
-    result = run_cli(
-        "evaluate",
-        "--repository",
-        str(quick_repository),
-        "--data-dir",
-        str(data_dir),
-        "--model",
-        "bank",
-        "--backend",
-        "saved_model",
-    )
+def test_evaluate_through_the_saved_model_backend(evaluations) -> None:
+    result = evaluations[0]["saved_model"]
     assert result.returncode == 0, result.stdout + result.stderr
     assert "bank v1 (saved_model)" in result.stdout and "roc_auc" in result.stdout

@@ -44,6 +44,8 @@ def serve_bench(*args: str, timeout: float = 600) -> subprocess.CompletedProcess
 
 @pytest.fixture(scope="module")
 def smoke_run(quick_repository: Path, data_dir: Path, tmp_path_factory) -> dict:
+    """The whole benchmark on a few groups: a dozen servers and floors, 89 s of a busy
+    machine's time; its tests are marked long (``make test-long``)."""
     out = tmp_path_factory.mktemp("serve-bench")
     done = serve_bench(
         *("--repository", str(quick_repository), "--data-dir", str(data_dir)),
@@ -61,6 +63,7 @@ def rows_of(report: dict, group: str) -> list[dict]:
     return [r for r in report["rows"] if r["group"] == group]
 
 
+@pytest.mark.long
 def test_every_row_has_its_floor_and_ratio(smoke_run: dict) -> None:
     report = smoke_run["report"]
     assert {r["group"] for r in report["rows"]} == {
@@ -81,6 +84,7 @@ def test_every_row_has_its_floor_and_ratio(smoke_run: dict) -> None:
     assert (smoke_run["out"] / "serve_bench.png").stat().st_size > 1000
 
 
+@pytest.mark.long
 def test_single_digit_rows_are_scored_against_their_targets(smoke_run: dict) -> None:
     single = rows_of(smoke_run["report"], "single")
     assert sorted((r["label"], r["concurrency"]) for r in single) == [
@@ -109,6 +113,7 @@ def test_single_digit_rows_are_scored_against_their_targets(smoke_run: dict) -> 
     assert "### (a) One digit per request" in smoke_run["stdout"]
 
 
+@pytest.mark.long
 def test_batches_beside_onnx_runtime_in_process(smoke_run: dict) -> None:
     (row,) = rows_of(smoke_run["report"], "binary")
     assert row["unit"] == "images/s" and row["concurrency"] == 2
@@ -121,6 +126,7 @@ def test_batches_beside_onnx_runtime_in_process(smoke_run: dict) -> None:
     assert row["targets"][0]["limit"] == 0.6
 
 
+@pytest.mark.long
 def test_grpc_and_http_beside_their_replay_floors(smoke_run: dict) -> None:
     rows = rows_of(smoke_run["report"], "grpc")
     assert sorted((r["label"].split(",")[0], r["concurrency"]) for r in rows) == [
@@ -133,6 +139,7 @@ def test_grpc_and_http_beside_their_replay_floors(smoke_run: dict) -> None:
     assert all(r["floor"]["name"].startswith("replay floor") for r in rows)
 
 
+@pytest.mark.long
 def test_tracing_exports_to_the_sink(smoke_run: dict) -> None:
     rows = rows_of(smoke_run["report"], "tracing")
     off = [r for r in rows if "off" in r["label"]]
@@ -153,6 +160,7 @@ def test_tracing_exports_to_the_sink(smoke_run: dict) -> None:
         assert row["ours"] == single[row["concurrency"]]["ours"]
 
 
+@pytest.mark.long
 def test_the_stock_baseline_beside_ours(smoke_run: dict) -> None:
     rows = rows_of(smoke_run["report"], "baseline")
     assert [r["concurrency"] for r in rows] == [1, 2]

@@ -32,9 +32,13 @@ async def _bentoml_stand_in(scope, receive, send) -> None:
 
 
 @pytest.fixture(scope="module")
-def traced(quick_repository: Path):
+def traced(quick_repository: Path, tmp_path_factory: pytest.TempPathFactory):
     exporter = InMemorySpanExporter()
-    settings = load_config({"MODEL_REPOSITORY": str(quick_repository), "SERVING_GRPC_PORT": "0"})
+    # The two models the tests call: loading and warming flowers would be most of the setup.
+    config = tmp_path_factory.mktemp("tracing") / "serving.yaml"
+    config.write_text("discover: false\nmodels: {digits: {}, autoencoder: {}}\n")
+    environ = {"MODEL_REPOSITORY": str(quick_repository), "SERVING_CONFIG": str(config)}
+    settings = load_config({**environ, "SERVING_GRPC_PORT": "0"})
     metrics = Metrics()
     registry = Registry(settings, metrics)
     loop = asyncio.new_event_loop()

@@ -27,6 +27,7 @@ def run_sustained_load(
     concurrency: int,
     max_seconds: float,
     check_every: int = 25,
+    warm_up: int | None = None,
 ) -> ScenarioResult:
     result = ScenarioResult(
         f"sustained load (c={concurrency})",
@@ -45,7 +46,7 @@ def run_sustained_load(
 
     # Steady state first: allocator arenas, thread pools and caches fill in the first few
     # thousand requests; growth is measured from there.
-    warm_up = max(5_000, total_requests // 20)
+    warm_up = max(5_000, total_requests // 20) if warm_up is None else warm_up
     load("127.0.0.1", server.port, requests, concurrency, max_seconds, warm_up)
     before = resident_mb(server)
     outcome = load(
@@ -67,7 +68,13 @@ def run_sustained_load(
         "rss_after_load_mb": round(after, 1),
         "rss_growth_pct": round(growth, 2),
     }
-    result.require(summary["requests"] >= total_requests, "fewer requests than planned")
+    # The request count is the sample; time is what a slower machine spends on it, up to the
+    # profile's cap (generous: a busy two-core machine serves a few hundred per second).
+    result.require(
+        summary["requests"] >= total_requests,
+        f"{summary['requests']} requests of {total_requests} planned within the {max_seconds:.0f}"
+        f" s cap ({summary['requests_per_s']} req/s)",
+    )
     result.require(summary["failed"] == 0, f"{summary['failed']} failed requests")
     result.require(checked["wrong"] == 0, f"{checked['wrong']} wrong answers")
     result.require(checked["count"] > 0, "no answer was checked")
