@@ -104,6 +104,8 @@ class Loaded:
             "state": self.state,
             "reason": self.reason,
         }
+        if self.version is not None:
+            described["profile"] = self.version.profile
         if self.state == READY:
             described.update(backend=self.backend, provider=self.provider)
             described["load_seconds"] = self.load_seconds

@@ -7,7 +7,9 @@ and Swagger UI's online validator is switched off.
 
 from __future__ import annotations
 
+import functools
 import html
+import io
 import re
 from typing import TYPE_CHECKING
 
@@ -33,6 +35,11 @@ def _models(runtime: Runtime) -> str:
             continue
         version = latest.version
         title = html.escape(version.manifest.get("title") or "")
+        if version.profile == "quick":  # trained in minutes on subsets: not for real use
+            title += (
+                " <strong class='quick' title='quick profile: small subsets, 1-2 epochs; "
+                "for tests and trials, not for real predictions'>quick profile</strong>"
+            )
         calls = []
         for name, view in version.views.items():
             native = (
@@ -74,6 +81,7 @@ table {{ border-collapse: collapse; width: 100%; }}
 td, th {{ border-bottom: 1px solid #ddd; padding: .4rem; text-align: left; vertical-align: top; }}
 ul {{ margin: 0; padding-left: 1.2rem; }}
 code {{ background: #f3f3f3; padding: 0 .2rem; }}
+.quick {{ background: #fde68a; padding: 0 .3rem; }}
 </style></head>
 <body>
 <header>
@@ -115,3 +123,20 @@ window.onload = function () {{
 
 def reply(runtime: Runtime) -> Reply:
     return Reply(render(runtime).encode(), media_type="text/html; charset=utf-8")
+
+
+@functools.cache
+def _icon() -> bytes:
+    """A 16x16 icon (a blue square, 1 KB), drawn once: browsers ask every page for
+    ``/favicon.ico``, and a 404 each time was noise in the logs."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGBA", (16, 16), (37, 99, 235, 255)).save(out, format="ICO", sizes=[(16, 16)])
+    return out.getvalue()
+
+
+def favicon() -> Reply:
+    return Reply(
+        _icon(), media_type="image/x-icon", headers={"Cache-Control": "public, max-age=86400"}
+    )

@@ -38,6 +38,7 @@ from service.protocols.v2_codec import (
     NUMERIC_TYPES,
     RequestedOutput,
     answer_tensors,
+    check_datatypes,
     check_header,
     check_inputs,
     classification,
@@ -107,6 +108,7 @@ def read_columns(message: Any, limits: Limits, view: Any) -> dict[str, Any]:
             field="raw_input_contents",
             status=400,
         )
+    check_datatypes([(t.name, t.datatype) for t in message.inputs], view)
     columns: dict[str, Any] = {}
     for index, tensor in enumerate(message.inputs):
         name, shape, datatype = check_header(
