@@ -193,7 +193,8 @@ def predict_call(name: str, version: str | None) -> Call:
         return encode_predictions(served.views[signature].answer.present(outputs, served), rows)
 
     label = f"/v1/models/{name}:predict"
-    return Call(name, version_number(version), "", label, decode, encode, protocol_errors)
+    number = version_number(version)
+    return Call(name, number, "", label, decode, encode, protocol_errors, "tfserving")
 
 
 async def predict(

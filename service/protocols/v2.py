@@ -62,7 +62,7 @@ def infer_call(runtime: Runtime, name: str, version: str | None) -> Call:
 
     number = version_number(version)
     label = f"/v2/models/{name}/infer"
-    return Call(model, number, signature, label, decode, encode, protocol_errors)
+    return Call(model, number, signature, label, decode, encode, protocol_errors, "v2")
 
 
 async def infer(
