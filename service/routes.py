@@ -67,7 +67,7 @@ async def document(request: RawRequest, runtime: Runtime) -> Reply:
 
 
 async def index_page(request: RawRequest, runtime: Runtime) -> Reply:
-    return page.reply(runtime)
+    return page.reply(runtime, request.headers.get("host"))
 
 
 async def favicon(request: RawRequest, runtime: Runtime) -> Reply:
