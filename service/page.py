@@ -139,14 +139,15 @@ def examples(runtime: Runtime, host: str) -> str:
     """One runnable command per served model: a V2 inference on a neutral input (zeros, or
     the input's lowest valid value) when its inputs are small numeric tensors, else its V2
     metadata (inputs and outputs)."""
-    lines = [f"curl --fail-with-body http://{host}/models"]
+    # No scheme, as in the README: curl takes http, and the page names no URL but its own.
+    lines = [f"curl --fail-with-body {host}/models"]
     for model in sorted(runtime.registry.models.values(), key=lambda m: m.name):
         latest = model.latest()
         if latest is None or latest.version is None:
             continue
         version = latest.version
         body = _neutral_request(version.view(version.default_signature).inputs)
-        url = f"http://{host}/v2/models/{model.name}"
+        url = f"{host}/v2/models/{model.name}"
         if body is None:
             lines.append(f"curl --fail-with-body {url}")
         else:

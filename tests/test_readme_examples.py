@@ -113,7 +113,8 @@ def test_api_page_examples_run_as_written(service, workdir: Path) -> None:
     assert len(found) == 1 + len([m for m in served if m["state"] == "ready"])
     inferences = 0
     for command in found:
-        assert service.url in command, command  # the address the page was fetched from
+        # the address the page was fetched from
+        assert service.url.removeprefix("http://") in command, command
         result = run(command, workdir)
         assert result.returncode == 0, f"{command[:300]}\n-> {result.stdout[-1000:]}"
         inferences += "/infer" in command
