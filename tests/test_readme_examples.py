@@ -9,6 +9,7 @@ import html
 import re
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -21,7 +22,7 @@ README = ROOT / "README.md"
 # block: not the session's server.
 ELSEWHERE = {
     "iris_mlp": "needs the iris model exported by the `training export` line before it",
-    "Bearer s3cret": "needs a server started with SERVING_ADMIN_TOKEN=s3cret",
+    "Bearer s3cret": "run against a server with the token: test_admin_commands_run_as_written",
 }
 
 
@@ -136,3 +137,43 @@ def test_samples_are_small_real_files_the_readme_names() -> None:
     for sample in SAMPLES.iterdir():
         # Under tests/data: the repository's data check allows sample files only there.
         assert sample.stat().st_size < 30_000, f"{sample.name}: {sample.stat().st_size} bytes"
+
+
+def test_admin_commands_run_as_written(quick_repository: Path, tmp_path: Path) -> None:
+    """The repository API block, against a server started as its first line says (with the
+    token; a repository of bank alone keeps the start short)."""
+    from benchmarks.servers import Server
+
+    (block,) = [b for b in re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
+                if "Bearer s3cret" in b]  # fmt: skip
+    assert "SERVING_ADMIN_TOKEN=s3cret" in block
+    curls = [c for c in commands(block) if c.startswith("curl ")]
+    repository = tmp_path / "repository"
+    repository.mkdir()
+    (repository / "bank").symlink_to(quick_repository / "bank")
+    env = {"MODEL_REPOSITORY": str(repository), "SERVING_ADMIN_TOKEN": "s3cret"}
+    with Server(env=env) as server:
+        server.wait_until("/readyz", timeout=300)
+        address = server.url.removeprefix("http://")
+        for command in curls:
+            result = run(command.replace("localhost:3000", address), tmp_path)
+            assert result.returncode == 0, f"{command}\n-> {result.stdout[-1000:]}"
+        assert "bank" in run(curls[0].replace("localhost:3000", address), tmp_path).stdout
+
+
+def test_python_client_examples_run_as_written(service, grpc_url: str, workdir: Path) -> None:
+    """The README's tritonclient snippets (HTTP and gRPC), addresses rewritten; the gRPC
+    one's last line needs the admin token and is left out."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    snippets = [b for b in blocks if "tritonclient" in b]
+    assert len(snippets) == 2
+    for snippet in snippets:
+        lines = [line for line in snippet.splitlines() if "<SERVING_ADMIN_TOKEN>" not in line]
+        code = "\n".join(lines).replace("localhost:3000", service.url.removeprefix("http://"))
+        code = code.replace("localhost:8001", grpc_url)
+        code += "\nprint(client.infer('digits', [image]).as_numpy('probabilities').argmax())"
+        result = subprocess.run(
+            [sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert result.stdout.split()[-1].isdigit(), result.stdout
