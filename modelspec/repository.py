@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -97,12 +98,27 @@ def hash_tree(directory: Path) -> dict[str, str]:
     }
 
 
-def verify_files(directory: Path, manifest: dict[str, Any]) -> list[str]:
-    """Problems found comparing files on disk with the manifest's hashes; empty when intact."""
+def unused_by(backend: str) -> Callable[[str], bool]:
+    """The files of a version that ``backend`` (``onnx`` or ``saved_model``) never opens: the
+    Keras file always (the re-export source), and the other format's graphs."""
+    if backend == "saved_model":
+        return lambda relative: relative == KERAS_MODEL or relative.endswith(".onnx")
+    return lambda relative: relative == KERAS_MODEL or relative.startswith(SAVED_MODEL_DIR + "/")
+
+
+def verify_files(
+    directory: Path, manifest: dict[str, Any], may_be_absent: Callable[[str], bool] | None = None
+) -> list[str]:
+    """Problems found comparing files on disk with the manifest's hashes; empty when intact.
+    ``may_be_absent(relative path)``: files a reader never opens, left out of a deployment
+    (the Bento packs no SavedModel or Keras file for the ONNX backend); present, they are
+    checked all the same."""
     problems = []
     for relative, expected in manifest["files"].items():
         path = directory / relative
         if not path.is_file():
+            if may_be_absent is not None and may_be_absent(relative):
+                continue
             problems.append(f"{relative}: missing")
         elif sha256_file(path) != expected:
             problems.append(f"{relative}: sha256 mismatch")

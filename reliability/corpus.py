@@ -278,9 +278,26 @@ def request_cases() -> list[Hostile]:
     empty_form = {"content-type": "multipart/form-data; boundary=x"}
     reconstruct = "/autoencoder/reconstruct"
     return [
-        Hostile("text_plain", "POST", "/digits/predict", zeros, {"content-type": "text/plain"}),
+        # JSON is JSON whatever type is declared (README: the content-type rule)
+        Hostile(
+            "text_plain",
+            "POST",
+            "/digits/predict",
+            zeros,
+            {"content-type": "text/plain"},
+            SAME_AS_TWIN,
+            (zeros, json_type),
+        ),
         Hostile("xml", "POST", "/digits/predict", b"<a/>", {"content-type": "application/xml"}),
-        Hostile("no_content_type", "POST", "/digits/predict", zeros, {}),
+        Hostile(
+            "no_content_type",
+            "POST",
+            "/digits/predict",
+            zeros,
+            {},
+            SAME_AS_TWIN,
+            (zeros, json_type),
+        ),
         Hostile("json_labelled_png", "POST", "/digits/predict", png_bytes(_digit()), json_type),
         Hostile(
             "png_labelled_json", "POST", "/digits/predict", zeros, {"content-type": "image/png"}

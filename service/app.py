@@ -19,6 +19,7 @@ import orjson
 from service.errors import RequestError
 from service.http import RawRequest, Reply, json_reply
 from service.inference import OVERLOADED, Runtime, error_reply
+from service.metrics import protocol_of
 from service.routes import TABLE
 from service.routing import Match
 
@@ -50,7 +51,8 @@ class App:
             reply = await match.route.handler(request, runtime, **match.parameters)
         elif runtime.full():  # shed before reading the body; counted again once it is read
             reply = error_reply(OVERLOADED)
-            runtime.metrics.shed.labels("", "any", "concurrency").inc()
+            protocol = protocol_of(scope["path"])
+            runtime.metrics.shed.labels("", "any", protocol, "concurrency").inc()
         else:
             reply = await match.route.handler(request, runtime, **match.parameters)
         if reply.status != 499:  # 499: the client left; nobody to answer

@@ -154,6 +154,13 @@ class Version:
         """``trained`` by this project's recipes, or ``user``-supplied."""
         return self.manifest.get("origin", "trained")
 
+    @property
+    def profile(self) -> str | None:
+        """The training profile: ``quick`` (small subsets, 1-2 epochs: for tests and trials,
+        not for real predictions) or ``full``; None for a user-supplied model."""
+        training = self.manifest.get("training")
+        return training.get("profile") if isinstance(training, dict) else None
+
     def contracts(self, signature: str) -> dict[str, TensorContract]:
         """Each graph input of ``signature`` as a contract (dtype, shape, range)."""
         return self._contracts[signature]
@@ -203,6 +210,7 @@ class Version:
         return {
             "version": self.number,
             "origin": self.origin,
+            "profile": self.profile,
             "title": manifest.get("title"),
             "created_at": manifest.get("created_at"),
             "signatures": {

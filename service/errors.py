@@ -35,6 +35,19 @@ class RequestError(Exception):
         if status is not None:
             self.status = status
 
+    def text(self) -> str:
+        """The whole reason in one line: the message, then the item and what was expected.
+        Clients that show only the message (tritonclient prints the ``error`` string and
+        nothing else of the body) still see why; the structured fields stay beside it."""
+        text = self.message
+        if self.field is not None and repr(self.field) not in text and self.field not in text:
+            text += f" (field {self.field!r})"
+        if self.item is not None:
+            text += f" at item {self.item}"
+        if self.expected is not None:
+            text += f"; expected {self.expected}"
+        return text
+
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"error": self.message, "code": self.code}
         for key in ("field", "item", "expected"):

@@ -154,6 +154,7 @@ class Call:
     decode: Decode
     encode: Encode
     errors: Callable[[RequestError], Reply] = error_reply
+    protocol: str = "native"  # the metrics' protocol label (service.metrics.PROTOCOLS)
 
 
 UNKNOWN = ("", "unknown model")
@@ -172,16 +173,16 @@ DECODE_ON_LOOP_BYTES = 256 * 1024
 NOT_STARTED = Unavailable("model_loading", "the service is starting", headers={"Retry-After": "5"})
 
 
-def _metric_labels(runtime: Runtime, call: Call) -> tuple[str, str]:
+def _metric_labels(runtime: Runtime, call: Call) -> tuple[str, str, str]:
     """Labels only for models and signatures that exist: names in URLs are the client's to
     choose, and every label pair is a time series kept for the life of the process."""
     model = runtime.registry.models.get(call.model)
     if model is None:
-        return UNKNOWN
+        return (*UNKNOWN, call.protocol)
     latest = model.latest()
     if not call.signature or (latest and latest.version and call.signature in latest.version.views):
-        return call.model, call.label
-    return call.model, "unknown signature"
+        return call.model, call.label, call.protocol
+    return call.model, "unknown signature", call.protocol
 
 
 async def handle(request: RawRequest, call: Call, runtime: Runtime | None) -> Reply:

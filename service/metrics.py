@@ -54,6 +54,15 @@ LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+# The ``protocol`` label's only values: a request's front end, never the client's text.
+PROTOCOLS = ("native", "v2", "tfserving", "grpc")
+
+
+def protocol_of(path: str) -> str:
+    """The HTTP front end of a path (gRPC calls never have one)."""
+    if path.startswith("/v2/"):
+        return "v2"
+    return "tfserving" if path.startswith("/v1/") else "native"
 
 
 class Metrics:
@@ -80,14 +89,14 @@ class Metrics:
         self.request_latency = Histogram(
             "request_duration_seconds",
             "Whole request time in the service: read, decode, queue, compute, encode",
-            ["model", "endpoint"],
+            ["model", "endpoint", "protocol"],
             namespace=namespace,
             buckets=LATENCY_BUCKETS,
         )
         self.requests = Counter(
             "requests",
             "Model endpoint requests by HTTP status",
-            ["model", "endpoint", "status"],
+            ["model", "endpoint", "protocol", "status"],
             namespace=namespace,
         )
         self.batch_size = Histogram(
@@ -106,14 +115,14 @@ class Metrics:
         self.validation_errors = Counter(
             "validation_errors",
             "Requests refused with a 4xx (the client's fault), by reason",
-            ["model", "endpoint", "reason"],
+            ["model", "endpoint", "protocol", "reason"],
             namespace=namespace,
         )
         self.shed = Counter(
             "requests_shed",
             "Requests refused with a 5xx before running (overloaded, model loading or "
             "unavailable, timed out), by reason",
-            ["model", "endpoint", "reason"],
+            ["model", "endpoint", "protocol", "reason"],
             namespace=namespace,
         )
         self.connection_refusals = Counter(
@@ -178,21 +187,25 @@ class Metrics:
         for batches in self._batches:
             batches.flush()
 
-    def endpoint(self, model: str, path: str) -> EndpointMetrics:
-        recorder = self._endpoints.get((model, path))
+    def endpoint(self, model: str, path: str, protocol: str = "native") -> EndpointMetrics:
+        """``protocol`` is one of ``PROTOCOLS``: gRPC and V2 over HTTP share their endpoint."""
+        key = (model, path, protocol)
+        recorder = self._endpoints.get(key)
         if recorder is None:
-            recorder = self._endpoints[(model, path)] = EndpointMetrics(self, model, path)
+            recorder = self._endpoints[key] = EndpointMetrics(self, model, path, protocol)
         return recorder
 
 
 class EndpointMetrics:
     """One endpoint's counts, kept here between flushes."""
 
-    def __init__(self, metrics: Metrics, model: str, path: str) -> None:
+    def __init__(self, metrics: Metrics, model: str, path: str, protocol: str) -> None:
         self._metrics = metrics
         self.model = model
         self._path = path
-        self._latency = Spread(metrics.request_latency.labels(model, path), LATENCY_BUCKETS)
+        self._protocol = protocol
+        latency = metrics.request_latency.labels(model, path, protocol)
+        self._latency = Spread(latency, LATENCY_BUCKETS)
         self._statuses: dict[int, int] = {}
         self._labels: dict[str, int] = {}
         self.in_flight = 0
@@ -207,7 +220,7 @@ class EndpointMetrics:
 
     def refused(self, reason: str, status: int = 422) -> None:
         counter = self._metrics.shed if status >= 500 else self._metrics.validation_errors
-        counter.labels(self.model, self._path, reason).inc()
+        counter.labels(self.model, self._path, self._protocol, reason).inc()
 
     def predicted(self, labels: Sequence[str], indices: np.ndarray) -> None:
         if len(indices) == 1:  # one item: no need for bincount
@@ -223,7 +236,8 @@ class EndpointMetrics:
         self._latency.flush()
         statuses, self._statuses = self._statuses, {}
         for status, count in statuses.items():
-            self._metrics.requests.labels(self.model, self._path, str(status)).inc(count)
+            labels = (self.model, self._path, self._protocol, str(status))
+            self._metrics.requests.labels(*labels).inc(count)
         labels, self._labels = self._labels, {}
         for label, count in labels.items():
             self._metrics.predictions.labels(self.model, label).inc(count)

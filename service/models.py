@@ -104,6 +104,8 @@ class Loaded:
             "state": self.state,
             "reason": self.reason,
         }
+        if self.version is not None:
+            described["profile"] = self.version.profile
         if self.state == READY:
             described.update(backend=self.backend, provider=self.provider)
             described["load_seconds"] = self.load_seconds
@@ -423,7 +425,8 @@ class Registry:
 
     def _open(self, model: ServedModel, loaded: Loaded, directory: Path) -> None:
         manifest = repository.read_manifest(directory)
-        problems = repository.verify_files(directory, manifest)
+        unused = repository.unused_by(self.config.backend)  # the Bento packs no others
+        problems = repository.verify_files(directory, manifest, unused)
         if problems:
             raise LoadError("integrity check failed: " + "; ".join(problems))
         try:

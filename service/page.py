@@ -7,17 +7,25 @@ and Swagger UI's online validator is switched off.
 
 from __future__ import annotations
 
+import functools
 import html
+import io
+import json
+import math
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from service import openapi
 from service.http import Reply
+from service.interfaces.base import BYTES
 
 if TYPE_CHECKING:
     from service.inference import Runtime
 
 STATIC = "/static_content"  # Swagger UI's files, served by BentoML
+DEFAULT_HOST = "localhost:3000"
+HOST = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?")
+MAX_EXAMPLE_VALUES = 1024  # a digit (784 values) yes, a 224x224 photo no
 
 
 def _models(runtime: Runtime) -> str:
@@ -33,6 +41,11 @@ def _models(runtime: Runtime) -> str:
             continue
         version = latest.version
         title = html.escape(version.manifest.get("title") or "")
+        if version.profile == "quick":  # trained in minutes on subsets: not for real use
+            title += (
+                " <strong class='quick' title='quick profile: small subsets, 1-2 epochs; "
+                "for tests and trials, not for real predictions'>quick profile</strong>"
+            )
         calls = []
         for name, view in version.views.items():
             native = (
@@ -60,7 +73,7 @@ def _code(text: str) -> str:
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
 
 
-def render(runtime: Runtime) -> str:
+def render(runtime: Runtime, host: str = DEFAULT_HOST) -> str:
     version = html.escape(openapi._version())
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -74,6 +87,7 @@ table {{ border-collapse: collapse; width: 100%; }}
 td, th {{ border-bottom: 1px solid #ddd; padding: .4rem; text-align: left; vertical-align: top; }}
 ul {{ margin: 0; padding-left: 1.2rem; }}
 code {{ background: #f3f3f3; padding: 0 .2rem; }}
+.quick {{ background: #fde68a; padding: 0 .3rem; }}
 </style></head>
 <body>
 <header>
@@ -88,10 +102,11 @@ code {{ background: #f3f3f3; padding: 0 .2rem; }}
 <th>how to call it</th><th></th></tr></thead>
 <tbody>{_models(runtime)}</tbody></table>
 <h2>Calling a model</h2>
-<pre>curl -H 'content-type: application/json' -d '{{"inputs": {{...}}}}' /models/NAME/predict
-curl -d '{{"inputs": [{{"name": ..., "shape": [...], "datatype": "FP32", "data": [...]}}]}}' \\
-     /v2/models/NAME/infer
-curl -d '{{"instances": [...]}}' /v1/models/NAME:predict</pre>
+<p>These commands run as they are (<code>--fail-with-body</code>: curl fails on a refusal).
+Every model takes V2 (<code>/v2/models/NAME/infer</code>), TF Serving
+(<code>/v1/models/NAME:predict</code>) and <code>/models/NAME/predict</code>; the reference
+below has each body's schema.</p>
+<pre id="examples">{html.escape(examples(runtime, host))}</pre>
 <h2>API reference</h2>
 </section>
 <div id="swagger-ui"></div>
@@ -113,5 +128,62 @@ window.onload = function () {{
 """
 
 
-def reply(runtime: Runtime) -> Reply:
-    return Reply(render(runtime).encode(), media_type="text/html; charset=utf-8")
+def reply(runtime: Runtime, host: str | None = None) -> Reply:
+    """The page, its examples addressed to the host the browser used (when it is a plain
+    host[:port]; a client's Host header is never written into the page otherwise)."""
+    shown = host if host and HOST.fullmatch(host) else DEFAULT_HOST
+    return Reply(render(runtime, shown).encode(), media_type="text/html; charset=utf-8")
+
+
+def examples(runtime: Runtime, host: str) -> str:
+    """One runnable command per served model: a V2 inference on a neutral input (zeros, or
+    the input's lowest valid value) when its inputs are small numeric tensors, else its V2
+    metadata (inputs and outputs)."""
+    # No scheme, as in the README: curl takes http, and the page names no URL but its own.
+    lines = [f"curl --fail-with-body {host}/models"]
+    for model in sorted(runtime.registry.models.values(), key=lambda m: m.name):
+        latest = model.latest()
+        if latest is None or latest.version is None:
+            continue
+        version = latest.version
+        body = _neutral_request(version.view(version.default_signature).inputs)
+        url = f"{host}/v2/models/{model.name}"
+        if body is None:
+            lines.append(f"curl --fail-with-body {url}")
+        else:
+            lines.append(f"curl --fail-with-body -d '{body}' {url}/infer")
+    return "\n".join(lines)
+
+
+def _neutral_request(inputs: Any) -> str | None:
+    tensors = []
+    for tensor in inputs:
+        shape = [1 if d < 0 else d for d in tensor.shape]
+        count = math.prod(shape)
+        if tensor.datatype == BYTES or count > MAX_EXAMPLE_VALUES:
+            return None  # files or text, or too long to read: the metadata says what it takes
+        value: Any = tensor.range[0] if tensor.range else 0
+        if tensor.datatype == "BOOL":
+            value = False
+        elif not tensor.datatype.startswith("FP"):
+            value = int(value)
+        described = {"name": tensor.name, "shape": shape, "datatype": tensor.datatype}
+        tensors.append({**described, "data": [value] * count})
+    return json.dumps({"inputs": tensors}, separators=(", ", ": "))
+
+
+@functools.cache
+def _icon() -> bytes:
+    """A 16x16 icon (a blue square, 1 KB), drawn once: browsers ask every page for
+    ``/favicon.ico``, and a 404 each time was noise in the logs."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGBA", (16, 16), (37, 99, 235, 255)).save(out, format="ICO", sizes=[(16, 16)])
+    return out.getvalue()
+
+
+def favicon() -> Reply:
+    return Reply(
+        _icon(), media_type="image/x-icon", headers={"Cache-Control": "public, max-age=86400"}
+    )

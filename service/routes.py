@@ -15,7 +15,7 @@ from service.http import RawRequest, Reply, json_reply
 from service.inference import Runtime, error_reply
 from service.models import READY
 from service.protocols import tfserving, v2
-from service.protocols.common import version_number
+from service.protocols.common import unknown_version, version_number
 from service.routing import Route, RouteTable
 
 MODELS, V2, TF, ADMIN, DOCS = (
@@ -45,9 +45,10 @@ async def model_file(
     """A served version's model card or one of its plots: only files its manifest lists."""
     try:
         model = runtime.registry.find(name)
-        loaded = model.versions.get(version_number(version) or -1)
+        number = version_number(version) or -1
+        loaded = model.versions.get(number)
         if loaded is None or loaded.state != READY or loaded.version is None:
-            raise NotFound("unknown_version", f"version {version[:20]!r} is not served")
+            raise unknown_version(model, number)
         data = loaded.version.card_file(file)
     except RequestError as error:
         return error_reply(error)
@@ -66,7 +67,11 @@ async def document(request: RawRequest, runtime: Runtime) -> Reply:
 
 
 async def index_page(request: RawRequest, runtime: Runtime) -> Reply:
-    return page.reply(runtime)
+    return page.reply(runtime, request.headers.get("host"))
+
+
+async def favicon(request: RawRequest, runtime: Runtime) -> Reply:
+    return page.favicon()
 
 
 def _known_native(runtime: Runtime, parameters: dict[str, Any]) -> bool:
@@ -84,6 +89,7 @@ VERSION = "[/versions/{version}]"
 ROUTES = [
     # -- native --------------------------------------------------------------------------
     Route("GET", "/", index_page, tags=(DOCS,), doc=None),
+    Route("GET", "/favicon.ico", favicon, tags=(DOCS,), doc=None),
     Route("GET", "/docs.json", document, tags=(DOCS,), doc=openapi.DOCUMENT),
     Route("GET", "/models", list_models, tags=(MODELS,), doc=openapi.LIST_MODELS),
     Route("GET", "/models/{name}", describe_model, tags=(MODELS,), doc=openapi.DESCRIBE_MODEL),

@@ -18,7 +18,7 @@ import bentoml
 import orjson
 from starlette.exceptions import HTTPException
 
-from service import app, connection, tracing
+from service import app, connection, startup, tracing
 from service.app import AppService
 from service.backends.cpus import available_cpus
 from service.config import settings, unknown_variables
@@ -30,6 +30,7 @@ from service.models import Registry
 from service.protocols import grpc
 
 logger = logging.getLogger("service")
+startup.prepare_server()  # in the `bentoml serve` process only: port check, metrics folder
 connection.install()  # before BentoML starts uvicorn in this process
 SETTINGS = settings()
 SHUTDOWN_GRACE_S = 30

@@ -42,6 +42,10 @@ def build_context(quick_repository: Path, tmp_path_factory: pytest.TempPathFacto
         else:
             shutil.copy(source, context / name)
     shutil.copytree(quick_repository, context / "models")
+    # A model of the user's own sitting in ./models: the Bentos name the models they pack.
+    stray = context / "models" / "not_for_the_image" / "1"
+    stray.mkdir(parents=True)
+    (stray / "model.onnx").write_bytes(b"\0" * 1_000_000)
     return context
 
 
@@ -102,14 +106,46 @@ def test_cpu_bento_packs_service_configuration_and_models(cpu_bento, quick_repos
     assert (source / "service" / "service.py").is_file()
     assert (source / "service" / "protocols" / "v2.py").is_file()
     assert yaml.safe_load((source / "deploy" / "serving.yaml").read_text())["backend"] == "onnx"
-    for model in ("digits", "flowers", "bank", "autoencoder"):
+    assert cpu_bento.parent.name == "keras-model-serving"  # the name deploy/README.md uses
+    packed_models = sorted(p.name for p in (source / "models").iterdir())
+    assert packed_models == ["autoencoder", "bank", "digits", "flowers"]
+    for model in packed_models:
         version = repository.latest_version(quick_repository, model)
         packed = repository.version_dir(source / "models", model, version)
-        assert repository.verify_files(packed, repository.read_manifest(packed)) == []
+        manifest = repository.read_manifest(packed)
+        # What the ONNX backend opens, intact; what it never opens, left out.
+        assert repository.verify_files(packed, manifest, repository.unused_by("onnx")) == []
+        assert not (packed / repository.SAVED_MODEL_DIR).exists()
+        assert not list(packed.glob("*.keras"))
+        assert list(packed.glob("*.onnx")) and (packed / "model_card.md").is_file()
     requirements = (cpu_bento / "env" / "python" / "requirements.txt").read_text()
     assert "onnxruntime==" in requirements and "bentoml==1.4.39" in requirements
     facts = check_dockerfile(cpu_bento)
     assert facts["FROM"][0].startswith("python:3.11-slim")
+
+
+def bento_bytes(bento: Path) -> int:
+    return sum(f.stat().st_size for f in bento.rglob("*") if f.is_file())
+
+
+def test_bentos_pack_only_what_is_served(cpu_bento, gpu_bento, quick_repository) -> None:
+    """Both Bentos pack the same models, and no more than the service opens: the files of
+    the four models less SavedModels and Keras files, plus sources (under 1 MiB)."""
+    served = sum(
+        f.stat().st_size
+        for model in ("digits", "flowers", "bank", "autoencoder")
+        for f in (quick_repository / model).rglob("*")
+        if f.is_file()
+        and repository.SAVED_MODEL_DIR not in f.parts
+        and f.suffix != ".keras"
+        and not any(part.startswith(".") for part in f.relative_to(quick_repository).parts)
+    )
+    for bento in (cpu_bento, gpu_bento):
+        size = bento_bytes(bento)
+        assert served <= size <= served + 2**20, (
+            f"{bento.parent.name}:{bento.name}: {size / 2**20:.1f} MiB packed, for "
+            f"{served / 2**20:.1f} MiB of served model files (+ at most 1 MiB of sources)"
+        )
 
 
 def test_gpu_bento_uses_cuda_13_and_onnxruntime_gpu(gpu_bento) -> None:

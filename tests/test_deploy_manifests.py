@@ -14,6 +14,8 @@ import copy
 import functools
 import json
 import os
+import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -515,3 +517,64 @@ def test_variants_side_by_side_without_crosstalk() -> None:
     assert not duplicates, duplicates
     # The namespace belongs to "shared" alone: deleting a variant must not delete it.
     assert [o["kind"] for o in everything].count("Namespace") == 1
+
+
+def readme_blocks(marker: str) -> list[str]:
+    """The ```bash blocks of deploy/README.md that contain ``marker``."""
+    text = (ROOT / "deploy" / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    return [block for block in blocks if marker in block]
+
+
+@pytest.mark.parametrize("release", ["cpu", "kserve"])
+def test_release_image_commands_work_with_kubectl_alone(release: str, tmp_path: Path) -> None:
+    """deploy/README.md's release kustomizations, run as written from a copy of the
+    repository root with kubectl alone on PATH (no kustomize binary; `apply -k`, which needs
+    a cluster, renders instead)."""
+    (block,) = readme_blocks(f"cat > release/{release}/kustomization.yaml")
+    shutil.copytree(ROOT / "deploy", tmp_path / "deploy")
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    shim = shims / "kubectl"
+    shim.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = apply ] && [ "$2" = -k ]; then exec "{KUBECTL}" kustomize "$3"; fi\n'
+        f'exec "{KUBECTL}" "$@"\n'
+    )
+    shim.chmod(0o755)
+    environment = {"PATH": f"{shims}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", block],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "kustomize" not in {p.name for p in shims.iterdir()} - {"kubectl"}
+    rendered = [
+        doc for doc in yaml.safe_load_all(_kustomize(tmp_path / "release" / release)) if doc
+    ]
+    if release == "cpu":
+        (deployment,) = by_kind(rendered, "Deployment")
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert container["image"] == "registry.example.com/keras-models:cpu-0.2.0"
+        # the container `kubectl set image deploy/keras-models-cpu server=...` names
+        assert deployment["metadata"]["name"] == "keras-models-cpu"
+        assert container["name"] == "server"
+        assert "image: registry.example.com/keras-models:cpu-0.2.0" in result.stdout
+    else:
+        runtime = the(rendered, "ServingRuntime")
+        assert runtime["spec"]["containers"][0]["image"].endswith(":cpu-0.2.0")
+        services = {o["metadata"]["name"]: o for o in by_kind(rendered, "InferenceService")}
+        gpu = services["keras-models-kserve-gpu"]["spec"]["predictor"]["model"]
+        assert gpu["image"] == "registry.example.com/keras-models:gpu-0.2.0"
+    assert "0.1.0" not in result.stdout, result.stdout
+
+
+def _kustomize(directory: Path) -> str:
+    result = subprocess.run(
+        [str(KUBECTL), "kustomize", str(directory)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout

@@ -153,9 +153,11 @@ def test_malformed_protobuf_requests_are_refused_by_code(grpc_url: str) -> None:
         inputs=[tensor("FP32", [1, 28, 28], fp32_contents=zeros.ravel().tolist())],
         raw_input_contents=[zeros.tobytes()],
     )
-    wide = service_pb2.ModelInferRequest(
-        model_name="digits", inputs=[tensor("INT8", [1, 28, 28], int_contents=[1000] * 784)]
+    # bank's numeric columns take INT8 (digits' image would refuse the datatype itself)
+    age = service_pb2.ModelInferRequest.InferInputTensor(
+        name="age", datatype="INT8", shape=[1, 1], contents={"int_contents": [1000]}
     )
+    wide = service_pb2.ModelInferRequest(model_name="bank", inputs=[age])
     half = service_pb2.ModelInferRequest(
         model_name="digits", inputs=[tensor("FP16", [1, 28, 28], fp32_contents=[0.0] * 784)]
     )

@@ -320,11 +320,11 @@ BAD_REQUESTS = [
         400,
         "empty_body",
     ),
-    (
+    (  # JSON whatever the declared type (README: one rule on every protocol)
         "/digits/predict",
         raw(b"hello", "text/plain"),
-        415,
-        "unsupported_media_type",
+        400,
+        "invalid_json",
     ),
     (
         "/digits/predict",

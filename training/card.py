@@ -75,6 +75,13 @@ def parity_text(parity: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+QUICK_NOTICE = (
+    "> **Quick profile**: trained on small subsets for 1-2 epochs, for tests and trials. "
+    "Its metrics are far below the full recipe's; do not use it for real predictions "
+    "(`python -m training train` without `--quick` trains the full model)."
+)
+
+
 def _tensor(t: dict[str, Any]) -> str:
     return f"{t['name']} {t['shape']} {t['dtype']}"
 
@@ -97,8 +104,10 @@ def render(
     parity = manifest["parity"]
     signatures = "\n".join(_signature_line(name, s) for name, s in manifest["signatures"].items())
     parity_lines = parity_text(parity)
+    quick = training["profile"] == "quick"
     parts = [
-        f"# Model card: {title}",
+        f"# Model card: {title}" + (" (quick profile)" if quick else ""),
+        *([QUICK_NOTICE] if quick else []),
         f"`{manifest['name']}` version {manifest['version']}, created {manifest['created_at']}, "
         f"profile **{training['profile']}**.",
         "## Intended use\n" + intended_use,

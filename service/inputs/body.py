@@ -17,6 +17,11 @@ if TYPE_CHECKING:
 
 MULTIPART = "multipart/form-data"
 IMAGE_TYPES = ("image/png", "image/jpeg", "application/octet-stream")
+# One rule on every protocol: a JSON body is read as JSON whatever content type it declares
+# (none, curl -d's application/x-www-form-urlencoded, text/plain...), as Triton and TF
+# Serving read theirs. Only routes that take image files read a body declared as one of
+# these as files instead.
+UPLOAD_TYPES = (MULTIPART, *IMAGE_TYPES)
 
 
 @dataclass(frozen=True)
@@ -63,13 +68,21 @@ def _too_large(max_bytes: int) -> PayloadTooLarge:
     )
 
 
-def parse_json(body: bytes) -> Any:
+def parse_json(body: bytes, content_type: str = "") -> Any:
+    """The JSON document of a body; ``content_type``, when given and not JSON, is named in
+    the error, since it is the likeliest reason a body is not JSON."""
     if not body:
         raise BadRequest("empty_body", "request body is empty", expected="a JSON document")
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as error:
-        raise BadRequest("invalid_json", f"body is not valid JSON: {error}") from None
+        kind = media_type_of(content_type)
+        declared = f" (declared content type {kind[:60]!r})" if kind and "json" not in kind else ""
+        raise BadRequest(
+            "invalid_json",
+            f"body is not valid JSON{declared}: {error}",
+            expected="a JSON document (content-type: application/json)" if declared else None,
+        ) from None
 
 
 def parse_multipart(body: bytes, content_type: str) -> list[Upload]:

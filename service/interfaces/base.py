@@ -19,7 +19,7 @@ from service.backends import Feed, Outputs
 from service.config import Limits
 from service.errors import NotAcceptable, RequestError
 from service.http import JSON, Reply
-from service.inputs.body import media_type_of
+from service.inputs.body import UPLOAD_TYPES, media_type_of
 from service.inputs.tensors import TensorContract
 
 if TYPE_CHECKING:
@@ -52,6 +52,7 @@ class Tensor:
 
     ``images``: BYTES values of this input may be PNG/JPEG files instead of the numbers.
     ``classes``: a probability per label, so the classification extension applies.
+    ``accepts``: datatypes taken besides ``datatype`` (any other is refused, as Triton does).
     """
 
     name: str
@@ -60,6 +61,7 @@ class Tensor:
     range: tuple[float, float] | None = None
     images: bool = False
     classes: tuple[str, ...] = ()
+    accepts: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, spec: TensorSpec, **extra: Any) -> Tensor:
@@ -93,7 +95,9 @@ class Incoming:
 
     @property
     def is_json(self) -> bool:
-        return self.media_type == JSON
+        """Read as JSON: whatever the declared type, unless it declares files (an image,
+        multipart/form-data), which only image routes take (``inputs.body.UPLOAD_TYPES``)."""
+        return self.media_type not in UPLOAD_TYPES
 
 
 class InputKind:

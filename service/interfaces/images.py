@@ -107,7 +107,7 @@ class ImageInput(InputKind):
     async def from_native(self, incoming: Incoming, version: Version, signature: str) -> Feed:
         (name,) = version.contracts(signature)
         if incoming.is_json:
-            value = unwrap(parse_json(incoming.body))
+            value = unwrap(parse_json(incoming.body, incoming.content_type))
             contract = self.contract(version, signature)
             limit = incoming.limits.max_items_per_request
             array = parse_tensor(value, contract, limit, check_booleans=incoming.check_booleans)

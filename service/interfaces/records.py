@@ -22,12 +22,12 @@ from service.inputs.body import parse_json
 from service.inputs.records import encode_records, unwrap_records
 from service.interfaces.base import (
     BYTES,
+    V2_TYPES,
     Column,
     Columns,
     Incoming,
     InputKind,
     Tensor,
-    json_only,
 )
 
 if TYPE_CHECKING:
@@ -85,8 +85,12 @@ class BankRecord(InputKind):
 
     def protocol_inputs(self, signature: Signature, manifest: dict[str, Any]) -> tuple[Tensor, ...]:
         columns = manifest["preprocessing"]["encoder"]["columns"]
+        # Numeric columns take any numeric datatype, or numbers as text (as in the CSV).
+        numeric = (*(t for t in V2_TYPES.values() if t not in ("INT64", "BOOL")), BYTES)
         return tuple(
-            Tensor(column, "INT64" if column in bank.NUMERIC else BYTES, (-1, 1))
+            Tensor(column, "INT64", (-1, 1), accepts=numeric)
+            if column in bank.NUMERIC
+            else Tensor(column, BYTES, (-1, 1))
             for column in columns
         )
 
@@ -107,9 +111,7 @@ class BankRecord(InputKind):
         return self._feed(records, version, signature, limits)
 
     async def from_native(self, incoming: Incoming, version: Version, signature: str) -> Feed:
-        if not incoming.is_json:
-            raise json_only(incoming, "bank records")
-        records = unwrap_records(parse_json(incoming.body))
+        records = unwrap_records(parse_json(incoming.body, incoming.content_type))
         return self._feed(records, version, signature, incoming.limits)
 
     @staticmethod

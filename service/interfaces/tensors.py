@@ -20,7 +20,6 @@ from service.interfaces.base import (
     Incoming,
     InputKind,
     envelope,
-    json_only,
 )
 
 if TYPE_CHECKING:
@@ -108,9 +107,7 @@ class TensorInput(InputKind):
         return parse_columns(columns, version, signature, limits, check_booleans=False)
 
     async def from_native(self, incoming: Incoming, version: Version, signature: str) -> Feed:
-        if not incoming.is_json:
-            raise json_only(incoming, "{'inputs': ...}")
-        value = unwrap(parse_json(incoming.body), allowed=(FIELD,))
+        value = unwrap(parse_json(incoming.body, incoming.content_type), allowed=(FIELD,))
         columns = named_inputs(value, version, signature)
         limits, check = incoming.limits, incoming.check_booleans
         bare = not isinstance(value, dict)

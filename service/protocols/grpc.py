@@ -14,7 +14,9 @@ streaming are not served (UNIMPLEMENTED).
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 from typing import Any
 
 import grpc
@@ -38,6 +40,7 @@ from service.protocols.v2_codec import (
     NUMERIC_TYPES,
     RequestedOutput,
     answer_tensors,
+    check_datatypes,
     check_header,
     check_inputs,
     classification,
@@ -107,6 +110,7 @@ def read_columns(message: Any, limits: Limits, view: Any) -> dict[str, Any]:
             field="raw_input_contents",
             status=400,
         )
+    check_datatypes([(t.name, t.datatype) for t in message.inputs], view)
     columns: dict[str, Any] = {}
     for index, tensor in enumerate(message.inputs):
         name, shape, datatype = check_header(
@@ -185,9 +189,8 @@ def infer_call(runtime: Runtime, message: Any) -> Call:
         return Reply(b"", message=response)
 
     number = version_number(message.model_version or None)
-    return Call(
-        model, number, signature, f"/v2/models/{name}/infer", decode, encode, protocol_errors
-    )
+    label = f"/v2/models/{name}/infer"
+    return Call(model, number, signature, label, decode, encode, protocol_errors, "grpc")
 
 
 async def _abort(context: grpc.aio.ServicerContext, reply: Reply) -> None:
@@ -333,6 +336,25 @@ for _method in dir(pb_grpc.GRPCInferenceServiceServicer):
         setattr(Servicer, _method, _not_served(_method))
 
 
+def _taken(port: int) -> bool:
+    """Whether another process listens on the port without sharing it (our own workers
+    share it with SO_REUSEPORT, so they never count)."""
+    for family, host in ((socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")):
+        try:
+            probe = socket.socket(family, socket.SOCK_STREAM)
+        except OSError:
+            continue  # no IPv6 here
+        with probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as error:
+                return error.errno == errno.EADDRINUSE
+        return False
+    return False
+
+
 async def start(runtime: Runtime) -> grpc.aio.Server | None:
     """The gRPC server of this worker, or None when SERVING_GRPC_PORT is 0."""
     port = runtime.config.grpc_port
@@ -352,7 +374,17 @@ async def start(runtime: Runtime) -> grpc.aio.Server | None:
         ]
     )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(Servicer(runtime), server)
-    server.add_insecure_port(f"[::]:{port}")
+    try:
+        if _taken(port):  # checked first: gRPC's own failure is a C-core line and a traceback
+            raise RuntimeError(port)
+        server.add_insecure_port(f"[::]:{port}")
+    except RuntimeError:
+        logger.error(
+            "gRPC port %d is already in use by another process: give this server another "
+            "SERVING_GRPC_PORT (grpc_port; 0 turns gRPC off); it serves HTTP only",
+            port,
+        )
+        return None
     await server.start()
     logger.info("Open Inference Protocol over gRPC on port %d", port)
     return server

@@ -17,14 +17,14 @@ import numpy as np
 
 from service.config import Limits
 from service.descriptor import TF_DEFAULT, SignatureView, Version
-from service.errors import BadRequest, NotFound, RequestError
+from service.errors import BadRequest, RequestError
 from service.http import RawRequest, Reply, json_reply
 from service.inference import Call, Decoded, Runtime, handle
 from service.inputs.body import parse_json
 from service.inputs.tensors import holds_boolean, might_hold_booleans
 from service.interfaces.base import BYTES, Columns, Tensor
 from service.models import FAILED, LOADING, READY, UNLOADING, Loaded, ServedModel
-from service.protocols.common import protocol_errors, version_number
+from service.protocols.common import protocol_errors, unknown_version, version_number
 from service.protocols.v2_codec import check_inputs
 
 DTYPES = {
@@ -193,7 +193,8 @@ def predict_call(name: str, version: str | None) -> Call:
         return encode_predictions(served.views[signature].answer.present(outputs, served), rows)
 
     label = f"/v1/models/{name}:predict"
-    return Call(name, version_number(version), "", label, decode, encode, protocol_errors)
+    number = version_number(version)
+    return Call(name, number, "", label, decode, encode, protocol_errors, "tfserving")
 
 
 async def predict(
@@ -228,7 +229,7 @@ def model_status(model: ServedModel, number: int | None) -> dict[str, Any]:
         }
     loaded = model.versions.get(number)
     if loaded is None:
-        raise NotFound("unknown_version", f"no version {number} of {model.name!r}", field="version")
+        raise unknown_version(model, number)
     return {"model_version_status": [version_status(loaded)]}
 
 

@@ -14,13 +14,13 @@ from typing import Any
 
 from service.config import Limits
 from service.descriptor import SignatureView, Version
-from service.errors import NotFound, RequestError
+from service.errors import RequestError
 from service.http import RawRequest, Reply, json_reply
 from service.inference import Call, Decoded, Runtime, handle
 from service.inputs.tensors import might_hold_booleans
 from service.interfaces.base import BYTES
 from service.models import READY, Loaded
-from service.protocols.common import protocol_errors, version_number
+from service.protocols.common import protocol_errors, unknown_version, version_number
 from service.protocols.v2_codec import (
     HEADER_LENGTH,
     InferRequest,
@@ -62,7 +62,7 @@ def infer_call(runtime: Runtime, name: str, version: str | None) -> Call:
 
     number = version_number(version)
     label = f"/v2/models/{name}/infer"
-    return Call(model, number, signature, label, decode, encode, protocol_errors)
+    return Call(model, number, signature, label, decode, encode, protocol_errors, "v2")
 
 
 async def infer(
@@ -183,8 +183,7 @@ async def ready(
         return protocol_errors(error)
     known = model.latest() if number is None else model.versions.get(number)
     if known is None and number is not None:
-        missing = NotFound("unknown_version", f"no version {number} of {name!r}", field="version")
-        return protocol_errors(missing)
+        return protocol_errors(unknown_version(model, number))
     if known is not None and known.state == READY:
         return _json({"name": name, "ready": True})
     reason = (known.reason or known.state) if known is not None else (model.reason or model.state)

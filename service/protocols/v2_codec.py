@@ -83,16 +83,7 @@ def read_columns(
     # (unpacking it held the event loop for seconds).
     headers = [_input_header(entry, limits) for entry in entries]
     check_inputs([name for name, _, _ in headers], view)
-    takes_bytes = {t.name for t in view.inputs if t.images or t.datatype == BYTES}
-    for name, _, datatype in headers:
-        if datatype == BYTES and name not in takes_bytes:
-            tensor = next(t for t in view.inputs if t.name == name)
-            raise RequestError(
-                "invalid_dtype",
-                f"input {name!r} holds bytes",
-                field=name,
-                expected=f"{tensor.datatype} data",
-            )
+    check_datatypes([(name, datatype) for name, _, datatype in headers], view)
     columns: Columns = {}
     offset = 0
     for entry, (name, shape, datatype) in zip(entries, headers, strict=True):
@@ -145,6 +136,26 @@ def check_inputs(names: list[str], view: SignatureView) -> None:
         )
     if len(set(names)) != len(names):
         raise RequestError("duplicate_input", "an input is given twice", field="inputs")
+
+
+def check_datatypes(declared: list[tuple[str, str]], view: SignatureView) -> None:
+    """Each input in its own datatype, as Triton requires (HTTP and gRPC alike): FP64 or
+    INT32 data for an FP32 input is refused, not converted. BYTES files for an image input
+    and the alternatives a tensor lists (``Tensor.accepts``) are its own too."""
+    tensors = {t.name: t for t in view.inputs}
+    for name, datatype in declared:
+        tensor = tensors.get(name)
+        if tensor is None or datatype == tensor.datatype or datatype in tensor.accepts:
+            continue
+        if datatype == BYTES and tensor.images:
+            continue
+        expected = tensor.datatype + (" (or BYTES image files)" if tensor.images else "")
+        raise RequestError(
+            "invalid_dtype",
+            f"input {name!r} has datatype {str(datatype)[:20]!r}, not {tensor.datatype}",
+            field=name,
+            expected=expected,
+        )
 
 
 def _input_header(entry: Any, limits: Limits) -> tuple[str, list[int], str]:
