@@ -158,6 +158,7 @@ class Settings(_Section):
     grpc_port: int = Field(8001, ge=0, le=65535)  # Open Inference Protocol over gRPC; 0: off
     # Drift (service.monitoring.drift): the last drift_window items of each model version are
     # compared with its reference.json, counted off the request path every drift_interval_s.
+    drift: bool = True  # false: no drift checks (the request path skips even the append)
     drift_window: int = Field(1000, ge=10)
     drift_interval_s: float = Field(2.0, gt=0)
     # Sampled payload logs (service.monitoring.payloads): off while the sample is 0.

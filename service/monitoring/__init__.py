@@ -61,7 +61,8 @@ class Monitor:
             log.close()
 
     def start(self) -> None:
-        self.drift.start()
+        if self.config.drift:
+            self.drift.start()
 
     def stop(self) -> None:
         self.drift.stop()
@@ -93,7 +94,7 @@ class Monitor:
                     self.ood_items.labels(version.name, number, "false").inc(len(flags) - inside)
             else:
                 flags = None
-        if self._monitored(version, signature):
+        if self.config.drift and self._monitored(version, signature):
             x = feed[version.signatures[signature].inputs[0].name]
             self.drift.observe(version, x, classes, None if flags is None else ~flags)
         return outputs
