@@ -31,6 +31,7 @@ from benchmarks.servers import Server
 from modelspec.reference import ALERT, REFERENCE_FILE, psi
 from modelspec.repository import sha256_file
 from service.config import ConfigError, load_config
+from service.monitoring.names import METRICS as MONITORING_METRICS
 from service.monitoring.payloads import render
 from tests.conftest import train_quick
 from training.datasets.bank import load_bank
@@ -339,3 +340,24 @@ def test_inputs_can_be_hashed_or_left_out() -> None:
     hashed = render(record, "hash")
     assert "inputs" not in hashed and len(hashed["inputs_sha256"]) == 64
     assert "inputs" not in render(record, "none") and "inputs_sha256" not in render(record, "none")
+
+
+def _exposed(url: str) -> set[str]:
+    text = httpx.get(url + "/metrics", timeout=60).text
+    return {line.split("{")[0].split()[0] for line in text.splitlines() if line[:1].isalpha()}
+
+
+def test_the_dashboard_and_rules_query_monitoring_series_that_exist(
+    server: Server, logging_server: tuple[Server, Path]
+) -> None:
+    """After the tests above sent their traffic (drift windows full, digits scored, payloads
+    logged), every monitoring series deploy/monitoring queries is on a live /metrics."""
+    from tests.test_deploy import ROOT, used_metrics
+
+    monitoring = ROOT / "deploy" / "monitoring"
+    queried = used_metrics((monitoring / "dashboard.json").read_text())
+    queried |= used_metrics((monitoring / "prometheusrule.yaml").read_text())
+    wanted = queried & set(MONITORING_METRICS)
+    assert wanted == set(MONITORING_METRICS), wanted
+    exposed = _exposed(server.url) | _exposed(logging_server[0].url)
+    assert wanted <= exposed, sorted(wanted - exposed)
