@@ -361,3 +361,34 @@ def test_the_dashboard_and_rules_query_monitoring_series_that_exist(
     assert wanted == set(MONITORING_METRICS), wanted
     exposed = _exposed(server.url) | _exposed(logging_server[0].url)
     assert wanted <= exposed, sorted(wanted - exposed)
+
+
+def test_a_users_model_exported_with_reference_inputs_gets_drift_checks(tmp_path: Path) -> None:
+    import keras
+
+    from tests.conftest import run_cli
+
+    inputs = keras.Input((4,), name="features")
+    outputs = keras.layers.Dense(3, activation="softmax", name="scores")(inputs)
+    keras.Model(inputs, outputs, name="iris_mlp").save(tmp_path / "iris.keras")
+    sample = np.random.default_rng(0).normal(size=(500, 4)).astype(np.float32)
+    np.save(tmp_path / "train.npy", sample)
+    repository = tmp_path / "models"
+    result = run_cli(
+        "export", "--model", str(tmp_path / "iris.keras"), "--repository", str(repository),
+        "--reference-inputs", str(tmp_path / "train.npy"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    folder = repository / "iris_mlp" / "1"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["files"][REFERENCE_FILE] == sha256_file(folder / REFERENCE_FILE)
+    reference = json.loads((folder / REFERENCE_FILE).read_text())
+    assert set(reference["features"]) == {"x0", "x1", "x2", "x3"}  # one histogram per column
+    assert reference["items"] == 500
+    np.save(tmp_path / "wrong.npy", sample[:, :3])
+    result = run_cli(
+        "export", "--model", str(tmp_path / "iris.keras"), "--repository", str(repository),
+        "--reference-inputs", str(tmp_path / "wrong.npy"),
+    )  # fmt: skip
+    assert result.returncode != 0 and "does not fit input 'features'" in result.stderr
+    assert not (repository / "iris_mlp" / "2").exists()
