@@ -210,6 +210,11 @@ def test_digits_carry_ood_flags_and_the_rates_are_as_expected(
     names = {o["name"]: o for o in reply["outputs"]}
     assert names["in_distribution"]["datatype"] == "BOOL"
     assert len(names["ood_score"]["data"]) == 2
+    # TF Serving answers keep their one-output form: rows of 10 probabilities.
+    rows = client.post("/v1/models/digits:predict", json={"instances": [[[0.0] * 28] * 28]})
+    assert len(rows.json()["predictions"][0]) == 10, rows.text
+    native = client.post("/digits/predict", json={"inputs": [[[0.0] * 28] * 28]}).json()
+    assert isinstance(native["predictions"][0]["in_distribution"], bool)
     state = client.get("/models/digits").json()["drift"]
     assert state["ood"]["items"] >= 1000 and state["ood"]["unavailable"] is None
 
