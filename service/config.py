@@ -75,11 +75,27 @@ class VersionPolicy(_Section):
         return {"latest": {"num_versions": self.latest or 1}}
 
 
+class OodConfig(_Section):
+    """An out-of-distribution detector for a model's inputs (``service.monitoring.ood``):
+    another served model scores each input; above ``threshold`` it is flagged. Each field not
+    given comes from the model's manifest (``ood``: digits names the autoencoder), and the
+    threshold from the detector's manifest (``detector.threshold``)."""
+
+    enabled: bool = True
+    detector: str | None = None  # the detector model's name
+    signature: str | None = None  # its signature (default: its default signature)
+    # reconstruction_mse: mean squared difference between the input and the signature's one
+    # output; or the name of an output holding one score per item.
+    score: str | None = None
+    threshold: float | None = None
+
+
 class ModelConfig(_Section):
     """Per-model settings; the name is the key under ``models:``."""
 
     name: str = ""
     batching: BatchingConfig = BatchingConfig()
+    ood: OodConfig | None = None
     version_policy: VersionPolicy = VersionPolicy()
     version: int | None = Field(None, ge=1)  # older form of version_policy: {specific: [v]}
 
@@ -140,6 +156,19 @@ class Settings(_Section):
     inference_threads: int | None = Field(None, ge=1)  # None: from the usable CPUs
     decode_threads: int | None = Field(None, ge=1)  # image decoding; None: the usable CPUs
     grpc_port: int = Field(8001, ge=0, le=65535)  # Open Inference Protocol over gRPC; 0: off
+    # Drift (service.monitoring.drift): the last drift_window items of each model version are
+    # compared with its reference.json, counted off the request path every drift_interval_s.
+    drift: bool = True  # false: no drift checks (the request path skips even the append)
+    drift_window: int = Field(1000, ge=10)
+    drift_interval_s: float = Field(2.0, gt=0)
+    # Sampled payload logs (service.monitoring.payloads): off while the sample is 0.
+    payload_log_sample: float = Field(0.0, ge=0, le=1)
+    payload_log_file: Path | None = None  # JSON lines, rotated
+    payload_log_url: str | None = None  # CloudEvents over HTTP, as KServe's logger
+    payload_log_inputs: Literal["full", "hash", "none"] = "full"
+    payload_log_max_bytes: int = Field(100 * 1024 * 1024, ge=1024)  # per file, then rotated
+    payload_log_backups: int = Field(5, ge=1)  # rotated files kept
+    payload_log_queue: int = Field(10_000, ge=1)  # records waiting per sink; more are dropped
 
     @model_validator(mode="after")
     def _name_models(self) -> Settings:

@@ -16,10 +16,12 @@ from typing import Any
 
 from modelspec.bank import BankEncoder
 from modelspec.tensors import Signature, signatures_from_manifest
+from service.config import OodConfig
 from service.errors import NotFound, RequestError
 from service.inputs.tensors import TensorContract
 from service.interfaces import ANSWERS, INPUT_KINDS, TENSOR_ANSWER, TENSOR_INPUT
 from service.interfaces.base import Answer, InputKind, Tensor
+from service.monitoring.names import IN_DISTRIBUTION, OOD_SCORE
 
 TF_DEFAULT = "serving_default"
 
@@ -63,6 +65,24 @@ class ManifestError(ValueError):
     """A manifest the service cannot serve from (a missing field, an unknown interface)."""
 
 
+def ood_pairing(manifest: dict[str, Any], config: OodConfig | None) -> dict[str, Any] | None:
+    """The manifest's ``ood`` pairing with the settings' fields over it; None when neither
+    names a detector or the settings turn it off."""
+    if config is not None and not config.enabled:
+        return None
+    paired = manifest.get("ood")
+    pairing = dict(paired) if isinstance(paired, dict) else {}
+    if config is not None:
+        given = config.model_dump(exclude={"enabled"}, exclude_none=True)
+        pairing.update(given)
+    if not isinstance(pairing.get("detector"), str) or not pairing["detector"]:
+        return None
+    threshold = pairing.get("threshold")
+    if threshold is not None and not (isinstance(threshold, int | float) and threshold >= 0):
+        raise ManifestError("ood threshold must be a number >= 0")
+    return pairing
+
+
 def _is_probability(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
 
@@ -84,7 +104,14 @@ def _check_descriptive(manifest: dict[str, Any]) -> None:
 class Version:
     """A model version's description: manifest, signatures, interfaces and names."""
 
-    def __init__(self, name: str, number: int, directory: Path, manifest: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        name: str,
+        number: int,
+        directory: Path,
+        manifest: dict[str, Any],
+        ood: OodConfig | None = None,
+    ) -> None:
         self.name = name
         self.number = number
         self.directory = directory
@@ -98,6 +125,9 @@ class Version:
         _check_descriptive(manifest)
         self.signatures: dict[str, Signature] = {s.name: s for s in signatures}
         self.default_signature = signatures[0].name
+        # The out-of-distribution detector of the default signature's inputs, when the
+        # manifest pairs one or the settings name one (service.monitoring.ood).
+        self.ood = ood_pairing(manifest, ood)
         self.views = {s.name: self._view(s) for s in signatures}
         self._contracts = {
             s.name: {t.name: Tensor.of(t).contract() for t in s.inputs} for s in signatures
@@ -133,6 +163,12 @@ class Version:
             outputs = answer.protocol_outputs(signature, self.manifest)
         except KeyError as error:
             raise ManifestError(f"{signature.name}: manifest lacks {error}") from None
+        if self.ood is not None and signature.name == self.default_signature:
+            outputs = (
+                *outputs,
+                Tensor(OOD_SCORE, "FP32", (-1,)),
+                Tensor(IN_DISTRIBUTION, "BOOL", (-1,)),
+            )
         return SignatureView(signature.name, signature, kind, answer, inputs, outputs)
 
     # -- what the interfaces read ----------------------------------------------------------
@@ -231,6 +267,7 @@ class Version:
             "metrics": manifest.get("metrics"),
             "latency": manifest.get("latency"),
             "model_card": f"/models/{self.name}/versions/{self.number}/card",
+            "ood": self.ood,
         }
 
 

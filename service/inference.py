@@ -31,6 +31,7 @@ from service.inputs.body import ClientGone
 from service.logs import request_id
 from service.metrics import EndpointMetrics, Metrics
 from service.models import Registry
+from service.monitoring import Monitor
 from service.tracing import RequestTrace, Tracing
 
 logger = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ class Runtime:
     metrics: Metrics
     registry: Registry
     tracing: Tracing | None = None  # None: off (the default), and no cost
+    monitor: Monitor | None = None  # drift, OOD flags, payload logs (service.monitoring)
     # Inference requests in progress in this worker, counted from their body's last byte: a
     # request still sending its body holds only its connection (4,100 stalled uploads once
     # filled all 512 places and locked every client out until their 408s).
@@ -200,7 +202,7 @@ async def handle(request: RawRequest, call: Call, runtime: Runtime | None) -> Re
     deadline = runtime.deadlines.start()
     try:
         try:
-            reply = await _infer(request, runtime, call, recorder, traced)
+            reply = await _infer(request, runtime, call, recorder, traced, (rid, started))
         except asyncio.CancelledError:
             if not deadline.expired:  # the client left (gRPC cancels), or shutdown
                 recorder.answered(499, time.perf_counter() - started)
@@ -244,6 +246,7 @@ async def _infer(
     call: Call,
     recorder: EndpointMetrics,
     traced: RequestTrace | None,
+    begun: tuple[str, float] = ("", 0.0),
 ) -> Reply:
     limits = runtime.config.limits
     loaded = runtime.registry.resolve(call.model, call.version)
@@ -292,7 +295,23 @@ async def _infer(
             classes = answer.classes(outputs, version)
             if classes is not None:
                 recorder.predicted(version.labels, classes)
+            monitor = runtime.monitor
+            if monitor is not None:
+                outputs = await monitor.after_run(
+                    version, decoded.signature, decoded.feed, outputs, classes
+                )
             reply = call.encode(outputs, decoded.context, version, decoded.signature)
+            if monitor is not None and monitor.payloads is not None:
+                monitor.answered(
+                    begun[0],
+                    version,
+                    decoded.signature,
+                    call.label,
+                    body,
+                    request.headers.get("content-type", ""),
+                    outputs,
+                    begun[1],
+                )
             if traced is not None:
                 traced.step("read body", t0, t1)
                 traced.step("decode", t1, t2)

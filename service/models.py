@@ -430,7 +430,7 @@ class Registry:
         if problems:
             raise LoadError("integrity check failed: " + "; ".join(problems))
         try:
-            version = Version(model.name, loaded.number, directory, manifest)
+            version = Version(model.name, loaded.number, directory, manifest, model.config.ood)
         except ManifestError as error:
             raise LoadError(str(error)) from None
         batching = model.config.batching

@@ -131,6 +131,12 @@ MODEL_FILE = operation(
     (404,),
     _ok("A PNG plot", {"type": "string", "format": "binary"}, "image/png"),
 )
+DRIFT_PLOT = operation(
+    "Drift: the reference and live distributions of each feature, side by side, with PSI",
+    (404,),
+    _ok("A PNG plot", {"type": "string", "format": "binary"}, "image/png"),
+    query=[_VERSION_QUERY],
+)
 TENSOR_PREDICT = operation(
     "Any signature of any model: JSON tensors in, JSON tensors out",
     _INFER,

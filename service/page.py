@@ -68,6 +68,91 @@ def _models(runtime: Runtime) -> str:
     return "\n".join(rows)
 
 
+HEALTH_REFRESH_S = 5
+# The live view: plain DOM building from /models (textContent only, never innerHTML with
+# data, so a model's words cannot become markup). Fields other parts of the service may add
+# are shown when /models has them: version_labels, traffic, shadow, storage_error.
+HEALTH_SCRIPT = """
+function cell(row, value) {
+  const td = document.createElement("td");
+  if (value instanceof Node) td.appendChild(value); else td.textContent = value;
+  row.appendChild(td); return td;
+}
+function shown(value) {
+  if (value === undefined || value === null) return "n/a";
+  return typeof value === "object" ? JSON.stringify(value) : String(value);
+}
+function driftCell(drift) {
+  const box = document.createElement("div");
+  if (!drift) { box.textContent = "n/a"; return box; }
+  for (const [number, state] of Object.entries(drift.versions)) {
+    const head = document.createElement("div");
+    if (!state.reference) {
+      head.textContent = "v" + number + ": no reference (no drift checks)";
+      box.appendChild(head);
+      continue;
+    }
+    head.textContent = "v" + number + ": " + state.items + " items"
+      + (state.full ? "" : " (window of " + drift.window + " filling)");
+    box.appendChild(head);
+    const list = document.createElement("ul");
+    for (const [feature, score] of Object.entries(state.scores)) {
+      const item = document.createElement("li");
+      item.className = "drift-score";
+      item.textContent = feature + ": " + score.toFixed(3);
+      if (score > drift.alert_threshold) item.style.color = "#d62728";
+      list.appendChild(item);
+    }
+    box.appendChild(list);
+    const link = document.createElement("a");
+    link.href = state.plot;
+    const img = document.createElement("img");
+    img.src = state.plot + "&t=" + Date.now();
+    img.width = 450;
+    img.alt = "drift plot, version " + number;
+    img.className = "drift-plot";
+    link.appendChild(img); box.appendChild(link);
+  }
+  return box;
+}
+async function health() {
+  let models;
+  try { models = (await (await fetch("/models")).json()).models; } catch (e) { return; }
+  const table = document.createElement("table");
+  table.id = "health-table";
+  const head = table.insertRow();
+  const titles = ["model", "versions served", "labels", "traffic", "shadow agreement",
+                  "drift (PSI)", "OOD rate", "last storage error"];
+  for (const title of titles) {
+    const th = document.createElement("th"); th.textContent = title; head.appendChild(th);
+  }
+  for (const m of models) {
+    const row = table.insertRow();
+    row.dataset.model = m.name;
+    cell(row, m.name);
+    const ready = (m.versions || []).filter(v => v.state === "ready");
+    cell(row, ready.map(v => v.version).join(", ") || m.state);
+    cell(row, shown(m.version_labels));
+    cell(row, shown(m.traffic));
+    cell(row, shown(m.shadow));
+    cell(row, driftCell(m.drift));
+    const ood = m.drift && m.drift.ood;
+    let rate = "n/a";
+    if (ood) {
+      rate = ood.rate === null ? "no items yet"
+        : (100 * ood.rate).toFixed(1) + "% of " + ood.items;
+      if (ood.unavailable) rate += " (" + ood.unavailable + ")";
+    }
+    cell(row, rate).className = "ood-rate";
+    cell(row, shown(m.storage_error));
+  }
+  document.getElementById("health").replaceChildren(table);
+}
+health();
+setInterval(health, REFRESH_MS);
+"""
+
+
 def _code(text: str) -> str:
     """The document's Markdown `code` spans as HTML."""
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
@@ -75,6 +160,7 @@ def _code(text: str) -> str:
 
 def render(runtime: Runtime, host: str = DEFAULT_HOST) -> str:
     version = html.escape(openapi._version())
+    script = HEALTH_SCRIPT.replace("REFRESH_MS", str(HEALTH_REFRESH_S * 1000))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>{openapi.TITLE} {version}</title>
@@ -101,6 +187,13 @@ code {{ background: #f3f3f3; padding: 0 .2rem; }}
 <table id="models"><thead><tr><th>model</th><th>state</th><th>versions</th>
 <th>how to call it</th><th></th></tr></thead>
 <tbody>{_models(runtime)}</tbody></table>
+<h2>Model health</h2>
+<p>Live, from <a href="/models">/models</a> every {HEALTH_REFRESH_S} s: the versions served, drift
+of each input feature and of the predicted classes against the training data (PSI; above
+the alert threshold in red), the out-of-distribution rate, and, where this server has them,
+version labels, traffic weights, shadow agreement and the last storage error (n/a
+otherwise).</p>
+<div id="health">loading&hellip;</div>
 <h2>Calling a model</h2>
 <p>These commands run as they are (<code>--fail-with-body</code>: curl fails on a refusal).
 Every model takes V2 (<code>/v2/models/NAME/infer</code>), TF Serving
@@ -112,6 +205,7 @@ below has each body's schema.</p>
 <div id="swagger-ui"></div>
 <script src="{STATIC}/swagger-ui-bundle.js"></script>
 <script src="{STATIC}/swagger-ui-standalone-preset.js"></script>
+<script>{script}</script>
 <script>
 window.onload = function () {{
   window.ui = SwaggerUIBundle({{

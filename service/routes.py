@@ -7,6 +7,7 @@ here. ``[...]`` marks an optional part of a path (the version).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from service import admin, native, openapi, page
@@ -27,16 +28,46 @@ MODELS, V2, TF, ADMIN, DOCS = (
 )
 
 
+def _described(model: Any, runtime: Runtime) -> dict[str, Any]:
+    described = model.describe()
+    if runtime.monitor is not None:
+        described["drift"] = runtime.monitor.describe(model)
+    return described
+
+
 async def list_models(request: RawRequest, runtime: Runtime) -> Reply:
     models = sorted(runtime.registry.models.values(), key=lambda m: m.name)
-    return json_reply({"models": [m.describe() for m in models]})
+    return json_reply({"models": [_described(m, runtime) for m in models]})
 
 
 async def describe_model(request: RawRequest, runtime: Runtime, name: str) -> Reply:
     try:
-        return json_reply(runtime.registry.find(name).describe())
+        return json_reply(_described(runtime.registry.find(name), runtime))
     except RequestError as error:
         return error_reply(error)
+
+
+async def drift_plot(request: RawRequest, runtime: Runtime, name: str) -> Reply:
+    """The reference and live distributions of a served version (``?version=``, else the
+    latest), drawn off the event loop."""
+    try:
+        model = runtime.registry.find(name)
+        wanted = request.query.get("version")
+        number = version_number(wanted) if wanted is not None else None
+        if wanted is not None and number is None:
+            raise NotFound("unknown_version", f"version {wanted[:20]!r} is not served")
+        png = None
+        if runtime.monitor is not None:
+            png = await asyncio.to_thread(runtime.monitor.drift_png, model, number)
+        if png is None:
+            raise NotFound(
+                "no_reference",
+                f"{name!r} has no drift checks: no reference.json in that version",
+                expected="a version trained or exported with reference statistics",
+            )
+    except RequestError as error:
+        return error_reply(error)
+    return Reply(png, media_type="image/png")
 
 
 async def model_file(
@@ -93,6 +124,7 @@ ROUTES = [
     Route("GET", "/docs.json", document, tags=(DOCS,), doc=openapi.DOCUMENT),
     Route("GET", "/models", list_models, tags=(MODELS,), doc=openapi.LIST_MODELS),
     Route("GET", "/models/{name}", describe_model, tags=(MODELS,), doc=openapi.DESCRIBE_MODEL),
+    Route("GET", "/models/{name}/drift.png", drift_plot, tags=(MODELS,), doc=openapi.DRIFT_PLOT),
     Route("GET", "/models/{name}/versions/{version}/card", card, tags=(MODELS,),
           doc=openapi.CARD),
     Route("GET", "/models/{name}/versions/{version}/files/{file}", model_file, tags=(MODELS,),

@@ -27,6 +27,7 @@ from service.inputs import images
 from service.logs import configure_logging
 from service.metrics import Metrics
 from service.models import Registry
+from service.monitoring import Monitor
 from service.protocols import grpc
 
 logger = logging.getLogger("service")
@@ -71,6 +72,7 @@ class KerasModels:
         connection.on_refusal = metrics.connection_refused
         registry = Registry(SETTINGS, metrics)
         self.runtime = Runtime(SETTINGS, metrics, registry, tracing.from_environment())
+        self.runtime.monitor = Monitor(SETTINGS, registry)
         app.runtime = self.runtime
         self._polling: asyncio.Task[None] | None = None  # held so the task is not collected
         self._grpc: Any = None
@@ -92,6 +94,8 @@ class KerasModels:
         self._sweeping = asyncio.create_task(self.runtime.deadlines.sweep_forever())
         self._flushing = asyncio.create_task(flush_metrics(self.runtime.metrics))
         self._grpc = await grpc.start(self.runtime)
+        if self.runtime.monitor is not None:
+            self.runtime.monitor.start()
 
     async def __is_ready__(self) -> bool:
         registry = self.runtime.registry
@@ -108,6 +112,8 @@ class KerasModels:
             if task is not None:
                 task.cancel()
         self.runtime.metrics.flush()
+        if self.runtime.monitor is not None:
+            self.runtime.monitor.stop()  # the payload records queued are written first
         self.runtime.registry.close()
         if self.runtime.tracing is not None:
             self.runtime.tracing.shutdown()  # exports the spans still buffered

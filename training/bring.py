@@ -34,6 +34,7 @@ from modelspec.repository import (
     sha256_file,
 )
 from training import card
+from training import reference as reference_stats
 from training.errors import TrainingError
 from training.export import (
     PARITY_MIN_INPUTS,
@@ -487,20 +488,33 @@ def parity_inputs(
 
 
 def export_user_model(
-    path: Path, out: Path, name: str | None, opset: int, given: Mapping[str, Path]
+    path: Path,
+    out: Path,
+    name: str | None,
+    opset: int,
+    given: Mapping[str, Path],
+    reference: Path | None = None,
 ) -> Path:
-    """Publish ``path`` as the next version of model ``name`` under ``out``."""
+    """Publish ``path`` as the next version of model ``name`` under ``out``; ``reference``:
+    a .npy sample of its training inputs, summarised as reference.json (drift checks)."""
     kind = kind_of(path)
     if name is not None:
         checked_name(name)  # before any loading: '' (an unset variable) is refused, not replaced
     if kind == "keras":
-        return _keras(path, out, name, opset, given)
+        return _keras(path, out, name, opset, given, reference)
     if kind == "saved_model":
-        return _saved_model(path, out, name or path.resolve().name, opset, given)
-    return _onnx(path, out, name or path.stem, given)
+        return _saved_model(path, out, name or path.resolve().name, opset, given, reference)
+    return _onnx(path, out, name or path.stem, given, reference)
 
 
-def _keras(path: Path, out: Path, name: str | None, opset: int, given: Mapping[str, Path]) -> Path:
+def _keras(
+    path: Path,
+    out: Path,
+    name: str | None,
+    opset: int,
+    given: Mapping[str, Path],
+    reference: Path | None = None,
+) -> Path:
     import keras
 
     check_keras_file(path)
@@ -527,10 +541,19 @@ def _keras(path: Path, out: Path, name: str | None, opset: int, given: Mapping[s
             "saved_model": saved_model_runner(stage / SAVED_MODEL_DIR, (signature,)),
             "onnx": onnx_runner(stage, (signature,)),
         }
-        return _publish(stage, out, name, (signature,), runners, given, path, "Keras", opset)
+        return _publish(
+            stage, out, name, (signature,), runners, given, path, "Keras", opset, reference
+        )
 
 
-def _saved_model(path: Path, out: Path, name: str, opset: int, given: Mapping[str, Path]) -> Path:
+def _saved_model(
+    path: Path,
+    out: Path,
+    name: str,
+    opset: int,
+    given: Mapping[str, Path],
+    reference: Path | None = None,
+) -> Path:
     name = checked_name(name)
     refuse_special_files(path)  # before TensorFlow reads it: a FIFO would hang the load
     signatures = saved_model_signatures(path)
@@ -545,10 +568,14 @@ def _saved_model(path: Path, out: Path, name: str, opset: int, given: Mapping[st
             "saved_model": saved_model_runner(stage / SAVED_MODEL_DIR, signatures),
             "onnx": onnx_runner(stage, signatures),
         }
-        return _publish(stage, out, name, signatures, runners, given, path, "SavedModel", opset)
+        return _publish(
+            stage, out, name, signatures, runners, given, path, "SavedModel", opset, reference
+        )
 
 
-def _onnx(path: Path, out: Path, name: str, given: Mapping[str, Path]) -> Path:
+def _onnx(
+    path: Path, out: Path, name: str, given: Mapping[str, Path], reference: Path | None = None
+) -> Path:
     name = checked_name(name)
     signature, external = onnx_signature(path)
     with staging_area(out, name) as stage:
@@ -563,7 +590,9 @@ def _onnx(path: Path, out: Path, name: str, given: Mapping[str, Path]) -> Path:
             "onnx_reference": reference_runner(stage, (signature,)),
             "onnx": onnx_runner(stage, (signature,)),
         }
-        return _publish(stage, out, name, (signature,), runners, given, path, "ONNX", None)
+        return _publish(
+            stage, out, name, (signature,), runners, given, path, "ONNX", None, reference
+        )
 
 
 def _publish(
@@ -576,6 +605,7 @@ def _publish(
     source: Path,
     kind: str,
     opset: int | None,
+    reference: Path | None = None,
 ) -> Path:
     inputs, described = {}, ""
     for signature in signatures:
@@ -618,6 +648,14 @@ def _publish(
             "no training metrics and no test split are known to this project."
         ],
     }
+
+    if reference is not None:  # the model's answers on the sample stand for its outputs'
+        main = signatures[0]
+        summary = reference_stats.from_file(reference, main, runners["onnx"], manifest)
+        reference_stats.write(summary, stage)
+        manifest["notes"].append(
+            f"Drift reference (reference.json) from {reference.name}: {summary['items']} items."
+        )
 
     def write_card(final: dict[str, Any], directory: Path) -> None:
         (directory / MODEL_CARD).write_text(card.render_user(final))

@@ -108,6 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="[NAME=]FILE.npy",
         help="inputs for the parity check, one .npy per input (default: 1,000 generated)",
     )
+    export.add_argument(
+        "--reference-inputs",
+        metavar="FILE.npy",
+        help="a sample of the model's training inputs (batch first, as its first input "
+        "takes them): summarised as reference.json, so the service checks drift against it "
+        "(default: no drift checks for this model)",
+    )
     export.add_argument("--opset", type=int, default=17)
     _data_dir(
         export,
@@ -278,7 +285,10 @@ def _export_model(args: argparse.Namespace, path: Path) -> int:
     from training.bring import export_user_model
 
     given = _parity_files(args.parity_inputs)
-    print(export_user_model(path, Path(args.repository), args.name, args.opset, given))
+    reference = Path(args.reference_inputs) if args.reference_inputs else None
+    if reference is not None and not reference.is_file():
+        raise TrainingError(f"--reference-inputs {reference}: no such file")
+    print(export_user_model(path, Path(args.repository), args.name, args.opset, given, reference))
     return 0
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from modelspec.reference import REFERENCE_FILE
 from modelspec.repository import (
     KERAS_MODEL,
     MANIFEST,
@@ -21,7 +22,7 @@ from modelspec.repository import (
     version_dir,
 )
 from modelspec.tensors import signatures_from_manifest
-from training import card, plots
+from training import card, plots, reference
 from training.card import Section
 from training.errors import TrainingError
 from training.export import (
@@ -52,6 +53,16 @@ def train_and_publish(
     trained = recipe.train(data, profile)
     manifest = base_manifest(recipe, trained, data, profile, time.monotonic() - started)
     held_out = held_out_inputs(data.test.x, data.validation.x)
+    main = recipe.signatures_for(trained.model)[0]
+    train_inputs, test_inputs = recipe.reference_inputs(trained.model, data)
+    summary = reference.for_model(
+        main,
+        train_inputs,
+        test_inputs,
+        keras_runner(recipe.endpoints(trained.model)),
+        manifest,
+        f"the training split ({len(train_inputs)} items)",
+    )
 
     def figures(stage: Path) -> list[tuple[str, str]]:
         curves = plots.training_curves(
@@ -69,6 +80,7 @@ def train_and_publish(
         save_keras=trained.model.save,
         figures=figures,
         sections=trained.card_sections,
+        reference_stats=summary,
     )
     log.info("%s: published %s (%.0f s)", recipe.name, target, time.monotonic() - started)
     return target
@@ -84,10 +96,14 @@ def publish_model(
     save_keras: Callable[[Path], None],
     figures: Callable[[Path], list[tuple[str, str]]] = lambda stage: [],
     sections: list[Section] | None = None,
+    reference_stats: dict[str, Any] | None = None,
 ) -> Path:
-    """Export, check parity, draw and describe one model in a staging folder, then publish."""
+    """Export, check parity, draw and describe one model in a staging folder, then publish.
+    ``reference_stats`` becomes ``reference.json`` (listed and hashed like every file)."""
     with staging_area(out, recipe.name) as stage:
         save_keras(stage / KERAS_MODEL)
+        if reference_stats is not None:
+            reference.write(reference_stats, stage)
         manifest["parity"] = export_all(recipe, model, stage, opset, *parity)
         seconds = 0.3 if manifest.get("training", {}).get("profile") == "quick" else 2.0
         manifest["latency"] = {
@@ -186,6 +202,7 @@ def reexport(model_path: Path, out: Path, opset: int, data_dir: Path | None) -> 
         parity=_export_parity_inputs(recipe, model, manifest, data_dir),
         save_keras=lambda path: path.write_bytes(model_path.read_bytes()),
         figures=lambda stage: _carry_figures(model_path.parent, stage),
+        reference_stats=_carry_reference(model_path.parent),
     )
 
 
@@ -198,6 +215,15 @@ def _carry_figures(source: Path, stage: Path) -> list[tuple[str, str]]:
         shutil.copyfile(png, stage / png.name)
         carried.append((png.stem.replace("_", " ").capitalize(), png.name))
     return carried
+
+
+def _carry_reference(source: Path) -> dict[str, Any] | None:
+    """The reference statistics of the version being re-exported describe the same model and
+    training data: keep them (the service's drift checks go on across the re-export)."""
+    found = source / REFERENCE_FILE
+    if not (source / MANIFEST).is_file() or not found.is_file():
+        return None
+    return json.loads(found.read_text())
 
 
 def _source_metadata(recipe: Recipe, model: Any, model_path: Path) -> dict[str, Any]:
@@ -214,6 +240,8 @@ def _source_metadata(recipe: Recipe, model: Any, model_path: Path) -> dict[str, 
             "test_split",
             "training",
             "decision",
+            "ood",
+            "detector",
         )
         manifest = {k: source[k] for k in kept if k in source}
         manifest["notes"] = [

@@ -21,6 +21,7 @@ from service.errors import RequestError
 from service.http import Reply, json_reply
 from service.inputs.numbers import ascii_int
 from service.interfaces.base import BYTES, Answer, Incoming, Tensor, accepts_json, envelope
+from service.monitoring.names import IN_DISTRIBUTION, OOD_SCORE
 
 if TYPE_CHECKING:
     from service.descriptor import Version
@@ -43,6 +44,20 @@ def _envelope_schema(**properties: Any) -> dict[str, Any]:
 
 def only_output(outputs: Outputs, version: Version, signature: str) -> np.ndarray:
     return outputs[version.signatures[signature].outputs[0].name]
+
+
+def with_flags(predictions: list[dict[str, Any]], outputs: Outputs) -> list[dict[str, Any]]:
+    """Each prediction with ``in_distribution`` and ``ood_score`` when the model has an
+    out-of-distribution detector (service.monitoring.ood); the score is null when the
+    detector could not run."""
+    if OOD_SCORE not in outputs:
+        return predictions
+    scores = [None if s != s else s for s in outputs[OOD_SCORE].tolist()]  # NaN -> null
+    for prediction, inside, score in zip(
+        predictions, outputs[IN_DISTRIBUTION].tolist(), scores, strict=True
+    ):
+        prediction.update(in_distribution=inside, ood_score=score)
+    return predictions
 
 
 class _Classifier(Answer):
@@ -71,7 +86,7 @@ class DigitAnswer(_Classifier):
         predictions = [
             {"digit": int(d), "probabilities": p} for d, p in zip(best, probabilities, strict=True)
         ]
-        return json_reply(envelope(version, predictions=predictions))
+        return json_reply(envelope(version, predictions=with_flags(predictions, outputs)))
 
     def native_response(self, version: Version, signature: str) -> dict[str, Any]:
         return _envelope_schema(
@@ -114,7 +129,7 @@ class TopLabels(_Classifier):
             }
             for ranked, row in zip(order, probabilities, strict=True)
         ]
-        return json_reply(envelope(version, predictions=predictions))
+        return json_reply(envelope(version, predictions=with_flags(predictions, outputs)))
 
     def native_response(self, version: Version, signature: str) -> dict[str, Any]:
         label = {"type": "string", "enum": list(version.labels)}
@@ -157,6 +172,7 @@ class Decision(Answer):
             predictions.append(
                 {"probability": p, "subscribe": subscribe, "label": labels[subscribe]}
             )
+        predictions = with_flags(predictions, outputs)
         return json_reply(envelope(version, threshold=threshold, predictions=predictions))
 
     def native_response(self, version: Version, signature: str) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from service.inputs.body import parse_json
 from service.inputs.tensors import holds_boolean, might_hold_booleans
 from service.interfaces.base import BYTES, Columns, Tensor
 from service.models import FAILED, LOADING, READY, UNLOADING, Loaded, ServedModel
+from service.monitoring.names import OOD_OUTPUTS
 from service.protocols.common import protocol_errors, unknown_version, version_number
 from service.protocols.v2_codec import check_inputs
 
@@ -190,7 +191,10 @@ def predict_call(name: str, version: str | None) -> Call:
         return Decoded(view.name, feed, rows)
 
     def encode(outputs: Any, rows: bool, served: Version, signature: str) -> Reply:
-        return encode_predictions(served.views[signature].answer.present(outputs, served), rows)
+        named = served.views[signature].answer.present(outputs, served)
+        # The OOD flags are V2 and native extras: a TF Serving answer keeps its one-output
+        # form (rows of values, not of {name: value}) that its clients read.
+        return encode_predictions({k: v for k, v in named.items() if k not in OOD_OUTPUTS}, rows)
 
     label = f"/v1/models/{name}:predict"
     number = version_number(version)
@@ -244,7 +248,7 @@ def _tensor_info(tensor: Tensor) -> dict[str, Any]:
 def signature_def(view: SignatureView) -> dict[str, Any]:
     return {
         "inputs": {t.name: _tensor_info(t) for t in view.inputs},
-        "outputs": {t.name: _tensor_info(t) for t in view.outputs},
+        "outputs": {t.name: _tensor_info(t) for t in view.outputs if t.name not in OOD_OUTPUTS},
         "method_name": "tensorflow/serving/predict",
     }
 

@@ -49,6 +49,27 @@ def build_model() -> Any:
     return keras.Model(inputs, decoder(encoder(inputs)), name=spec.NAME)
 
 
+# A model paired with this one as its out-of-distribution detector (digits, by default) flags
+# an input whose reconstruction error is above this percentile of the test split's: about
+# 1% false alarms on MNIST-like digits by construction.
+DETECTOR_PERCENTILE = 99.0
+
+
+def detector_threshold(predict: Predict, test_x: np.ndarray) -> dict:
+    """The manifest's ``detector``: how to score an input with this model (the mean squared
+    error of its reconstruction) and the threshold above which it is out of distribution."""
+    rebuilt = run_batched(predict, "reconstruct", test_x, 1024)["reconstruction"]
+    errors = np.mean((rebuilt - test_x.reshape(len(test_x), -1)) ** 2, axis=1)
+    return {
+        "signature": "reconstruct",
+        "score": "reconstruction_mse",
+        "threshold": float(np.percentile(errors, DETECTOR_PERCENTILE)),
+        "chosen_by": f"{DETECTOR_PERCENTILE:g}th percentile of the test split's scores "
+        f"({len(errors)} digits)",
+        "test_score_median": float(np.median(errors)),
+    }
+
+
 class AutoencoderRecipe(Recipe):
     name = spec.NAME
     title = "MNIST autoencoder (16-float code)"
@@ -88,6 +109,7 @@ class AutoencoderRecipe(Recipe):
         metrics = self.evaluate(keras_runner(self.endpoints(model)), data.test, {})
         metrics["validation_loss"] = float(min(curves["val_loss"]))
         codes = run_batched(keras_runner(self.endpoints(model)), "encode", data.train.x, 1024)
+        detector = detector_threshold(keras_runner(self.endpoints(model)), data.test.x)
         signatures = spec.signatures(code_range=spec.code_range(codes["code"]))
         return Trained(
             model=model,
@@ -101,7 +123,10 @@ class AutoencoderRecipe(Recipe):
                 "loss": "binary cross-entropy per pixel",
                 "best_epoch": "restored (val_loss)",
             },
-            manifest_extra={"signatures": {s.name: s.to_dict() for s in signatures}},
+            manifest_extra={
+                "signatures": {s.name: s.to_dict() for s in signatures},
+                "detector": detector,
+            },
         )
 
     def endpoints(self, model: Any) -> dict[str, KerasFn]:

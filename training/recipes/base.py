@@ -120,6 +120,11 @@ class Recipe(ABC):
         """Inputs of every signature, from held-out inputs of the main one."""
         return {s.name: held_out for s in self.signatures_for(model)}
 
+    def reference_inputs(self, model: Any, data: Dataset) -> tuple[np.ndarray, np.ndarray]:
+        """(training, test) inputs of the main signature exactly as the model takes them, for
+        the reference statistics (``training.reference``)."""
+        return data.train.x, data.test.x
+
     @abstractmethod
     def figures(self, trained: Trained, data: Dataset, out: Path) -> list[tuple[str, str]]:
         """Write the model-specific PNGs; (caption, file name) for the card."""

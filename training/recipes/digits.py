@@ -20,6 +20,10 @@ from training.recipes.base import Dataset, Predict, Profile, Recipe, Split, Trai
 from training.recipes.common import history_dict, mnist_dataset, mnist_test
 
 BATCH_SIZE = 128
+# The out-of-distribution detector the service pairs with digits by default: the autoencoder
+# trained beside it scores each input by its reconstruction error, against the threshold in
+# the autoencoder's own manifest (``detector``). serving.yaml ``models.digits.ood`` overrides.
+OOD_PAIRING = {"detector": "autoencoder", "signature": "reconstruct", "score": "reconstruction_mse"}
 
 
 def build_model() -> Any:
@@ -110,6 +114,7 @@ class DigitsRecipe(Recipe):
                 "optimizer": "Adam, cosine decay from 2e-3",
                 "augmentation": "rotation 0.03 turn, shift 8%, zoom 8%",
             },
+            manifest_extra={"ood": OOD_PAIRING},
         )
 
     def endpoints(self, model: Any) -> dict[str, KerasFn]:

@@ -538,6 +538,13 @@ class FlowersRecipe(Recipe):
     def endpoints(self, model: Any) -> dict[str, KerasFn]:
         return {"predict": lambda x: {"probabilities": model(x, training=False)}}
 
+    def reference_inputs(self, model: Any, data: Dataset) -> tuple[np.ndarray, np.ndarray]:
+        size = int(model.input_shape[1])  # the chosen resolution, maybe not the default
+        return (
+            self._prepared(data.train.x, data.raw["train"], size),
+            self._prepared(data.test.x, data.raw["test"], size),
+        )
+
     def signatures_for(self, model: Any) -> tuple:
         size = int(model.input_shape[1])
         return spec.signatures(int(model.output_shape[-1]), size)

@@ -1,0 +1,168 @@
+"""What drift checks, OOD flags and payload logging cost per request, on and off, in one run.
+
+Four real servers on one repository (bank and digits with reference statistics, the
+autoencoder as digits' detector), started together and sent the same requests in turn, one
+at a time, so machine noise falls on all of them alike:
+
+- ``off``: drift off, no OOD flags, no payload log;
+- ``drift``: drift checks on (window 1000);
+- ``drift+ood``: and digits' out-of-distribution flag (one more batched inference);
+- ``drift+ood+log``: and every request logged (sample 1.0, inputs in full, to a file).
+
+Then the request path's own additions, timed in this process: the drift append and the
+payload sampling and enqueueing.
+
+    python -m benchmarks.monitor_cost --repository REPO --requests 2000 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+import timeit
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from benchmarks.servers import Server
+
+CONFIGS: dict[str, dict[str, str]] = {
+    "off": {"drift": "false"},
+    "drift": {},
+    "drift+ood": {},
+    "drift+ood+log": {"payload_log_sample": "1"},
+}
+NO_OOD = "models:\n  digits:\n    ood:\n      enabled: false\n"
+
+
+def _servers(repository: Path, folder: Path) -> dict[str, Server]:
+    (folder / "no-ood.yaml").write_text(NO_OOD)
+    servers = {}
+    for name, settings in CONFIGS.items():
+        env = {"MODEL_REPOSITORY": str(repository), "SERVING_POLL_INTERVAL": "0"}
+        env.update({f"SERVING_{k.upper()}": v for k, v in settings.items()})
+        if "ood" not in name:
+            env["SERVING_CONFIG"] = str(folder / "no-ood.yaml")
+        if "log" in name:
+            env["SERVING_PAYLOAD_LOG_FILE"] = str(folder / "payloads.jsonl")
+        servers[name] = Server(env=env, log=folder / f"{name.replace('+', '-')}.log")
+    return servers
+
+
+def _requests() -> dict[str, dict[str, Any]]:
+    from modelspec.bank import EXAMPLE_RECORD
+
+    digit = np.random.default_rng(0).random((1, 28, 28)).round(3).tolist()
+    return {
+        "bank": {"url": "/bank/predict", "json": EXAMPLE_RECORD},
+        "digits": {"url": "/digits/predict", "json": {"inputs": digit}},
+    }
+
+
+def hot_path_micro() -> dict[str, float]:
+    """Microseconds per call of what the request path adds (this process, no server)."""
+    from service.config import load_config
+    from service.monitoring.drift import Drift
+    from service.monitoring.payloads import PayloadLog, record
+
+    drift = Drift(1000, 3600)
+    x, classes = np.zeros((1, 51), np.float32), np.zeros(1, np.int64)
+    version = object()
+    n = 200_000
+    append = timeit.timeit(lambda: drift.observe(version, x, classes), number=n) / n
+    with tempfile.TemporaryDirectory() as folder:
+        config = load_config(
+            {
+                "SERVING_PAYLOAD_LOG_SAMPLE": "0.01",
+                "SERVING_PAYLOAD_LOG_FILE": f"{folder}/p.jsonl",
+                "SERVING_PAYLOAD_LOG_QUEUE": "1000000",
+            }
+        )
+        log = PayloadLog(config)
+        n = 100_000
+        draw = timeit.timeit(log.sampled, number=n) / n
+        item = record("r", "bank", 1, "/bank/predict", b"{}", "application/json", {}, 0.001)
+        offer = timeit.timeit(lambda: log.offer(item), number=20_000) / 20_000
+        log.close()
+    return {
+        "drift_append_us": round(append * 1e6, 3),
+        "payload_sampling_draw_us": round(draw * 1e6, 3),
+        "payload_enqueue_us": round(offer * 1e6, 3),
+    }
+
+
+def measure(repository: Path, count: int) -> dict[str, Any]:
+    requests = _requests()
+    with tempfile.TemporaryDirectory() as folder:
+        servers = _servers(repository, Path(folder))
+        try:
+            for server in servers.values():
+                server.start()
+            for server in servers.values():
+                server.wait_until("/readyz", timeout=300)
+            clients = {n: httpx.Client(base_url=s.url, timeout=60) for n, s in servers.items()}
+            timings: dict[str, dict[str, list[float]]] = {
+                n: {m: [] for m in requests} for n in servers
+            }
+            for i in range(count + 50):  # the first 50 warm up
+                for model, request in requests.items():
+                    for name, client in clients.items():
+                        started = time.perf_counter()
+                        reply = client.post(request["url"], json=request["json"])
+                        elapsed = time.perf_counter() - started
+                        assert reply.status_code == 200, reply.text
+                        if i >= 50:
+                            timings[name][model].append(elapsed)
+            logged = sum(1 for _ in (Path(folder) / "payloads.jsonl").open())
+        finally:
+            for server in servers.values():
+                server.stop()
+    results: dict[str, Any] = {}
+    for name, models in timings.items():
+        results[name] = {
+            model: {
+                "median_ms": round(statistics.median(values) * 1000, 3),
+                "p90_ms": round(float(np.percentile(values, 90)) * 1000, 3),
+            }
+            for model, values in models.items()
+        }
+    for name in results:
+        for model in requests:
+            results[name][model]["added_median_ms"] = round(
+                results[name][model]["median_ms"] - results["off"][model]["median_ms"], 3
+            )
+    return {
+        "requests_per_config_and_model": count,
+        "payload_records_logged": logged,
+        "end_to_end": results,
+        "hot_path": hot_path_micro(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repository", required=True, type=Path)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    found = measure(args.repository.resolve(), args.requests)
+    for name, models in found["end_to_end"].items():
+        line = "  ".join(
+            f"{m}: median {v['median_ms']:.3f} ms (+{v['added_median_ms']:.3f}), "
+            f"p90 {v['p90_ms']:.3f} ms"
+            for m, v in models.items()
+        )
+        print(f"{name:14s} {line}")
+    print("hot path:", found["hot_path"], "records logged:", found["payload_records_logged"])
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(found, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""Watching the models, not only the server: drift against the training data
+(``drift``), out-of-distribution flags (``ood``) and sampled payload logs (``payloads``).
+
+``Monitor`` is the one object the request path calls (``service.inference``): ``after_run``
+once a batch's outputs are in (flags, then one deque append for drift) and ``answered`` once
+the reply is written (payload sampling). Its metrics are created here, beside the others:
+
+- ``serving_drift_score{model,version,feature}``: PSI of the window against the reference;
+- ``serving_ood_items_total{model,version,in_distribution}``: items the detector scored;
+- ``serving_payload_log_dropped_total{sink}`` / ``serving_payload_log_written_total{sink}``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from modelspec.reference import ALERT, REFERENCE_FILE
+from service.monitoring import payloads, plot
+from service.monitoring.drift import Drift
+from service.monitoring.names import IN_DISTRIBUTION, OOD_SCORE
+from service.monitoring.ood import Detectors
+
+
+class Monitor:
+    def __init__(self, config: Any, registry: Any, namespace: str = "serving") -> None:
+        from prometheus_client import Counter, Gauge
+
+        self.config = config
+        self.registry = registry
+        gauge = Gauge(
+            "drift_score",
+            "Population stability index of the last drift_window items against the training "
+            "reference, per input feature and for the predicted classes (feature=prediction)",
+            ["model", "version", "feature"],
+            namespace=namespace,
+            multiprocess_mode="livemax",
+        )
+        self.ood_items = Counter(
+            "ood_items",
+            "Items scored by an out-of-distribution detector",
+            ["model", "version", "in_distribution"],
+            namespace=namespace,
+        )
+        dropped = Counter(
+            "payload_log_dropped",
+            "Sampled payload records dropped (a full queue or a failing sink)",
+            ["sink"],
+            namespace=namespace,
+        )
+        written = Counter(
+            "payload_log_written", "Sampled payload records written", ["sink"], namespace=namespace
+        )
+        self.drift = Drift(config.drift_window, config.drift_interval_s, gauge)
+        self.detectors = Detectors(registry)
+        log = payloads.PayloadLog(config, dropped, written)
+        self.payloads = log if log.on else None
+        if not log.on:
+            log.close()
+
+    def start(self) -> None:
+        if self.config.drift:
+            self.drift.start()
+
+    def stop(self) -> None:
+        self.drift.stop()
+        if self.payloads is not None:
+            self.payloads.close()
+
+    # -- the request path ------------------------------------------------------------------
+
+    async def after_run(
+        self,
+        version: Any,
+        signature: str,
+        feed: dict[str, np.ndarray],
+        outputs: dict[str, np.ndarray],
+        classes: np.ndarray | None,
+    ) -> dict[str, np.ndarray]:
+        """Flags added to ``outputs`` when the version has a detector; the batch kept for the
+        drift thread when it has a reference."""
+        flags = None
+        if version.ood is not None and signature == version.default_signature:
+            outputs = await self.detectors.score(version, signature, feed, outputs)
+            flags = outputs[IN_DISTRIBUTION]
+            if not np.isnan(outputs[OOD_SCORE]).all():
+                inside = int(flags.sum())
+                number = str(version.number)
+                if inside:
+                    self.ood_items.labels(version.name, number, "true").inc(inside)
+                if inside < len(flags):
+                    self.ood_items.labels(version.name, number, "false").inc(len(flags) - inside)
+            else:
+                flags = None
+        if self.config.drift and self._monitored(version, signature):
+            x = feed[version.signatures[signature].inputs[0].name]
+            self.drift.observe(version, x, classes, None if flags is None else ~flags)
+        return outputs
+
+    def _monitored(self, version: Any, signature: str) -> bool:
+        reference = version.memo(
+            "drift reference", lambda: REFERENCE_FILE in version.manifest.get("files", {})
+        )
+        return reference and signature == version.default_signature
+
+    def answered(
+        self,
+        rid: str,
+        version: Any,
+        signature: str,
+        endpoint: str,
+        body: bytes,
+        content_type: str,
+        outputs: dict[str, Any],
+        started: float,
+    ) -> None:
+        """Offer a sample of answered requests to the payload log's sinks."""
+        log = self.payloads
+        if log is None or not log.sampled():
+            return
+        latency = time.perf_counter() - started
+        outputs = version.views[signature].answer.present(outputs, version)
+        log.offer(
+            payloads.record(
+                rid, version.name, version.number, endpoint, body, content_type, outputs, latency
+            )
+        )
+
+    # -- what /models and the page show ----------------------------------------------------
+
+    def drift_png(self, model: Any, number: int | None) -> bytes | None:
+        """The plot of one served version (the latest by default); None without reference."""
+        loaded = model.latest() if number is None else model.versions.get(number)
+        if loaded is None or loaded.version is None:
+            return None
+        key = (model.name, loaded.number)
+        window = self.drift.window_of(key)
+        if window is None:
+            if REFERENCE_FILE not in loaded.version.manifest.get("files", {}):
+                return None
+            window = self.drift._window(key, loaded.version)  # no traffic yet: reference only
+            if window is None:
+                return None
+        state = self.drift.state.get(key, {})
+        title = (
+            f"{model.name} version {loaded.number}: {state.get('items', 0)} items seen, "
+            f"window {self.drift.window}; PSI alert above {ALERT}"
+        )
+        return plot.render(title, window.specs, state.get("live", {}), state.get("scores", {}))
+
+    def describe(self, model: Any) -> dict[str, Any]:
+        """``drift`` and ``ood`` of ``/models/{m}``: per served version."""
+        versions = {}
+        for loaded in model.ready_versions:
+            version = loaded.version
+            if version is None:
+                continue
+            has_reference = REFERENCE_FILE in version.manifest.get("files", {})
+            state = self.drift.state.get((model.name, loaded.number), {})
+            versions[str(loaded.number)] = {
+                "reference": has_reference,
+                "items": state.get("items", 0),
+                "full": state.get("full", False),
+                "scores": state.get("scores", {}),
+                "drifted": state.get("drifted", []),
+                "ood_rate": state.get("ood_rate"),
+                "plot": f"/models/{model.name}/drift.png?version={loaded.number}"
+                if has_reference
+                else None,
+            }
+        latest = model.latest()
+        return {
+            "window": self.drift.window,
+            "alert_threshold": ALERT,
+            "statistic": "PSI (population stability index)",
+            "versions": versions,
+            "ood": self.detectors.describe(
+                model.name, latest.version.ood if latest and latest.version else None
+            ),
+        }

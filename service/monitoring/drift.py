@@ -1,0 +1,185 @@
+"""Drift: the last ``drift_window`` items of each model version against its ``reference.json``.
+
+The request path only appends the batch's model inputs and predicted classes (both already
+computed) to a bounded deque (``observe``, well under a microsecond). A thread wakes every
+``drift_interval_s``, bins what arrived with ``modelspec.reference`` (the code training
+summarised the training split with), writes the bins into a ring per feature and, once the
+ring is full, scores each feature and the predicted classes by PSI: the gauge
+``serving_drift_score{model,version,feature}``, ``/models/{m}`` (``drift``) and the PNG.
+
+Each worker keeps its own windows (workers do not share memory); the gauge takes the largest
+score of the live workers (``livemax``), so an alert fires when any worker sees drift.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from modelspec.reference import ALERT, PREDICTION, REFERENCE_FILE, bin_count, binner, psi
+
+logger = logging.getLogger(__name__)
+Key = tuple[str, int]
+# Batches waiting for the counting thread; beyond this the oldest are forgotten (a window
+# needs only the latest items anyway). 64 items per batch at most: ~260k items.
+MAX_PENDING_BATCHES = 4096
+
+
+class Window:
+    """One model version's rings of bin indices, one per feature (and ``prediction``)."""
+
+    def __init__(self, reference: dict[str, Any], preprocessing: dict | None, size: int) -> None:
+        self.reference = reference
+        self.size = size
+        self.bins = binner(reference, preprocessing)
+        self.specs: dict[str, dict[str, Any]] = dict(reference["features"])
+        if PREDICTION in reference:
+            self.specs[PREDICTION] = reference[PREDICTION]
+        self.rings = {name: np.zeros(size, np.int32) for name in self.specs}
+        self.seen = {name: 0 for name in self.specs}  # items written into each ring
+        self.ood = np.zeros(size, np.bool_)
+        self.ood_seen = 0
+
+    def _write(self, name: str, values: np.ndarray) -> None:
+        values = values[-self.size :]
+        start = self.seen[name] % self.size
+        end = start + len(values)
+        ring = self.rings[name]
+        if end <= self.size:
+            ring[start:end] = values
+        else:
+            split = self.size - start
+            ring[start:] = values[:split]
+            ring[: end - self.size] = values[split:]
+        self.seen[name] += len(values)
+
+    def add(self, x: np.ndarray | None, classes: np.ndarray | None, ood: np.ndarray | None):
+        if x is not None:
+            for name, bins in self.bins(x).items():
+                self._write(name, bins)
+        if classes is not None and PREDICTION in self.rings:
+            self._write(PREDICTION, np.asarray(classes, np.int32))
+        if ood is not None:
+            flags = np.asarray(ood, np.bool_)[-self.size :]
+            index = (self.ood_seen + np.arange(len(flags))) % self.size
+            self.ood[index] = flags
+            self.ood_seen += len(flags)
+
+    def live_counts(self, name: str) -> list[int]:
+        filled = min(self.seen[name], self.size)
+        ring = self.rings[name][:filled] if filled < self.size else self.rings[name]
+        return np.bincount(ring, minlength=bin_count(self.specs[name])).tolist()
+
+    def snapshot(self) -> dict[str, Any]:
+        scores, live = {}, {}
+        for name, spec in self.specs.items():
+            live[name] = self.live_counts(name)
+            if self.seen[name] >= self.size:
+                scores[name] = round(psi(spec["counts"], live[name]), 4)
+        items = max(self.seen.values(), default=0)
+        ood_items = min(self.ood_seen, self.size)
+        return {
+            "items": items,
+            "full": items >= self.size,
+            "scores": scores,
+            "drifted": sorted(n for n, s in scores.items() if s > ALERT),
+            "live": live,
+            "ood_rate": round(float(self.ood[:ood_items].mean()), 4) if ood_items else None,
+            "ood_items": ood_items,
+        }
+
+
+class Drift:
+    def __init__(self, window: int, interval_s: float, gauge: Any = None) -> None:
+        self.window = window
+        self.interval_s = interval_s
+        self.gauge = gauge
+        self._pending: deque[tuple[Any, ...]] = deque(maxlen=MAX_PENDING_BATCHES)
+        self._windows: dict[Key, Window | None] = {}  # None: no reference (no checks)
+        self._sources: dict[Key, Any] = {}  # the Version each key was first seen with
+        self.state: dict[Key, dict[str, Any]] = {}  # the latest snapshots, read by /models
+        self._wake = threading.Event()
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+
+    # -- the request path ------------------------------------------------------------------
+
+    def observe(
+        self,
+        version: Any,
+        x: np.ndarray | None,
+        classes: np.ndarray | None,
+        ood: np.ndarray | None = None,
+    ) -> None:
+        """Keep a batch for the counting thread: one deque append."""
+        self._pending.append((version, x, classes, ood))
+
+    # -- the counting thread ---------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="drift", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stopped:
+            self._wake.wait(self.interval_s)
+            try:
+                self.count()
+            except Exception:  # never let a bad batch stop the counting for good
+                logger.exception("drift counting failed")
+
+    def count(self) -> None:
+        """Bin what arrived since the last pass and rescore the windows it touched."""
+        touched: set[Key] = set()
+        while self._pending:
+            version, x, classes, ood = self._pending.popleft()
+            key = (version.name, version.number)
+            window = self._window(key, version)
+            if window is None:
+                continue
+            window.add(x, classes, ood)
+            touched.add(key)
+        for key in touched:
+            window = self._windows[key]
+            assert window is not None
+            snapshot = window.snapshot()
+            snapshot["computed_at"] = time.time()
+            self.state[key] = snapshot
+            if self.gauge is not None:
+                for feature, score in snapshot["scores"].items():
+                    self.gauge.labels(key[0], str(key[1]), feature).set(score)
+
+    def _window(self, key: Key, version: Any) -> Window | None:
+        if key in self._windows:
+            return self._windows[key]
+        window = None
+        if REFERENCE_FILE in version.manifest.get("files", {}):
+            try:
+                reference = json.loads((version.directory / REFERENCE_FILE).read_text())
+                window = Window(reference, version.manifest.get("preprocessing"), self.window)
+            except (OSError, ValueError, KeyError, TypeError) as error:
+                logger.warning("%s version %d: reference unusable (%s)", *key, error)
+        self._windows[key] = window
+        self._sources[key] = version
+        return window
+
+    def window_of(self, key: Key) -> Window | None:
+        return self._windows.get(key)
+
+    def forget(self, keep: set[Key]) -> None:
+        """Drop the windows of versions no longer served."""
+        for key in [k for k in self._windows if k not in keep]:
+            self._windows.pop(key, None)
+            self.state.pop(key, None)

@@ -1,0 +1,399 @@
+"""Watching the models: reference statistics, drift against them, out-of-distribution flags,
+sampled payload logs and the live view on ``/``, through real ``bentoml serve`` processes
+and quick-trained models.
+
+The models come from the session's quick repository when it has reference statistics (a
+repository trained by this code); one trained before them (``TEST_MODEL_REPOSITORY``) has
+none, and then bank, autoencoder and digits are trained here, once, into a temporary
+repository (``TEST_MONITOR_REPOSITORY`` names one already trained, for quicker local runs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import socket
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import numpy as np
+import pytest
+
+from benchmarks import ood_rates
+from benchmarks.servers import Server
+from modelspec.reference import ALERT, REFERENCE_FILE, psi
+from modelspec.repository import sha256_file
+from service.config import ConfigError, load_config
+from service.monitoring.names import METRICS as MONITORING_METRICS
+from service.monitoring.payloads import render
+from tests.conftest import train_quick
+from training.datasets.bank import load_bank
+
+pytestmark = pytest.mark.slow
+MODELS = ("bank", "autoencoder", "digits")
+WINDOW = 500
+
+
+@pytest.fixture(scope="module")
+def repository(quick_repository: Path, data_dir: Path, tmp_path_factory) -> Path:
+    if reused := os.environ.get("TEST_MONITOR_REPOSITORY"):
+        return Path(reused).resolve()
+    if all((quick_repository / m / "1" / REFERENCE_FILE).is_file() for m in MODELS):
+        return quick_repository
+    out = tmp_path_factory.mktemp("monitored")
+    for model in MODELS:  # the autoencoder first: digits' pairing names it
+        result = train_quick(model, data_dir, out)
+        assert result.returncode == 0, result.stderr[-4000:]
+    return out
+
+
+def _serve(repository: Path, log: Path, **settings: str) -> Server:
+    env = {"MODEL_REPOSITORY": str(repository)}
+    env.update({f"SERVING_{k.upper()}": v for k, v in settings.items()})
+    server = Server(env=env, log=log)
+    server.start()
+    try:
+        server.wait_until("/readyz", timeout=300)
+    except Exception:
+        server.stop()
+        print(log.read_text()[-4000:])
+        raise
+    return server
+
+
+@pytest.fixture(scope="module")
+def server(repository: Path, tmp_path_factory) -> Iterator[Server]:
+    log = tmp_path_factory.mktemp("serve-monitor") / "serve.log"
+    server = _serve(repository, log, drift_window=str(WINDOW), drift_interval_s="0.3")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _manifest(repository: Path, model: str) -> dict:
+    return json.loads((repository / model / "1" / "manifest.json").read_text())
+
+
+# -- reference statistics ------------------------------------------------------------------
+
+
+def test_every_version_carries_reference_statistics(repository: Path) -> None:
+    for model in MODELS:
+        folder = repository / model / "1"
+        manifest = _manifest(repository, model)
+        assert manifest["files"][REFERENCE_FILE] == sha256_file(folder / REFERENCE_FILE)
+    bank = json.loads((repository / "bank" / "1" / REFERENCE_FILE).read_text())
+    encoder = _manifest(repository, "bank")["preprocessing"]["encoder"]
+    assert set(bank["features"]) == set(encoder["columns"])  # the 16 raw fields
+    assert bank["features"]["age"]["kind"] == "numeric"
+    assert bank["features"]["job"]["categories"][0] == "admin."
+    assert sum(bank["features"]["job"]["counts"]) == bank["items"]
+    assert bank["prediction"]["categories"] == ["no", "yes"]
+    digits = json.loads((repository / "digits" / "1" / REFERENCE_FILE).read_text())
+    assert set(digits["features"]) == {"mean_intensity", "contrast", "ink_fraction"}
+    assert len(digits["prediction"]["counts"]) == 10
+    # digits is paired with the autoencoder, whose manifest holds the threshold
+    assert _manifest(repository, "digits")["ood"]["detector"] == "autoencoder"
+    detector = _manifest(repository, "autoencoder")["detector"]
+    assert detector["score"] == "reconstruction_mse" and detector["threshold"] > 0
+
+
+def test_psi_is_zero_for_the_same_distribution_and_grows_with_a_shift() -> None:
+    assert psi([10, 20, 30], [20, 40, 60]) == pytest.approx(0.0)
+    assert psi([10, 20, 30], [30, 20, 10]) > ALERT
+
+
+def test_drift_and_payload_settings_come_from_the_environment() -> None:
+    found = load_config({"SERVING_DRIFT_WINDOW": "250", "SERVING_PAYLOAD_LOG_SAMPLE": "0.1",
+                         "SERVING_PAYLOAD_LOG_INPUTS": "hash"})  # fmt: skip
+    assert (found.drift_window, found.payload_log_sample, found.payload_log_inputs) == (
+        250,
+        0.1,
+        "hash",
+    )
+    assert load_config({}).payload_log_sample == 0  # off by default
+    for bad in ({"SERVING_PAYLOAD_LOG_SAMPLE": "1.5"}, {"SERVING_PAYLOAD_LOG_INPUTS": "some"}):
+        with pytest.raises(ConfigError):
+            load_config(bad)
+
+
+# -- drift ---------------------------------------------------------------------------------
+
+
+def _send(client: httpx.Client, records: list[dict]) -> None:
+    for i in range(0, len(records), 50):
+        reply = client.post("/bank/predict", json={"records": records[i : i + 50]})
+        assert reply.status_code == 200, reply.text
+
+
+def _drift_after(client: httpx.Client, total: int) -> dict:
+    """The bank's drift once the counting thread has seen ``total`` items."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        state = client.get("/models/bank").json()["drift"]["versions"]["1"]
+        if state["items"] >= total:
+            return state
+        time.sleep(0.2)
+    raise AssertionError(f"the drift window saw {state['items']} of {total} items")
+
+
+def test_bank_traffic_like_the_test_split_stays_below_the_alert_and_shifts_cross_it(
+    server: Server, repository: Path, data_dir: Path
+) -> None:
+    table = load_bank(data_dir)
+    indices = list(_manifest(repository, "bank")["test_split"]["indices"])
+    # The table is sorted by date: traffic from the test split's period arrives in no order.
+    random.Random(0).shuffle(indices)
+    records = [table.records[i] for i in indices]
+    assert len(records) >= WINDOW
+    client = httpx.Client(base_url=server.url, timeout=60)
+    sent = len(records)
+    _send(client, records)
+    state = _drift_after(client, sent)
+    assert state["full"], state
+    worst = max(state["scores"].items(), key=lambda kv: kv[1])
+    assert worst[1] < ALERT, f"test-split traffic drifted: {state['scores']}"
+    assert "prediction" in state["scores"]
+    metrics = client.get("/metrics").text
+    assert 'serving_drift_score{feature="age",model="bank",version="1"}' in metrics
+
+    # Shifts that are still valid inputs (an unknown job is refused by the encoder with a
+    # 422, so "a new job category" is all-students: a category 2% of training had).
+    sample = records[:WINDOW]
+    shifts = {
+        "age": [{**r, "age": r["age"] + 30} for r in sample],
+        "month": [{**r, "month": "dec"} for r in sample],
+        "job": [{**r, "job": "student"} for r in sample],
+    }
+    for feature, shifted in shifts.items():
+        _send(client, shifted)
+        sent += len(shifted)
+        state = _drift_after(client, sent)
+        assert state["scores"][feature] > ALERT, (feature, state["scores"])
+        assert feature in state["drifted"]
+    plot = client.get("/models/bank/drift.png")
+    assert plot.status_code == 200 and plot.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert client.get("/models/bank/drift.png?version=9").status_code == 404
+
+
+# -- out-of-distribution flags -------------------------------------------------------------
+
+
+def test_digits_carry_ood_flags_and_the_rates_are_as_expected(
+    server: Server, data_dir: Path, record_property
+) -> None:
+    found = ood_rates.measure(server.url, data_dir, mnist_count=1000, others=200)
+    results = found["results"]
+    print(json.dumps(found, indent=1))
+    for kind, figures in results.items():
+        record_property(f"ood_{kind}", f"{figures['flagged']}/{figures['items']}")
+    # Loose bounds: the threshold is the 99th percentile of the test split, so ~1% false
+    # alarms; noise and inverted digits are far from anything an autoencoder of MNIST knows.
+    assert results["mnist_test"]["rate"] < 0.05, results
+    assert results["noise"]["rate"] > 0.9, results
+    assert results["inverted_digits"]["rate"] > 0.9, results
+    client = httpx.Client(base_url=server.url, timeout=60)
+    body = {
+        "inputs": [
+            {"name": "image", "shape": [2, 28, 28], "datatype": "FP32", "data": [0.0] * 1568}
+        ]
+    }
+    reply = client.post("/v2/models/digits/infer", json=body).json()
+    names = {o["name"]: o for o in reply["outputs"]}
+    assert names["in_distribution"]["datatype"] == "BOOL"
+    assert len(names["ood_score"]["data"]) == 2
+    # TF Serving answers keep their one-output form: rows of 10 probabilities.
+    rows = client.post("/v1/models/digits:predict", json={"instances": [[[0.0] * 28] * 28]})
+    assert len(rows.json()["predictions"][0]) == 10, rows.text
+    native = client.post("/digits/predict", json={"inputs": [[[0.0] * 28] * 28]}).json()
+    assert isinstance(native["predictions"][0]["in_distribution"], bool)
+    state = client.get("/models/digits").json()["drift"]
+    assert state["ood"]["items"] >= 1000 and state["ood"]["unavailable"] is None
+
+
+# -- the page ------------------------------------------------------------------------------
+
+
+def test_the_page_shows_each_model_live(server: Server, tmp_path: Path) -> None:
+    from tests.test_page import BROWSER, _visit
+
+    if BROWSER is None:
+        pytest.fail("no chromium: install Debian's package `chromium`")
+    client = httpx.Client(base_url=server.url, timeout=60)
+    x = np.random.default_rng(0).random((40, 28, 28)).round(3).tolist()
+    assert client.post("/digits/predict", json={"inputs": x}).status_code == 200
+    dom, requests, png = asyncio.run(_visit(BROWSER, server.url + "/", tmp_path / "profile"))
+    (tmp_path / "page.png").write_bytes(png)
+    assert 'id="health-table"' in dom
+    assert 'data-model="bank"' in dom and 'class="drift-plot"' in dom
+    assert "drift-score" in dom  # the scores once the window is full (after the bank test)
+    assert ">n/a<" in dom  # labels, traffic, shadow, storage error: not in this server yet
+    assert any(urlsplit(r).path == "/models/bank/drift.png" for r in requests), requests
+    ours = urlsplit(server.url).netloc
+    assert [r for r in requests if urlsplit(r).netloc not in (ours, "")] == []
+
+
+# -- payload logs --------------------------------------------------------------------------
+
+
+class Blackhole:
+    """A collector that accepts connections and never answers: a dead HTTP sink."""
+
+    def __init__(self) -> None:
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen(64)
+        self.held: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.socket.getsockname()[1]}/events"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.socket.accept()
+            except OSError:
+                return
+            self.held.append(connection)
+
+    def close(self) -> None:
+        self.socket.close()
+        for connection in self.held:
+            connection.close()
+
+
+SAMPLE = 0.3
+
+
+@pytest.fixture(scope="module")
+def logging_server(repository: Path, tmp_path_factory) -> Iterator[tuple[Server, Path]]:
+    folder = tmp_path_factory.mktemp("payloads")
+    sink = Blackhole()
+    server = _serve(
+        repository,
+        folder / "serve.log",
+        payload_log_sample=str(SAMPLE),
+        payload_log_file=str(folder / "payloads.jsonl"),
+        payload_log_url=sink.url,
+        payload_log_max_bytes="16384",
+        payload_log_backups="50",
+        payload_log_queue="4",
+    )
+    try:
+        yield server, folder
+    finally:
+        server.stop()
+        sink.close()
+
+
+def test_payload_logs_are_sampled_written_rotated_and_a_dead_sink_delays_nothing(
+    logging_server: tuple[Server, Path], repository: Path, data_dir: Path
+) -> None:
+    server, folder = logging_server
+    table = load_bank(data_dir)
+    indices = _manifest(repository, "bank")["test_split"]["indices"]
+    client = httpx.Client(base_url=server.url, timeout=60)
+    sent, latency = 600, {}
+    for n in range(sent):
+        rid = f"req-{n:04d}"
+        started = time.perf_counter()
+        reply = client.post(
+            "/bank/predict", json=table.records[indices[n]], headers={"x-request-id": rid}
+        )
+        latency[rid] = time.perf_counter() - started
+        assert reply.status_code == 200
+    time.sleep(1.0)  # the file sink's thread writes what is queued
+    files = sorted(folder.glob("payloads.jsonl*"))
+    assert len(files) > 1, "no rotation"
+    lines = [json.loads(line) for f in files for line in f.read_text().splitlines()]
+    logged = {line["id"] for line in lines}
+    # Binomial(600, 0.3): mean 180, sd 11.2; 5 sd either side.
+    assert abs(len(lines) - sent * SAMPLE) < 5 * (sent * SAMPLE * (1 - SAMPLE)) ** 0.5, len(lines)
+    first = lines[0]
+    assert first["model"] == "bank" and first["version"] == 1
+    assert first["inputs"]["age"] == table.records[indices[int(first["id"][4:])]]["age"]
+    assert set(first["outputs"]) == {"probability", "label"}
+    assert first["latency_ms"] > 0 and first["time"].endswith("+00:00")
+    # The HTTP sink never answers: its queue of 4 fills and the rest are dropped, counted.
+    metrics = client.get("/metrics").text
+    dropped = [m for m in metrics.splitlines() if m.startswith("serving_payload_log_dropped")]
+    assert any('sink="http"' in m and float(m.split()[-1]) > 10 for m in dropped), dropped
+    # Requests that were logged (offered to the dead sink) took no longer than the others.
+    sampled = statistics.median(v for k, v in latency.items() if k in logged)
+    others = statistics.median(v for k, v in latency.items() if k not in logged)
+    assert sampled < 2 * others + 0.005, (
+        f"median {sampled * 1000:.2f} ms logged vs {others * 1000:.2f} ms not logged "
+        "(limit: twice + 5 ms)"
+    )
+
+
+def test_inputs_can_be_hashed_or_left_out() -> None:
+    body = b'{"age": 41}'
+    record = ("r1", "bank", 1, "/bank/predict", 0.0, body, "application/json", {}, 0.001)
+    assert render(record, "full")["inputs"] == {"age": 41}
+    hashed = render(record, "hash")
+    assert "inputs" not in hashed and len(hashed["inputs_sha256"]) == 64
+    assert "inputs" not in render(record, "none") and "inputs_sha256" not in render(record, "none")
+
+
+def _exposed(url: str) -> set[str]:
+    text = httpx.get(url + "/metrics", timeout=60).text
+    return {line.split("{")[0].split()[0] for line in text.splitlines() if line[:1].isalpha()}
+
+
+def test_the_dashboard_and_rules_query_monitoring_series_that_exist(
+    server: Server, logging_server: tuple[Server, Path]
+) -> None:
+    """After the tests above sent their traffic (drift windows full, digits scored, payloads
+    logged), every monitoring series deploy/monitoring queries is on a live /metrics."""
+    from tests.test_deploy import ROOT, used_metrics
+
+    monitoring = ROOT / "deploy" / "monitoring"
+    queried = used_metrics((monitoring / "dashboard.json").read_text())
+    queried |= used_metrics((monitoring / "prometheusrule.yaml").read_text())
+    wanted = queried & set(MONITORING_METRICS)
+    assert wanted == set(MONITORING_METRICS), wanted
+    exposed = _exposed(server.url) | _exposed(logging_server[0].url)
+    assert wanted <= exposed, sorted(wanted - exposed)
+
+
+def test_a_users_model_exported_with_reference_inputs_gets_drift_checks(tmp_path: Path) -> None:
+    import keras
+
+    from tests.conftest import run_cli
+
+    inputs = keras.Input((4,), name="features")
+    outputs = keras.layers.Dense(3, activation="softmax", name="scores")(inputs)
+    keras.Model(inputs, outputs, name="iris_mlp").save(tmp_path / "iris.keras")
+    sample = np.random.default_rng(0).normal(size=(500, 4)).astype(np.float32)
+    np.save(tmp_path / "train.npy", sample)
+    repository = tmp_path / "models"
+    result = run_cli(
+        "export", "--model", str(tmp_path / "iris.keras"), "--repository", str(repository),
+        "--reference-inputs", str(tmp_path / "train.npy"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    folder = repository / "iris_mlp" / "1"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["files"][REFERENCE_FILE] == sha256_file(folder / REFERENCE_FILE)
+    reference = json.loads((folder / REFERENCE_FILE).read_text())
+    assert set(reference["features"]) == {"x0", "x1", "x2", "x3"}  # one histogram per column
+    assert reference["items"] == 500
+    np.save(tmp_path / "wrong.npy", sample[:, :3])
+    result = run_cli(
+        "export", "--model", str(tmp_path / "iris.keras"), "--repository", str(repository),
+        "--reference-inputs", str(tmp_path / "wrong.npy"),
+    )  # fmt: skip
+    assert result.returncode != 0 and "does not fit input 'features'" in result.stderr
+    assert not (repository / "iris_mlp" / "2").exists()
