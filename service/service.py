@@ -18,7 +18,7 @@ import bentoml
 import orjson
 from starlette.exceptions import HTTPException
 
-from service import app, connection, tracing
+from service import app, connection, logs, tracing
 from service.app import AppService
 from service.backends.cpus import available_cpus
 from service.config import settings, unknown_variables
@@ -31,6 +31,7 @@ from service.protocols import grpc
 
 logger = logging.getLogger("service")
 connection.install()  # before BentoML starts uvicorn in this process
+logs.install()  # every log record of this worker escapes client strings (service.logs)
 SETTINGS = settings()
 SHUTDOWN_GRACE_S = 30
 
