@@ -19,6 +19,7 @@ import orjson
 from service.errors import RequestError
 from service.http import RawRequest, Reply, json_reply
 from service.inference import OVERLOADED, Runtime, error_reply
+from service.inputs.body import ClientGone
 from service.routes import TABLE
 from service.routing import Match
 
@@ -47,7 +48,10 @@ class App:
             return
         request = RawRequest.from_scope(scope, receive)
         if not match.route.infer:
-            reply = await match.route.handler(request, runtime, **match.parameters)
+            try:
+                reply = await match.route.handler(request, runtime, **match.parameters)
+            except ClientGone:  # left mid-body (any route that reads one): nobody to answer
+                return
         elif runtime.full():  # shed before reading the body; counted again once it is read
             reply = error_reply(OVERLOADED)
             runtime.metrics.shed.labels("", "any", "concurrency").inc()

@@ -41,12 +41,46 @@ from service.metrics import Metrics
 logger = logging.getLogger(__name__)
 
 LOADING, READY, FAILED, UNLOADING, UNLOADED = "loading", "ready", "failed", "unloading", "unloaded"
+# A model folder holding no published version (an export under way, or one that failed
+# half-way): shown in /models, but it does not hold the service out of readiness (below).
+EMPTY = "no_published_version"
+NO_VERSION = "no published version in the model repository"
 OFFLOAD_ABOVE_S = 0.001  # a batch slower than this (inline) runs off the event loop
 STATE_FILE = "unloaded.json"
 
 
 class LoadError(RuntimeError):
     pass
+
+
+def _folders(directory: Path) -> list[str]:
+    """The names of the folders in ``directory`` now; a folder that goes while it is read,
+    or a ``directory`` that is not there, is simply not listed (the repository changes
+    while it is served: an export publishing, an operator removing a model)."""
+    try:
+        with os.scandir(directory) as entries:
+            found = []
+            for entry in entries:
+                try:
+                    if entry.is_dir():
+                        found.append(entry.name)
+                except OSError:
+                    continue
+            return found
+    except OSError:
+        return []
+
+
+def published_versions(root: Path, name: str) -> dict[int, Path]:
+    """A model's published versions (canonical folder name, manifest present), walked so
+    that a folder appearing or vanishing meanwhile is never an error."""
+    found = {}
+    for entry in _folders(root / name):
+        if repository.valid_version(entry):
+            directory = repository.version_dir(root, name, int(entry))
+            if (directory / repository.MANIFEST).is_file():  # False when it went meanwhile
+                found[int(entry)] = directory
+    return dict(sorted(found.items()))
 
 
 def _stamp(directory: Path) -> tuple[int, int]:
@@ -119,6 +153,7 @@ class ServedModel:
         self.versions: dict[int, Loaded] = {}
         self.unloaded = False  # by the repository API
         self.missing_reason: str | None = None
+        self.published = True  # its folder holds a published version (at the last scan)
         self._ready: list[Loaded] = []
 
     def settle(self) -> None:
@@ -146,6 +181,8 @@ class ServedModel:
         if self.unloaded:
             return UNLOADED
         states = {v.state for v in self.versions.values()}
+        if not states and not self.published:
+            return EMPTY
         return LOADING if LOADING in states else FAILED
 
     @property
@@ -271,15 +308,22 @@ class Registry:
             )
         return target
 
+    def _holds_readiness(self, model: ServedModel) -> bool:
+        """Whether this model keeps the service out of readiness. A folder with no published
+        version does not, unless the configuration names the model: in a fleet one half-made
+        folder (an export under way or interrupted) must not take every replica out of the
+        load balancer; ``/models`` shows it. A version that failed, or one still loading, does."""
+        if model.state in (READY, UNLOADED):
+            return False
+        return model.state != EMPTY or model.name in self.config.models
+
     @property
     def ready(self) -> bool:
-        return all(m.state in (READY, UNLOADED) for m in self.models.values())
+        return not any(self._holds_readiness(m) for m in self.models.values())
 
     def not_ready_reasons(self) -> dict[str, str]:
         return {
-            m.name: m.reason or m.state
-            for m in self.models.values()
-            if m.state not in (READY, UNLOADED)
+            m.name: m.reason or m.state for m in self.models.values() if self._holds_readiness(m)
         }
 
     # -- keeping in step with the repository --------------------------------------------------
@@ -290,19 +334,13 @@ class Registry:
         return self.models[name]
 
     def _published(self) -> dict[str, dict[int, Path]]:
-        """Every model folder of the repository (or the configured ones) and its versions."""
+        """Every model folder of the repository (or the configured ones) and its versions.
+        Runs in a thread (a repository of 1,000 models takes ~XX ms to walk)."""
         root = self.config.repository
         names = set(self.config.models)
-        if self.config.discover and root.is_dir():
-            names |= {
-                p.name for p in root.iterdir() if p.is_dir() and repository.valid_name(p.name)
-            }
-        return {
-            name: {
-                v: repository.version_dir(root, name, v) for v in repository.versions(root, name)
-            }
-            for name in names
-        }
+        if self.config.discover:
+            names |= {n for n in _folders(root) if repository.valid_name(n)}
+        return {name: published_versions(root, name) for name in names}
 
     async def refresh(self, only: str | None = None) -> None:
         """One scan: load what the policies want and is not loaded, retire what they dropped.
@@ -323,12 +361,18 @@ class Registry:
         self._index()
 
     async def _sync(self, model: ServedModel, present: dict[int, Path]) -> None:
-        if not present:
-            model.missing_reason = "no published version in the model repository"
+        model.published = bool(present)
         if model.unloaded:
             wanted: set[int] = set()
         else:
             wanted = model.config.version_policy.choose(sorted(present))
+        model.missing_reason = (
+            NO_VERSION
+            if not present
+            else None
+            if wanted or model.unloaded
+            else "no published version is one the version policy chooses"
+        )
         for number in sorted(wanted, reverse=True):
             stamp = await asyncio.to_thread(_stamp, present[number])
             known = model.versions.get(number)
@@ -576,14 +620,21 @@ class Registry:
             self._index()
         return model
 
-    def index(self, ready_only: bool = False) -> list[dict[str, Any]]:
-        """Triton's repository index: every model and version of the repository."""
-        published = self._published()
+    async def index(self, ready_only: bool = False) -> list[dict[str, Any]]:
+        """Triton's repository index: every model and version of the repository (a model
+        folder with no version as one entry without a version). The walk runs in a thread:
+        the event loop serves on, and a folder that changes meanwhile is no error."""
+        published = await asyncio.to_thread(self._published)
         entries = []
         for name in sorted(set(published) | set(self.models)):
             model = self.models.get(name)
             known = model.versions if model else {}
-            for number in sorted(set(published.get(name, {})) | set(known)):
+            numbers = sorted(set(published.get(name, {})) | set(known))
+            if not numbers and not ready_only:
+                entries.append(
+                    {"name": name, "version": "", "state": "UNAVAILABLE", "reason": NO_VERSION}
+                )
+            for number in numbers:
                 entry = _index_entry(name, number, known.get(number), model)
                 if not ready_only or entry["state"] == "READY":
                     entries.append(entry)

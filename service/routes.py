@@ -7,6 +7,7 @@ here. ``[...]`` marks an optional part of a path (the version).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from service import admin, native, openapi, page
@@ -48,7 +49,9 @@ async def model_file(
         loaded = model.versions.get(version_number(version) or -1)
         if loaded is None or loaded.state != READY or loaded.version is None:
             raise NotFound("unknown_version", f"version {version[:20]!r} is not served")
-        data = loaded.version.card_file(file)
+        # Off the event loop: a slow disk, or a file swapped for something that blocks,
+        # must not stall the worker (and its /livez).
+        data = await asyncio.to_thread(loaded.version.card_file, file)
     except RequestError as error:
         return error_reply(error)
     except OSError:

@@ -296,13 +296,14 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
     async def RepositoryIndex(self, request: Any, context: Any) -> Any:
         await self._authorise(context)
         response = pb.RepositoryIndexResponse()
-        for entry in self.runtime.registry.index(ready_only=request.ready):
+        for entry in await self.runtime.registry.index(ready_only=request.ready):
             response.models.add(**entry)
         return response
 
     async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
         await self._authorise(context)
         try:
+            admin.check_parameters(dict(request.parameters) or None, "load")
             await self.runtime.registry.load(request.model_name)
         except RequestError as error:
             await _abort(context, protocol_errors(error))
@@ -311,6 +312,7 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
     async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
         await self._authorise(context)
         try:
+            admin.check_parameters(dict(request.parameters) or None, "unload")
             await self.runtime.registry.unload(request.model_name)
         except RequestError as error:
             await _abort(context, protocol_errors(error))
