@@ -352,7 +352,7 @@ class Registry:
             await self._refresh(only)
 
     async def _refresh(self, only: str | None) -> None:
-        self._read_state_file()
+        await self._read_state_file()
         published = await asyncio.to_thread(self._published)
         for name, present in sorted(published.items()):
             if only is None or name == only:
@@ -557,18 +557,26 @@ class Registry:
         chosen.mkdir(parents=True, exist_ok=True)
         return chosen
 
-    def _read_state_file(self) -> None:
+    def _state_file_names(self) -> set[str] | None:
+        """The unloaded models' names when the state file changed since last read, else None
+        (blocking: called in a thread)."""
         path = self.state_dir() / STATE_FILE
         try:
             mtime = path.stat().st_mtime
         except OSError:
-            return
+            return None
         if mtime == self._state_seen:
-            return
+            return None
         self._state_seen = mtime
         try:
-            names = set(json.loads(path.read_text()))
+            names = json.loads(path.read_text())
         except (OSError, ValueError):
+            return None
+        return {n for n in names if isinstance(n, str)} if isinstance(names, list) else None
+
+    async def _read_state_file(self) -> None:
+        names = await asyncio.to_thread(self._state_file_names)
+        if names is None:
             return
         for name, model in self.models.items():
             model.unloaded = name in names
