@@ -104,7 +104,7 @@ def install() -> None:
         record = previous(*args, **kwargs)
         if isinstance(record.msg, str):
             record.msg = escape(record.msg)
-        else:
+        elif not isinstance(record.msg, dict):  # a dict: fields of a JSON line (or its repr)
             record.msg = _Escaped(record.msg)
         if isinstance(record.args, dict):
             record.args = {k: _safe(v) for k, v in record.args.items()}
