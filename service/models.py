@@ -85,6 +85,17 @@ def published_versions(root: Path, name: str) -> dict[int, Path]:
     return dict(sorted(found.items()))
 
 
+def _outside(directory: Path, manifest: dict[str, Any]) -> list[str]:
+    """The manifest's files that resolve outside the version folder (a symbolic link out, or
+    a ``..`` in a name): their bytes are not the version's to serve, whatever their hash."""
+    home = os.path.realpath(directory)
+    return [
+        f"{name[:100]}: outside the version folder (a symbolic link out?)"
+        for name in manifest.get("files", {})
+        if os.path.commonpath([home, os.path.realpath(os.path.join(home, name))]) != home
+    ]
+
+
 def _stamp(directory: Path) -> tuple[int, int]:
     """What changes when a version folder is published again (its manifest is rewritten)."""
     try:
@@ -470,7 +481,7 @@ class Registry:
 
     def _open(self, model: ServedModel, loaded: Loaded, directory: Path) -> None:
         manifest = repository.read_manifest(directory)
-        problems = repository.verify_files(directory, manifest)
+        problems = _outside(directory, manifest) or repository.verify_files(directory, manifest)
         if problems:
             raise LoadError("integrity check failed: " + "; ".join(problems))
         try:

@@ -428,3 +428,34 @@ def test_the_corpus_surface_cases_are_refused(server: Server) -> None:
         if problem:
             problems.append(f"{case.name}: {problem}")
     assert not problems, problems
+
+
+def test_a_version_with_a_file_linked_out_of_it_is_refused(client, repo) -> None:
+    """A manifest file that is a symbolic link out of its version folder is refused at load,
+    even when the linked file's hash is the manifest's; the served version goes on."""
+    outside = repo.parent / "card-outside.md"
+    shutil.copy(repo / "digits" / "1" / "model_card.md", outside)
+    version = repo / "digits" / "2"
+    shutil.copytree(repo / "digits" / "1", version)
+    (version / "model_card.md").unlink()
+    (version / "model_card.md").symlink_to(outside)
+    os.utime(version / "manifest.json")
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            versions = {v["version"]: v for v in client.get("/models/digits").json()["versions"]}
+            if versions.get(2, {}).get("state") == "failed":
+                break
+            time.sleep(0.5)
+        assert versions[2]["state"] == "failed", versions
+        assert "outside the version folder" in versions[2]["reason"]
+        assert str(repo) not in versions[2]["reason"]
+        assert versions[1]["state"] == "ready"  # and digits serves on
+        image = {"name": "image", "shape": [1, 784], "datatype": "FP32", "data": [0.0] * 784}
+        assert client.post("/v2/models/digits/infer", json={"inputs": [image]}).is_success
+    finally:
+        shutil.rmtree(version)
+    deadline = time.monotonic() + 60
+    while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert client.get("/readyz").status_code == 200
