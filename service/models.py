@@ -413,7 +413,14 @@ class Registry:
         """A load failure as ``/models`` shows it to any client: one line, at most 300
         characters, the repository's place on disk not named (the log has it all)."""
         text = " ".join((str(error) or type(error).__name__).split())
-        text = text.replace(str(self.config.repository.resolve()), "<repository>")
+        root = self.config.repository
+        # Every spelling of the repository's place: resolved (through links), absolute, and as
+        # configured (a relative one only where a path follows: "models" is also a word).
+        spellings = {str(root.resolve()), str(root.absolute()), str(root)}
+        for spelling in sorted(spellings, key=len, reverse=True):
+            text = text.replace(spelling + os.sep, "<repository>" + os.sep)
+            if os.path.isabs(spelling):
+                text = text.replace(spelling, "<repository>")
         return text if len(text) <= 300 else text[:299] + "…"
 
     async def _load(self, model: ServedModel, number: int, directory: Path, stamp) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from typing import Any
 
 import grpc
@@ -140,7 +141,7 @@ def read_columns(message: Any, limits: Limits, view: Any) -> dict[str, Any]:
                 status=400,
             )
         values = list(getattr(tensor.contents, CONTENTS[datatype]))
-        if len(values) != int(np.prod(shape)):
+        if len(values) != math.prod(shape):  # exact: numpy's product wraps past int64
             raise RequestError(
                 "invalid_request",
                 f"input {name!r}: {len(values)} values for shape {shape}",
