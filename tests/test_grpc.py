@@ -314,3 +314,27 @@ def test_malformed_grpc_messages_are_invalid_argument(channel: grpc.Channel) -> 
             assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, data, error)
     live = _raw_call(channel, "ServerLive", b"")
     assert pb.ServerLiveResponse.FromString(live).live
+
+
+def test_odd_parameters_are_invalid_argument(channel: grpc.Channel) -> None:
+    """Output parameters no answer can honour: NaN, infinite, negative, text and bool class
+    counts, on a classifier's output and on a non-classifier's."""
+    for model, output in (("digits", "probabilities"), ("autoencoder_encode", "code")):
+        for value in (
+            {"double_param": float("nan")},
+            {"double_param": float("inf")},
+            {"double_param": 2.5},
+            {"int64_param": -1},
+            {"string_param": "3"},
+            {"bool_param": True},
+        ):
+            request = pb.ModelInferRequest(model_name=model)
+            name = "image" if model == "digits" else "pixels"
+            shape = [1, 28, 28] if model == "digits" else [1, 784]
+            tensor = request.inputs.add(name=name, datatype="FP32", shape=shape)
+            tensor.contents.fp32_contents.extend([0.0] * 784)
+            wanted = request.outputs.add(name=output)
+            setattr(wanted.parameters["classification"], *next(iter(value.items())))
+            error = _raw_call(channel, "ModelInfer", request.SerializeToString())
+            assert isinstance(error, grpc.RpcError), (model, value)
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (model, value, error)
