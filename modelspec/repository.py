@@ -47,6 +47,11 @@ def valid_name(name: str) -> bool:
     return name_problem(name) is None
 
 
+def valid_version(folder: str) -> bool:
+    """Whether a folder's name is a version number written canonically."""
+    return _VERSION.fullmatch(folder) is not None
+
+
 def versions(root: Path, name: str) -> list[int]:
     """Published versions of one model, oldest first."""
     model_dir = root / name

@@ -589,6 +589,92 @@ def header_cases() -> list[Hostile]:
     ]  # fmt: skip
 
 
+def surface_cases() -> list[Hostile]:
+    """Issue 22 part 2, the service's newer surfaces: shapes no array can hold (a zero beside
+    a huge dimension, once a 500 from numpy's reshape) in V2 JSON and binary bodies, empty
+    nests on the routes whose shape comes from the data, names and paths carrying control
+    characters (aimed at the logs), files and paths around the card routes, load parameters
+    and methods a route does not serve. Each must be a 4xx JSON error."""
+    json_type = {"content-type": "application/json"}
+    huge = 2**62
+    shapes = {
+        "zero_beside_huge": [1, 0, huge],
+        "zeros_and_huges": [0, huge, huge],
+        "zero_beside_huge_rank4": [1, 0, 28, huge],
+        "huge_then_zero": [huge, 0],
+        "int64_max": [0, 2**63 - 1],
+        "past_int64": [1, 2**64],
+        "negative_huge": [1, -huge],
+        "rank_17": [1] * 17,
+        "rank_above_declared": [1, 28, 28, 1, 1],
+        "more_values_per_item": [1, 28, 29],
+        "bool_dimension": [True, 28, 28],
+        "float_dimension": [1.0, 28, 28],
+        "empty_shape": [],
+        "shape_not_list": "1,28,28",
+    }
+    cases = []
+    for name, shape in shapes.items():
+        entry = {"name": "image", "shape": shape, "datatype": "FP32"}
+        body = json.dumps({"inputs": [{**entry, "data": []}]}).encode()
+        cases.append(
+            Hostile(f"v2_shape_{name}", "POST", "/v2/models/digits/infer", body, json_type)
+        )
+        header = json.dumps({"inputs": [{**entry, "parameters": {"binary_data_size": 0}}]})
+        binary = {
+            "inference-header-content-length": str(len(header)),
+            "content-type": "application/octet-stream",
+        }
+        cases.append(
+            Hostile(f"v2_binary_shape_{name}", "POST", "/v2/models/digits/infer", header.encode(),
+                    binary)
+        )  # fmt: skip
+    for depth, nest in enumerate(([[]], [[[]]], [[[[]]]], [[], [[]]], [[[0.0] * 28] * 28, []])):
+        for path, key in (("/v1/models/digits:predict", "instances"),
+                          ("/v1/models/digits:predict", "inputs"),
+                          ("/models/digits/predict", "inputs")):  # fmt: skip
+            body = json.dumps({key: nest}).encode()
+            cases.append(Hostile(f"empty_nest_{depth} {path} {key}", "POST", path, body, json_type))
+    body = b'{"inputs": [0.0]}'
+    for path in (
+        "/v1/models/x%0AFAKE%20line:predict",
+        "/v2/models/x%0D%0AFAKE/infer",
+        "/v2/models/x%1B%5B31m/infer",
+        "/models/x%0AFAKE/predict",
+        "/v2/models/x%E2%80%A8FAKE/infer",
+        "/v2/models/%FF%FE/infer",
+        "/v2/repository/models/x%0AFAKE/load",
+        "/models/digits/versions/1/files/..%2Fmanifest.json",
+        "/models/digits/versions/1/files/manifest.json",
+        "/models/digits/versions/1/files/model.onnx",
+        "/models/digits/versions/1/files/%00.png",
+        "/models/digits/versions/1/files/..",
+        "/models/digits/versions/99/card",
+        "/models/digits/versions/0/card",
+        "/models/digits/versions/99999999999999999999/card",
+    ):
+        method = "GET" if "/files/" in path or path.endswith("/card") else "POST"
+        cases.append(Hostile(f"surface_path {path[:60]}", method, path, body, json_type))
+    load = "/v2/repository/models/digits/load"
+    for name, parameters in (
+        ("config", {"parameters": {"config": "{}"}}),
+        ("file", {"parameters": {"file:1/model.onnx": "AAAA"}}),
+    ):
+        cases.append(
+            Hostile(f"load_{name}_override", "POST", load, json.dumps(parameters).encode(),
+                    json_type)
+        )  # fmt: skip
+    wrong_methods = (
+        ("POST", "/models"),
+        ("PUT", "/v2/models/digits"),
+        ("GET", "/v2/repository/index"),
+        ("DELETE", "/models/digits/versions/1/card"),
+    )
+    for method, path in wrong_methods:
+        cases.append(Hostile(f"method {method} {path}", method, path))
+    return cases
+
+
 def corpus() -> list[Hostile]:
     return (
         image_cases()
@@ -605,4 +691,5 @@ def corpus() -> list[Hostile]:
         + exif_and_jpeg_cases()
         + heavy_image_cases()
         + header_cases()
+        + surface_cases()
     )

@@ -9,12 +9,13 @@ compared in constant time.
 from __future__ import annotations
 
 import hmac
+from typing import Any
 
 from service.config import Settings
 from service.errors import RequestError
 from service.http import RawRequest, Reply, json_reply
 from service.inference import Runtime, error_reply
-from service.inputs.body import parse_json, read_body
+from service.inputs.body import ClientGone, parse_json, read_body
 
 
 def authorise(headers: dict[str, str], config: Settings) -> None:
@@ -50,31 +51,67 @@ async def _options(request: RawRequest, runtime: Runtime) -> dict:
     return document
 
 
+# What each call takes in ``parameters``; Triton's others are refused, never ignored: a load
+# that answered 200 while dropping a ``config`` or ``file:`` override told the client
+# something untrue. ``unload_dependents`` is harmless here (no ensembles: nothing depends on
+# a model), and tritonclient sends it on every unload.
+ACCEPTED_PARAMETERS = {"load": frozenset(), "unload": frozenset({"unload_dependents"})}
+
+
+def check_parameters(parameters: Any, call: str) -> None:
+    """Refuse (400) the load or unload parameters this service does not apply."""
+    if parameters is None:
+        return
+    if not isinstance(parameters, dict):
+        raise RequestError(
+            "invalid_request", "'parameters' must be an object", field="parameters", status=400
+        )
+    refused = sorted(k for k in parameters if k not in ACCEPTED_PARAMETERS[call])
+    if refused:
+        shown = [k[:60] for k in refused[:5]]
+        raise RequestError(
+            "unsupported_parameter",
+            f"{call} does not apply the parameters {shown}: a model's configuration and files "
+            "come from its published versions in the repository",
+            field="parameters",
+            expected="publish a version with `training export`, then load it without parameters"
+            if call == "load"
+            else f"only {sorted(ACCEPTED_PARAMETERS[call])}",
+            status=400,
+        )
+
+
 async def index(request: RawRequest, runtime: Runtime) -> Reply:
     try:
         authorise(request.headers, runtime.config)
         options = await _options(request, runtime)
     except RequestError as error:
         return error_reply(error)
+    except ClientGone:
+        return Reply(b"", status=499)  # the client left mid-body: nobody to answer
     ready_only = options.get("ready") is True
-    return json_reply(runtime.registry.index(ready_only))  # a JSON array, as Triton's
+    return json_reply(await runtime.registry.index(ready_only))  # a JSON array, as Triton's
 
 
 async def load(request: RawRequest, runtime: Runtime, name: str) -> Reply:
     try:
         authorise(request.headers, runtime.config)
-        await _options(request, runtime)
+        check_parameters((await _options(request, runtime)).get("parameters"), "load")
         await runtime.registry.load(name)
     except RequestError as error:
         return error_reply(error)
+    except ClientGone:
+        return Reply(b"", status=499)  # the client left mid-body: nobody to answer
     return json_reply({})
 
 
 async def unload(request: RawRequest, runtime: Runtime, name: str) -> Reply:
     try:
         authorise(request.headers, runtime.config)
-        await _options(request, runtime)
+        check_parameters((await _options(request, runtime)).get("parameters"), "unload")
         await runtime.registry.unload(name)
     except RequestError as error:
         return error_reply(error)
+    except ClientGone:
+        return Reply(b"", status=499)  # the client left mid-body: nobody to answer
     return json_reply({})

@@ -11,6 +11,7 @@ BentoML. Its plain-text 404 and 405 answers become the service's JSON errors.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import bentoml
@@ -19,11 +20,13 @@ import orjson
 from service.errors import RequestError
 from service.http import RawRequest, Reply, json_reply
 from service.inference import OVERLOADED, Runtime, error_reply
+from service.inputs.body import ClientGone
 from service.metrics import protocol_of
 from service.routes import TABLE
 from service.routing import Match
 
 Scope = dict[str, Any]
+logger = logging.getLogger(__name__)
 
 # Set once per worker by the BentoML service (service.service), before it serves.
 runtime: Runtime | None = None
@@ -48,7 +51,13 @@ class App:
             return
         request = RawRequest.from_scope(scope, receive)
         if not match.route.infer:
-            reply = await match.route.handler(request, runtime, **match.parameters)
+            try:
+                reply = await match.route.handler(request, runtime, **match.parameters)
+            except ClientGone:  # left mid-body (any route that reads one): nobody to answer
+                return
+            except Exception:  # a fault of ours: logged, and no path or traceback answered
+                logger.exception("%s %s failed", scope["method"], scope["path"][:200])
+                reply = json_reply({"error": "internal error", "code": "internal"}, status=500)
         elif runtime.full():  # shed before reading the body; counted again once it is read
             reply = error_reply(OVERLOADED)
             protocol = protocol_of(scope["path"])

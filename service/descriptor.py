@@ -8,6 +8,9 @@ schemas and what ``/models`` lists. Nothing about a model is declared anywhere e
 
 from __future__ import annotations
 
+import hashlib
+import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -24,6 +27,7 @@ from service.interfaces.base import Answer, InputKind, Tensor
 from service.monitoring.names import IN_DISTRIBUTION, OOD_SCORE
 
 TF_DEFAULT = "serving_default"
+MAX_CARD_FILE_BYTES = 16 << 20  # a card or plot; the training CLI writes tens of KB
 
 
 @dataclass(frozen=True)
@@ -221,10 +225,43 @@ class Version:
 
     def card_file(self, name: str) -> bytes:
         """The model card or one of its plots, by its name in the manifest's file list: a
-        name from a URL is only ever a key here, never a path."""
-        if name not in self.manifest.get("files", {}) or not name.endswith((".md", ".png")):
+        name from a URL is only ever a key here, never a path. Blocking (run it in a thread):
+        the bytes served are a regular file's whose sha256 is the manifest's, read once per
+        version and kept (cards and plots are tens of KB)."""
+        expected = self.manifest.get("files", {}).get(name)
+        if not isinstance(expected, str) or not name.endswith((".md", ".png")):
             raise NotFound("not_found", f"no file {name[:60]!r} in this version", field="file")
-        return (self.directory / name).read_bytes()
+        return self.memo(("card file", name), lambda: self._read_verified(name, expected))
+
+    def _read_verified(self, name: str, expected: str) -> bytes:
+        def refused(problem: str) -> RequestError:
+            return RequestError(
+                "file_integrity",
+                f"{name} of {self.name!r} version {self.number} {problem}",
+                field="file",
+                expected="the file the version was published with; publish the version again",
+                status=503,
+            )
+
+        path = self.directory / name
+        # Neither a symbolic link nor anything but a regular file: a FIFO would block the
+        # reading thread forever, a device would never end. O_NONBLOCK: opening a FIFO swapped
+        # in after the check returns at once instead of waiting for a writer.
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        try:
+            descriptor = os.open(path, flags)
+        except FileNotFoundError:
+            raise NotFound("not_found", "the file left the repository", field="file") from None
+        except OSError:  # ELOOP: a symbolic link
+            raise refused("is not a regular file") from None
+        with os.fdopen(descriptor, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_CARD_FILE_BYTES:
+                raise refused("is not a regular file of at most 16 MiB")
+            data = handle.read(MAX_CARD_FILE_BYTES + 1)
+        if hashlib.sha256(data).hexdigest() != expected:
+            raise refused("does not match its manifest (sha256)")
+        return data
 
     # -- names the protocols use -----------------------------------------------------------
 

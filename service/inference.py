@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -28,7 +27,7 @@ from service.descriptor import Version
 from service.errors import RequestError, Unavailable
 from service.http import RawRequest, Reply, json_reply
 from service.inputs.body import ClientGone
-from service.logs import request_id
+from service.logs import client_request_id, request_id
 from service.metrics import EndpointMetrics, Metrics
 from service.models import Registry
 from service.monitoring import Monitor
@@ -192,7 +191,7 @@ async def handle(request: RawRequest, call: Call, runtime: Runtime | None) -> Re
     if runtime is None:
         return call.errors(NOT_STARTED)
     started = time.perf_counter()
-    rid = request.headers.get("x-request-id") or os.urandom(12).hex()
+    rid = client_request_id(request.headers.get("x-request-id"))
     request_id.set(rid)
     recorder = runtime.metrics.endpoint(*_metric_labels(runtime, call))
     recorder.started()

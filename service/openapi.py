@@ -44,7 +44,8 @@ _STATUS_TEXT = {
     413: "Body, image, pixels or batch over its limit",
     415: "Wrong content type, or not a PNG/JPEG image",
     422: "Wrong shape, type, range or values",
-    503: "Model loading, unavailable, or the service overloaded (Retry-After)",
+    503: "Model loading, unavailable, or the service overloaded (Retry-After); a card file "
+    "that no longer matches its manifest",
     504: "No answer within the request timeout",
 }
 _LOOKUP = (400, 404, 503)
@@ -107,7 +108,7 @@ _V2_TENSOR = {
     "required": ["name", "shape", "datatype"],
     "properties": {
         "name": {"type": "string"},
-        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}, "maxItems": 16},
         "datatype": {"type": "string", "description": "FP32, INT64, BOOL, BYTES..."},
         "parameters": {"type": "object"},
         "data": {"type": "array", "description": "flat or nested; BYTES as strings"},
@@ -123,12 +124,12 @@ LIST_MODELS = operation(
 DESCRIBE_MODEL = operation("One model's description", (404,))
 CARD = operation(
     "A served version's model card (Markdown)",
-    (404,),
+    (404, 503),
     _ok("The card", {"type": "string"}, "text/markdown"),
 )
 MODEL_FILE = operation(
     "A file of a served version's card (its plots)",
-    (404,),
+    (404, 503),
     _ok("A PNG plot", {"type": "string", "format": "binary"}, "image/png"),
 )
 DRIFT_PLOT = operation(

@@ -80,7 +80,9 @@ async def model_file(
         loaded = model.versions.get(number)
         if loaded is None or loaded.state != READY or loaded.version is None:
             raise unknown_version(model, number)
-        data = loaded.version.card_file(file)
+        # Off the event loop: a slow disk, or a file swapped for something that blocks,
+        # must not stall the worker (and its /livez).
+        data = await asyncio.to_thread(loaded.version.card_file, file)
     except RequestError as error:
         return error_reply(error)
     except OSError:

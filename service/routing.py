@@ -97,6 +97,12 @@ class RouteTable:
         self._by_method: list[dict[str, Route]] = [
             {r.method: r for r in routes if r.template == t} for t in self._templates
         ]
+        # What a 405's Allow lists: every method served, HEAD wherever GET is (it is
+        # answered as GET without the body).
+        self._allowed = [
+            tuple(sorted({*methods, *(("HEAD",) if "GET" in methods else ())}))
+            for methods in self._by_method
+        ]
         self._groups = [
             [(f"p{i}_{name}", name) for name in _PARAMETER.findall(t)]
             for i, t in enumerate(self._templates)
@@ -131,7 +137,7 @@ class RouteTable:
                 parameters[name] = value
         methods = self._by_method[index]
         route = methods.get(method) or (methods.get("GET") if method == "HEAD" else None)
-        return Match(route, parameters, tuple(sorted(methods)), next(iter(methods.values())))
+        return Match(route, parameters, self._allowed[index], next(iter(methods.values())))
 
     def __iter__(self) -> Iterator[Route]:
         return iter(self.routes)

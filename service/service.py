@@ -18,7 +18,7 @@ import bentoml
 import orjson
 from starlette.exceptions import HTTPException
 
-from service import app, connection, startup, tracing
+from service import app, connection, logs, startup, tracing
 from service.app import AppService
 from service.backends.cpus import available_cpus
 from service.config import settings, unknown_variables
@@ -33,6 +33,7 @@ from service.protocols import grpc
 logger = logging.getLogger("service")
 startup.prepare_server()  # in the `bentoml serve` process only: port check, metrics folder
 connection.install()  # before BentoML starts uvicorn in this process
+logs.install()  # every log record of this worker escapes client strings (service.logs)
 SETTINGS = settings()
 SHUTDOWN_GRACE_S = 30
 

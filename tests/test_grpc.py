@@ -14,12 +14,14 @@ import numpy as np
 import pytest
 import tritonclient.grpc as tgrpc
 import tritonclient.http as thttp
+from tritonclient.grpc import service_pb2 as pb
 from tritonclient.utils import InferenceServerException
 
 from benchmarks import perf_analyzer
 from benchmarks.payloads import bank_records, flower_files, mnist_test, png_bytes
 from modelspec import bank, digits
 from service import portclaim
+from tests.test_hostile import AUTH, HOSTILE_SHAPES, _field, _raw_call
 from tests.test_service import metric
 
 pytestmark = pytest.mark.slow
@@ -242,3 +244,102 @@ def test_a_second_server_cannot_join_the_grpc_port(
         assert after - before == 40, "the second server answered some of the first's gRPC calls"
         assert httpx.get(second.url + "/v2/health/ready").status_code == 200
     over_grpc.infer("digits", [image])  # the first server's gRPC is untouched
+
+
+# -- hostile messages (issue 22): never UNKNOWN or INTERNAL -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def channel(grpc_url: str):
+    with grpc.insecure_channel(grpc_url) as channel:
+        yield channel
+
+
+def test_shapes_no_array_can_hold_are_refused_over_grpc(channel: grpc.Channel) -> None:
+    for shape in [*HOSTILE_SHAPES, [2**64 - 1, 0]]:
+        for form in ("raw", "typed"):
+            request = pb.ModelInferRequest(model_name="digits")
+            tensor = request.inputs.add(name="image", datatype="FP32", shape=[])
+            # int64 on the wire: 2**64 - 1 arrives as -1
+            tensor.shape.extend([d if d < 2**63 else d - 2**64 for d in shape])
+            if form == "raw":
+                request.raw_input_contents.append(b"")
+            else:
+                tensor.contents.fp32_contents.extend([])
+            error = _raw_call(channel, "ModelInfer", request.SerializeToString())
+            assert isinstance(error, grpc.RpcError), (shape, form)
+            assert error.code() in (
+                grpc.StatusCode.INVALID_ARGUMENT,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+            ), (shape, form, error.code(), error.details())
+
+
+def test_malformed_grpc_messages_are_invalid_argument(channel: grpc.Channel) -> None:
+    not_utf8 = [b"\xff\xfe", b"\xc3\x28", b"\xed\xa0\x80", b"abc\x80"]
+    cases = {
+        # undecodable bytes: a truncated field, a bad wire type, a varint that never ends
+        "garbage": [b"\xff\xff\xff\xff", b"\x0a\x05ab", b"\x0f", b"\x08" + b"\xff" * 11],
+        # string fields that are not UTF-8
+        "ModelInfer": [_field(1, s) for s in not_utf8]  # model_name
+        + [_field(2, s) for s in not_utf8]  # model_version
+        + [_field(3, s) for s in not_utf8]  # id
+        + [_field(5, _field(1, s)) for s in not_utf8],  # inputs[0].name
+        "ModelMetadata": [_field(1, s) for s in not_utf8],
+        "ModelReady": [_field(1, s) for s in not_utf8],
+        "ModelConfig": [_field(1, s) for s in not_utf8],
+        "RepositoryModelLoad": [_field(2, s) for s in not_utf8],
+        "RepositoryModelUnload": [_field(2, s) for s in not_utf8],
+        "RepositoryIndex": [_field(1, s) for s in not_utf8],
+    }
+    methods = [
+        "ModelInfer",
+        "ModelMetadata",
+        "ModelReady",
+        "ModelConfig",
+        "ServerLive",
+        "RepositoryIndex",
+        "RepositoryModelLoad",
+    ]
+    for method in methods:
+        for data in cases["garbage"]:
+            error = _raw_call(
+                channel, method, data, metadata=(("authorization", AUTH["authorization"]),)
+            )
+            assert isinstance(error, grpc.RpcError), (method, data)
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, data, error)
+            assert "Traceback" not in (error.details() or "")
+    for method, messages in cases.items():
+        if method == "garbage":
+            continue
+        for data in messages:
+            error = _raw_call(
+                channel, method, data, metadata=(("authorization", AUTH["authorization"]),)
+            )
+            assert isinstance(error, grpc.RpcError), (method, data)
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, data, error)
+    live = _raw_call(channel, "ServerLive", b"")
+    assert pb.ServerLiveResponse.FromString(live).live
+
+
+def test_odd_parameters_are_invalid_argument(channel: grpc.Channel) -> None:
+    """Output parameters no answer can honour: NaN, infinite, negative, text and bool class
+    counts, on a classifier's output and on a non-classifier's."""
+    for model, output in (("digits", "probabilities"), ("autoencoder_encode", "code")):
+        for value in (
+            {"double_param": float("nan")},
+            {"double_param": float("inf")},
+            {"double_param": 2.5},
+            {"int64_param": -1},
+            {"string_param": "3"},
+            {"bool_param": True},
+        ):
+            request = pb.ModelInferRequest(model_name=model)
+            name = "image" if model == "digits" else "pixels"
+            shape = [1, 28, 28] if model == "digits" else [1, 784]
+            tensor = request.inputs.add(name=name, datatype="FP32", shape=shape)
+            tensor.contents.fp32_contents.extend([0.0] * 784)
+            wanted = request.outputs.add(name=output)
+            setattr(wanted.parameters["classification"], *next(iter(value.items())))
+            error = _raw_call(channel, "ModelInfer", request.SerializeToString())
+            assert isinstance(error, grpc.RpcError), (model, value)
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (model, value, error)

@@ -14,14 +14,17 @@ streaming are not served (UNIMPLEMENTED).
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
+import math
 import socket
 from typing import Any
 
 import grpc
 import numpy as np
 import orjson
+from google.protobuf.message_factory import GetMessageClass
 from tritonclient.grpc import model_config_pb2 as config_pb
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
@@ -41,6 +44,7 @@ from service.protocols.v2_codec import (
     RequestedOutput,
     answer_tensors,
     check_datatypes,
+    check_declared,
     check_header,
     check_inputs,
     classification,
@@ -110,12 +114,18 @@ def read_columns(message: Any, limits: Limits, view: Any) -> dict[str, Any]:
             field="raw_input_contents",
             status=400,
         )
-    check_datatypes([(t.name, t.datatype) for t in message.inputs], view)
+    # Every header is checked, against the signature too, before any data is read.
+    headers = [
+        check_header(tensor.name, list(tensor.shape), tensor.datatype, limits)
+        for tensor in message.inputs
+    ]
+    check_inputs([name for name, _, _ in headers], view)
+    check_datatypes([(name, datatype) for name, _, datatype in headers], view)
+    check_declared(headers, view)
     columns: dict[str, Any] = {}
-    for index, tensor in enumerate(message.inputs):
-        name, shape, datatype = check_header(
-            tensor.name, list(tensor.shape), tensor.datatype, limits
-        )
+    for index, (tensor, (name, shape, datatype)) in enumerate(
+        zip(message.inputs, headers, strict=True)
+    ):
         if raw:
             if tensor.HasField("contents"):
                 raise RequestError(
@@ -135,7 +145,7 @@ def read_columns(message: Any, limits: Limits, view: Any) -> dict[str, Any]:
                 status=400,
             )
         values = list(getattr(tensor.contents, CONTENTS[datatype]))
-        if len(values) != int(np.prod(shape)):
+        if len(values) != math.prod(shape):  # exact: numpy's product wraps past int64
             raise RequestError(
                 "invalid_request",
                 f"input {name!r}: {len(values)} values for shape {shape}",
@@ -149,7 +159,6 @@ def read_columns(message: Any, limits: Limits, view: Any) -> dict[str, Any]:
             columns[name] = np.asarray(values, dtype=target).reshape(shape)
         else:  # 8- and 16-bit types travel in 32-bit fields: checked against their range
             columns[name] = whole(values, name, datatype, target).reshape(shape)
-    check_inputs([t.name for t in message.inputs], view)
     return columns
 
 
@@ -291,13 +300,14 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
     async def RepositoryIndex(self, request: Any, context: Any) -> Any:
         await self._authorise(context)
         response = pb.RepositoryIndexResponse()
-        for entry in self.runtime.registry.index(ready_only=request.ready):
+        for entry in await self.runtime.registry.index(ready_only=request.ready):
             response.models.add(**entry)
         return response
 
     async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:
         await self._authorise(context)
         try:
+            admin.check_parameters(dict(request.parameters) or None, "load")
             await self.runtime.registry.load(request.model_name)
         except RequestError as error:
             await _abort(context, protocol_errors(error))
@@ -306,6 +316,7 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
     async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
         await self._authorise(context)
         try:
+            admin.check_parameters(dict(request.parameters) or None, "unload")
             await self.runtime.registry.unload(request.model_name)
         except RequestError as error:
             await _abort(context, protocol_errors(error))
@@ -319,12 +330,81 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
 
 
 _claims: list[Any] = []
+SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+
+
+class Undecodable:
+    """A request message protobuf could not parse (bytes that are no message of its type, a
+    string field that is not UTF-8): answered INVALID_ARGUMENT, not UNKNOWN with a traceback
+    (what gRPC does when the deserializer raises)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+
+def _deserializer(message_class: Any) -> Any:
+    parse = message_class.FromString
+    kind = message_class.DESCRIPTOR.full_name
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except Exception:  # DecodeError, or a RuntimeError of upb on some inputs
+            return Undecodable(kind)
+
+    return deserialize
+
+
+def _guarded(behaviour: Any, streaming: bool) -> Any:
+    """A method's behaviour, refusing undecodable messages first; an unforeseen error is
+    INTERNAL with a plain message (logged with its traceback), never a server path."""
+
+    async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if isinstance(request, Undecodable):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the request is not a valid {request.kind} message "
+                "(undecodable protobuf, or a string field that is not UTF-8)",
+            )
+        try:
+            return await behaviour(request, context)
+        except (grpc.aio.AbortError, asyncio.CancelledError):
+            raise
+        except Exception:
+            logger.exception("gRPC %s failed", behaviour.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+    async def stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+        await behaviour(requests, context)
+
+    return stream if streaming else unary
+
+
+def handlers(servicer: Servicer) -> grpc.GenericRpcHandler:
+    """The service's method handlers, as the generated ``add_..._to_server`` makes them but
+    with a deserializer that never raises (``Undecodable``)."""
+    table = {}
+    for method in SERVICE.methods:
+        behaviour = getattr(servicer, method.name)
+        streaming = method.client_streaming or method.server_streaming
+        make = (
+            grpc.stream_stream_rpc_method_handler
+            if streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        table[method.name] = make(
+            _guarded(behaviour, streaming),
+            request_deserializer=_deserializer(GetMessageClass(method.input_type)),
+            response_serializer=GetMessageClass(method.output_type).SerializeToString,
+        )
+    return grpc.method_handlers_generic_handler(SERVICE.full_name, table)
 
 
 def _not_served(method: str) -> Any:
     async def refuse(self: Servicer, request: Any, context: Any) -> Any:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not served")
 
+    refuse.__name__ = method
     return refuse
 
 
@@ -373,7 +453,7 @@ async def start(runtime: Runtime) -> grpc.aio.Server | None:
             ("grpc.max_send_message_length", limit),
         ]
     )
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(Servicer(runtime), server)
+    server.add_generic_rpc_handlers((handlers(Servicer(runtime)),))
     try:
         if _taken(port):  # checked first: gRPC's own failure is a C-core line and a traceback
             raise RuntimeError(port)

@@ -25,6 +25,7 @@ from service.interfaces.base import BYTES, NUMPY_TYPES, Columns, Tensor
 HEADER_LENGTH = "inference-header-content-length"
 BOOL = "BOOL"
 NUMERIC_TYPES = NUMPY_TYPES
+MAX_RANK = 16  # more dimensions than any model takes (numpy's own limit is 64)
 
 
 # -- requests -----------------------------------------------------------------------------
@@ -84,6 +85,7 @@ def read_columns(
     headers = [_input_header(entry, limits) for entry in entries]
     check_inputs([name for name, _, _ in headers], view)
     check_datatypes([(name, datatype) for name, _, datatype in headers], view)
+    check_declared(headers, view)
     columns: Columns = {}
     offset = 0
     for entry, (name, shape, datatype) in zip(entries, headers, strict=True):
@@ -182,15 +184,53 @@ def check_header(name: str, shape: Any, datatype: Any, limits: Limits) -> tuple[
             field=name,
             expected=f"one of {[BYTES, *NUMERIC_TYPES]}",
         )
-    if shape[0] > limits.max_items_per_request or prod(shape) > limits.max_body_bytes:
+    if len(shape) > MAX_RANK:
+        raise _bad(
+            f"input {name!r} has {len(shape)} dimensions",
+            field=name,
+            expected=f"at most {MAX_RANK} dimensions",
+        )
+    # Every dimension counts, zeros included: [1, 0, 2**62] holds no value, yet numpy cannot
+    # even describe that array ("array is too big", once a 500). The product of the dimensions
+    # with each 0 taken as 1 bounds them all, and it is no more than the body could carry.
+    if shape[0] > limits.max_items_per_request or prod(max(d, 1) for d in shape) > (
+        limits.max_body_bytes
+    ):
         raise RequestError(
             "too_many_items",
-            f"input {name!r} has shape {shape}",
+            f"input {name!r} has shape {shape[:MAX_RANK]}",
             field=name,
-            expected=f"at most {limits.max_items_per_request} items",
+            expected=f"at most {limits.max_items_per_request} items, "
+            f"dimensions whose product is at most {limits.max_body_bytes}",
             status=413,
         )
     return name, shape, datatype
+
+
+def check_declared(headers: list[tuple[str, list[int], str]], view: SignatureView) -> None:
+    """Each input's shape against the signature's declared one: no more dimensions, and
+    (when every dimension past the batch is fixed) no more values per item. Alternatives the
+    input kinds accept (a flat 784 for 28x28, BYTES image files) stay within both."""
+    for name, shape, _ in headers:
+        declared = view.input(name).shape
+        if len(shape) > len(declared):
+            raise RequestError(
+                "invalid_shape",
+                f"input {name!r} has shape {shape}",
+                field=name,
+                expected=f"at most {len(declared)} dimensions, as {list(declared)}",
+                status=400,
+            )
+        fixed = all(d >= 0 for d in declared[1:])
+        per_item = prod(declared[1:])
+        if fixed and len(shape) > 1 and prod(shape[1:]) > per_item:
+            raise RequestError(
+                "invalid_shape",
+                f"input {name!r} has shape {shape}",
+                field=name,
+                expected=f"{per_item} values per item, as {list(declared)}",
+                status=400,
+            )
 
 
 def from_raw(raw: bytes, name: str, shape: list[int], datatype: str) -> Any:
