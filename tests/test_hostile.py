@@ -389,6 +389,9 @@ def test_405_allow_lists_every_method_served(client) -> None:
         ("POST", "/models/digits/versions/1/card"),
         ("GET", "/v2/models/digits/infer"),
         ("GET", "/v2/repository/index"),
+        ("POST", "/livez"),  # BentoML's own routes: their 405s made JSON, Allow kept
+        ("DELETE", "/readyz"),
+        ("PUT", "/metrics"),
     ):
         response = client.request(method, path)
         assert response.status_code == 405, (method, path)
