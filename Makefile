@@ -105,8 +105,8 @@ test: install $(CHECKS_VENV)/bin/checkov $(CHECKS_VENV)/bin/kubectl browser
 	$(BIN)/ruff format --check .
 	TRAINING_DATA_DIR=$(if $(DATA_DIR),$(abspath $(DATA_DIR)),) $(BIN)/python -m pytest
 
-# The tests marked `long` (deselected by `make test`): the same promises at full size (the
-# reliability suite's short profile, every user model, the stock BentoML peer).
+# The tests marked `long` (deselected by `make test`): the heavy runs (the reliability suite's
+# short profile as a user runs it, a smoke run of `make bench`, the stock BentoML peer).
 test-long: install $(CHECKS_VENV)/bin/checkov $(CHECKS_VENV)/bin/kubectl browser
 	TRAINING_DATA_DIR=$(if $(DATA_DIR),$(abspath $(DATA_DIR)),) $(BIN)/python -m pytest -m long
 
