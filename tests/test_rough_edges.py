@@ -301,16 +301,18 @@ def test_two_servers_keep_their_own_metrics(quick_repository: Path, tmp_path: Pa
     body = {"inputs": SEVEN.tolist()}
     with _held_port(socket.AF_INET6) as holder, Server(env=env, log=tmp_path / "1.log") as first:
         first.wait_until("/readyz", timeout=300)
+        # generous timeouts: a busy two-core machine once took over 5 s to answer /metrics
+        client = httpx.Client(base_url=first.url, timeout=120)
         for _ in range(5):
-            assert httpx.post(first.url + "/digits/predict", json=body).status_code == 200
-        client = httpx.Client(base_url=first.url)
+            assert client.post("/digits/predict", json=body).status_code == 200
         counted = metric(client, "serving_requests_total", endpoint="/digits/predict")
         assert counted == 5
         taken = holder.getsockname()[1]
         second_env = {**env, "SERVING_GRPC_PORT": str(taken)}
         with Server(env=second_env, log=tmp_path / "2.log") as second:
             second.wait_until("/readyz", timeout=300)
-            assert httpx.post(second.url + "/digits/predict", json=body).status_code == 200
+            answer = httpx.post(second.url + "/digits/predict", json=body, timeout=120)
+            assert answer.status_code == 200
             folders = sorted(p.name for p in home.glob(METRICS_PREFIX + "*"))
             assert len(folders) == 2, folders
             assert metric(client, "serving_requests_total", endpoint="/digits/predict") == 5
