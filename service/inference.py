@@ -296,9 +296,9 @@ async def _infer(
                 recorder.predicted(version.labels, classes)
             monitor = runtime.monitor
             if monitor is not None:
-                outputs = await monitor.after_run(
-                    version, decoded.signature, decoded.feed, outputs, classes
-                )
+                if version.ood is not None:  # one more (batched) inference: the detector's
+                    outputs = await monitor.flag(version, decoded.signature, decoded.feed, outputs)
+                monitor.observe(version, decoded.signature, decoded.feed, outputs, classes)
             reply = call.encode(outputs, decoded.context, version, decoded.signature)
             if monitor is not None and monitor.payloads is not None:
                 monitor.answered(

@@ -1,9 +1,9 @@
 """Watching the models, not only the server: drift against the training data
 (``drift``), out-of-distribution flags (``ood``) and sampled payload logs (``payloads``).
 
-``Monitor`` is the one object the request path calls (``service.inference``): ``after_run``
-once a batch's outputs are in (flags, then one deque append for drift) and ``answered`` once
-the reply is written (payload sampling). Its metrics are created here, beside the others:
+``Monitor`` is the one object the request path calls (``service.inference``), once a batch's
+outputs are in: ``flag`` when the model has a detector, then ``observe`` (one deque append
+for drift); and ``answered`` once the reply is written (payload sampling). Its metrics are created here, beside the others:
 
 - ``serving_drift_score{model,version,feature}``: PSI of the window against the reference;
 - ``serving_ood_items_total{model,version,in_distribution}``: items the detector scored;
@@ -71,33 +71,45 @@ class Monitor:
 
     # -- the request path ------------------------------------------------------------------
 
-    async def after_run(
+    async def flag(
+        self,
+        version: Any,
+        signature: str,
+        feed: dict[str, np.ndarray],
+        outputs: dict[str, np.ndarray],
+    ) -> dict[str, np.ndarray]:
+        """``outputs`` with the detector's ``ood_score`` and ``in_distribution`` added, for
+        the version's default signature."""
+        if signature != version.default_signature:
+            return outputs
+        outputs = await self.detectors.score(version, signature, feed, outputs)
+        if np.isnan(outputs[OOD_SCORE]).all():
+            return outputs  # the detector did not run: nothing to count
+        flags = outputs[IN_DISTRIBUTION]
+        inside, number = int(flags.sum()), str(version.number)
+        if inside:
+            self.ood_items.labels(version.name, number, "true").inc(inside)
+        if inside < len(flags):
+            self.ood_items.labels(version.name, number, "false").inc(len(flags) - inside)
+        return outputs
+
+    def observe(
         self,
         version: Any,
         signature: str,
         feed: dict[str, np.ndarray],
         outputs: dict[str, np.ndarray],
         classes: np.ndarray | None,
-    ) -> dict[str, np.ndarray]:
-        """Flags added to ``outputs`` when the version has a detector; the batch kept for the
-        drift thread when it has a reference."""
-        flags = None
-        if version.ood is not None and signature == version.default_signature:
-            outputs = await self.detectors.score(version, signature, feed, outputs)
-            flags = outputs[IN_DISTRIBUTION]
-            if not np.isnan(outputs[OOD_SCORE]).all():
-                inside = int(flags.sum())
-                number = str(version.number)
-                if inside:
-                    self.ood_items.labels(version.name, number, "true").inc(inside)
-                if inside < len(flags):
-                    self.ood_items.labels(version.name, number, "false").inc(len(flags) - inside)
-            else:
-                flags = None
-        if self.config.drift and self._monitored(version, signature):
-            x = feed[version.signatures[signature].inputs[0].name]
-            self.drift.observe(version, x, classes, None if flags is None else ~flags)
-        return outputs
+    ) -> None:
+        """Keep the batch for the drift thread when the version has a reference: one deque
+        append (its inputs, classes and OOD flags are already computed)."""
+        if not self.config.drift or not self._monitored(version, signature):
+            return
+        x = feed[version.signatures[signature].inputs[0].name]
+        flags = outputs.get(IN_DISTRIBUTION)
+        if flags is not None and np.isnan(outputs[OOD_SCORE]).all():
+            flags = None
+        self.drift.observe(version, x, classes, None if flags is None else ~flags)
 
     def _monitored(self, version: Any, signature: str) -> bool:
         reference = version.memo(
