@@ -29,7 +29,10 @@ MODELS, V2, TF, ADMIN, DOCS = (
 
 async def list_models(request: RawRequest, runtime: Runtime) -> Reply:
     models = sorted(runtime.registry.models.values(), key=lambda m: m.name)
-    return json_reply({"models": [m.describe() for m in models]})
+    listed: dict = {"models": [m.describe() for m in models]}
+    if runtime.registry.mirror is not None:  # a remote repository: reachable, cache
+        listed["repository"] = runtime.registry.mirror.describe()
+    return json_reply(listed)
 
 
 async def describe_model(request: RawRequest, runtime: Runtime, name: str) -> Reply:

@@ -1,7 +1,9 @@
 """Atomic publication of a model version into the repository.
 
 Everything is written into a hidden staging folder beside the versions and renamed into
-place at the end, so a failed or interrupted run never leaves a half-written version.
+place at the end, so a failed or interrupted run never leaves a half-written version. For a
+repository on object storage the staging folder is a local temporary one, uploaded file by
+file with the manifest last (``modelspec.storage``).
 """
 
 from __future__ import annotations
@@ -19,17 +21,21 @@ from pathlib import Path
 from typing import Any
 
 from modelspec.repository import MANIFEST, hash_tree, latest_version
+from modelspec.storage import Remote
 
 STAGING_PREFIX = ".staging-"
 TRACKED_LIBRARIES = ("tensorflow-cpu", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy")
 
 
 @contextmanager
-def staging_area(root: Path, name: str) -> Iterator[Path]:
+def staging_area(root: Path | Remote, name: str) -> Iterator[Path]:
     """A fresh hidden folder for one version; removed if the block fails."""
-    model_dir = root / name
-    model_dir.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=model_dir))
+    if isinstance(root, Remote):
+        stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX + name + "-"))
+    else:
+        model_dir = root / name
+        model_dir.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=model_dir))
     try:
         yield stage
     except BaseException:
@@ -39,15 +45,18 @@ def staging_area(root: Path, name: str) -> Iterator[Path]:
 
 def publish(
     stage: Path,
-    root: Path,
+    root: Path | Remote,
     name: str,
     manifest: dict[str, Any],
     write_card: Callable[[dict[str, Any], Path], None],
 ) -> Path:
-    """Give the stage the next version number, hash it, and rename it into place.
+    """Give the stage the next version number, hash it, and rename it into place (upload
+    it, manifest last, for a repository on object storage: a str, its URI, is returned).
 
     The card names its version, so it is written here, once the number is known.
     """
+    if isinstance(root, Remote):
+        return root.publish(stage, name, manifest, write_card)  # type: ignore[return-value]
     while True:
         version = (latest_version(root, name) or 0) + 1
         manifest["version"] = version
