@@ -33,9 +33,13 @@ from service.protocols import grpc
 
 logger = logging.getLogger("service")
 connection.install()  # before BentoML starts uvicorn in this process
+# `bentoml build` imports this module to package it, where the repository need not exist
+# (the bucket Bento has none); `bentoml serve` is where a missing one must stop the start.
+BUILDING = sys.argv[1:2] == ["build"]
 try:
     SETTINGS = settings()
-    SETTINGS.check_repository()
+    if not BUILDING:
+        SETTINGS.check_repository()
 except ConfigError as error:  # one line, not a traceback: it is the operator's to fix
     print(f"error: {error}", file=sys.stderr, flush=True)
     raise SystemExit(2) from None
