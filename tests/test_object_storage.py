@@ -337,3 +337,61 @@ def test_export_to_azure_blob_and_a_replica_serves_it(
             assert infer(client) == ("1", 3.0)
             assert export(sources[5], url, azurite.env) == f"{url}/tiny/2"
             wait_for(lambda: infer(client) == ("2", 5.0), 60, "version 2 live from Azure")
+
+
+# -- a local repository copied to a bucket ------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_local_repository_copied_to_a_bucket_file_for_file_is_served(
+    in_moto: Moto, quick_repository: Path, tmp_path: Path
+) -> None:
+    """The seed models as `train` wrote them (SavedModel folders and all), uploaded key for
+    path with no tool of ours, answer as they do from the folder."""
+    import obstore
+
+    url = in_moto.url("copied")
+    remote = storage.parse(url)
+    for name in ("digits", "bank"):
+        for path in sorted((quick_repository / name).rglob("*")):
+            if path.is_file() and ".staging-" not in str(path):
+                key = path.relative_to(quick_repository).as_posix()
+                obstore.put(remote.store, key, path)
+    env = {
+        **in_moto.env,
+        "MODEL_REPOSITORY": url,
+        "SERVING_CACHE_DIR": str(tmp_path / "cache"),
+        "SERVING_STATE_DIR": str(tmp_path / "state"),
+    }
+    with Server(env=env, log=tmp_path / "serve.log") as server:
+        server.wait_until("/readyz", timeout=300)
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            listed = {m["name"]: m for m in served(client)["models"]}
+            assert set(listed) == {"digits", "bank"}
+            for name in listed:
+                version = repository_latest(quick_repository, name)
+                assert listed[name]["state"] == "ready" and listed[name]["version"] == version
+            pixels = np.random.default_rng(0).random((2, 28, 28), dtype=np.float32)
+            digits = client.post("/digits/predict", json={"inputs": pixels.tolist()})
+            assert digits.status_code == 200, digits.text
+            answered = np.array([p["probabilities"] for p in digits.json()["predictions"]])
+            np.testing.assert_allclose(answered, _onnx_digits(quick_repository, pixels), atol=1e-5)
+            assert served(client)["repository"]["cache"]["bytes"] > 0
+
+
+def _onnx_digits(root: Path, pixels: np.ndarray) -> np.ndarray:
+    """The digits model run by ONNX Runtime straight from the local folder."""
+    import onnxruntime
+
+    from modelspec.repository import latest_version, version_dir
+
+    path = version_dir(root, "digits", latest_version(root, "digits")) / "model.onnx"
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: pixels}
+    return session.run(None, feed)[0]
+
+
+def repository_latest(root: Path, name: str) -> int | None:
+    from modelspec.repository import latest_version
+
+    return latest_version(root, name)
