@@ -158,27 +158,31 @@ class Metrics:
             namespace=namespace,
             multiprocess_mode="liveall",
         )
+        # Labelled by the repository's URI so that a local repository exports none of these
+        # (an unlabelled gauge would show `serving_repository_up 0` and page someone).
         self.repository_up = Gauge(
             "repository_up",
             "1 when the last poll of a remote model repository reached the store, else 0",
+            ["repository"],
             namespace=namespace,
             multiprocess_mode="liveall",
         )
         self.repository_polls = Counter(
             "repository_polls",
             "Polls of a remote model repository, by result (ok, error)",
-            ["result"],
+            ["repository", "result"],
             namespace=namespace,
         )
         self.repository_requests = Counter(
             "repository_requests",
             "Calls to the object store: list (one per poll) and get (one per file copied)",
-            ["operation"],
+            ["repository", "operation"],
             namespace=namespace,
         )
         self.repository_cache_bytes = Gauge(
             "repository_cache_bytes",
             "Bytes the remote repository's local cache holds",
+            ["repository"],
             namespace=namespace,
             multiprocess_mode="liveall",
         )

@@ -79,7 +79,7 @@ class Mirror:
         when the store cannot be reached and was reached before: the caller changes nothing.
         Before the first success, the versions the cache holds (verified when copied)."""
         self.last_attempt = time.time()
-        self.metrics.repository_requests.labels("list").inc()
+        self.metrics.repository_requests.labels(self.remote.url, "list").inc()
         try:
             listing = self.remote.list()
         except StorageError as error:
@@ -90,8 +90,8 @@ class Mirror:
             return self._cached()
         self.listing, self.error, self.from_cache = listing, None, False
         self.last_success = self.last_attempt
-        self.metrics.repository_up.set(1)
-        self.metrics.repository_polls.labels("ok").inc()
+        self.metrics.repository_up.labels(self.remote.url).set(1)
+        self.metrics.repository_polls.labels(self.remote.url, "ok").inc()
         published: dict[str, dict[int, Path]] = {}
         stamps = {}
         for name, versions in listing.versions().items():
@@ -105,8 +105,8 @@ class Mirror:
         if error != self.error:
             logger.error("model repository unreachable: %s", error)
         self.error = error
-        self.metrics.repository_up.set(0)
-        self.metrics.repository_polls.labels("error").inc()
+        self.metrics.repository_up.labels(self.remote.url).set(0)
+        self.metrics.repository_polls.labels(self.remote.url, "error").inc()
 
     def _cached(self) -> dict[str, dict[int, Path]]:
         """The versions the cache holds, each with the ETag it was copied at as its stamp
@@ -154,7 +154,7 @@ class Mirror:
             directory.parent.mkdir(parents=True, exist_ok=True)
             files = self.listing.objects if self.listing else {}
             count = sum(1 for k in files if k.startswith(f"{name}/{number}/"))
-            self.metrics.repository_requests.labels("get").inc(max(count, 1))
+            self.metrics.repository_requests.labels(self.remote.url, "get").inc(max(count, 1))
             self.remote.download_version(name, number, directory)
             marker.write_text(etag)
             self._measure()
@@ -200,7 +200,7 @@ class Mirror:
 
     def _measure(self) -> None:
         self.cache_bytes = self.size()
-        self.metrics.repository_cache_bytes.set(self.cache_bytes)
+        self.metrics.repository_cache_bytes.labels(self.remote.url).set(self.cache_bytes)
 
     def describe(self) -> dict[str, Any]:
         """The repository's part of ``GET /models``."""
