@@ -131,7 +131,7 @@ def _roll_out_roll_back_outage(
         polls_before = [_polls(u) for u in urls]
         lists_before = moto.list_requests_logged()
         requests_before = moto.requests_logged()
-        time.sleep(5)
+        time.sleep(10)
         polls = sum(_polls(u) for u in urls) - sum(polls_before)
         lists = moto.list_requests_logged() - lists_before
         requests = moto.requests_logged() - requests_before
@@ -167,7 +167,11 @@ def _roll_out_roll_back_outage(
     assert ready == [200] * REPLICAS, ready
     assert not any(states), "the outage was not reported by every replica"
     assert outage_answers > 0
-    assert lists == polls and requests == lists, f"{requests} requests, {lists} LIST, {polls} polls"
+    # A poll in flight at either end of the window, on any replica, may be counted by the
+    # metrics and not moto's log (or the reverse): one either way per replica.
+    assert abs(lists - polls) <= REPLICAS and requests == lists, (
+        f"{requests} requests, {lists} LIST, {polls} polls"
+    )
     return {
         "poll_interval_s": POLL_S,
         "export_cli_s": round(exported_s, 2),

@@ -118,17 +118,21 @@ def test_gcs_is_configured_from_the_bucket_url_and_google_variables(monkeypatch,
 
 
 def test_the_service_refuses_to_start_on_a_bad_repository(tmp_path: Path) -> None:
-    for location, said in (
-        ("ftp://host/models", "unknown scheme 'ftp'"),
-        (str(tmp_path / "no-such-folder"), "no such folder"),
-    ):
-        server = Server(env={"MODEL_REPOSITORY": location}, log=tmp_path / "bad.log")
-        server.start()
-        try:
-            code = server.process.wait(120)
-        finally:
-            server.stop()
-        output = (tmp_path / "bad.log").read_text()
+    cases = {
+        "ftp://host/models": "unknown scheme 'ftp'",
+        str(tmp_path / "no-such-folder"): "no such folder",
+    }
+    servers = [  # both at once: each is a full `bentoml serve` start
+        Server(env={"MODEL_REPOSITORY": location}, log=tmp_path / f"bad{i}.log").start()
+        for i, location in enumerate(cases)
+    ]
+    try:
+        codes = [server.process.wait(120) for server in servers]
+    finally:
+        for server in servers:
+            server.__exit__()
+    for i, (said, code) in enumerate(zip(cases.values(), codes, strict=True)):
+        output = (tmp_path / f"bad{i}.log").read_text()
         assert code == 2, output[-2000:]
         errors = [line for line in output.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and said in errors[0], output[-2000:]
@@ -185,12 +189,21 @@ def test_export_publishes_to_s3_manifest_last_and_never_writes_a_local_s3_folder
     } - {"manifest.json"}
 
 
+@pytest.fixture
+def own_moto(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A moto server of this test's own: the test stops it (the outage)."""
+    with Moto(tmp_path) as server:
+        for key, value in server.env.items():
+            monkeypatch.setenv(key, value)
+        yield server
+
+
 def test_a_replica_follows_s3_verifies_every_version_and_survives_an_outage(
-    in_moto: Moto, sources: dict[int, Path], tmp_path: Path
+    own_moto: Moto, sources: dict[int, Path], tmp_path: Path
 ) -> None:
     import obstore
 
-    moto = in_moto
+    moto = own_moto
     url = moto.url("follow")
     remote = storage.parse(url)
     export(sources[2], url, moto.env)  # version 1
@@ -211,14 +224,16 @@ def test_a_replica_follows_s3_verifies_every_version_and_survives_an_outage(
         metrics_before = client.get("/metrics").text
         lists_before = moto.list_requests_logged()
         requests_before = moto.requests_logged()
-        time.sleep(6 * POLL_S)
+        time.sleep(8 * POLL_S)
         polls = metric(client.get("/metrics").text, "serving_repository_polls_total") - metric(
             metrics_before, "serving_repository_polls_total"
         )
         lists = moto.list_requests_logged() - lists_before
         requests = moto.requests_logged() - requests_before
+        # Metrics and moto's log are read a moment apart: a poll in flight at either end of
+        # the window may be counted by one and not the other, hence the one either way.
         assert polls >= 3, polls
-        assert lists == polls and requests == lists, (
+        assert abs(lists - polls) <= 1 and requests == lists, (
             f"{requests} requests ({lists} LIST) to the store in {polls:.0f} polls"
         )
 
@@ -279,23 +294,39 @@ def test_a_replica_follows_s3_verifies_every_version_and_survives_an_outage(
         assert metric(client.get("/metrics").text, "serving_repository_up") == 0
         client.close()
 
-    # A replica that starts during the outage serves what its cache holds ...
-    env_cached = {**env, "SERVING_STATE_DIR": str(tmp_path / "state2")}
-    with Server(env=env_cached, log=tmp_path / "serve2.log") as server:
+
+@pytest.mark.long
+def test_a_replica_starting_during_an_outage_serves_its_cache_or_says_why_not(
+    own_moto: Moto, sources: dict[int, Path], tmp_path: Path
+) -> None:
+    url = own_moto.url("outage")
+    export(sources[2], url, own_moto.env)
+    env = {
+        **own_moto.env,
+        "MODEL_REPOSITORY": url,
+        "SERVING_POLL_INTERVAL": str(POLL_S),
+        "SERVING_CACHE_DIR": str(tmp_path / "cache"),
+        "SERVING_STATE_DIR": str(tmp_path / "state"),
+    }
+    with Server(env=env, log=tmp_path / "serve.log") as server:  # fills its cache
         server.wait_until("/readyz", timeout=300)
-        with httpx.Client(base_url=server.url, timeout=30) as client:
+    own_moto.stop()
+
+    cached = Server(env={**env, "SERVING_STATE_DIR": str(tmp_path / "state2")},
+                    log=tmp_path / "serve2.log")  # fmt: skip
+    empty = Server(
+        env={**env, "SERVING_CACHE_DIR": str(tmp_path / "empty"),
+             "SERVING_STATE_DIR": str(tmp_path / "state3")},
+        log=tmp_path / "serve3.log",
+    )  # fmt: skip
+    with cached, empty:
+        # The one with a cache serves from it ...
+        cached.wait_until("/readyz", timeout=300)
+        with httpx.Client(base_url=cached.url, timeout=30) as client:
             assert infer(client) == ("1", 2.0)
             assert served(client)["repository"]["serving_from_cache"] is True
-
-    # ... and one with an empty cache is not ready, saying why.
-    env_empty = {**env, "SERVING_CACHE_DIR": str(tmp_path / "empty"),
-                 "SERVING_STATE_DIR": str(tmp_path / "state3")}  # fmt: skip
-    with Server(env=env_empty, log=tmp_path / "serve3.log") as server:
-        reply = wait_for(
-            lambda: (r := _get(server.url + "/readyz")) is not None and r,
-            120,
-            "an answer from /readyz",
-        )
+        # ... the one without is not ready, and says why.
+        reply = wait_for(lambda: _get(empty.url + "/readyz"), 300, "an answer from /readyz")
         assert reply.status_code == 503
         assert re.search(r"unreachable and the cache holds no verified version", reply.text)
 
