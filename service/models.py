@@ -594,8 +594,10 @@ class Registry:
         published = await asyncio.to_thread(self._published)
         if published is None:
             error = self.mirror.error if self.mirror else None
-            raise RequestError(
-                "repository_unreachable", f"model repository unreachable: {error}", status=503
+            raise Unavailable(
+                "repository_unreachable",
+                f"model repository unreachable: {error}",
+                headers={"Retry-After": str(max(1, round(self.config.poll_interval)))},
             )
         if name not in published or not published[name]:
             raise RequestError(

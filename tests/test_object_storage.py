@@ -189,6 +189,41 @@ def test_export_publishes_to_s3_manifest_last_and_never_writes_a_local_s3_folder
     } - {"manifest.json"}
 
 
+def test_a_manifest_naming_files_outside_its_version_is_refused_before_any_write(
+    in_moto: Moto, tmp_path: Path
+) -> None:
+    import obstore
+
+    remote = storage.parse(in_moto.url("hostile"))
+    manifest = {"name": "evil", "version": 1, "files": {"../../outside.txt": "0" * 64}}
+    obstore.put(remote.store, "evil/1/manifest.json", json.dumps(manifest).encode())
+    obstore.put(remote.store, "evil/outside.txt", b"x")
+    (tmp_path / "evil").mkdir()
+    with pytest.raises(ValueError, match="outside its version"):
+        remote.download_version("evil", 1, tmp_path / "evil" / "1")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["evil"]
+
+
+def test_the_cache_refuses_a_version_past_its_bound(
+    in_moto: Moto, sources: dict[int, Path], tmp_path: Path
+) -> None:
+    from service.metrics import Metrics
+    from service.mirror import CacheFull, Mirror
+
+    url = in_moto.url("bounded")
+    export(sources[2], url, in_moto.env)
+    size = storage.parse(url).list().version_bytes("tiny", 1)
+    small = Mirror(storage.parse(url), tmp_path / "small", size - 1, Metrics("bound_small"))
+    assert small.published() == {"tiny": {1: small.cache_dir / "tiny" / "1"}}
+    with pytest.raises(CacheFull, match="over its limit"):
+        small.fetch("tiny", 1)
+    roomy = Mirror(storage.parse(url), tmp_path / "roomy", size, Metrics("bound_roomy"))
+    roomy.published()
+    copied = roomy.fetch("tiny", 1)
+    assert (copied / "manifest.json").is_file()
+    assert 0 <= roomy.size() - size < 100  # the version, and the ETag it was copied at
+
+
 @pytest.fixture
 def own_moto(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A moto server of this test's own: the test stops it (the outage)."""
