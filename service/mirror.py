@@ -88,6 +88,8 @@ class Mirror:
                 return None
             self.from_cache = True
             return self._cached()
+        if self.error is not None:
+            logger.info("model repository %s reachable again", self.remote.url)
         self.listing, self.error, self.from_cache = listing, None, False
         self.last_success = self.last_attempt
         self.metrics.repository_up.labels(self.remote.url).set(1)
@@ -102,8 +104,8 @@ class Mirror:
         return published
 
     def _failed(self, error: str) -> None:
-        if error != self.error:
-            logger.error("model repository unreachable: %s", error)
+        if self.error is None:  # once per outage, not every poll (the text varies by timing)
+            logger.error("model repository unreachable, serving on: %s", error)
         self.error = error
         self.metrics.repository_up.labels(self.remote.url).set(0)
         self.metrics.repository_polls.labels(self.remote.url, "error").inc()
