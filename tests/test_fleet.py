@@ -138,9 +138,10 @@ def _roll_out_roll_back_outage(
 
         started = time.monotonic()
         export(source, url, moto.env)
-        published = time.monotonic()  # the manifest, the last object, is in the bucket
-        exported_s = published - started
-        live = _wait_all(load, "2", published, 60)
+        exported_s = time.monotonic() - started
+        # From the export's start: the CLI's process exits a while after its last upload
+        # (the manifest), so a replica may serve the version before the command returns.
+        live = _wait_all(load, "2", started, 120)
         since = [_since(u, "2") for u in urls]
         assert all(s > 0 for s in since), since
         cache_bytes = [_cache_bytes(u) for u in urls]
@@ -175,7 +176,8 @@ def _roll_out_roll_back_outage(
     return {
         "poll_interval_s": POLL_S,
         "export_cli_s": round(exported_s, 2),
-        "publish_to_live_s": [round(x, 2) for x in live],  # from the manifest's upload
+        "export_start_to_live_s": [round(x, 2) for x in live],
+        "export_exit_to_live_s": [round(x - exported_s, 2) for x in live],
         "delete_to_gone_s": [round(x, 2) for x in gone],
         "outage_reported_after_s": round(reported, 2),
         "store_requests_per_poll": round(requests / polls, 2),
