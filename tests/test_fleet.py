@@ -111,8 +111,8 @@ def test_three_replicas_follow_one_bucket_without_failing_a_request(
             for i in range(REPLICAS)
         ]
         try:
-            for server in servers:
-                server.wait_until("/readyz", timeout=300)
+            for server in servers:  # three starts at once on a busy machine: minutes
+                server.wait_until("/readyz", timeout=600)
             figures = _roll_out_roll_back_outage(moto, remote, url, servers, tmp_path)
         finally:
             for server in servers:
