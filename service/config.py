@@ -14,7 +14,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from modelspec import storage
 
 PREFIX = "SERVING_"
 
@@ -135,7 +145,14 @@ class Limits(_Section):
 class Settings(_Section):
     """The service's settings (one object, built once per worker by ``settings()``)."""
 
-    repository: Path = Path("models")  # also MODEL_REPOSITORY
+    # Also MODEL_REPOSITORY: a folder, or s3://bucket/prefix, gs://bucket/prefix or
+    # az://container/prefix (kept as that string; credentials from the cloud's variables).
+    repository: Path | str = Path("models")
+    # A remote repository's local copy: verified versions only, the served ones kept (a
+    # replica that starts while the store is unreachable serves from it). Default: a
+    # folder per repository under the temporary directory.
+    cache_dir: Path | None = None
+    cache_max_bytes: int = Field(4 * 1024**3, ge=1)  # refuse a version that would pass it
     config: Path | None = None  # the SERVING_CONFIG file these came from, if any
     backend: Literal["onnx", "saved_model"] = "onnx"
     provider: Literal["auto", "cuda", "tensorrt", "cpu"] = "auto"
@@ -169,6 +186,33 @@ class Settings(_Section):
     payload_log_max_bytes: int = Field(100 * 1024 * 1024, ge=1024)  # per file, then rotated
     payload_log_backups: int = Field(5, ge=1)  # rotated files kept
     payload_log_queue: int = Field(10_000, ge=1)  # records waiting per sink; more are dropped
+
+    @field_validator("repository", mode="before")
+    @classmethod
+    def _location(cls, value: Any) -> Any:
+        """A bucket URI stays a string (a Path would fold ``s3://`` into ``s3:/``); an
+        unknown scheme is refused here, so the service never starts on it."""
+        if not isinstance(value, str):
+            return value
+        parsed = storage.parse(value)  # RepositoryError is a ValueError: a settings error
+        return parsed.url if isinstance(parsed, storage.Remote) else parsed
+
+    @property
+    def remote(self) -> storage.Remote | None:
+        """The repository's bucket and prefix, when it is on object storage."""
+        if isinstance(self.repository, str):
+            found = storage.parse(self.repository)
+            return found if isinstance(found, storage.Remote) else None
+        return None
+
+    def check_repository(self) -> None:
+        """Raise ConfigError when the service cannot start on this repository: a local
+        folder that does not exist (a typo would otherwise serve 404s while ready)."""
+        if self.remote is None and not Path(self.repository).is_dir():
+            raise ConfigError(
+                f"model repository {self.repository}: no such folder (MODEL_REPOSITORY is a "
+                "folder, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix)"
+            )
 
     @model_validator(mode="after")
     def _name_models(self) -> Settings:

@@ -159,6 +159,42 @@ class Metrics:
             namespace=namespace,
             buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100),
         )
+        self.model_serving_since = Gauge(
+            "model_version_serving_since_seconds",
+            "Unix time each version went live in this process; 0 once retired (a fleet agrees "
+            "when every replica shows the same versions > 0)",
+            ["model", "version"],
+            namespace=namespace,
+            multiprocess_mode="liveall",
+        )
+        # Labelled by the repository's URI so that a local repository exports none of these
+        # (an unlabelled gauge would show `serving_repository_up 0` and page someone).
+        self.repository_up = Gauge(
+            "repository_up",
+            "1 when the last poll of a remote model repository reached the store, else 0",
+            ["repository"],
+            namespace=namespace,
+            multiprocess_mode="liveall",
+        )
+        self.repository_polls = Counter(
+            "repository_polls",
+            "Polls of a remote model repository, by result (ok, error)",
+            ["repository", "result"],
+            namespace=namespace,
+        )
+        self.repository_requests = Counter(
+            "repository_requests",
+            "Calls to the object store: list (one per poll) and get (one per file copied)",
+            ["repository", "operation"],
+            namespace=namespace,
+        )
+        self.repository_cache_bytes = Gauge(
+            "repository_cache_bytes",
+            "Bytes the remote repository's local cache holds",
+            ["repository"],
+            namespace=namespace,
+            multiprocess_mode="liveall",
+        )
         self.model_ready = Gauge(
             "model_ready",
             "1 when a version of the model is loaded, warmed up and serving, 0 otherwise",

@@ -9,6 +9,10 @@ finishes the requests it holds, and is closed. A version that fails is reported 
 ``/models``, metrics) and the versions already serving go on; it is tried again only when its
 folder changes or an operator asks (``POST /v2/repository/models/{name}/load``).
 
+A repository on object storage (``s3://``, ``gs://``, ``az://``) is followed through a local
+cache (``service.mirror``): each scan is one LIST, new versions are copied and verified into
+the cache, then loaded from there as from a local repository.
+
 The repository API's unloads are written to a small state file all workers read, so with
 several workers each drops (or takes back) a model within a second.
 """
@@ -29,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from modelspec import repository
+from modelspec.storage import StorageError
 from modelspec.tensors import Signature
 from service.backends import Backend, Feed
 from service.backends.cpus import available_cpus
@@ -37,6 +42,7 @@ from service.config import BatchingConfig, ModelConfig, Settings
 from service.descriptor import ManifestError, Version
 from service.errors import NotFound, RequestError, Unavailable
 from service.metrics import Metrics
+from service.mirror import Mirror
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +126,7 @@ class Loaded:
     backend: str | None = None
     provider: str | None = None
     load_seconds: float | None = None
+    since: float | None = None  # unix time it went live
     in_flight: int = 0
 
     def begin(self) -> None:
@@ -156,6 +163,9 @@ class Loaded:
         if self.state == READY:
             described.update(backend=self.backend, provider=self.provider)
             described["load_seconds"] = self.load_seconds
+            if self.since is not None:
+                since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.since))
+                described["serving_since"] = since
         return described
 
 
@@ -295,6 +305,13 @@ class Registry:
         self.generation = 0  # changes whenever the served models or their names change
         self._lock = asyncio.Lock()
         self._state_seen: float | None = None
+        remote = config.remote
+        self.mirror = (
+            Mirror(remote, config.cache_dir, config.cache_max_bytes, metrics) if remote else None
+        )
+        # The folder versions are loaded from: the repository, or a remote one's cache.
+        self.root = self.mirror.cache_dir if self.mirror else Path(config.repository)
+        self._last_published: dict[str, dict[int, Path]] = {}
         for name in config.models:
             self._model(name)
 
@@ -334,12 +351,17 @@ class Registry:
 
     @property
     def ready(self) -> bool:
+        if self.mirror is not None and not self.mirror.usable:
+            return False
         return not any(self._holds_readiness(m) for m in self.models.values())
 
     def not_ready_reasons(self) -> dict[str, str]:
-        return {
+        reasons = {
             m.name: m.reason or m.state for m in self.models.values() if self._holds_readiness(m)
         }
+        if self.mirror is not None and not self.mirror.usable:
+            reasons["(repository)"] = self.mirror.not_ready_reason()
+        return reasons
 
     # -- keeping in step with the repository --------------------------------------------------
 
@@ -348,11 +370,20 @@ class Registry:
             self.models[name] = ServedModel(name, self.config.model(name))
         return self.models[name]
 
-    def _published(self) -> dict[str, dict[int, Path]]:
-        """Every model folder of the repository (or the configured ones) and its versions.
-        Runs in a thread: 1,000 models take ~50 ms to walk, which held the event loop (and
-        /livez) when the index walked on it."""
-        root = self.config.repository
+    def _published(self) -> dict[str, dict[int, Path]] | None:
+        """Every model folder of the repository (or the configured ones) and its versions;
+        None when a remote repository cannot be reached (nothing is to change). Runs in a
+        thread: 1,000 local models take ~50 ms to walk, which held the event loop (and /livez)
+        when the index walked on it."""
+        if self.mirror is not None:
+            remote = self.mirror.published()
+            if remote is None:
+                return None
+            names = set(self.config.models) | (set(remote) if self.config.discover else set())
+            found = {name: remote.get(name, {}) for name in names}
+            self._last_published = found
+            return found
+        root = Path(self.config.repository)
         names = set(self.config.models)
         if self.config.discover:
             names |= {n for n, _ in _folders(str(root)) if repository.valid_name(n)}
@@ -367,6 +398,8 @@ class Registry:
     async def _refresh(self, only: str | None) -> None:
         await self._read_state_file()
         published = await asyncio.to_thread(self._published)
+        if published is None:  # the store is unreachable: serve on as we are
+            return
         for name, present in sorted(published.items()):
             if only is None or name == only:
                 await self._sync(self._model(name), present)
@@ -375,6 +408,15 @@ class Registry:
                 loaded.retire()
             del self.models[name]
         self._index()
+        if self.mirror is not None:
+            keep = {
+                (m.name, n)
+                for m in self.models.values()
+                for n, v in m.versions.items()
+                if v.state in (READY, LOADING, UNLOADING)
+            }
+            grace = 2 * self.config.poll_interval + 5  # see Mirror.evict
+            await asyncio.to_thread(self.mirror.evict, keep, grace)
 
     async def _sync(self, model: ServedModel, present: dict[int, Path]) -> None:
         model.published = bool(present)
@@ -390,7 +432,10 @@ class Registry:
             else "no published version is one the version policy chooses"
         )
         for number in sorted(wanted, reverse=True):
-            stamp = await asyncio.to_thread(_stamp, present[number])
+            if self.mirror is not None:
+                stamp = self.mirror.stamp(model.name, number)
+            else:
+                stamp = await asyncio.to_thread(_stamp, present[number])
             known = model.versions.get(number)
             if known is not None and known.stamp == stamp and known.state in (READY, FAILED):
                 continue  # serving, or failed and unchanged since
@@ -415,7 +460,7 @@ class Registry:
         """A load failure as ``/models`` shows it to any client: one line, at most 300
         characters, the repository's place on disk not named (the log has it all)."""
         text = " ".join((str(error) or type(error).__name__).split())
-        root = self.config.repository
+        root = self.root
         # Every spelling of the repository's place: resolved (through links), absolute, and as
         # configured (a relative one only where a path follows: "models" is also a word).
         spellings = {str(root.resolve()), str(root.absolute()), str(root)}
@@ -432,9 +477,13 @@ class Registry:
         if previous is None or previous.state != READY:
             model.versions[number] = attempt  # shows as loading meanwhile
         try:
+            if self.mirror is not None:
+                directory = await asyncio.to_thread(self.mirror.fetch, model.name, number)
             await asyncio.to_thread(self._open, model, attempt, directory)
         except Exception as error:
             attempt.state, attempt.reason = FAILED, self._public(error)
+            if isinstance(error, StorageError):
+                attempt.stamp = None  # the store failed, not the version: try again next scan
             model.versions[number] = (
                 attempt if previous is None or previous.state != READY else previous
             )
@@ -445,6 +494,7 @@ class Registry:
             return
         attempt.load_seconds = round(time.perf_counter() - started, 2)
         attempt.state = READY
+        attempt.since = time.time()
         model.versions[number] = attempt
         model.settle()  # live from this statement on
         if previous is not None and previous is not attempt and previous.state == READY:
@@ -454,6 +504,7 @@ class Registry:
             model.name, str(number), attempt.backend, attempt.provider
         ).set(1)
         self._event(model.name, number, "loaded")
+        self.metrics.model_serving_since.labels(model.name, str(number)).set(attempt.since)
         logger.info(
             "model %s version %d ready on %s/%s in %.1f s",
             model.name,
@@ -467,6 +518,7 @@ class Registry:
         self.metrics.model_events.labels(model, event).inc()
         if event == "unloaded":
             self.metrics.model_info.labels(model, str(number), "", "").set(0)
+            self.metrics.model_serving_since.labels(model, str(number)).set(0)
 
     def _index(self) -> None:
         """V2 model names -> (model, signature), from each model's latest version. A model's
@@ -618,6 +670,13 @@ class Registry:
         """The repository API's load: the policy's versions of ``name``, now (failed ones
         are tried again). Raises RequestError when none could be made ready."""
         published = await asyncio.to_thread(self._published)
+        if published is None:
+            error = self.mirror.error if self.mirror else None
+            raise Unavailable(
+                "repository_unreachable",
+                f"model repository unreachable: {error}",
+                headers={"Retry-After": str(max(1, round(self.config.poll_interval)))},
+            )
         if name not in published or not published[name]:
             raise RequestError(
                 "unknown_model", f"no model {name!r} in the repository", field="name", status=404
@@ -656,9 +715,14 @@ class Registry:
 
     async def index(self, ready_only: bool = False) -> list[dict[str, Any]]:
         """Triton's repository index: every model and version of the repository (a model
-        folder with no version as one entry without a version). The walk runs in a thread:
-        the event loop serves on, and a folder that changes meanwhile is no error."""
-        published = await asyncio.to_thread(self._published)
+        folder with no version as one entry without a version; a remote repository as its
+        last scan saw it, no request to the store). The walk runs in a thread: the event loop
+        serves on, and a folder that changes meanwhile is no error."""
+        if self.mirror is not None:
+            published = self._last_published
+        else:
+            published = await asyncio.to_thread(self._published)
+        published = published or {}
         entries = []
         for name in sorted(set(published) | set(self.models)):
             model = self.models.get(name)

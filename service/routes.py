@@ -37,7 +37,10 @@ def _described(model: Any, runtime: Runtime) -> dict[str, Any]:
 
 async def list_models(request: RawRequest, runtime: Runtime) -> Reply:
     models = sorted(runtime.registry.models.values(), key=lambda m: m.name)
-    return json_reply({"models": [_described(m, runtime) for m in models]})
+    listed: dict = {"models": [_described(m, runtime) for m in models]}
+    if runtime.registry.mirror is not None:  # a remote repository: reachable, cache
+        listed["repository"] = runtime.registry.mirror.describe()
+    return json_reply(listed)
 
 
 async def describe_model(request: RawRequest, runtime: Runtime, name: str) -> Reply:

@@ -12,6 +12,8 @@ import asyncio
 import gc
 import logging
 import os
+import sys
+from pathlib import Path
 from typing import Any
 
 import bentoml
@@ -21,7 +23,7 @@ from starlette.exceptions import HTTPException
 from service import app, connection, logs, startup, tracing
 from service.app import AppService
 from service.backends.cpus import available_cpus
-from service.config import settings, unknown_variables
+from service.config import ConfigError, settings, unknown_variables
 from service.inference import Runtime
 from service.inputs import images
 from service.logs import configure_logging
@@ -34,7 +36,16 @@ logger = logging.getLogger("service")
 startup.prepare_server()  # in the `bentoml serve` process only: port check, metrics folder
 connection.install()  # before BentoML starts uvicorn in this process
 logs.install()  # every log record of this worker escapes client strings (service.logs)
-SETTINGS = settings()
+# `bentoml build` imports this module to package it, where the repository need not exist
+# (the bucket Bento has none); `bentoml serve` is where a missing one must stop the start.
+BUILDING = sys.argv[1:2] == ["build"]
+try:
+    SETTINGS = settings()
+    if not BUILDING:
+        SETTINGS.check_repository()
+except ConfigError as error:  # one line, not a traceback: it is the operator's to fix
+    print(f"error: {error}", file=sys.stderr, flush=True)
+    raise SystemExit(2) from None
 SHUTDOWN_GRACE_S = 30
 
 
@@ -88,7 +99,8 @@ class KerasModels:
         while loading: a kill -9 under load used to fail ~19% of requests for that reason.
         Then follow the repository: new versions, removed ones, the repository API."""
         registry = self.runtime.registry
-        logger.info("loading models from %s", SETTINGS.repository.resolve())
+        where = SETTINGS.remote or Path(SETTINGS.repository).resolve()
+        logger.info("loading models from %s", where)
         await registry.refresh()
         settle_garbage_collector()
         self._polling = asyncio.create_task(registry.poll_forever())

@@ -180,13 +180,16 @@ def test_built_bento_serves(cpu_bento, bento_home, data_dir) -> None:
 def test_checkov_passes_on_dockerfiles_and_manifests(cpu_bento, gpu_bento, tmp_path) -> None:
     # Imported here: without kubectl that module stops the whole run at collection, and an
     # import at the top would repeat its message for this module.
-    from tests.test_deploy_manifests import KUSTOMIZATIONS, kserve_made, render
+    from tests.test_deploy_manifests import KUSTOMIZATIONS, kserve_made, kserve_objects, render, the
 
     assert CHECKOV.is_file(), f"checkov not found at {CHECKOV}: `make test` installs it"
     for name in KUSTOMIZATIONS:
         (tmp_path / f"k8s-{name}.yaml").write_text(yaml.safe_dump_all(render(name)))
     # checkov has no checks for KServe's custom resources; the pods KServe makes of them it has.
     (tmp_path / "kserve-pods.yaml").write_text(yaml.safe_dump_all(kserve_made()))
+    runtime = the(render("kserve"), "ServingRuntime")
+    bucket = kserve_objects(runtime, the(render("kserve-bucket"), "InferenceService"))
+    (tmp_path / "kserve-bucket-pods.yaml").write_text(yaml.safe_dump_all(bucket))
     for name, bento in (("cpu", cpu_bento), ("gpu", gpu_bento)):
         (tmp_path / name).mkdir()
         shutil.copy(bento / "env" / "docker" / "Dockerfile", tmp_path / name / "Dockerfile")
@@ -201,7 +204,8 @@ def test_checkov_passes_on_dockerfiles_and_manifests(cpu_bento, gpu_bento, tmp_p
     reports = reports if isinstance(reports, list) else [reports]
     assert {r["check_type"] for r in reports} == {"kubernetes", "dockerfile"}
     linted = {  # the files checkov actually ran checks on
-        "kubernetes": {"/k8s-cpu.yaml", "/k8s-gpu.yaml", "/kserve-pods.yaml"},
+        "kubernetes": {"/k8s-cpu.yaml", "/k8s-gpu.yaml", "/k8s-bucket.yaml", "/kserve-pods.yaml"}
+        | {"/kserve-bucket-pods.yaml"},
         "dockerfile": {"/cpu/Dockerfile", "/gpu/Dockerfile"},
     }
     for report in reports:

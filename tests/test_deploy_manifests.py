@@ -31,6 +31,9 @@ KUSTOMIZATIONS = {
     "cpu": ROOT / "deploy" / "k8s" / "overlays" / "cpu",
     "gpu": ROOT / "deploy" / "k8s" / "overlays" / "gpu",
     "kserve": ROOT / "deploy" / "kserve",
+    # The models from a bucket instead of the image (each pod follows MODEL_REPOSITORY).
+    "bucket": ROOT / "deploy" / "k8s" / "overlays" / "bucket",
+    "kserve-bucket": ROOT / "deploy" / "kserve" / "bucket",
 }
 VARIANTS = ("cpu", "gpu", "kserve")  # applied side by side, after "shared"
 NAMESPACE = "keras-models"
@@ -91,6 +94,8 @@ def test_objects_are_valid(name: str) -> None:
         | {"NetworkPolicy", "PodMonitor"},
     }
     expected["gpu"] = expected["cpu"]
+    expected["bucket"] = expected["cpu"] | {"ConfigMap"}
+    expected["kserve-bucket"] = {"InferenceService", "ConfigMap", "NetworkPolicy", "ServiceAccount"}
     assert {o["kind"] for o in objects} == expected[name]
     for obj in objects:
         namespace = obj["metadata"]["name" if obj["kind"] == "Namespace" else "namespace"]
@@ -131,7 +136,7 @@ def image_flavour(image: str) -> str:
     return "pinned" if "@sha256:" in image else image.rsplit(":", 1)[1].split("-")[0]
 
 
-def check_pod_security(pod: dict, container: dict) -> None:
+def check_pod_security(pod: dict, container: dict, mounts: frozenset = frozenset({"/tmp"})) -> None:
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] == 10001
     assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
@@ -140,7 +145,7 @@ def check_pod_security(pod: dict, container: dict) -> None:
     assert security["readOnlyRootFilesystem"] is True
     assert security["allowPrivilegeEscalation"] is False
     assert security["capabilities"]["drop"] == ["ALL"]
-    assert {m["mountPath"] for m in container["volumeMounts"]} == {"/tmp"}
+    assert {m["mountPath"] for m in container["volumeMounts"]} == mounts
     assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert (
@@ -253,8 +258,11 @@ def merge_container(runtime: dict, model: dict) -> dict:
         if key in MODEL_FIELDS:
             continue
         if key == "env":
+            # Merged entry by entry on the name; a field given as null is deleted.
             env = {e["name"]: e for e in merged.get("env", [])}
-            env.update({e["name"]: e for e in value})
+            for entry in value:
+                both = {**env.get(entry["name"], {}), **entry}
+                env[entry["name"]] = {k: v for k, v in both.items() if v is not None}
             merged["env"] = list(env.values())
         elif key == "resources":
             for part, quantities in value.items():
@@ -578,3 +586,84 @@ def _kustomize(directory: Path) -> str:
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+# --- Models from a bucket -----------------------------------------------------------------------
+
+
+def _parse_quantity(text: str) -> int:
+    units = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
+    for suffix, factor in units.items():
+        if text.endswith(suffix):
+            return int(text[: -len(suffix)]) * factor
+    return int(text)
+
+
+def _env(container: dict, config_map: dict) -> dict[str, str]:
+    """The container's environment as the pod sees it: envFrom ConfigMaps, then env entries
+    (values, or keys of ``config_map``)."""
+    found: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            assert source["configMapRef"]["name"] == config_map["metadata"]["name"]
+            found.update(config_map["data"])
+    for entry in container["env"]:
+        if "value" in entry:
+            found[entry["name"]] = entry["value"]
+        elif "configMapKeyRef" in entry.get("valueFrom", {}):
+            reference = entry["valueFrom"]["configMapKeyRef"]
+            assert reference["name"] == config_map["metadata"]["name"], reference
+            found[entry["name"]] = config_map["data"][reference["key"]]
+    return found
+
+
+def test_bucket_overlay_follows_a_bucket_through_a_bounded_cache() -> None:
+    """MODEL_REPOSITORY from the ConfigMap (a bucket URI the service accepts), credentials
+    from an optional Secret or the service account, the cache in an emptyDir with a size limit
+    above the service's own bound, egress to HTTPS and DNS only, no models in the image."""
+    objects = render("bucket")
+    deployment, config_map = the(objects, "Deployment"), the(objects, "ConfigMap")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    cache = next(v for v in pod["volumes"] if v["name"] == "model-cache")
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "model-cache")
+    check_pod_security(pod, container, frozenset({"/tmp", mount["mountPath"]}))
+    env = _env(container, config_map)
+    settings = load_config({k: v for k, v in env.items() if k.startswith(("SERVING_", "MODEL_"))})
+    assert settings.remote is not None and settings.remote.url == env["MODEL_REPOSITORY"]
+    assert str(settings.cache_dir) == mount["mountPath"]
+    limit = _parse_quantity(cache["emptyDir"]["sizeLimit"])
+    assert settings.cache_max_bytes < limit
+    storage_limit = _parse_quantity(container["resources"]["limits"]["ephemeral-storage"])
+    assert storage_limit >= limit + 1024**3  # the cache and /tmp
+    (secret,) = [s["secretRef"] for s in container["envFrom"] if "secretRef" in s]
+    assert secret["optional"] is True  # workload identity needs none
+    assert ":cpu-bucket-" in container["image"]
+    policy = the(objects, "NetworkPolicy")["spec"]
+    assert {p["port"] for rule in policy["egress"] for p in rule["ports"]} == {443, 53}
+    # Side by side with the models-in-image variants: its own names.
+    names = {(o["kind"], o["metadata"]["name"]) for o in render("cpu") + render("gpu")}
+    assert not names & {(o["kind"], o["metadata"]["name"]) for o in objects}
+
+
+def test_kserve_bucket_form_follows_the_bucket() -> None:
+    runtime = the(render("kserve"), "ServingRuntime")
+    objects = render("kserve-bucket")
+    isvc, config_map = the(objects, "InferenceService"), the(objects, "ConfigMap")
+    assert "storageUri" not in isvc["spec"]["predictor"]["model"]  # each pod follows instead
+    pod, _ = kserve_objects(runtime, isvc)
+    kubernetes_validate.validate(pod, KUBERNETES, strict=True)
+    (container,) = pod["spec"]["containers"]
+    check_pod_security(pod["spec"], container)
+    env = _env(container, config_map)
+    settings = load_config({k: v for k, v in env.items() if k.startswith(("SERVING_", "MODEL_"))})
+    assert settings.remote is not None
+    tmp = next(v for v in runtime["spec"]["volumes"] if v["name"] == "tmp")
+    assert str(settings.cache_dir).startswith("/tmp/")
+    assert settings.cache_max_bytes < _parse_quantity(tmp["emptyDir"]["sizeLimit"])
+    assert pod["spec"]["serviceAccountName"] == the(objects, "ServiceAccount")["metadata"]["name"]
+    policy = the(objects, "NetworkPolicy")
+    assert selects(policy["spec"]["podSelector"], pod["metadata"]["labels"])
+    assert selects(
+        the(render("kserve"), "PodMonitor")["spec"]["selector"], pod["metadata"]["labels"]
+    )

@@ -4,7 +4,9 @@
     export --model PATH [--name NAME]            any Keras file, SavedModel or ONNX file
     evaluate                                     re-check published models on their test split
 
-Every subcommand takes ``--repository`` (``--out`` is the same) and ``--log-json``.
+Every subcommand takes ``--repository`` (``--out`` is the same) and ``--log-json``. The
+repository is a local folder, or ``s3://bucket/prefix``, ``gs://bucket/prefix`` or
+``az://container/prefix`` (train and export; credentials from the cloud's own variables).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from modelspec import MODEL_NAMES
 from modelspec.repository import MANIFEST
+from modelspec.storage import RepositoryError, StorageError, parse
 from training.errors import TrainingError, one_line
 
 DEFAULT_REPOSITORY_ENV = "MODEL_REPOSITORY"
@@ -37,7 +40,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--out",
         dest="repository",
         default=default_repository(),
-        help="model repository (default: $MODEL_REPOSITORY or ./models)",
+        help="model repository: a folder, s3://bucket/prefix, gs://bucket/prefix or "
+        "az://container/prefix (default: $MODEL_REPOSITORY or ./models)",
     )
     # SUPPRESS: given here or before the subcommand, it counts (a subcommand default would
     # otherwise overwrite the main parser's value).
@@ -143,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         return _run(args)
-    except TrainingError as error:
+    except (TrainingError, RepositoryError, StorageError) as error:
         print(f"error: {one_line(str(error))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -178,10 +182,14 @@ def _train(args: argparse.Namespace, data_dir: Path) -> int:
     if args.weights not in ("imagenet", "none") and not Path(args.weights).is_file():
         raise TrainingError(f"--weights {args.weights}: no such file")
     profile = Profile(quick=args.quick, epochs=args.epochs, seed=args.seed, weights=args.weights)
-    root = Path(args.repository)
+    root = parse(args.repository)
     names = list(MODEL_NAMES) if args.model == "all" else [args.model]
     if args.missing:
-        names = [n for n in names if latest_version(root, n) is None]
+        if isinstance(root, Remote):
+            published = root.list().versions()
+            names = [n for n in names if n not in published]
+        else:
+            names = [n for n in names if latest_version(root, n) is None]
         if not names:
             print(f"every model is in {root}: nothing to train", flush=True)
             return 0
@@ -196,7 +204,7 @@ def _train(args: argparse.Namespace, data_dir: Path) -> int:
         print(f"[{index}/{len(names)}] {name}: training ({profile_name(profile)})", flush=True)
         keras.utils.set_random_seed(profile.seed)
         path = train_and_publish(RECIPES[name], data_dir, root, profile, args.opset)
-        manifest = json.loads((path / MANIFEST).read_text())
+        manifest = getattr(path, "manifest", None) or json.loads((path / MANIFEST).read_text())
         seconds = manifest["training"]["seconds"]
         print(
             f"[{index}/{len(names)}] {name}: {headline(manifest)} in {seconds / 60:.1f} min -> "
@@ -280,7 +288,7 @@ def _export_model(args: argparse.Namespace, path: Path) -> int:
         from training.pipeline import reexport
 
         data_dir = resolve_data_dir(args.data_dir) if args.data_dir else None
-        print(reexport(path, Path(args.repository), args.opset, data_dir))
+        print(reexport(path, parse(args.repository), args.opset, data_dir))
         return 0
     from training.bring import export_user_model
 
@@ -288,12 +296,14 @@ def _export_model(args: argparse.Namespace, path: Path) -> int:
     reference = Path(args.reference_inputs) if args.reference_inputs else None
     if reference is not None and not reference.is_file():
         raise TrainingError(f"--reference-inputs {reference}: no such file")
-    print(export_user_model(path, Path(args.repository), args.name, args.opset, given, reference))
+    print(export_user_model(path, parse(args.repository), args.name, args.opset, given, reference))
     return 0
 
 
 def _evaluate(args: argparse.Namespace, data_dir: Path) -> int:
-    root = Path(args.repository)
+    root = parse(args.repository)
+    if isinstance(root, Remote):
+        raise TrainingError(f"evaluate reads a local repository; copy {root} down first")
     if not root.is_dir():
         raise TrainingError(f"model repository {root} does not exist")
     names = args.model or [n for n in MODEL_NAMES if (root / n).is_dir()]

@@ -5,7 +5,9 @@ never a valid model name, so the service skips it) and renamed into place at the
 failed or interrupted run (an error, Ctrl-C, SIGTERM) leaves nothing behind: not a
 half-written version, and not an empty ``<name>/`` folder either, which a served repository
 would report as a model with no servable version. A new model's folder appears with its
-first version already inside it, in one rename.
+first version already inside it, in one rename. For a repository on object storage the
+staging folder is a local temporary one, uploaded file by file with the manifest last
+(``modelspec.storage``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from modelspec.repository import MANIFEST, hash_tree, latest_version
+from modelspec.storage import Remote
 from training.errors import TrainingError
 
 STAGING_PREFIX = ".staging-"
@@ -30,17 +33,23 @@ TRACKED_LIBRARIES = ("tensorflow-cpu", "keras", "tf2onnx", "onnx", "onnxruntime"
 
 
 @contextmanager
-def staging_area(root: Path, name: str) -> Iterator[Path]:
+def staging_area(root: Path | Remote, name: str) -> Iterator[Path]:
     """A fresh hidden folder for one version of ``name``. On failure it is removed, and so
     are the repository folders this run created, when they are still empty."""
-    model_dir = root / name
-    if root.exists() and not root.is_dir():
-        raise TrainingError(f"model repository {root} is not a folder")
-    if model_dir.is_symlink() or (model_dir.exists() and not model_dir.is_dir()):
-        raise TrainingError(f"{model_dir} is not a model folder (a file or a link is in the way)")
-    created = _missing_parents(root)
-    root.mkdir(parents=True, exist_ok=True)
-    holder = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{name}-", dir=root))
+    created: list[Path] = []
+    if isinstance(root, Remote):
+        holder = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{name}-"))
+    else:
+        model_dir = root / name
+        if root.exists() and not root.is_dir():
+            raise TrainingError(f"model repository {root} is not a folder")
+        if model_dir.is_symlink() or (model_dir.exists() and not model_dir.is_dir()):
+            raise TrainingError(
+                f"{model_dir} is not a model folder (a file or a link is in the way)"
+            )
+        created = _missing_parents(root)
+        root.mkdir(parents=True, exist_ok=True)
+        holder = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{name}-", dir=root))
     stage = holder / "version"
     try:
         stage.mkdir()
@@ -66,15 +75,18 @@ def _missing_parents(path: Path) -> list[Path]:
 
 def publish(
     stage: Path,
-    root: Path,
+    root: Path | Remote,
     name: str,
     manifest: dict[str, Any],
     write_card: Callable[[dict[str, Any], Path], None],
 ) -> Path:
-    """Give the stage the next version number, hash it, and rename it into place.
+    """Give the stage the next version number, hash it, and rename it into place (upload
+    it, manifest last, for a repository on object storage: a str, its URI, is returned).
 
     The card names its version, so it is written here, once the number is known.
     """
+    if isinstance(root, Remote):
+        return root.publish(stage, name, manifest, write_card)  # type: ignore[return-value]
     model_dir = root / name
     while True:
         version = (latest_version(root, name) or 0) + 1
