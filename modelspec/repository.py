@@ -65,11 +65,6 @@ def versions(root: Path, name: str) -> list[int]:
     return sorted(found)
 
 
-def valid_version(text: str) -> bool:
-    """Whether ``text`` is a version folder's name (a canonical positive number)."""
-    return _VERSION.fullmatch(text) is not None
-
-
 def latest_version(root: Path, name: str) -> int | None:
     found = versions(root, name)
     return found[-1] if found else None

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from modelspec import MODEL_NAMES
 from modelspec.repository import MANIFEST
-from modelspec.storage import RepositoryError, StorageError, parse
+from modelspec.storage import Remote, RepositoryError, StorageError, parse
 from training.errors import TrainingError, one_line
 
 DEFAULT_REPOSITORY_ENV = "MODEL_REPOSITORY"
