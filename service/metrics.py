@@ -62,6 +62,7 @@ class Metrics:
 
         self._endpoints: dict[tuple[str, str], EndpointMetrics] = {}
         self._batches: list[BatchMetrics] = []
+        self.flushers: list[Any] = []  # more counts kept elsewhere (service.auth)
         signature = ["model", "signature"]
         self.queue_wait = Histogram(
             "inference_queue_wait_seconds",
@@ -177,6 +178,8 @@ class Metrics:
             self.in_flight.labels(model).set(count)
         for batches in self._batches:
             batches.flush()
+        for flush in self.flushers:
+            flush()
 
     def endpoint(self, model: str, path: str) -> EndpointMetrics:
         recorder = self._endpoints.get((model, path))

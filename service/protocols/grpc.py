@@ -24,7 +24,7 @@ from tritonclient.grpc import model_config_pb2 as config_pb
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from service import admin, portclaim
+from service import admin, auth, portclaim
 from service.config import Limits
 from service.descriptor import Version
 from service.errors import RequestError
@@ -344,15 +344,22 @@ async def start(runtime: Runtime) -> grpc.aio.Server | None:
         logger.error("%s: this server serves HTTP only", error)
         return None
     limit = runtime.config.limits.max_body_bytes
+    guard = auth.current
     server = grpc.aio.server(
+        interceptors=[auth.GrpcGuard(guard)] if guard is not None and guard.enabled else [],
         options=[
             ("grpc.so_reuseport", 1),  # every worker listens on the same port
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
-        ]
+        ],
     )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(Servicer(runtime), server)
-    server.add_insecure_port(f"[::]:{port}")
+    credentials = auth.grpc_credentials(runtime.config)
+    if credentials is None:
+        server.add_insecure_port(f"[::]:{port}")
+    else:
+        server.add_secure_port(f"[::]:{port}", credentials)
     await server.start()
-    logger.info("Open Inference Protocol over gRPC on port %d", port)
+    tls = " over TLS" if credentials is not None else ""
+    logger.info("Open Inference Protocol over gRPC%s on port %d", tls, port)
     return server
