@@ -329,6 +329,9 @@ class Guard:
     _metrics: Any = None
 
     def __post_init__(self) -> None:
+        # A name a request gives -> the model it is (V2 names ``<model>_<signature>`` are
+        # aliases of their model); the service sets this to the registry's index.
+        self.resolve: Callable[[str], str] = str
         config = self.settings
         self.enabled = config.auth_enabled
         if config.api_keys_file is not None:
@@ -438,7 +441,7 @@ class Guard:
                 f"{caller.id} may not use the model repository API",
                 field="authorization",
             )
-        if model is not None and not caller.may_call(model):
+        if model is not None and not caller.may_call(self.resolve(model)):
             self._count(self._refusals, (label, "model"))
             raise Forbidden(
                 "forbidden", f"{caller.id} may not call model {model[:100]!r}", field="model"

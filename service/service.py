@@ -93,6 +93,7 @@ class KerasModels:
         registry = Registry(SETTINGS, metrics)
         self.runtime = Runtime(SETTINGS, metrics, registry, tracing.from_environment())
         app.runtime = self.runtime
+        GUARD.resolve = lambda name: registry.v2_index.get(name, (name,))[0]
         GUARD.start_metrics()
         metrics.flushers.append(GUARD.flush)
         auth.current = GUARD

@@ -288,6 +288,12 @@ def test_keys_scope_models(client: httpx.Client) -> None:
                        headers=_key("shop")).status_code == 200  # fmt: skip
     other = client.get("/v2/models/flowers", headers=_key("shop"))
     assert "flowers" in _error(other, 403, "forbidden")["error"]
+    # A model's V2 aliases (<model>_<signature>) are that model: the same key, the same rule.
+    for model, status in (("digits", 200), ("flowers", 403)):
+        aliases = client.get(f"/models/{model}", headers=_key("ops")).json()["v2_names"]
+        for alias in aliases:
+            assert client.get(f"/v2/models/{alias}", headers=_key("shop")).status_code == status
+    _error(client.get("/v2/models/no-such-model", headers=_key("shop")), 403, "forbidden")
     assert client.get("/v2/models/flowers", headers=_key("ops")).status_code == 200
     # A route without a model takes any known key.
     assert client.get("/v2", headers=_key("shop")).status_code == 200
