@@ -259,16 +259,56 @@ def test_half_a_security_setting_is_refused(tmp_path: Path) -> None:
         Guard(load_config({"SERVING_API_KEYS_FILE": str(tmp_path / "missing.yaml")}))
 
 
-def test_a_typo_stops_bentoml_serve(quick_repository, tmp_path: Path) -> None:
-    """The whole server, not just the settings: ``bentoml serve`` exits with the one line."""
-    log = tmp_path / "serve.log"
-    env = {"MODEL_REPOSITORY": str(quick_repository), "SERVING_API_KEY_FILE": "keys.yaml"}
-    with Server(env=env, log=log) as server:
-        assert server.process is not None
-        code = server.process.wait(timeout=120)
-    text = log.read_text()
-    assert code != 0, text[-2000:]
-    assert "did you mean SERVING_API_KEYS_FILE?" in text, text[-2000:]
+def test_every_route_needs_what_its_kind_says(tmp_path: Path) -> None:
+    """Each route of the table has a kind, and the settings open what they say: probes open
+    unless ``public_health`` is off, the page and cards closed unless ``public_docs``."""
+    from service import auth
+    from service.routes import TABLE
+
+    kinds = {route.template: auth.route_kind(route.template) for route in TABLE}
+    assert kinds["/v2/repository/index"] == auth.ADMIN
+    assert kinds["/v2/health/ready"] == auth.HEALTH
+    assert kinds["/"] == kinds["/docs.json"] == auth.DOCS
+    assert kinds["/models/{name}/versions/{version}/card"] == auth.DOCS
+    assert kinds["/v2/models/{name}[/versions/{version}]/infer"] == auth.MODEL
+    assert kinds["/models"] == kinds["/v2"] == auth.ANY
+    keys = tmp_path / "keys.yaml"
+    keys.write_text(keys_yaml())
+    for public_health, public_docs in ((True, False), (False, True)):
+        guard = Guard(
+            load_config(
+                {
+                    "SERVING_API_KEYS_FILE": str(keys),
+                    "SERVING_PUBLIC_HEALTH": str(public_health),
+                    "SERVING_PUBLIC_DOCS": str(public_docs),
+                }
+            )
+        )
+        probe = auth.http_refusal(guard, {}, None, {"path": "/metrics"})
+        assert (probe is None) == public_health
+        page = auth.http_refusal(guard, {}, "/", {})
+        assert (page is None) == public_docs
+        other = auth.http_refusal(guard, {}, None, {"path": "/docs"})  # BentoML's own
+        assert other is not None and other.status == 401
+        keyed = auth.http_refusal(guard, _key("shop"), None, {"path": "/metrics"})
+        assert keyed is None
+
+
+def test_a_typo_or_a_missing_keys_file_stops_bentoml_serve(quick_repository, tmp_path) -> None:
+    """The whole server, not just the settings: ``bentoml serve`` exits with the one line,
+    and does not serve open when the keys file it was given cannot be read."""
+    for variable, expected in (
+        ("SERVING_API_KEY_FILE", "did you mean SERVING_API_KEYS_FILE?"),
+        ("SERVING_API_KEYS_FILE", "No such file"),
+    ):
+        log = tmp_path / f"{variable}.log"
+        env = {"MODEL_REPOSITORY": str(quick_repository), variable: str(tmp_path / "none.yaml")}
+        with Server(env=env, log=log) as server:
+            assert server.process is not None
+            code = server.process.wait(timeout=120)
+        text = log.read_text()
+        assert code != 0, text[-2000:]
+        assert expected in text, text[-2000:]
 
 
 # -- keys, JWTs, routes (HTTPS) ------------------------------------------------------------------
