@@ -363,16 +363,22 @@ class Guard:
 
     # -- reloading ------------------------------------------------------------------------
 
-    def reload_changed(self) -> None:
-        """Re-read each file that changed; a broken one keeps the last good keys."""
+    def _read_changed(self) -> list[tuple[str, WatchedFile, Any]]:
+        """Each changed file, read and parsed (or the ConfigError saying why not)."""
+        found: list[tuple[str, WatchedFile, Any]] = []
         for setting, watched in self.files:
-            if not watched.changed():
-                continue
-            try:
-                value = watched.load()
-            except ConfigError as error:
-                watched.stamp = _stamp_or_none(watched)  # report each broken version once
-                logger.error("%s not reloaded, the last good one stays in use: %s", setting, error)
+            if watched.changed():
+                try:
+                    found.append((setting, watched, watched.load()))
+                except ConfigError as error:
+                    found.append((setting, watched, error))
+        return found
+
+    def _apply(self, found: list[tuple[str, WatchedFile, Any]]) -> None:
+        for setting, watched, value in found:
+            if isinstance(value, ConfigError):
+                watched.stamp = _stamp_or_none(watched)  # each broken version reported once
+                logger.error("%s not reloaded, the last good one stays in use: %s", setting, value)
                 self._count(self._reloads, (setting, "error"))
                 continue
             if setting == "api_keys_file":
@@ -382,19 +388,21 @@ class Guard:
             logger.info("%s reloaded", setting)
             self._count(self._reloads, (setting, "ok"))
 
+    def reload_changed(self) -> None:
+        """Re-read each file that changed; a broken one keeps the last good keys."""
+        self._apply(self._read_changed())
+
     async def watch_forever(self, every_s: float = WATCH_INTERVAL_S) -> None:
-        """Check the files every second; stat and parse run off the event loop, and the
-        new keys are swapped in on it (one assignment)."""
+        """Check the files every second: stat, read and parse run in a thread, off the
+        event loop; the new keys are swapped in on the loop."""
         if not self.files:
             return
         while True:
             await asyncio.sleep(every_s)
             try:
-                changed = await asyncio.to_thread(
-                    lambda: [(s, w) for s, w in self.files if w.changed()]
-                )
-                if changed:
-                    self.reload_changed()
+                found = await asyncio.to_thread(self._read_changed)
+                if found:
+                    self._apply(found)
             except Exception:  # never let the watcher die: the old keys would stay forever
                 logger.exception("checking the key files failed")
 
@@ -529,10 +537,11 @@ def _refused(error: RequestError, reason: str) -> RequestError:
 
 
 def _credential(headers: Mapping[str, str]) -> str:
-    given = headers.get("authorization")
-    if given:
-        scheme, _, value = given.partition(" ")
-        return value.strip() if scheme.lower() == "bearer" else ""
+    """The Bearer credential, else ``x-api-key`` (an ``Authorization`` of another scheme,
+    meant for a proxy in front, does not hide the key)."""
+    scheme, _, value = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
     return headers.get("x-api-key", "").strip()
 
 
