@@ -135,14 +135,20 @@ def parse_keys(text: str, source: str) -> dict[bytes, Caller]:
 
 # -- JWT ------------------------------------------------------------------------------------
 
+
 # The algorithms a PEM key may verify, by key type: never "none", never HMAC with a public
 # key (the classic algorithm-confusion attack); PyJWT refuses that too.
-_PEM_ALGORITHMS = {
-    "RSAPublicKey": ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"],
-    "EllipticCurvePublicKey": ["ES256", "ES384", "ES512"],
-    "Ed25519PublicKey": ["EdDSA"],
-    "Ed448PublicKey": ["EdDSA"],
-}
+def _pem_algorithms(key: Any) -> list[str]:
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+
+    if isinstance(key, rsa.RSAPublicKey):
+        return ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"]
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        found = {256: "ES256", 384: "ES384", 521: "ES512"}.get(key.curve.key_size)
+        return [found] if found else []
+    if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        return ["EdDSA"]
+    return []
 
 
 @dataclass
@@ -182,13 +188,9 @@ def parse_jwt_keys(data: bytes, source: str) -> JwtKeys:
             key = load_pem_x509_certificate(data).public_key()
         else:
             key = load_pem_public_key(data)
-        kind = next((n for n in _PEM_ALGORITHMS if n in type(key).__name__), None)
-        if kind is None:
+        algorithms = _pem_algorithms(key)
+        if not algorithms:
             raise ValueError(f"unsupported key type {type(key).__name__}")
-        algorithms = _PEM_ALGORITHMS[kind]
-        if kind == "EllipticCurvePublicKey":
-            size = {256: "ES256", 384: "ES384", 521: "ES512"}.get(key.curve.key_size)  # type: ignore[attr-defined]
-            algorithms = [size] if size else []
         return JwtKeys({None: (key, algorithms)})
     except (ValueError, TypeError, jwt.exceptions.PyJWKError) as error:
         raise ConfigError(f"jwt_keys_file {source}: {error}") from None

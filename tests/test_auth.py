@@ -8,7 +8,9 @@ Two servers for the whole module: one with keys, JWTs and TLS; one with mTLS onl
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac as hmac_module
 import json
 import os
 import shutil
@@ -292,6 +294,56 @@ def test_every_route_needs_what_its_kind_says(tmp_path: Path) -> None:
         assert other is not None and other.status == 401
         keyed = auth.http_refusal(guard, _key("shop"), None, {"path": "/metrics"})
         assert keyed is None
+
+
+def test_jwt_with_a_pem_key_refuses_algorithm_tricks(tmp_path: Path) -> None:
+    """A PEM public key (EC P-256) verifies ES256 tokens only: a token signed with HS256
+    using the public key's bytes as the secret (algorithm confusion), an unsigned one
+    (``alg: none``) and one without ``exp`` are refused; ``admin`` must be exactly true."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from service.errors import RequestError
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    (tmp_path / "key.pem").write_bytes(pem)
+    guard = Guard(
+        load_config(
+            {
+                "SERVING_JWT_KEYS_FILE": str(tmp_path / "key.pem"),
+                "SERVING_JWT_ISSUER": ISSUER,
+                "SERVING_JWT_AUDIENCE": AUDIENCE,
+            }
+        )
+    )
+    now = int(time.time())
+    claims = {"iss": ISSUER, "aud": AUDIENCE, "exp": now + 60, "models": ["digits"]}
+
+    def status(tok: str, admin: bool = False) -> int:
+        try:
+            guard.check({"authorization": f"Bearer {tok}"}, None if admin else "digits", admin)
+        except RequestError as error:
+            return error.status
+        return 200
+
+    assert status(jwt.encode(claims, private, algorithm="ES256")) == 200
+    header = {"alg": "HS256", "typ": "JWT"}
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
+    mac = hmac_module.new(pem, signing_input.encode(), hashlib.sha256).digest()
+    assert status(f"{signing_input}.{b64(mac)}") == 401  # HS256 keyed with the public key
+    unsigned = f"{b64(json.dumps({'alg': 'none'}).encode())}.{b64(json.dumps(claims).encode())}."
+    assert status(unsigned) == 401
+    no_exp = {k: v for k, v in claims.items() if k != "exp"}
+    assert status(jwt.encode(no_exp, private, algorithm="ES256")) == 401
+    assert status(jwt.encode({**claims, "admin": "yes"}, private, algorithm="ES256"), True) == 403
+    assert status(jwt.encode({**claims, "admin": True}, private, algorithm="ES256"), True) == 200
 
 
 def test_a_typo_or_a_missing_keys_file_stops_bentoml_serve(quick_repository, tmp_path) -> None:
