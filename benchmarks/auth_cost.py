@@ -14,6 +14,7 @@ import statistics
 import tempfile
 import time
 import timeit
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,12 @@ def in_process(keys: Path) -> dict[str, float]:
     }
 
 
+def _median(values: Iterable[float | None]) -> float | None:
+    """The median of the values hey printed (it leaves out percentiles of short runs)."""
+    found = [v for v in values if v is not None]
+    return statistics.median(found) if found else None
+
+
 def main() -> None:
     args = parse_args()
     hey.require()
@@ -131,8 +138,7 @@ def main() -> None:
             runs = figures[name][concurrency]
             row[name] = {
                 "requests_per_s": statistics.median(r["requests_per_s"] for r in runs),
-                "p50_ms": statistics.median(r["p50_ms"] for r in runs),
-                "p99_ms": statistics.median(r["p99_ms"] for r in runs),
+                **{key: _median(r[key] for r in runs) for key in ("p50_ms", "p99_ms")},
                 "failed": sum(r["failed"] for r in runs),
             }
         open_rps, keys_rps = row["open"]["requests_per_s"], row["keys"]["requests_per_s"]
