@@ -110,7 +110,7 @@ def main() -> None:
     figures: dict[str, dict[int, list[dict]]] = {name: {1: [], 32: []} for name in servers}
     with servers["open"], servers["keys"]:
         for server in servers.values():
-            server.wait_until("/readyz", timeout=300)
+            server.wait_until("/readyz", timeout=900)
         headers = {"open": {}, "keys": {"x-api-key": KEY}}
         for name, server in servers.items():  # warm-up, and a check that the key works
             warm = hey.run(server.url + PATH, body, 4, 2.0, headers=headers[name])
