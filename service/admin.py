@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
+from service import auth
 from service.config import Settings
 from service.errors import RequestError
 from service.http import RawRequest, Reply, json_reply
@@ -19,7 +20,13 @@ from service.inputs.body import ClientGone, parse_json, read_body
 
 
 def authorise(headers: dict[str, str], config: Settings) -> None:
-    """Raises 403 when the API is off, 401 without the configured bearer token."""
+    """Raises 403 when the API is off, 401 without the configured bearer token. With API
+    keys or JWTs on (``service.auth``), any admin key or token passes, the admin token
+    being one more admin key."""
+    guard = auth.current
+    if guard is not None and guard.enabled:
+        guard.check(headers, admin=True)
+        return
     token = config.admin_token
     if token is None:
         raise RequestError(

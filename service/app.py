@@ -17,6 +17,7 @@ from typing import Any
 import bentoml
 import orjson
 
+from service import auth
 from service.errors import RequestError
 from service.http import RawRequest, Reply, json_reply
 from service.inference import OVERLOADED, Runtime, error_reply
@@ -41,7 +42,13 @@ class App:
             await self.bentoml_app(scope, receive, send)
             return
         match = TABLE.match(scope["method"], scope["path"])
+        guard = auth.current
         if match is None or not _ours(match):
+            if guard is not None and guard.enabled:
+                refusal = auth.http_refusal(guard, _headers(scope), None, {"path": scope["path"]})
+                if refusal is not None:
+                    await _refuse(refusal, scope, receive, send)
+                    return
             if scope["path"] == "/metrics":
                 runtime.metrics.flush()  # this worker's counts, up to this request
             await self.bentoml_app(scope, receive, JsonRoutingErrors(send, scope))
@@ -50,7 +57,14 @@ class App:
             await _method_not_allowed(scope, match).send(send)
             return
         request = RawRequest.from_scope(scope, receive)
-        if not match.route.infer:
+        refusal = None
+        if guard is not None and guard.enabled:  # who may call what (service.auth)
+            refusal = auth.http_refusal(
+                guard, request.headers, match.route.template, match.parameters
+            )
+        if refusal is not None:
+            reply = error_reply(refusal)
+        elif not match.route.infer:
             try:
                 reply = await match.route.handler(request, runtime, **match.parameters)
             except ClientGone:  # left mid-body (any route that reads one): nobody to answer
@@ -67,6 +81,17 @@ class App:
         if reply.status != 499:  # 499: the client left; nobody to answer
             await request.drain(runtime.config.limits)
             await reply.send(send)
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+async def _refuse(error: RequestError, scope: Scope, receive: Any, send: Any) -> None:
+    assert runtime is not None
+    request = RawRequest.from_scope(scope, receive)
+    await request.drain(runtime.config.limits)
+    await error_reply(error).send(send)
 
 
 def _ours(match: Match) -> bool:

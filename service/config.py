@@ -8,7 +8,9 @@ a typo must not silently become a default. ``README.md`` ("Configuration") lists
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -214,6 +216,34 @@ class Settings(_Section):
                 "folder, s3://bucket/prefix, gs://bucket/prefix or az://container/prefix)"
             )
 
+    # Who may call what (service.auth; README, "Authentication and TLS"). No keys file and
+    # no JWT keys: every route open, as before.
+    api_keys_file: Path | None = None  # YAML: keys, each {id, sha256, models, admin, rate}
+    jwt_keys_file: Path | None = None  # JWKS JSON or a PEM public key; no network fetch
+    jwt_issuer: str | None = None  # required with jwt_keys_file
+    jwt_audience: str | None = None  # required with jwt_keys_file
+    public_health: bool = True  # /livez, /readyz, /metrics, /v2/health/*: open to probes
+    public_docs: bool = False  # the page, /docs.json and model cards: open even with keys on
+    tls_cert_file: Path | None = None  # PEM certificate chain: HTTPS and gRPC over TLS
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None  # set: every client needs a certificate it signed
+
+    @model_validator(mode="after")
+    def _security(self) -> Settings:
+        # Half a security setting fails the start: serving in the clear, or with tokens of
+        # any issuer, because one line was forgotten, is worse than not starting.
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file")
+        if self.jwt_keys_file is not None and not (self.jwt_issuer and self.jwt_audience):
+            raise ValueError("jwt_keys_file needs jwt_issuer and jwt_audience")
+        return self
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.api_keys_file is not None or self.jwt_keys_file is not None
+
     @model_validator(mode="after")
     def _name_models(self) -> Settings:
         named = {n: m.model_copy(update={"name": n}) for n, m in self.models.items()}
@@ -255,13 +285,43 @@ def _from_environment(environ: dict[str, str]) -> dict[str, Any]:
     return found
 
 
+def _known_variables() -> set[str]:
+    return {PREFIX + n.upper() for n in [*_SCALARS, *Limits.model_fields]} | {"SERVING_CONFIG"}
+
+
 def unknown_variables(environ: dict[str, str]) -> list[str]:
     """SERVING_* variables no setting reads: typos, worth a warning (not an error: Kubernetes
-    injects <SERVICE>_SERVICE_HOST-style variables of its own)."""
-    known = {PREFIX + n.upper() for n in [*_SCALARS, *Limits.model_fields]}
-    return sorted(
-        k for k in environ if k.startswith(PREFIX) and k not in known | {"SERVING_CONFIG"}
-    )
+    injects <SERVICE>_SERVICE_HOST-style variables of its own). Those close to a setting
+    stop the start (``likely_setting``)."""
+    known = _known_variables()
+    return sorted(k for k in environ if k.startswith(PREFIX) and k not in known)
+
+
+# What Kubernetes injects for a Service named "serving": SERVING_SERVICE_HOST, SERVING_PORT,
+# SERVING_PORT_3000_TCP_ADDR... never a typo of ours.
+_KUBERNETES = re.compile(r"SERVING_(SERVICE_(HOST|PORT)(_\w+)?|PORT(_\d+_(TCP|UDP|SCTP)(_\w+)?)?)")
+
+
+def _words(name: str) -> set[str]:
+    return {w.removesuffix("S") for w in name.removeprefix(PREFIX).split("_") if w}
+
+
+def likely_setting(variable: str) -> str | None:
+    """The setting an unknown SERVING_* variable probably meant: one a few letters away
+    (SERVING_API_KEY_FILE, SERVING_TLS_CERT_FIEL), or with the same words in another form
+    (SERVING_KEYS_FILE_API, SERVING_TLS_CERT); None for anything else."""
+    if _KUBERNETES.fullmatch(variable):
+        return None
+    known = sorted(_known_variables())
+    close = difflib.get_close_matches(variable, known, n=1, cutoff=0.85)
+    if close:
+        return close[0]
+    words = _words(variable)
+    for name in known:
+        theirs = _words(name)
+        if len(words & theirs) >= 2 and (words <= theirs or theirs <= words):
+            return name
+    return None
 
 
 def _from_file(path: str) -> dict[str, Any]:
@@ -278,6 +338,11 @@ def load_config(environ: dict[str, str] | None = None) -> Settings:
     """Settings from ``environ`` (default: this process's environment), over the file
     SERVING_CONFIG names, over the defaults. Raises ConfigError naming every bad key."""
     env = dict(os.environ if environ is None else environ)
+    for variable in unknown_variables(env):
+        if meant := likely_setting(variable):
+            # A typo of a security setting (SERVING_API_KEY_FILE) would leave every model
+            # open: an unknown variable this close to a setting stops the start.
+            raise ConfigError(f"{variable} is not a setting; did you mean {meant}?")
     data: dict[str, Any] = {}
     if path := env.get("SERVING_CONFIG"):
         data = _from_file(path)

@@ -63,6 +63,24 @@ class BadRequest(RequestError):
     status = 400
 
 
+class Unauthorized(RequestError):
+    """No credential, or one the service does not know (with ``WWW-Authenticate``)."""
+
+    status = 401
+
+
+class Forbidden(RequestError):
+    """A known caller asking for what it may not (another model, the repository API)."""
+
+    status = 403
+
+
+class TooManyRequests(RequestError):
+    """A caller past its quota (with ``Retry-After``)."""
+
+    status = 429
+
+
 class NotFound(RequestError):
     status = 404
 

@@ -71,6 +71,7 @@ class Metrics:
 
         self._endpoints: dict[tuple[str, str], EndpointMetrics] = {}
         self._batches: list[BatchMetrics] = []
+        self.flushers: list[Any] = []  # more counts kept elsewhere (service.auth)
         signature = ["model", "signature"]
         self.queue_wait = Histogram(
             "inference_queue_wait_seconds",
@@ -222,6 +223,8 @@ class Metrics:
             self.in_flight.labels(model).set(count)
         for batches in self._batches:
             batches.flush()
+        for flush in self.flushers:
+            flush()
 
     def endpoint(self, model: str, path: str, protocol: str = "native") -> EndpointMetrics:
         """``protocol`` is one of ``PROTOCOLS``: gRPC and V2 over HTTP share their endpoint."""

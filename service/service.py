@@ -20,7 +20,7 @@ import bentoml
 import orjson
 from starlette.exceptions import HTTPException
 
-from service import app, connection, logs, startup, tracing
+from service import app, auth, connection, logs, startup, tracing
 from service.app import AppService
 from service.backends.cpus import available_cpus
 from service.config import ConfigError, settings, unknown_variables
@@ -47,6 +47,27 @@ except ConfigError as error:  # one line, not a traceback: it is the operator's 
     print(f"error: {error}", file=sys.stderr, flush=True)
     raise SystemExit(2) from None
 SHUTDOWN_GRACE_S = 30
+# Keys and JWT keys are read here, at import, so that a missing or broken file stops
+# ``bentoml serve`` with its error instead of serving every model open (service.auth).
+GUARD = auth.Guard(SETTINGS)
+
+
+def tls_options() -> dict[str, Any]:
+    """BentoML's ``ssl`` settings (uvicorn's) from ours: HTTPS on the HTTP port, and a client
+    certificate signed by ``tls_client_ca_file`` required when that is set (mTLS)."""
+    if SETTINGS.tls_cert_file is None:
+        return {}
+    import ssl
+
+    options: dict[str, Any] = {
+        "enabled": True,
+        "certfile": str(SETTINGS.tls_cert_file),
+        "keyfile": str(SETTINGS.tls_key_file),
+    }
+    if SETTINGS.tls_client_ca_file is not None:
+        options["ca_certs"] = str(SETTINGS.tls_client_ca_file)
+        options["cert_reqs"] = int(ssl.CERT_REQUIRED)
+    return {"ssl": options}
 
 
 def settle_garbage_collector() -> None:
@@ -70,6 +91,7 @@ async def flush_metrics(metrics: Metrics, every_s: float = 0.5) -> None:
     name="keras-model-serving",
     workers=SETTINGS.worker_count(available_cpus()),
     traffic={"timeout": SETTINGS.request_timeout_s, "max_concurrency": SETTINGS.max_concurrency},
+    **tls_options(),
 )
 class KerasModels:
     """Every model of the local model repository, over native, V2 and TF Serving routes."""
@@ -86,6 +108,11 @@ class KerasModels:
         self.runtime = Runtime(SETTINGS, metrics, registry, tracing.from_environment())
         self.runtime.monitor = Monitor(SETTINGS, registry)
         app.runtime = self.runtime
+        GUARD.resolve = lambda name: registry.v2_index.get(name, (name,))[0]
+        GUARD.start_metrics()
+        metrics.flushers.append(GUARD.flush)
+        auth.current = GUARD
+        self._watching: asyncio.Task[None] | None = None
         self._polling: asyncio.Task[None] | None = None  # held so the task is not collected
         self._grpc: Any = None
         self._sweeping: asyncio.Task[None] | None = None
@@ -106,6 +133,7 @@ class KerasModels:
         self._polling = asyncio.create_task(registry.poll_forever())
         self._sweeping = asyncio.create_task(self.runtime.deadlines.sweep_forever())
         self._flushing = asyncio.create_task(flush_metrics(self.runtime.metrics))
+        self._watching = asyncio.create_task(GUARD.watch_forever())
         self._grpc = await grpc.start(self.runtime)
         if self.runtime.monitor is not None:
             self.runtime.monitor.start()
@@ -121,7 +149,7 @@ class KerasModels:
     async def stop(self) -> None:
         if self._grpc is not None:
             await self._grpc.stop(grace=SHUTDOWN_GRACE_S)  # calls in progress finish
-        for task in (self._polling, self._sweeping, self._flushing):
+        for task in (self._polling, self._sweeping, self._flushing, self._watching):
             if task is not None:
                 task.cancel()
         self.runtime.metrics.flush()

@@ -145,7 +145,8 @@ def check_pod_security(pod: dict, container: dict, mounts: frozenset = frozenset
     assert security["readOnlyRootFilesystem"] is True
     assert security["allowPrivilegeEscalation"] is False
     assert security["capabilities"]["drop"] == ["ALL"]
-    assert {m["mountPath"] for m in container["volumeMounts"]} == mounts
+    # Writable: only these; the Secrets (keys, certificates) are mounted read-only.
+    assert {m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")} == mounts
     assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert (
@@ -190,6 +191,30 @@ def test_http_and_grpc_ports_reach_the_pods(overlay: str) -> None:
     assert next(p for p in service if p["targetPort"] == "grpc")["appProtocol"] == "grpc"
     (ingress,) = the(objects, "NetworkPolicy")["spec"]["ingress"]
     assert {p["port"] for p in ingress["ports"]} == set(ports)
+
+
+@pytest.mark.parametrize("overlay", ["cpu", "gpu"])
+def test_keys_and_certificates_come_from_secrets(overlay: str) -> None:
+    """API keys and TLS on (components/auth-tls): the files come from Secrets the operator
+    makes (none committed, none rendered), every variable is a valid setting, the probes
+    and Prometheus speak HTTPS, and the probe routes stay open with keys on."""
+    objects = render(overlay)
+    assert not by_kind(objects, "Secret")
+    pod = the(objects, "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"] if e["name"].startswith("SERVING_")}
+    config = load_config(env)
+    assert config.auth_enabled and config.public_health
+    assert config.tls_cert_file is not None and config.tls_key_file is not None
+    secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    for path in (config.api_keys_file, config.tls_cert_file, config.tls_key_file):
+        assert secrets[mounts[str(path.parent)]].startswith("keras-models-"), path
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"]["scheme"] == "HTTPS", probe
+    (endpoint,) = the(objects, "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["scheme"] == "https"
+    assert endpoint["tlsConfig"]["ca"]["secret"]["name"] == "keras-models-tls"
 
 
 def test_kserve_runtime_serves_its_one_port_only() -> None:

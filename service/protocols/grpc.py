@@ -29,7 +29,7 @@ from tritonclient.grpc import model_config_pb2 as config_pb
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from service import admin, portclaim
+from service import admin, auth, portclaim
 from service.config import Limits
 from service.descriptor import Version
 from service.errors import RequestError
@@ -62,6 +62,7 @@ STATUS_CODES = {
     404: grpc.StatusCode.NOT_FOUND,
     408: grpc.StatusCode.DEADLINE_EXCEEDED,
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
     503: grpc.StatusCode.UNAVAILABLE,
     504: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
@@ -446,18 +447,24 @@ async def start(runtime: Runtime) -> grpc.aio.Server | None:
         logger.error("%s: this server serves HTTP only", error)
         return None
     limit = runtime.config.limits.max_body_bytes
+    guard = auth.current
     server = grpc.aio.server(
+        interceptors=[auth.GrpcGuard(guard)] if guard is not None and guard.enabled else [],
         options=[
             ("grpc.so_reuseport", 1),  # every worker listens on the same port
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
-        ]
+        ],
     )
     server.add_generic_rpc_handlers((handlers(Servicer(runtime)),))
+    credentials = auth.grpc_credentials(runtime.config)
     try:
         if _taken(port):  # checked first: gRPC's own failure is a C-core line and a traceback
             raise RuntimeError(port)
-        server.add_insecure_port(f"[::]:{port}")
+        if credentials is None:
+            server.add_insecure_port(f"[::]:{port}")
+        else:
+            server.add_secure_port(f"[::]:{port}", credentials)
     except RuntimeError:
         logger.error(
             "gRPC port %d is already in use by another process: give this server another "
@@ -466,5 +473,6 @@ async def start(runtime: Runtime) -> grpc.aio.Server | None:
         )
         return None
     await server.start()
-    logger.info("Open Inference Protocol over gRPC on port %d", port)
+    tls = " over TLS" if credentials is not None else ""
+    logger.info("Open Inference Protocol over gRPC%s on port %d", tls, port)
     return server
