@@ -3,7 +3,8 @@
 
 ``Monitor`` is the one object the request path calls (``service.inference``), once a batch's
 outputs are in: ``flag`` when the model has a detector, then ``observe`` (one deque append
-for drift); and ``answered`` once the reply is written (payload sampling). Its metrics are created here, beside the others:
+for drift); and ``answered`` once the reply is written (payload sampling). Its metrics are
+created here, beside the others:
 
 - ``serving_drift_score{model,version,feature}``: PSI of the window against the reference;
 - ``serving_ood_items_total{model,version,in_distribution}``: items the detector scored;
