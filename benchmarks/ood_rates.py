@@ -102,7 +102,9 @@ def measure(url: str, data_dir: Path, mnist_count: int, others: int) -> dict[str
         threshold = client.get("/models/digits").json()["drift"]["ood"]
         results = {
             "mnist_test": _rate(_json_items(client, digits)),
-            "flower_photos": _rate(_files(client, [p.read_bytes() for p in photos], "jpeg", "auto")),
+            "flower_photos": _rate(
+                _files(client, [p.read_bytes() for p in photos], "jpeg", "auto")
+            ),
             "noise": _rate(_json_items(client, rng.random((others, 28, 28), np.float32))),
             "letters": _rate(_files(client, letters(others), "png", "false")),
             "inverted_digits": _rate(
