@@ -96,6 +96,42 @@ def hot_path_micro() -> dict[str, float]:
     }
 
 
+def monitor_micro(repository: Path) -> dict[str, float]:
+    """``Monitor.observe`` on and off for one bank item, and the counting thread's binning
+    of 1,000 bank items and scoring of its 17 features (this process, no server)."""
+    from service.config import load_config
+    from service.descriptor import Version
+    from service.monitoring import Monitor
+    from service.monitoring.drift import Window
+
+    folder = repository / "bank" / "1"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    version = Version("bank", 1, folder, manifest)
+    registry = type("Registry", (), {"models": {}})()
+    on = Monitor(load_config({}), registry, namespace="bench_on")
+    off = Monitor(load_config({"SERVING_DRIFT": "false"}), registry, namespace="bench_off")
+    x = np.zeros((1, version.signatures["predict"].inputs[0].shape[1]), np.float32)
+    feed, outputs = {"features": x}, {"probability": np.zeros((1, 1), np.float32)}
+    classes, n = np.zeros(1, np.int64), 100_000
+    observe_on = timeit.timeit(
+        lambda: on.observe(version, "predict", feed, outputs, classes), number=n
+    )
+    observe_off = timeit.timeit(
+        lambda: off.observe(version, "predict", feed, outputs, classes), number=n
+    )
+    reference = json.loads((folder / "reference.json").read_text())
+    window = Window(reference, manifest["preprocessing"], 1000)
+    batch = np.tile(x, (1000, 1))
+    binning = timeit.timeit(lambda: window.add(batch, np.zeros(1000, np.int64), None), number=20)
+    scoring = timeit.timeit(window.snapshot, number=20)
+    return {
+        "observe_drift_on_us": round(observe_on / n * 1e6, 3),
+        "observe_drift_off_us": round(observe_off / n * 1e6, 3),
+        "thread_bin_1000_bank_items_ms": round(binning / 20 * 1e3, 3),
+        "thread_score_bank_window_ms": round(scoring / 20 * 1e3, 3),
+    }
+
+
 def measure(repository: Path, count: int) -> dict[str, Any]:
     requests = _requests()
     with tempfile.TemporaryDirectory() as folder:
@@ -149,8 +185,20 @@ def main() -> None:
     parser.add_argument("--repository", required=True, type=Path)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--micro-only", action="store_true", help="only the in-process timings (no servers)"
+    )
     args = parser.parse_args()
-    found = measure(args.repository.resolve(), args.requests)
+    repository = args.repository.resolve()
+    if args.micro_only:
+        found = {"hot_path": {**hot_path_micro(), **monitor_micro(repository)}}
+        print(json.dumps(found, indent=1))
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(found, indent=2) + "\n")
+        return
+    found = measure(repository, args.requests)
+    found["hot_path"].update(monitor_micro(repository))
     for name, models in found["end_to_end"].items():
         line = "  ".join(
             f"{m}: median {v['median_ms']:.3f} ms (+{v['added_median_ms']:.3f}), "
