@@ -74,7 +74,7 @@ AZURITE_DIR ?= .cache/azurite
 azurite:
 	@if command -v npm >/dev/null 2>&1; then \
 		[ -x $(AZURITE_DIR)/node_modules/.bin/azurite-blob ] || \
-		npm install --no-audit --no-fund --prefix $(AZURITE_DIR) azurite@3.37.0 >/dev/null; \
+		npm install --no-audit --no-fund --prefix $(AZURITE_DIR) azurite@3.35.0 >/dev/null; \
 	else echo "npm not found: the Azure Blob tests will be skipped"; fi
 
 # Full training of every seed model into ./models (about 30 minutes on 2 cores).

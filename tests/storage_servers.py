@@ -20,7 +20,7 @@ from benchmarks.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-# Where `make test` installs Azurite (npm install azurite@3); AZURITE_DIR overrides.
+# Where `make test` installs Azurite (npm install azurite@3.35.0, node 10 or newer: 3.37 needs node 22); AZURITE_DIR overrides.
 AZURITE_DIR = Path(os.environ.get("AZURITE_DIR", ROOT / ".cache" / "azurite"))
 AZURITE_BIN = AZURITE_DIR / "node_modules" / ".bin" / "azurite-blob"
 # Azurite's development account: published in its README, no secret.
@@ -145,7 +145,11 @@ class Azurite(StorageServer):
         if shutil.which("npm") is None:
             return "npm is not installed: Azurite (Azure Blob) comes from the npm registry"
         install_azurite()
-        return None if AZURITE_BIN.exists() else f"npm install azurite@3 into {AZURITE_DIR} failed"
+        return (
+            None
+            if AZURITE_BIN.exists()
+            else f"npm install azurite@3.35.0 into {AZURITE_DIR} failed"
+        )
 
     def command(self) -> list[str]:
         return [
@@ -179,10 +183,18 @@ class Azurite(StorageServer):
 
 
 def install_azurite() -> None:
-    """``npm install azurite@3`` into AZURITE_DIR (what ``make test`` does first)."""
+    """``npm install azurite@3.35.0`` into AZURITE_DIR (what ``make test`` does first)."""
     AZURITE_DIR.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        ["npm", "install", "--no-audit", "--no-fund", "--prefix", str(AZURITE_DIR), "azurite@3"],
+        [
+            "npm",
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--prefix",
+            str(AZURITE_DIR),
+            "azurite@3.35.0",
+        ],
         check=False,
         capture_output=True,
         timeout=600,
