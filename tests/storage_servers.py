@@ -20,7 +20,8 @@ from benchmarks.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-# Where `make test` installs Azurite (npm install azurite@3.35.0, node 10 or newer: 3.37 needs node 22); AZURITE_DIR overrides.
+# Where `make test` installs Azurite (npm install azurite@3.35.0: 3.37 needs node 22, Debian's
+# is 20); AZURITE_DIR overrides.
 AZURITE_DIR = Path(os.environ.get("AZURITE_DIR", ROOT / ".cache" / "azurite"))
 AZURITE_BIN = AZURITE_DIR / "node_modules" / ".bin" / "azurite-blob"
 # Azurite's development account: published in its README, no secret.
