@@ -159,7 +159,21 @@ def test_malformed_protobuf_requests_are_refused_by_code(grpc_url: str) -> None:
     age = service_pb2.ModelInferRequest.InferInputTensor(
         name="age", datatype="INT8", shape=[1, 1], contents={"int_contents": [1000]}
     )
-    wide = service_pb2.ModelInferRequest(model_name="bank", inputs=[age])
+    # Every other column present (headers are checked before any data: a missing one would be
+    # refused first), each with its declared datatype; age comes first, so its data is read first.
+    others = [
+        service_pb2.ModelInferRequest.InferInputTensor(
+            name=column.name,
+            datatype=column.datatype,
+            shape=[1, 1],
+            contents={"bytes_contents": [b"x"]}
+            if column.datatype == "BYTES"
+            else {"fp32_contents": [0.0]},
+        )
+        for column in bank_inputs(grpc_url)
+        if column.name != "age"
+    ]
+    wide = service_pb2.ModelInferRequest(model_name="bank", inputs=[age, *others])
     half = service_pb2.ModelInferRequest(
         model_name="digits", inputs=[tensor("FP16", [1, 28, 28], fp32_contents=[0.0] * 784)]
     )
@@ -182,6 +196,15 @@ def test_malformed_protobuf_requests_are_refused_by_code(grpc_url: str) -> None:
         with pytest.raises(grpc.RpcError) as raised:
             stub.CudaSharedMemoryStatus(service_pb2.CudaSharedMemoryStatusRequest(), timeout=10)
         assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def bank_inputs(grpc_url: str) -> list:
+    """bank's inputs as its gRPC ModelMetadata declares them."""
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    with grpc.insecure_channel(grpc_url) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        return list(stub.ModelMetadata(service_pb2.ModelMetadataRequest(name="bank")).inputs)
 
 
 def test_perf_analyzer_over_grpc_and_the_shared_metrics(grpc_url, service_url, data_dir, tmp_path):
