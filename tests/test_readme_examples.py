@@ -23,6 +23,7 @@ README = ROOT / "README.md"
 ELSEWHERE = {
     "iris_mlp": "needs the iris model exported by the `training export` line before it",
     "Bearer s3cret": "run against a server with the token: test_admin_commands_run_as_written",
+    "--cacert": "needs a server with TLS: tests/test_auth.py runs curl over HTTPS on a test CA",
 }
 
 
