@@ -231,9 +231,7 @@ def test_the_page_shows_each_model_live(server: Server, tmp_path: Path) -> None:
     x = np.random.default_rng(0).random((40, 28, 28)).round(3).tolist()
     assert client.post("/digits/predict", json={"inputs": x}).status_code == 200
     paths = list(client.get("/docs.json").json()["paths"])  # drawn before the DOM is read
-    dom, requests, png = asyncio.run(
-        _visit(BROWSER, server.url + "/", tmp_path / "profile", paths)
-    )
+    dom, requests, png = asyncio.run(_visit(BROWSER, server.url + "/", tmp_path / "profile", paths))
     (tmp_path / "page.png").write_bytes(png)
     assert 'id="health-table"' in dom
     assert 'data-model="bank"' in dom and 'class="drift-plot"' in dom
