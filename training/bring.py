@@ -450,7 +450,7 @@ def parity_inputs(
     for spec in signature.inputs:
         with given[spec.name].open("rb") as handle:
             magic = handle.read(6)
-        if magic not in (b"\x93NUMPY", b"PK\x03\x04"):
+        if not magic.startswith((b"\x93NUMPY", b"PK\x03\x04")):  # .npy, or .npz (a zip)
             raise TrainingError(f"{given[spec.name]}: not a .npy array (no NumPy header)")
         try:
             array = np.load(given[spec.name], allow_pickle=False)
