@@ -51,6 +51,9 @@ class App:
                     return
             if scope["path"] == "/metrics":
                 runtime.metrics.flush()  # this worker's counts, up to this request
+            if _first_segment(scope["path"]) not in BENTOML_SEGMENTS:
+                await _refuse(_not_found(scope["path"]), scope, receive, send)
+                return
             await self.bentoml_app(scope, receive, JsonRoutingErrors(send, scope))
             return
         if match.route is None:
@@ -81,6 +84,23 @@ class App:
         if reply.status != 499:  # 499: the client left; nobody to answer
             await request.drain(runtime.config.limits)
             await reply.send(send)
+
+
+# The first path segments of BentoML's own routes (its health, metrics, schema and static
+# files). Any other unmatched path is answered here: BentoML's request metrics label each path
+# it sees, so hostile names (``/v1/models/../../etc:predict``) sent to it would grow
+# ``bentoml_service_request_total`` by one series each.
+BENTOML_SEGMENTS = frozenset(
+    ("livez", "healthz", "readyz", "metrics", "schema.json", "assets", "static_content")
+)
+
+
+def _first_segment(path: str) -> str:
+    return path[1:].split("/", 1)[0]
+
+
+def _not_found(path: str) -> RequestError:
+    return RequestError("not_found", f"no route {path[:200]!r}", field="path", status=404)
 
 
 def _headers(scope: Scope) -> dict[str, str]:

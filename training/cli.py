@@ -159,10 +159,11 @@ def _run(args: argparse.Namespace) -> int:
     from training.datasets.datadir import resolve_data_dir
 
     # An unset variable ("--repository $REPO", MODEL_REPOSITORY="") would otherwise mean the
-    # current folder, and "--model ''" would too.
+    # current folder, and export's "--model ''" would too (evaluate's --model is a list of names,
+    # checked by argparse's choices).
     for option, value in (
         ("--repository", args.repository),
-        ("--model", getattr(args, "model", None)),
+        ("--model", args.model if args.command == "export" else None),
     ):
         if value is not None and not value.strip():
             raise TrainingError(f"{option} is empty: give a path")
