@@ -340,6 +340,7 @@ class ServedModel:
             "rollout_sources": dict(self.sources),
             "config_file": {
                 "present": self.file is not None or self.file_digest is not None,
+                "sha256": self.file_digest,  # of the file as last read, taken or refused
                 "valid": self.file_error is None and self.routing_error is None,
                 "error": self.file_error or self.routing_error,
             },
