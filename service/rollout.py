@@ -54,6 +54,15 @@ VERSION_HEADER = "x-model-version"  # on every inference answer: the version tha
 # queued requests, never a live one's place.
 SHADOW_MAX_IN_FLIGHT = 8
 ROLLOUT_KEYS = ("version_policy", "labels", "traffic", "shadow")
+# Series that exist only once shadow traffic has flowed: tests/test_rollout.py checks that the
+# dashboard's and rules' uses of them are real, on its server.
+SHADOW_METRICS = (
+    "serving_shadow_requests_total",
+    "serving_shadow_items_total",
+    "serving_shadow_agreed_items_total",
+    "serving_shadow_max_abs_diff",
+    "serving_shadow_abs_diff_sum_total",
+)
 
 
 def read_file(data: bytes) -> ModelFileConfig:

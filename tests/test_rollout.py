@@ -424,3 +424,23 @@ def test_a_failing_or_slow_shadow_leaves_live_answers_right_and_fast(client, rep
         else:
             assert requests["compared"] + requests["dropped"] >= 150, pair
             assert pair["agreement"] in (None, 1.0), pair
+
+
+def test_the_dashboard_and_rules_query_rollout_series_that_exist(client) -> None:
+    """After the shadow tests above, every shadow and config.yaml series deploy/monitoring
+    queries is on this server's /metrics."""
+    from service.rollout import SHADOW_METRICS
+    from tests.test_deploy import ROOT, used_metrics
+
+    monitoring = ROOT / "deploy" / "monitoring"
+    queried = used_metrics((monitoring / "dashboard.json").read_text())
+    queried |= used_metrics((monitoring / "prometheusrule.yaml").read_text())
+    wanted = {n for n in queried if n.startswith("serving_shadow_")}
+    assert wanted == set(SHADOW_METRICS), wanted
+    assert "serving_model_config_valid" in queried
+    exposed = {
+        line.split("{")[0].split(" ")[0]
+        for line in client.get("/metrics").text.splitlines()
+        if line and not line.startswith("#")
+    }
+    assert wanted | {"serving_model_config_valid"} <= exposed, sorted(wanted - exposed)
