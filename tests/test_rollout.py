@@ -11,6 +11,7 @@ reconfigured by rewriting ``<model>/config.yaml`` and waiting for the poll to ta
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 import time
 from collections import Counter
@@ -424,6 +425,28 @@ def test_a_failing_or_slow_shadow_leaves_live_answers_right_and_fast(client, rep
         else:
             assert requests["compared"] + requests["dropped"] >= 150, pair
             assert pair["agreement"] in (None, 1.0), pair
+
+
+def test_the_page_shows_labels_traffic_and_shadow_agreement(
+    server, client, repo, digits_x, tmp_path
+):
+    import asyncio
+
+    from tests.test_page import BROWSER, _visit
+
+    if BROWSER is None:
+        pytest.fail("no chromium: install Debian's package `chromium`")
+    text = BASE + "traffic: {stable: 80, canary: 20}\nshadow: {target: 2, sample: 1.0}\n"
+    configure(repo, client, text, until=lambda d: (d["shadow"] or {}).get("version") == 2)
+    for start in range(0, 64, 16):  # live answers from 1 or 3, each compared with 2
+        assert predict(client, digits_x[start : start + 16]).status_code == 200
+    _shadow_pair(client, "digits", 2, 1)
+    paths = list(client.get("/docs.json").json()["paths"])
+    dom, _, _ = asyncio.run(_visit(BROWSER, server.url + "/", tmp_path / "profile", paths))
+    assert "canary \u2192 v3, stable \u2192 v1" in dom
+    assert "v1 80%, v3 20%" in dom
+    assert re.search(r"v2 at 100%: [0-9.]+% top class agreement; probabilities max", dom), dom
+    assert 'class="config-error"' not in dom
 
 
 def test_the_dashboard_and_rules_query_rollout_series_that_exist(client) -> None:
