@@ -478,7 +478,7 @@ class Registry:
             model = self.models[name] = ServedModel(name, self.config.model(name))
             found = self._overrides.get(name)
             model.override = found if isinstance(found, dict) else None
-            model.apply()
+            model.apply(route=False)  # labels and weights once its versions are loaded
         return self.models[name]
 
     def _model_file(self, name: str) -> tuple[bool, bytes | None]:

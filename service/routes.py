@@ -60,6 +60,8 @@ async def drift_plot(request: RawRequest, runtime: Runtime, name: str) -> Reply:
         number = version_number(wanted) if wanted is not None else None
         if wanted is not None and number is None:
             raise NotFound("unknown_version", f"version {wanted[:20]!r} is not served")
+        if number is not None:
+            number = model.number_of(number)  # a label: its version
         png = None
         if runtime.monitor is not None:
             png = await asyncio.to_thread(runtime.monitor.drift_png, model, number)

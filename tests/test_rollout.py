@@ -113,6 +113,54 @@ def predict(client: httpx.Client, x: np.ndarray, query: str = "", **headers) -> 
     )
 
 
+# -- which settings win (no server) -----------------------------------------------------------
+
+
+def test_config_yaml_wins_over_serving_yaml_key_by_key_and_the_api_over_both(tmp_path) -> None:
+    from service.config import load_config
+    from service.rollout import merge, read_file, routing_for
+
+    serving = tmp_path / "serving.yaml"
+    serving.write_text(
+        "models:\n  digits:\n    version_policy: {latest: 2}\n"
+        "    labels: {stable: 1, canary: 2}\n    traffic: {stable: 90, canary: 10}\n"
+    )
+    base = load_config({"SERVING_CONFIG": str(serving)}).model("digits")
+    merged, sources = merge(base, None, None)
+    assert merged.traffic == {"stable": 90, "canary": 10} and sources["labels"] == "serving.yaml"
+    file = read_file(b"traffic: {stable: 50, canary: 50}\n")  # weighs serving.yaml's labels
+    merged, sources = merge(base, file, None)
+    assert merged.labels == {"stable": 1, "canary": 2} and merged.traffic["canary"] == 50
+    assert sources == {"version_policy": "serving.yaml", "labels": "serving.yaml",
+                       "traffic": "config.yaml", "shadow": "serving.yaml"}  # fmt: skip
+    merged, sources = merge(base, file, {"traffic": {"2": 1}})
+    assert merged.traffic == {"2": 1} and sources["traffic"] == "repository API"
+    routing = routing_for(merged, {1, 2}, {})
+    assert routing.shares() == {"2": 100.0} and routing.pick("anyone") == 2
+    with pytest.raises(ValueError, match="names version 2, which is not ready"):
+        routing_for(merge(base, file, None)[0], {1}, {2: "loading"})
+    with pytest.raises(ValueError, match="neither a label"):
+        merge(base, read_file(b"labels: {beta: 3}\n"), None)  # traffic's labels gone
+
+
+def test_a_sticky_key_moves_only_with_the_slice_of_weight_that_moves() -> None:
+    from service.config import ModelConfig
+    from service.rollout import routing_for
+
+    def split(first: float):
+        config = ModelConfig(traffic={"1": first, "2": 100 - first})
+        return routing_for(config, {1, 2}, {})
+
+    keys = [f"user-{i}" for i in range(20_000)]
+    before, after = split(95), split(90)
+    picked = {k: (before.pick(k), after.pick(k)) for k in keys}
+    moved = [k for k, (a, b) in picked.items() if a != b]
+    assert all(picked[k] == (1, 2) for k in moved)  # only from 1 to 2, never back
+    share = len(moved) / len(keys)
+    assert abs(share - 0.05) < 5 * (0.05 * 0.95 / len(keys)) ** 0.5, share
+    assert sum(1 for a, _ in picked.values() if a == 2) / len(keys) == pytest.approx(0.05, abs=0.01)
+
+
 # -- labels --------------------------------------------------------------------------------
 
 
