@@ -467,6 +467,8 @@ def test_a_failing_or_slow_shadow_leaves_live_answers_right_and_fast(client, rep
         )
         pair = _shadow_pair(client, "digits", version, 0)
         requests = pair["requests"]
+        print(f"{name} shadow: live p50 {p50 * 1000:.2f} ms (baseline {base_p50 * 1000:.2f}), "
+              f"shadow {requests}, {pair['mean_shadow_seconds']} s each")  # fmt: skip
         if name == "failing":
             assert requests["failed"] >= 150 and requests["compared"] == 0, pair
             assert "not finite" in pair["last_error"], pair
