@@ -20,7 +20,8 @@ settings stay, and the error is in ``/models``, the log and ``serving_model_conf
   the live answer is made, through the shadow version's own batcher (shadow items batch
   together; a graph slower than 1 ms a batch runs in the batcher's thread, off the event
   loop). A shadow run in a thread of its own, unbatched, measured worse: at sample 1.0 on 8
-  connections 663 requests/s against 844 (``benchmarks/rollout.py``, same machine). The
+  connections 663 requests/s against 844 (``benchmarks/rollout.py``, two runs on this busy
+  2-core machine; 1,326 and 1,302 without a shadow). The
   answers are compared (top class or decision, and the largest and mean absolute difference
   of every numeric output) into ``serving_shadow_*`` metrics and ``/models``. Shadow work
   is a bounded set of tasks, dropped first: never more than
