@@ -28,6 +28,7 @@ from benchmarks.servers import Server
 from tests import rollout_models
 from tests.test_service import metric
 
+pytestmark = pytest.mark.slow  # the quick models (trained once per session, or reused)
 TOKEN = "rollout-token"
 BASE = "version_policy: {all: true}\nlabels: {stable: 1, canary: 3}\n"
 
