@@ -73,18 +73,83 @@ def train_quick(
     )
 
 
+class QuickTraining:
+    """``train <model> --quick`` for the seed models, one process each, started as soon as the
+    tests are collected: the tests that need no trained model (ordered first) run meanwhile,
+    and the four trainings overlap each other's single-threaded stages (loading, saving,
+    tf2onnx, parity) on the two cores."""
+
+    MODELS = ("digits", "flowers", "bank", "autoencoder")
+
+    def __init__(self, out: Path, data_dir: Path, weights: str) -> None:
+        self.out = out
+        self.logs = {name: out.parent / f"train-{name}.log" for name in self.MODELS}
+        self.processes = {}
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        for name in self.MODELS:
+            command = [sys.executable, "-m", "training", "train", name, "--quick"]
+            command += ["--data-dir", str(data_dir), "--out", str(out), "--weights", weights]
+            with self.logs[name].open("w") as log:
+                self.processes[name] = subprocess.Popen(
+                    command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+                )
+
+    def wait(self) -> Path:
+        for name, process in self.processes.items():
+            code = process.wait(timeout=1800)
+            assert code == 0, (
+                f"train {name} --quick: exit {code}\n" + (self.logs[name].read_text()[-4000:])
+            )
+        return self.out
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def _needs_training(item: pytest.Item) -> bool:
+    return "quick_repository" in getattr(item, "fixturenames", ())
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The test files that need no trained model first, and the quick training started now,
+    in the background, when any selected test needs it. Whole files move, in their own order
+    (their module fixtures are set up once, and some tests build on the one before)."""
+    late = {item.path for item in items if _needs_training(item)}
+    items.sort(key=lambda item: item.path in late)
+    if os.environ.get("TEST_MODEL_REPOSITORY") or not any(map(_needs_training, items)):
+        return
+    try:
+        data_dir = find_data_dir()
+    except Exception:  # no datasets: the data_dir fixture says so in each test that asks
+        return
+    config.stash[TRAINING] = _start_training(config, data_dir)
+
+
+def _start_training(config: pytest.Config, data_dir: Path) -> QuickTraining:
+    weights = data_dir / WEIGHTS_NAME
+    out = config._tmp_path_factory.mktemp("quick") / "repository"  # type: ignore[attr-defined]
+    training = QuickTraining(out, data_dir, str(weights) if weights.is_file() else "none")
+    config.add_cleanup(training.stop)
+    return training
+
+
+TRAINING = pytest.StashKey[QuickTraining]()
+
+
 @pytest.fixture(scope="session")
-def quick_repository(
-    tmp_path_factory: pytest.TempPathFactory, data_dir: Path, weights_file: str
-) -> Path:
-    """`train all --quick` once per session: the artifacts most tests inspect.
-    ``TEST_MODEL_REPOSITORY`` names one already trained, for quicker local runs."""
+def quick_repository(request: pytest.FixtureRequest) -> Path:
+    """The quick-profile repository most tests inspect, trained once per session (see
+    QuickTraining). ``TEST_MODEL_REPOSITORY`` names one already trained, for quicker local
+    runs."""
     if reused := os.environ.get("TEST_MODEL_REPOSITORY"):
         return Path(reused).resolve()
-    out = tmp_path_factory.mktemp("repository")
-    result = train_quick("all", data_dir, out, "--weights", weights_file)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return out
+    if TRAINING not in request.config.stash:
+        data_dir = request.getfixturevalue("data_dir")
+        request.config.stash[TRAINING] = _start_training(request.config, data_dir)
+    return request.config.stash[TRAINING].wait()
 
 
 @pytest.fixture(scope="session")

@@ -70,18 +70,6 @@ def test_a_corrupt_csv_row_stops_training_without_output(data_dir: Path, tmp_pat
     assert _published(out) == []
 
 
-def test_a_failed_export_leaves_no_half_written_version(
-    quick_repository: Path, tmp_path: Path
-) -> None:
-    out = tmp_path / "models"
-    source = quick_repository / "digits" / "1" / "model.keras"
-    # Opset 1 predates every operator of the network, so tf2onnx fails after staging began.
-    result = run_cli("export", "--model", str(source), "--out", str(out), "--opset", "1")
-    error = refused(result, source, "tf2onnx failed for signature 'predict' (opset 1)")
-    assert "--opset" not in error or "opset 1" in error
-    assert _published(out) == []  # not even an empty digits/ folder
-
-
 def test_a_failed_export_into_a_served_repository_changes_nothing(tmp_path: Path) -> None:
     """The run fails in the parity check, after staging: the repository is as it was."""
     out = tmp_path / "models"
@@ -118,20 +106,6 @@ def test_export_refuses_a_file_that_is_not_a_keras_model(tmp_path: Path) -> None
     assert result.returncode == 1
     refused(result, bogus, "not a readable .keras archive (a zip file)")
     assert not (tmp_path / "models").exists()
-
-
-def test_evaluate_reports_a_tampered_artifact(
-    quick_repository: Path, data_dir: Path, tmp_path: Path
-) -> None:
-    copy = tmp_path / "repository"
-    shutil.copytree(quick_repository / "digits", copy / "digits")
-    onnx_file = copy / "digits" / "1" / "model.onnx"
-    data = bytearray(onnx_file.read_bytes())
-    data[-100] ^= 0xFF
-    onnx_file.write_bytes(bytes(data))
-    result = run_cli("evaluate", "--repository", str(copy), "--data-dir", str(data_dir))
-    assert result.returncode == 1
-    assert "model.onnx: sha256 mismatch" in result.stdout
 
 
 def test_sigterm_during_export_cleans_up_and_publishes_nothing(

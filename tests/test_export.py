@@ -16,6 +16,8 @@ from onnx import numpy_helper
 from modelspec.repository import read_manifest, sha256_file, versions
 from modelspec.tensors import signatures_from_manifest
 from tests.conftest import run_cli
+from tests.test_cli_errors import _published as published
+from tests.test_cli_errors import refused
 from tests.user_models import WIDTH, onnx_weights, tiny_onnx, tiny_saved_model
 from training.export import (
     ParityError,
@@ -179,3 +181,33 @@ def test_a_saved_model_is_published_with_the_users_parity_inputs(tmp_path: Path)
     assert "model.onnx" in manifest["files"] and "saved_model/saved_model.pb" in manifest["files"]
     assert all(not p.is_symlink() for p in version.rglob("*"))
     assert [p.name for p in out.iterdir()] == ["linear"]  # no staging folder left
+
+
+# -- refusals that need a trained seed model (the others are in test_cli_errors, which runs
+# while the quick training does) ------------------------------------------------------------
+
+
+def test_a_failed_export_leaves_no_half_written_version(
+    quick_repository: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "models"
+    source = quick_repository / "digits" / "1" / "model.keras"
+    # Opset 1 predates every operator of the network, so tf2onnx fails after staging began.
+    result = run_cli("export", "--model", str(source), "--out", str(out), "--opset", "1")
+    error = refused(result, source, "tf2onnx failed for signature 'predict' (opset 1)")
+    assert "--opset" not in error or "opset 1" in error
+    assert published(out) == []  # not even an empty digits/ folder
+
+
+def test_evaluate_reports_a_tampered_artifact(
+    quick_repository: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "repository"
+    shutil.copytree(quick_repository / "digits", copy / "digits")
+    onnx_file = copy / "digits" / "1" / "model.onnx"
+    data = bytearray(onnx_file.read_bytes())
+    data[-100] ^= 0xFF
+    onnx_file.write_bytes(bytes(data))
+    result = run_cli("evaluate", "--repository", str(copy), "--data-dir", str(data_dir))
+    assert result.returncode == 1
+    assert "model.onnx: sha256 mismatch" in result.stdout
