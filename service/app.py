@@ -74,7 +74,7 @@ class App:
                 return
             except Exception:  # a fault of ours: logged, and no path or traceback answered
                 logger.exception("%s %s failed", scope["method"], scope["path"][:200])
-                reply = json_reply({"error": "internal error", "code": "internal"}, status=500)
+                reply = error_reply(RequestError("internal", "internal error"))
         elif runtime.full():  # shed before reading the body; counted again once it is read
             reply = error_reply(OVERLOADED)
             protocol = protocol_of(scope["path"])
@@ -153,15 +153,13 @@ class JsonRoutingErrors:
         self._replaced = True
         path, method = self._scope["path"][:200], self._scope["method"]
         if message["status"] == 404:
-            error = {"error": f"no route {path!r}", "code": "not_found", "field": "path"}
+            error = RequestError("not_found", f"no route {path!r}", field="path")
         else:
             allowed = headers.get(b"allow", b"").decode()
-            error = {
-                "error": f"method {method} not allowed on {path!r}",
-                "code": "method_not_allowed",
-                "expected": allowed,
-            }
-        body = orjson.dumps(error)
+            error = RequestError(
+                "method_not_allowed", f"method {method} not allowed on {path!r}", expected=allowed
+            )
+        body = orjson.dumps(error.body())
         new_headers = [
             (b"content-type", b"application/json"),
             (b"content-length", b"%d" % len(body)),

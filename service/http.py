@@ -11,6 +11,7 @@ import orjson
 
 if TYPE_CHECKING:
     from service.config import Limits
+    from service.errors import RequestError
 
 JSON = "application/json"
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -60,13 +61,15 @@ class RawRequest:
 @dataclass
 class Reply:
     """An answer: bytes for HTTP; ``message`` carries the same answer for another transport
-    (gRPC's protobuf response)."""
+    (gRPC's protobuf response), ``error`` the refusal it was written from (gRPC aborts with
+    its catalogued status)."""
 
     body: bytes
     status: int = 200
     media_type: str = JSON
     headers: dict[str, str] = field(default_factory=dict)
     message: Any = None
+    error: RequestError | None = None
 
     async def send(self, send: Send) -> None:
         headers = [

@@ -139,6 +139,7 @@ Encode = Callable[[Outputs, Any, Version, str], Reply]
 def error_reply(error: RequestError) -> Reply:
     reply = json_reply(error.body(), status=error.status)
     reply.headers.update(error.headers)
+    reply.error = error
     return reply
 
 
