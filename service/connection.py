@@ -51,8 +51,7 @@ logger = logging.getLogger(__name__)
 
 LINGER_S = 2.0  # how long a refused connection's remaining bytes are read and dropped
 
-# Set once per worker by the service (config and metrics are built after this module loads).
-limits = Limits()
+# Set once per worker by the service (its metrics are built after this module loads).
 on_refusal: Callable[[str], None] = lambda reason: None  # noqa: E731
 
 
@@ -105,8 +104,9 @@ class OneWriteTransport:
         return getattr(self._transport, name)
 
 
-def install() -> None:
-    """Make uvicorn build this protocol for every HTTP connection of this process.
+def install(limits: Limits) -> None:
+    """Make uvicorn build this protocol, with these limits, for every HTTP connection of
+    this process.
 
     BentoML creates uvicorn's Config itself, with ``http="auto"``, after importing the
     service module; uvicorn resolves the name through this table when the server starts.
@@ -114,15 +114,18 @@ def install() -> None:
     """
     import uvicorn.config
 
+    BoundedHttpProtocol.limits = limits  # uvicorn builds the protocol: no way to pass them
     target = f"{__name__}:{BoundedHttpProtocol.__name__}"
     uvicorn.config.HTTP_PROTOCOLS["auto"] = target
     uvicorn.config.HTTP_PROTOCOLS["httptools"] = target
 
 
 class BoundedHttpProtocol(HttpToolsProtocol):
+    limits = Limits()  # the settings' limits, from ``install``
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.timeout_keep_alive = limits.keepalive_timeout_s
+        self.timeout_keep_alive = self.limits.keepalive_timeout_s
         self._awaiting_headers = True
         self._header_bytes = 0  # raw bytes of reads that ended inside the header section
         self._parsed_bytes = 0  # the request line and header fields parsed so far
@@ -174,26 +177,26 @@ class BoundedHttpProtocol(HttpToolsProtocol):
                 self._malformed(error)
             return
         if self._body_incomplete() and self._body_timer is None:
-            self._body_timer = self.loop.call_later(limits.body_timeout_s, self._body_late)
+            self._body_timer = self.loop.call_later(self.limits.body_timeout_s, self._body_late)
         if self._awaiting_headers:
             self._header_bytes += len(data)
-            if self._header_bytes > limits.max_header_bytes:
+            if self._header_bytes > self.limits.max_header_bytes:
                 self._refuse(
                     "headers_too_large",
                     "request line and headers too large",
-                    f"at most {limits.max_header_bytes} bytes",
+                    f"at most {self.limits.max_header_bytes} bytes",
                 )
         elif in_trailers and self._after_chunk_header:
             # A whole read inside the trailer section (one ending in it is at most one
             # read more): the field still arriving is buffered by httptools until it ends.
             self._trailer_bytes += len(data)
-            if self._trailer_bytes > limits.max_header_bytes:
+            if self._trailer_bytes > self.limits.max_header_bytes:
                 if self._body_incomplete() and not self.cycle.response_started:
                     self._abandon(self.cycle)  # its body will not be read to the end
                 self._refuse_in_turn(
                     "headers_too_large",
                     "trailer fields too large",
-                    f"at most {limits.max_header_bytes} bytes",
+                    f"at most {self.limits.max_header_bytes} bytes",
                 )
 
     def eof_received(self) -> bool | None:
@@ -234,8 +237,10 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
-        if self._header_count > limits.max_headers:
-            self._refuse("too_many_headers", "too many headers", f"at most {limits.max_headers}")
+        if self._header_count > self.limits.max_headers:
+            self._refuse(
+                "too_many_headers", "too many headers", f"at most {self.limits.max_headers}"
+            )
             raise _Refused
         self._check_header_bytes(len(name) + len(value))
         if self._awaiting_headers:
@@ -248,11 +253,11 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._awaiting_headers = False
         self._header_bytes = self._parsed_bytes = 0
         self._stop_header_timer()
-        if len(self.connections) > limits.max_connections:
+        if len(self.connections) > self.limits.max_connections:
             self._refuse(
                 "too_many_connections",
                 "this worker holds too many open connections; retry shortly",
-                f"at most {limits.max_connections} per worker",
+                f"at most {self.limits.max_connections} per worker",
                 retry_after=True,
             )
             raise _Refused
@@ -388,11 +393,11 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         # Fields completed within one read are measured here; the per-read count in
         # data_received bounds what the parser buffers for a field still arriving.
         self._parsed_bytes += more
-        if self._parsed_bytes > limits.max_header_bytes:
+        if self._parsed_bytes > self.limits.max_header_bytes:
             self._refuse(
                 "headers_too_large",
                 "request line and headers too large",
-                f"at most {limits.max_header_bytes} bytes",
+                f"at most {self.limits.max_header_bytes} bytes",
             )
             raise _Refused
 
@@ -427,12 +432,12 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._refuse(
             "body_timeout",
             "the body did not arrive in time",
-            f"the whole body within {limits.body_timeout_s:g} s of the headers",
+            f"the whole body within {self.limits.body_timeout_s:g} s of the headers",
         )
 
     def _start_header_timer(self) -> None:
         self._stop_header_timer()
-        self._header_timer = self.loop.call_later(limits.header_timeout_s, self._headers_late)
+        self._header_timer = self.loop.call_later(self.limits.header_timeout_s, self._headers_late)
 
     def _stop_header_timer(self) -> None:
         if self._header_timer is not None:
@@ -451,7 +456,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self._refuse(
                 "header_timeout",
                 "request headers did not arrive in time",
-                f"all headers within {limits.header_timeout_s:g} s",
+                f"all headers within {self.limits.header_timeout_s:g} s",
             )
 
     def _refuse(

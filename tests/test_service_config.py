@@ -136,9 +136,8 @@ def test_every_setting_is_read_by_the_service() -> None:
 
 
 def test_decode_threads_size_the_decoding_pool() -> None:
-    images.decode_threads, images._pool = 3, None
     try:
+        assert images.start_pool(3) is images.decode_pool()
         assert images.decode_pool()._max_workers == 3
     finally:
-        images.decode_pool().shutdown()
-        images.decode_threads, images._pool = None, None
+        images.start_pool(None)
