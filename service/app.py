@@ -19,9 +19,8 @@ import orjson
 
 from service import auth
 from service.errors import RequestError
-from service.http import RawRequest, Reply, json_reply
+from service.http import ClientGone, RawRequest, Reply, json_reply
 from service.inference import OVERLOADED, Runtime, error_reply
-from service.inputs.body import ClientGone
 from service.metrics import protocol_of
 from service.routes import TABLE
 from service.routing import Match
