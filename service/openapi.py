@@ -271,11 +271,7 @@ def _native_operations(runtime: Runtime) -> dict[str, dict[str, Any]]:
         for name, view in version.views.items():
             if not view.rich:
                 continue
-            query = [
-                _VERSION_QUERY,
-                *_OPTIONS.get(view.kind.name, []),
-                *_OPTIONS.get(view.answer.name, []),
-            ]
+            query = [_VERSION_QUERY, *view.kind.query_options, *view.answer.query_options]
             paths[f"/{model.name}/{name}"] = {
                 "post": {
                     **operation(
@@ -290,25 +286,6 @@ def _native_operations(runtime: Runtime) -> dict[str, dict[str, Any]]:
                 }
             }
     return paths
-
-
-_OPTIONS = {
-    "mnist_image": [
-        _query(
-            "invert",
-            {"type": "string", "enum": ["auto", "true", "false"], "default": "auto"},
-            "images only: true for dark-on-light, false for MNIST style, auto decides",
-        )
-    ],
-    "top_labels": [_query("top_k", {"type": "integer", "minimum": 1}, "labels per item")],
-    "image": [
-        _query(
-            "format",
-            {"type": "string", "enum": ["tensor", "png"]},
-            "tensor (JSON, default) or png; 'Accept: image/png' also asks for PNG",
-        )
-    ],
-}
 
 
 def document(table: RouteTable, runtime: Runtime) -> dict[str, Any]:

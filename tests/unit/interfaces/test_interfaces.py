@@ -171,3 +171,34 @@ def test_an_accept_no_answer_can_produce_is_not_acceptable(tmp_path: Path) -> No
     )
     assert (error.code, error.status) == ("not_acceptable", 406)
     ANSWERS["digit"].check_native(_incoming(b"", accept="application/json, */*"), version)
+
+
+def test_a_new_input_kind_brings_its_own_rules(tmp_path: Path, monkeypatch) -> None:
+    """An input kind is its name in modelspec.interfaces and its class here: the descriptor
+    applies its checks and OpenAPI lists its options without knowing it by name."""
+    import modelspec.interfaces
+    from service.descriptor import ManifestError
+    from service.interfaces.base import query_option
+    from service.interfaces.tensors import TensorInput
+
+    class Audio(TensorInput):
+        name = "audio"
+        one_input = True
+        query_options = (query_option("rate", {"type": "integer"}, "samples a second"),)
+
+        def check(self, signature) -> None:
+            super().check(signature)
+            if signature.inputs[0].shape[-1] != 16000:
+                raise ValueError("audio needs 16000 samples an item")
+
+    monkeypatch.setitem(modelspec.interfaces.INPUT_KINDS, "audio", "one second of sound")
+    monkeypatch.setitem(INPUT_KINDS, "audio", Audio())
+    short = signature(inputs=[tensor("wave", [-1, 100])], input_kind="audio")
+    with pytest.raises(ManifestError, match="p: audio needs 16000 samples an item"):
+        _version(tmp_path, signatures={"p": short})
+    two = signature(inputs=[tensor("a", [-1, 16000]), tensor("b", [-1, 16000])], input_kind="audio")
+    with pytest.raises(ManifestError, match="p: a audio signature has one input"):
+        _version(tmp_path, signatures={"p": two})
+    fine = signature(inputs=[tensor("wave", [-1, 16000])], input_kind="audio")
+    view = _version(tmp_path, signatures={"p": fine}).view("p")
+    assert view.rich and [o["name"] for o in view.kind.query_options] == ["rate"]
