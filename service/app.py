@@ -28,30 +28,43 @@ from service.routing import Match
 Scope = dict[str, Any]
 logger = logging.getLogger(__name__)
 
-# Set once per worker by the BentoML service (service.service), before it serves.
-runtime: Runtime | None = None
+
+def service_runtime() -> Runtime | None:
+    """The Runtime of this worker's service instance (``service.service``), once BentoML has
+    made it: BentoML builds this app before the instance that builds the Runtime."""
+    try:
+        return bentoml.get_current_service().runtime
+    except Exception:  # not made yet (BentoMLException), or a service without one
+        return None
 
 
 class App:
-    def __init__(self, bentoml_app: Any) -> None:
+    """``runtime``: handed by whoever builds the app with one (tests); otherwise the service
+    instance's, taken on the first request after it exists."""
+
+    def __init__(self, bentoml_app: Any, runtime: Runtime | None = None) -> None:
         self.bentoml_app = bentoml_app
+        self.runtime = runtime
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        runtime = self.runtime
+        if runtime is None:
+            runtime = self.runtime = service_runtime()
         if scope["type"] != "http" or runtime is None:
             await self.bentoml_app(scope, receive, send)
             return
         match = TABLE.match(scope["method"], scope["path"])
         guard = auth.current
-        if match is None or not _ours(match):
+        if match is None or not _ours(match, runtime):
             if guard is not None and guard.enabled:
                 refusal = auth.http_refusal(guard, _headers(scope), None, {"path": scope["path"]})
                 if refusal is not None:
-                    await _refuse(refusal, scope, receive, send)
+                    await _refuse(refusal, runtime, scope, receive, send)
                     return
             if scope["path"] == "/metrics":
                 runtime.metrics.flush()  # this worker's counts, up to this request
             if _first_segment(scope["path"]) not in BENTOML_SEGMENTS:
-                await _refuse(_not_found(scope["path"]), scope, receive, send)
+                await _refuse(_not_found(scope["path"]), runtime, scope, receive, send)
                 return
             await self.bentoml_app(scope, receive, JsonRoutingErrors(send, scope))
             return
@@ -106,14 +119,15 @@ def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
 
 
-async def _refuse(error: RequestError, scope: Scope, receive: Any, send: Any) -> None:
-    assert runtime is not None
+async def _refuse(
+    error: RequestError, runtime: Runtime, scope: Scope, receive: Any, send: Any
+) -> None:
     request = RawRequest.from_scope(scope, receive)
     await request.drain(runtime.config.limits)
     await error_reply(error).send(send)
 
 
-def _ours(match: Match) -> bool:
+def _ours(match: Match, runtime: Runtime) -> bool:
     route = match.route or match.any_route
     return route is None or route.known is None or route.known(runtime, match.parameters)
 

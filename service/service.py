@@ -20,7 +20,7 @@ import bentoml
 import orjson
 from starlette.exceptions import HTTPException
 
-from service import app, auth, connection, logs, startup, tracing
+from service import auth, connection, logs, startup, tracing
 from service.app import AppService
 from service.backends.cpus import available_cpus
 from service.config import ConfigError, settings, unknown_variables
@@ -106,7 +106,6 @@ class KerasModels:
         registry = Registry(SETTINGS, metrics)
         self.runtime = Runtime(SETTINGS, metrics, registry, tracing.from_environment())
         self.runtime.monitor = Monitor(SETTINGS, registry)
-        app.runtime = self.runtime
         GUARD.resolve = lambda name: registry.v2_index.get(name, (name,))[0]
         GUARD.start_metrics()
         metrics.flushers.append(GUARD.flush)

@@ -108,15 +108,10 @@ class InProcess:
         self.loop = asyncio.new_event_loop()
         self.loop.run_until_complete(self.registry.refresh())
         self.runtime = Runtime(settings, metrics, self.registry)
-        self._before = app.runtime
-        app.runtime = self.runtime
-        self.app = app.App(_nothing_else)
+        self.app = app.App(_nothing_else, self.runtime)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        from service import app
-
-        app.runtime = self._before
         self.registry.close()
         self.loop.close()
 
