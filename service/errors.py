@@ -42,6 +42,9 @@ CATALOGUE: dict[str, Code] = {
     "too_deeply_nested": Code(400, _ARG, "JSON lists nested deeper than any tensor"),
     "load_failed": Code(400, _ARG, "the repository API could not load the model (reason given)"),
     "unsupported_parameter": Code(400, _ARG, "a repository API parameter that is not served"),
+    "invalid_routing": Code(
+        400, _ARG, "a repository API routing call (labels, traffic) that cannot apply"
+    ),
     # 401, 403, 429
     "unauthorized": Code(401, "UNAUTHENTICATED", "no credential, or one the service does not know"),
     "forbidden": Code(403, "PERMISSION_DENIED", "a known caller asking for what it may not"),
