@@ -16,7 +16,7 @@ CHECKS_VENV ?= .venv-checks
 PORT ?= 3000
 MODEL_REPOSITORY ?= models
 
-.PHONY: python install models models-quick serve bench bench-peers reliability test test-long \
+.PHONY: python install models models-quick serve bench bench-peers reliability test test-unit test-long \
 	lint format clean browser azurite
 
 # A usable interpreter on PATH (or named by PYTHON).
@@ -113,6 +113,11 @@ test: install $(CHECKS_VENV)/bin/checkov $(CHECKS_VENV)/bin/kubectl browser azur
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	TRAINING_DATA_DIR=$(if $(DATA_DIR),$(abspath $(DATA_DIR)),) $(BIN)/python -m pytest
+
+# The fast tests per module (tests/unit, laid out like service/): synthetic manifests and ONNX
+# graphs made in the test, the service's ASGI app in this process; no training, no server.
+test-unit: install
+	$(BIN)/python -m pytest tests/unit
 
 # The tests marked `long` (deselected by `make test`): the heavy runs (the reliability suite's
 # short profile as a user runs it, a smoke run of `make bench`, the stock BentoML peer, the

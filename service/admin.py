@@ -14,9 +14,9 @@ from typing import Any
 from service import auth
 from service.config import Settings
 from service.errors import RequestError
-from service.http import RawRequest, Reply, json_reply
+from service.http import ClientGone, RawRequest, Reply, json_reply, read_body
 from service.inference import Runtime, error_reply
-from service.inputs.body import ClientGone, parse_json, read_body
+from service.inputs.body import parse_json
 
 
 def authorise(headers: dict[str, str], config: Settings) -> None:

@@ -19,9 +19,8 @@ import orjson
 
 from service import auth
 from service.errors import RequestError
-from service.http import RawRequest, Reply, json_reply
+from service.http import ClientGone, RawRequest, Reply, json_reply
 from service.inference import OVERLOADED, Runtime, error_reply
-from service.inputs.body import ClientGone
 from service.metrics import protocol_of
 from service.routes import TABLE
 from service.routing import Match
@@ -29,30 +28,43 @@ from service.routing import Match
 Scope = dict[str, Any]
 logger = logging.getLogger(__name__)
 
-# Set once per worker by the BentoML service (service.service), before it serves.
-runtime: Runtime | None = None
+
+def service_runtime() -> Runtime | None:
+    """The Runtime of this worker's service instance (``service.service``), once BentoML has
+    made it: BentoML builds this app before the instance that builds the Runtime."""
+    try:
+        return bentoml.get_current_service().runtime
+    except Exception:  # not made yet (BentoMLException), or a service without one
+        return None
 
 
 class App:
-    def __init__(self, bentoml_app: Any) -> None:
+    """``runtime``: handed by whoever builds the app with one (tests); otherwise the service
+    instance's, taken on the first request after it exists."""
+
+    def __init__(self, bentoml_app: Any, runtime: Runtime | None = None) -> None:
         self.bentoml_app = bentoml_app
+        self.runtime = runtime
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        runtime = self.runtime
+        if runtime is None:
+            runtime = self.runtime = service_runtime()
         if scope["type"] != "http" or runtime is None:
             await self.bentoml_app(scope, receive, send)
             return
         match = TABLE.match(scope["method"], scope["path"])
         guard = auth.current
-        if match is None or not _ours(match):
+        if match is None or not _ours(match, runtime):
             if guard is not None and guard.enabled:
                 refusal = auth.http_refusal(guard, _headers(scope), None, {"path": scope["path"]})
                 if refusal is not None:
-                    await _refuse(refusal, scope, receive, send)
+                    await _refuse(refusal, runtime, scope, receive, send)
                     return
             if scope["path"] == "/metrics":
                 runtime.metrics.flush()  # this worker's counts, up to this request
             if _first_segment(scope["path"]) not in BENTOML_SEGMENTS:
-                await _refuse(_not_found(scope["path"]), scope, receive, send)
+                await _refuse(_not_found(scope["path"]), runtime, scope, receive, send)
                 return
             await self.bentoml_app(scope, receive, JsonRoutingErrors(send, scope))
             return
@@ -74,7 +86,7 @@ class App:
                 return
             except Exception:  # a fault of ours: logged, and no path or traceback answered
                 logger.exception("%s %s failed", scope["method"], scope["path"][:200])
-                reply = json_reply({"error": "internal error", "code": "internal"}, status=500)
+                reply = error_reply(RequestError("internal", "internal error"))
         elif runtime.full():  # shed before reading the body; counted again once it is read
             reply = error_reply(OVERLOADED)
             protocol = protocol_of(scope["path"])
@@ -107,14 +119,15 @@ def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
 
 
-async def _refuse(error: RequestError, scope: Scope, receive: Any, send: Any) -> None:
-    assert runtime is not None
+async def _refuse(
+    error: RequestError, runtime: Runtime, scope: Scope, receive: Any, send: Any
+) -> None:
     request = RawRequest.from_scope(scope, receive)
     await request.drain(runtime.config.limits)
     await error_reply(error).send(send)
 
 
-def _ours(match: Match) -> bool:
+def _ours(match: Match, runtime: Runtime) -> bool:
     route = match.route or match.any_route
     return route is None or route.known is None or route.known(runtime, match.parameters)
 
@@ -153,15 +166,13 @@ class JsonRoutingErrors:
         self._replaced = True
         path, method = self._scope["path"][:200], self._scope["method"]
         if message["status"] == 404:
-            error = {"error": f"no route {path!r}", "code": "not_found", "field": "path"}
+            error = RequestError("not_found", f"no route {path!r}", field="path")
         else:
             allowed = headers.get(b"allow", b"").decode()
-            error = {
-                "error": f"method {method} not allowed on {path!r}",
-                "code": "method_not_allowed",
-                "expected": allowed,
-            }
-        body = orjson.dumps(error)
+            error = RequestError(
+                "method_not_allowed", f"method {method} not allowed on {path!r}", expected=allowed
+            )
+        body = orjson.dumps(error.body())
         new_headers = [
             (b"content-type", b"application/json"),
             (b"content-length", b"%d" % len(body)),

@@ -51,8 +51,7 @@ logger = logging.getLogger(__name__)
 
 LINGER_S = 2.0  # how long a refused connection's remaining bytes are read and dropped
 
-# Set once per worker by the service (config and metrics are built after this module loads).
-limits = Limits()
+# Set once per worker by the service (its metrics are built after this module loads).
 on_refusal: Callable[[str], None] = lambda reason: None  # noqa: E731
 
 
@@ -105,8 +104,9 @@ class OneWriteTransport:
         return getattr(self._transport, name)
 
 
-def install() -> None:
-    """Make uvicorn build this protocol for every HTTP connection of this process.
+def install(limits: Limits) -> None:
+    """Make uvicorn build this protocol, with these limits, for every HTTP connection of
+    this process.
 
     BentoML creates uvicorn's Config itself, with ``http="auto"``, after importing the
     service module; uvicorn resolves the name through this table when the server starts.
@@ -114,15 +114,18 @@ def install() -> None:
     """
     import uvicorn.config
 
+    BoundedHttpProtocol.limits = limits  # uvicorn builds the protocol: no way to pass them
     target = f"{__name__}:{BoundedHttpProtocol.__name__}"
     uvicorn.config.HTTP_PROTOCOLS["auto"] = target
     uvicorn.config.HTTP_PROTOCOLS["httptools"] = target
 
 
 class BoundedHttpProtocol(HttpToolsProtocol):
+    limits = Limits()  # the settings' limits, from ``install``
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.timeout_keep_alive = limits.keepalive_timeout_s
+        self.timeout_keep_alive = self.limits.keepalive_timeout_s
         self._awaiting_headers = True
         self._header_bytes = 0  # raw bytes of reads that ended inside the header section
         self._parsed_bytes = 0  # the request line and header fields parsed so far
@@ -131,7 +134,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._body_timer: asyncio.TimerHandle | None = None
         self._refused = False
         self._malformed_after_pipeline = False
-        self._pending_refusal: tuple[int, str, str, str] | None = None  # after the answers
+        self._pending_refusal: tuple[str, str, str] | None = None  # after the answers
         self._close_when_answered = False  # the client half-closed (``eof_received``)
         self._running: Any = None  # the request whose app task was started last
         # Inside a chunk's header with no data yet: the last chunk's trailer section, whose
@@ -174,28 +177,26 @@ class BoundedHttpProtocol(HttpToolsProtocol):
                 self._malformed(error)
             return
         if self._body_incomplete() and self._body_timer is None:
-            self._body_timer = self.loop.call_later(limits.body_timeout_s, self._body_late)
+            self._body_timer = self.loop.call_later(self.limits.body_timeout_s, self._body_late)
         if self._awaiting_headers:
             self._header_bytes += len(data)
-            if self._header_bytes > limits.max_header_bytes:
+            if self._header_bytes > self.limits.max_header_bytes:
                 self._refuse(
-                    431,
                     "headers_too_large",
                     "request line and headers too large",
-                    f"at most {limits.max_header_bytes} bytes",
+                    f"at most {self.limits.max_header_bytes} bytes",
                 )
         elif in_trailers and self._after_chunk_header:
             # A whole read inside the trailer section (one ending in it is at most one
             # read more): the field still arriving is buffered by httptools until it ends.
             self._trailer_bytes += len(data)
-            if self._trailer_bytes > limits.max_header_bytes:
+            if self._trailer_bytes > self.limits.max_header_bytes:
                 if self._body_incomplete() and not self.cycle.response_started:
                     self._abandon(self.cycle)  # its body will not be read to the end
                 self._refuse_in_turn(
-                    431,
                     "headers_too_large",
                     "trailer fields too large",
-                    f"at most {limits.max_header_bytes} bytes",
+                    f"at most {self.limits.max_header_bytes} bytes",
                 )
 
     def eof_received(self) -> bool | None:
@@ -212,7 +213,6 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         if self._body_incomplete() and not cycle.response_started:
             self._abandon(cycle)
             self._refuse_in_turn(
-                400,
                 "bad_framing",
                 "the connection was half-closed before the request body was complete",
                 "the whole body (a chunked body ends with a zero-size chunk)",
@@ -237,9 +237,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
-        if self._header_count > limits.max_headers:
+        if self._header_count > self.limits.max_headers:
             self._refuse(
-                431, "too_many_headers", "too many headers", f"at most {limits.max_headers}"
+                "too_many_headers", "too many headers", f"at most {self.limits.max_headers}"
             )
             raise _Refused
         self._check_header_bytes(len(name) + len(value))
@@ -253,12 +253,11 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._awaiting_headers = False
         self._header_bytes = self._parsed_bytes = 0
         self._stop_header_timer()
-        if len(self.connections) > limits.max_connections:
+        if len(self.connections) > self.limits.max_connections:
             self._refuse(
-                503,
                 "too_many_connections",
                 "this worker holds too many open connections; retry shortly",
-                f"at most {limits.max_connections} per worker",
+                f"at most {self.limits.max_connections} per worker",
                 retry_after=True,
             )
             raise _Refused
@@ -284,7 +283,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self.transport.flush()  # a response with no body write (HEAD) still goes out
         super().on_response_complete()
         if self._malformed_after_pipeline and not self._answers_pending():
-            self._refuse(*(self._pending_refusal or (400, "invalid_http", "malformed HTTP")))
+            self._refuse(*(self._pending_refusal or ("invalid_http", "malformed HTTP")))
         elif self._close_when_answered and not self._answers_pending():
             self.transport.close()  # the client half-closed: nothing more will come
 
@@ -305,7 +304,6 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             # RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message MUST be treated as
             # faulty framing, and the connection closed.
             self._refuse_in_turn(
-                400,
                 "bad_framing",
                 "Transfer-Encoding in an HTTP/1.0 request",
                 "HTTP/1.1 for a chunked body, or a Content-Length",
@@ -316,7 +314,6 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             # RFC 9112 §6.3 item 4: chunked not final in a request: 400 and close; §6.1:
             # chunked applied twice is faulty framing.
             self._refuse_in_turn(
-                400,
                 "bad_framing",
                 "Transfer-Encoding must end with chunked, once",
                 "Transfer-Encoding: chunked",
@@ -328,7 +325,6 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             # SHOULD answer 501. Only chunked is implemented; the connection is closed since
             # the body after it cannot be skipped safely.
             self._refuse_in_turn(
-                501,
                 "unsupported_transfer_coding",
                 f"transfer coding {', '.join(unknown)[:100]!r} is not implemented",
                 "Transfer-Encoding: chunked alone (Content-Encoding for compression)",
@@ -353,7 +349,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         framing = in_body or "Transfer-Encoding" in text or "Content-Length" in text
         code = "bad_framing" if framing else "invalid_http"
         what = "request body framing" if in_body else "HTTP request"
-        refusal = (400, code, f"malformed {what} ({text})", "a well-formed HTTP/1.1 request")
+        refusal = (code, f"malformed {what} ({text})", "a well-formed HTTP/1.1 request")
         if in_body and cycle.response_started and not cycle.response_complete:
             # Its answer is on the wire (a route that answers without reading the body):
             # finish it, then close (keep_alive off: no 400 after it; the refusal below is
@@ -367,15 +363,15 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self._abandon(cycle)
         self._refuse_in_turn(*refusal)
 
-    def _refuse_in_turn(self, status: int, code: str, message: str, expected: str) -> None:
+    def _refuse_in_turn(self, code: str, message: str, expected: str) -> None:
         """Refuse now, or, while a request read earlier is still being answered, right after
         its answer (answers go out in request order); nothing more is read meanwhile."""
         if self._answers_pending():
             self._malformed_after_pipeline = True
-            self._pending_refusal = (status, code, message, expected)
+            self._pending_refusal = (code, message, expected)
             self.flow.pause_reading()
         else:
-            self._refuse(status, code, message, expected)
+            self._refuse(code, message, expected)
 
     def _queued(self, cycle: Any) -> bool:
         return any(queued is cycle for queued, _ in self.pipeline)
@@ -397,12 +393,11 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         # Fields completed within one read are measured here; the per-read count in
         # data_received bounds what the parser buffers for a field still arriving.
         self._parsed_bytes += more
-        if self._parsed_bytes > limits.max_header_bytes:
+        if self._parsed_bytes > self.limits.max_header_bytes:
             self._refuse(
-                431,
                 "headers_too_large",
                 "request line and headers too large",
-                f"at most {limits.max_header_bytes} bytes",
+                f"at most {self.limits.max_header_bytes} bytes",
             )
             raise _Refused
 
@@ -435,15 +430,14 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self.transport.close()
             return
         self._refuse(
-            408,
             "body_timeout",
             "the body did not arrive in time",
-            f"the whole body within {limits.body_timeout_s:g} s of the headers",
+            f"the whole body within {self.limits.body_timeout_s:g} s of the headers",
         )
 
     def _start_header_timer(self) -> None:
         self._stop_header_timer()
-        self._header_timer = self.loop.call_later(limits.header_timeout_s, self._headers_late)
+        self._header_timer = self.loop.call_later(self.limits.header_timeout_s, self._headers_late)
 
     def _stop_header_timer(self) -> None:
         if self._header_timer is not None:
@@ -460,15 +454,13 @@ class BoundedHttpProtocol(HttpToolsProtocol):
                 self.transport.close()
                 return
             self._refuse(
-                408,
                 "header_timeout",
                 "request headers did not arrive in time",
-                f"all headers within {limits.header_timeout_s:g} s",
+                f"all headers within {self.limits.header_timeout_s:g} s",
             )
 
     def _refuse(
         self,
-        status: int,
         code: str,
         message: str,
         expected: str | None = None,
@@ -480,10 +472,11 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._refused = True
         self._stop_header_timer()
         on_refusal(code)
-        logger.info("connection refused with %d: %s", status, code)
-        body = orjson.dumps(RequestError(code, message, expected=expected).body())
+        error = RequestError(code, message, expected=expected)  # the status from the catalogue
+        logger.info("connection refused with %d: %s", error.status, code)
+        body = orjson.dumps(error.body())
         head = [
-            STATUS_LINE[status],
+            STATUS_LINE[error.status],
             b"content-type: application/json\r\n",
             b"content-length: %d\r\n" % len(body),
             b"connection: close\r\n",

@@ -13,11 +13,9 @@ import os
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from modelspec.bank import BankEncoder
 from modelspec.tensors import Signature, signatures_from_manifest
 from service.config import OodConfig
 from service.errors import NotFound, RequestError
@@ -87,10 +85,6 @@ def ood_pairing(manifest: dict[str, Any], config: OodConfig | None) -> dict[str,
     return pairing
 
 
-def _is_probability(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
-
-
 def _check_descriptive(manifest: dict[str, Any]) -> None:
     """The manifest's words the service shows (labels, title) are what they claim to be."""
     labels = manifest.get("labels", [])
@@ -140,28 +134,11 @@ class Version:
 
     def _view(self, signature: Signature) -> SignatureView:
         kind, answer = INPUT_KINDS[signature.input_kind], ANSWERS[signature.answer]
-        if signature.input_kind != "tensor" and len(signature.inputs) != 1:
-            raise ManifestError(f"{signature.name}: a {kind.name} signature has one input")
-        if signature.answer != "tensor" and len(signature.outputs) != 1:
-            raise ManifestError(f"{signature.name}: a {answer.name} answer has one output")
-        if signature.input_kind == "rgb_photo":
-            shape = signature.inputs[0].shape
-            if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 3 or not shape[1]:
-                raise ManifestError(f"{signature.name}: rgb_photo needs (N, size, size, 3)")
-        if signature.answer in ("top_labels", "digit", "decision") and not self.labels:
-            raise ManifestError(f"{signature.name}: a {answer.name} answer needs labels")
-        if signature.answer in ("top_labels", "digit"):
-            width = signature.outputs[0].shape[-1]
-            if width != len(self.labels):
-                raise ManifestError(
-                    f"{signature.name}: {len(self.labels)} labels for {width} output classes"
-                )
-        if signature.answer == "decision":
-            threshold = self.manifest.get("decision", {}).get("threshold")
-            if len(self.labels) != 2 or not _is_probability(threshold):
-                raise ManifestError(
-                    f"{signature.name}: a decision needs two labels and a threshold in [0, 1]"
-                )
+        try:  # each interface's own rules (service.interfaces)
+            kind.check(signature)
+            answer.check(signature, self.manifest)
+        except ValueError as error:
+            raise ManifestError(f"{signature.name}: {error}") from None
         try:
             inputs = kind.protocol_inputs(signature, self.manifest)
             outputs = answer.protocol_outputs(signature, self.manifest)
@@ -184,10 +161,6 @@ class Version:
     @property
     def threshold(self) -> float:
         return float(self.manifest["decision"]["threshold"])
-
-    @cached_property
-    def bank_encoder(self) -> BankEncoder:
-        return BankEncoder.from_dict(self.manifest["preprocessing"]["encoder"])
 
     @property
     def origin(self) -> str:

@@ -1,4 +1,7 @@
-"""The little of HTTP the hot path needs, on plain ASGI: no framework objects per request."""
+"""The little of HTTP the hot path needs, on plain ASGI: no framework objects per request.
+
+The body is read here, within its size limit (``read_body``), or drained when no handler
+read it (``RawRequest.drain``): one module for both ends of the same stream."""
 
 from __future__ import annotations
 
@@ -8,6 +11,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import orjson
+
+from service.errors import PayloadTooLarge, RequestError
+from service.inputs.numbers import ascii_int
 
 if TYPE_CHECKING:
     from service.config import Limits
@@ -36,9 +42,7 @@ class RawRequest:
         return cls(headers, query, receive)
 
     async def body(self, limits: Limits) -> bytes:
-        """The whole body, within the size and time limits (``inputs.body.read_body``)."""
-        from service.inputs.body import read_body
-
+        """The whole body, within the size and time limits (``read_body``)."""
         return await read_body(self, limits)
 
     async def drain(self, limits: Limits) -> None:
@@ -57,16 +61,50 @@ class RawRequest:
                 return
 
 
+class ClientGone(Exception):
+    """The client disconnected before its body arrived; there is nobody to answer."""
+
+
+async def read_body(request: RawRequest, limits: Limits) -> bytes:
+    """The whole body, refused as soon as it passes ``limits.max_body_bytes`` (declared or
+    streamed, 413). Its deadline (408) is the connection's (``service.connection``)."""
+    request.unread = False  # whatever comes of it, ``RawRequest.drain`` leaves it alone
+    declared = ascii_int(request.headers.get("content-length"))
+    if declared is not None and declared > limits.max_body_bytes:
+        raise _too_large(limits.max_body_bytes)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limits.max_body_bytes:
+            raise _too_large(limits.max_body_bytes)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _too_large(max_bytes: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        "body_too_large", "request body too large", expected=f"at most {max_bytes} bytes"
+    )
+
+
 @dataclass
 class Reply:
     """An answer: bytes for HTTP; ``message`` carries the same answer for another transport
-    (gRPC's protobuf response)."""
+    (gRPC's protobuf response), ``error`` the refusal it was written from (gRPC aborts with
+    its catalogued status)."""
 
     body: bytes
     status: int = 200
     media_type: str = JSON
     headers: dict[str, str] = field(default_factory=dict)
     message: Any = None
+    error: RequestError | None = None
 
     async def send(self, send: Send) -> None:
         headers = [

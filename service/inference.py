@@ -25,8 +25,7 @@ from service.backends import Feed, Outputs
 from service.config import Limits, Settings
 from service.descriptor import Version
 from service.errors import RequestError, Unavailable
-from service.http import RawRequest, Reply, json_reply
-from service.inputs.body import ClientGone
+from service.http import ClientGone, RawRequest, Reply, json_reply
 from service.logs import client_request_id, request_id
 from service.metrics import EndpointMetrics, Metrics
 from service.models import Registry
@@ -144,6 +143,7 @@ Encode = Callable[[Outputs, Any, Version, str], Reply]
 def error_reply(error: RequestError) -> Reply:
     reply = json_reply(error.body(), status=error.status)
     reply.headers.update(error.headers)
+    reply.error = error
     return reply
 
 

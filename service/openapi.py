@@ -10,7 +10,10 @@ a client (or a fuzzer) sees exactly what each model takes. Regenerated on every 
 from __future__ import annotations
 
 import importlib.metadata
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
+
+from service.errors import CATALOGUE
 
 if TYPE_CHECKING:
     from service.inference import Runtime
@@ -33,31 +36,26 @@ _ERROR = {
         "expected": {"type": "string", "description": "what would have been accepted"},
     },
 }
-_STATUS_TEXT = {
-    400: "Invalid request (body, parameters or tensors)",
-    401: "Missing or wrong bearer token",
-    403: "The repository API is off (no token configured)",
-    404: "Unknown model, version, signature or route",
-    405: "Method not allowed here",
-    406: "Cannot answer in the Accept type",
-    408: "The body did not arrive in time",
-    413: "Body, image, pixels or batch over its limit",
-    415: "Wrong content type, or not a PNG/JPEG image",
-    422: "Wrong shape, type, range or values",
-    503: "Model loading, unavailable, or the service overloaded (Retry-After); a card file "
-    "that no longer matches its manifest",
-    504: "No answer within the request timeout",
-}
+# Answered 400 by V2 and TF Serving (``protocols.common.protocol_errors``).
+_AS_400 = (406, 415, 422)
 _LOOKUP = (400, 404, 503)
 _INFER = (400, 404, 406, 408, 413, 415, 422, 503, 504)
 _PROTOCOL = (400, 404, 408, 413, 503, 504)
 _ADMIN = (400, 401, 403, 404, 408, 413)
 
 
+def _status_text(status: int, statuses: tuple[int, ...]) -> str:
+    """A status's codes and their meanings, from the error catalogue; a protocol route's 400
+    (one that lists no 422) also carries the codes V2 and TF Serving answer as 400."""
+    folded = (status, *_AS_400) if status == 400 and 422 not in statuses else (status,)
+    codes = [f"`{n}`: {c.meaning}" for n, c in CATALOGUE.items() if c.status in folded]
+    return f"{HTTPStatus(status).phrase}. " + "; ".join(codes)
+
+
 def _errors(statuses: tuple[int, ...]) -> dict[str, Any]:
     return {
         str(s): {
-            "description": _STATUS_TEXT[s],
+            "description": _status_text(s, statuses),
             "content": {"application/json": {"schema": _ERROR}},
         }
         for s in statuses
@@ -294,11 +292,7 @@ def _native_operations(runtime: Runtime) -> dict[str, dict[str, Any]]:
         for name, view in version.views.items():
             if not view.rich:
                 continue
-            query = [
-                _VERSION_QUERY,
-                *_OPTIONS.get(view.kind.name, []),
-                *_OPTIONS.get(view.answer.name, []),
-            ]
+            query = [_VERSION_QUERY, *view.kind.query_options, *view.answer.query_options]
             paths[f"/{model.name}/{name}"] = {
                 "post": {
                     **operation(
@@ -313,25 +307,6 @@ def _native_operations(runtime: Runtime) -> dict[str, dict[str, Any]]:
                 }
             }
     return paths
-
-
-_OPTIONS = {
-    "mnist_image": [
-        _query(
-            "invert",
-            {"type": "string", "enum": ["auto", "true", "false"], "default": "auto"},
-            "images only: true for dark-on-light, false for MNIST style, auto decides",
-        )
-    ],
-    "top_labels": [_query("top_k", {"type": "integer", "minimum": 1}, "labels per item")],
-    "image": [
-        _query(
-            "format",
-            {"type": "string", "enum": ["tensor", "png"]},
-            "tensor (JSON, default) or png; 'Accept: image/png' also asks for PNG",
-        )
-    ],
-}
 
 
 def document(table: RouteTable, runtime: Runtime) -> dict[str, Any]:

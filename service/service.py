@@ -20,7 +20,7 @@ import bentoml
 import orjson
 from starlette.exceptions import HTTPException
 
-from service import app, auth, connection, logs, startup, tracing
+from service import auth, connection, logs, startup, tracing
 from service.app import AppService
 from service.backends.cpus import available_cpus
 from service.config import ConfigError, settings, unknown_variables
@@ -34,7 +34,6 @@ from service.protocols import grpc
 
 logger = logging.getLogger("service")
 startup.prepare_server()  # in the `bentoml serve` process only: port check, metrics folder
-connection.install()  # before BentoML starts uvicorn in this process
 logs.install()  # every log record of this worker escapes client strings (service.logs)
 # `bentoml build` imports this module to package it, where the repository need not exist
 # (the bucket Bento has none); `bentoml serve` is where a missing one must stop the start.
@@ -46,6 +45,7 @@ try:
 except ConfigError as error:  # one line, not a traceback: it is the operator's to fix
     print(f"error: {error}", file=sys.stderr, flush=True)
     raise SystemExit(2) from None
+connection.install(SETTINGS.limits)  # before BentoML starts uvicorn in this process
 SHUTDOWN_GRACE_S = 30
 # Keys and JWT keys are read here, at import, so that a missing or broken file stops
 # ``bentoml serve`` with its error instead of serving every model open (service.auth).
@@ -101,13 +101,11 @@ class KerasModels:
         for name in unknown_variables(dict(os.environ)):
             logger.warning("environment variable %s is not a setting; ignored", name)
         metrics = Metrics()
-        connection.limits = SETTINGS.limits
-        images.decode_threads = SETTINGS.decode_threads
+        images.start_pool(SETTINGS.decode_threads)
         connection.on_refusal = metrics.connection_refused
         registry = Registry(SETTINGS, metrics)
         self.runtime = Runtime(SETTINGS, metrics, registry, tracing.from_environment())
         self.runtime.monitor = Monitor(SETTINGS, registry)
-        app.runtime = self.runtime
         GUARD.resolve = lambda name: registry.v2_index.get(name, (name,))[0]
         GUARD.start_metrics()
         metrics.flushers.append(GUARD.flush)

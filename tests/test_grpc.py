@@ -223,7 +223,7 @@ def test_perf_analyzer_over_grpc_and_the_shared_metrics(grpc_url, service_url, d
             protocol="grpc",
             stability_pct=100,
         )
-        assert [row["Concurrency"] for row in rows] == [1, 2]
+        assert sorted(row["Concurrency"] for row in rows) == [1, 2]  # CSV by throughput
         assert all(row["Inferences/Second"] > 0 for row in rows)
         # At least one 0.5 s window per level of what perf_analyzer measured in this run.
         served = metric(client, "serving_requests_total", endpoint=path, status="200") - before

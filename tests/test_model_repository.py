@@ -391,7 +391,7 @@ def test_the_repository_api_needs_its_token(client, service_url: str) -> None:
     assert unload.status_code == 401
 
 
-def test_unload_and_load_through_tritonclient(server: Server, client) -> None:
+def test_unload_and_load_through_tritonclient(server: Server, client, repo: Path) -> None:
     admin = triton.InferenceServerClient(server.url.removeprefix("http://"), verbose=False)
     headers = {"authorization": f"Bearer {TOKEN}"}
     try:
@@ -412,15 +412,25 @@ def test_unload_and_load_through_tritonclient(server: Server, client) -> None:
         assert client.get("/readyz").status_code == 200  # unloaded on purpose: still ready
         index = {m["name"]: m for m in admin.get_model_repository_index(headers=headers)}
         assert index["iris"]["state"] == "UNAVAILABLE" and "unloaded" in index["iris"]["reason"]
-        time.sleep(POLL_SECONDS * 2)  # polling does not bring it back
+        # Polling does not bring it back: a folder made now is seen only by a poll (GET
+        # /models/<name> answers 404 until one runs), then iris is still unloaded.
+        probe = repo / f"poll-probe-{time.time_ns()}"
+        probe.mkdir()
+        try:
+            _wait(lambda: client.get(f"/models/{probe.name}").status_code == 200, 60)
+        finally:
+            probe.rmdir()
         assert not admin.is_model_ready("iris")
+        _wait(lambda: client.get(f"/models/{probe.name}").status_code == 404, 60)  # forgotten
         admin.load_model("iris", headers=headers)
         assert admin.is_model_ready("iris")
         after = metric(client, "serving_model_events_total", model="iris", event="unloaded")
         assert after == before + 1
         assert metric(client, "serving_model_load_seconds_count", model="iris") >= 2
-        with pytest.raises(InferenceServerException):
+        with pytest.raises(InferenceServerException) as raised:
             admin.load_model("nowhere", headers=headers)
+        assert raised.value.status() == "404", raised.value
+        assert "no model 'nowhere' in the repository" in raised.value.message()
 
         # A load and an unload at once: one waits for the other, neither fails.
         def at_once(action: str) -> None:

@@ -1,11 +1,13 @@
 """Security properties of the serving code that a reviewer would otherwise check by eye: no
 code-executing deserialisation anywhere in the service, and request-supplied model names
 never reach the filesystem (the registry is keyed by the names it found in the repository,
-and a model's files are looked up by their names in its manifest)."""
+and a model's files are looked up by their names in its manifest): shown by sending hostile
+names to every route of the service in this process and watching its file opens."""
 
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,26 +45,76 @@ def test_no_code_executing_formats_or_dynamic_code_in_the_service() -> None:
     assert problems == []
 
 
-def test_request_paths_never_build_filesystem_paths() -> None:
-    """The modules that see request data (routes, protocols, inputs) never touch the
-    filesystem: model names from URLs are dictionary keys, never paths."""
-    request_facing = [
-        p
-        for p in SERVING_CODE
-        if p.parent.name in ("protocols", "inputs", "interfaces")
-        or p.name in ("routes.py", "inference.py", "app.py", "native.py", "admin.py", "routing.py")
-    ]
-    assert len(request_facing) >= 16
-    problems = []
-    for path in request_facing:
-        for node in ast.walk(_tree(path)):
-            if isinstance(node, ast.Call):
-                called = ast.unparse(node.func)
-                in_memory = called == "Image.open" and "BytesIO" in ast.unparse(node.args[0])
-                if in_memory:
-                    continue  # decoding uploaded bytes, not opening a file
-                if called in ("open", "Path", "os.open", "os.path.join") or called.endswith(
-                    (".read_bytes", ".read_text", ".open", "version_dir")
-                ):
-                    problems.append(f"{path.name}:{node.lineno} {called}")
+# Names a client may put in any URL parameter: traversal (plain and encoded), absolute
+# paths, NUL, a home directory, a Windows path, and a very long name.
+HOSTILE = [
+    "..",
+    "../secret.md",
+    "../../secret.md",
+    "%2e%2e",
+    "..%2fsecret.md",
+    "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+    "%2Fetc%2Fpasswd",
+    "model_card.md%00.png",
+    "~root",
+    ".",
+    "C:\\secret.md",
+    "a" * 300,
+]
+_recording: list[tuple[str, str]] | None = None
+
+
+def _audit(event: str, args: tuple) -> None:
+    if _recording is not None and event in ("open", "os.listdir", "os.scandir"):
+        _recording.append((event, str(args[0])))
+
+
+def _code(path: str) -> bool:
+    """Python's own reads: modules imported lazily while answering."""
+    return path.endswith((".py", ".pyc", ".so", ".zip")) or "site-packages" in path
+
+
+def test_request_paths_never_reach_the_filesystem(tmp_path: Path) -> None:
+    """Every route, each of its URL parameters in turn given each hostile name (the others
+    valid): no answer is a 5xx or holds the secret beside the repository, and Python's audit
+    events show no file or folder opened but code. A valid card and plot are read through
+    the same hook (it would see a traversal if one happened)."""
+    global _recording
+    from service.routes import TABLE
+    from tests.unit.synthetic import InProcess, affine_onnx, manifest, publish
+
+    root = tmp_path / "models"
+    files = {"model.onnx": affine_onnx(), "model_card.md": b"# card\n", "plot.png": b"png"}
+    publish(root, manifest("affine"), files)
+    (tmp_path / "secret.md").write_text("SECRET")
+    valid = {"name": "affine", "version": "1", "signature": "predict", "file": "model_card.md"}
+    sys.addaudithook(_audit)  # for the life of the process; records only while a list is set
+    problems, sent = [], 0
+    with InProcess(root) as service:
+        _recording = []
+        try:
+            assert (
+                service.request("GET", "/models/affine/versions/1/files/plot.png").content == b"png"
+            )
+            control = [path for _, path in _recording if not _code(path)]
+            assert any(path.endswith("plot.png") for path in control), _recording
+            _recording.clear()
+            for route in TABLE:
+                for variant in route.variants():
+                    for parameter in route.parameters():
+                        if "{" + parameter + "}" not in variant:
+                            continue
+                        for name in HOSTILE:
+                            path = variant
+                            for key, value in {**valid, parameter: name}.items():
+                                path = path.replace("{" + key + "}", value)
+                            answer = service.request(route.method, path, json={"inputs": [[0] * 4]})
+                            sent += 1
+                            if answer.status_code >= 500 or b"SECRET" in answer.content:
+                                problems.append(f"{route.method} {path}: {answer.status_code}")
+            opened = [path for _, path in _recording if not _code(path)]
+        finally:
+            _recording = None
+    assert sent > 300, sent
     assert problems == []
+    assert opened == [], f"request data reached the filesystem: {opened[:10]}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import re
+import ast
 import tomllib
 from pathlib import Path
 
@@ -119,26 +119,66 @@ def test_bento_requirements_match_the_serve_pins() -> None:
     assert pinned - gpu == cpu_runtime
 
 
+# What a setting is read through: the settings object or one of its sections, by the names
+# the service gives them (``config.provider``, ``runtime.config.limits.max_body_bytes``,
+# ``batching.max_wait_ms``, ``SETTINGS.decode_threads``); the sections' own methods read
+# their fields through ``self`` (service/config.py only).
+SETTINGS_HOLDERS = {"config", "_config", "settings", "SETTINGS", "limits", "batching", "policy"}
+
+
+def setting_reads(paths: list[Path]) -> set[str]:
+    """Names read as attributes of a settings holder: loads only (an assignment is not a
+    read), never a method called (``.all(axis=1)``), never an import line, never another
+    object's attribute of the same name (``tracing.provider``, ``registry.models``)."""
+    found = set()
+    for path in paths:
+        tree = ast.parse(path.read_text())
+        called = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Attribute) or not isinstance(node.ctx, ast.Load):
+                continue
+            if id(node) in called:
+                continue
+            base = node.value
+            holder = base.attr if isinstance(base, ast.Attribute) else getattr(base, "id", "")
+            if holder in SETTINGS_HOLDERS or (holder == "self" and path.name == "config.py"):
+                found.add(node.attr)
+    return found
+
+
 def test_every_setting_is_read_by_the_service() -> None:
     """A setting that validates but changes nothing is worse than none: each field of the
-    settings is read (``.name``, where declaring it is ``name:``) somewhere in the service."""
-    code = "\n".join(path.read_text() for path in (ROOT / "service").rglob("*.py"))
-    sources = re.sub(r"#.*", "", code)  # comments mention settings without reading them
+    settings is read, as an attribute of the settings or a section, somewhere in service/."""
+    reads = setting_reads(sorted((ROOT / "service").rglob("*.py")))
     sections = (Settings, Limits, BatchingConfig, ModelConfig, VersionPolicy)
     unread = [
         f"{section.__name__}.{name}"
         for section in sections
         for name in section.model_fields
-        if name not in {"config", "name", "version"}
-        and not re.search(rf"\.{name}\b(?!\s*=[^=])", sources)  # read, not assigned
+        if name not in {"config", "name", "version"} and name not in reads
     ]
     assert not unread, f"settings nothing reads: {unread}"
 
 
+def test_the_read_finder_sees_reads_and_nothing_else(tmp_path: Path) -> None:
+    """The finder above on code written here: it must be able to fail."""
+    code = tmp_path / "code.py"
+    code.write_text(
+        "from service import batching, models\n"
+        "import service.models as provider\n"
+        "self.tracing.provider = 1\n"
+        "x = tracing.provider + registry.models\n"
+        "ok = values.all(axis=1)\n"
+        "config.limits = other\n"
+        "timeout = runtime.config.request_timeout_s\n"
+        "size = limits.max_body_bytes\n"
+    )
+    assert setting_reads([code]) == {"request_timeout_s", "max_body_bytes"}
+
+
 def test_decode_threads_size_the_decoding_pool() -> None:
-    images.decode_threads, images._pool = 3, None
     try:
+        assert images.start_pool(3) is images.decode_pool()
         assert images.decode_pool()._max_workers == 3
     finally:
-        images.decode_pool().shutdown()
-        images.decode_threads, images._pool = None, None
+        images.start_pool(None)

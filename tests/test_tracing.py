@@ -13,7 +13,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from benchmarks.payloads import mnist_test
 from modelspec import digits
-from service import app as service_app
 from service.app import App
 from service.config import load_config
 from service.inference import Runtime
@@ -44,9 +43,7 @@ def traced(quick_repository: Path, tmp_path_factory: pytest.TempPathFactory):
     loop = asyncio.new_event_loop()
     loop.run_until_complete(registry.refresh())
     runtime = Runtime(settings, metrics, registry, Tracing.with_exporter(exporter, batch=False))
-    service_app.runtime = runtime
-    yield loop, App(_bentoml_stand_in), exporter
-    service_app.runtime = None
+    yield loop, App(_bentoml_stand_in, runtime), exporter
     registry.close()
     loop.close()
 

@@ -1,19 +1,19 @@
-"""The raw body: size limits, content types, JSON and multipart parsing."""
+"""The body read: content types, JSON and multipart parsing (reading it off the connection,
+within its size limit, is ``service.http``'s)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from python_multipart.multipart import parse_options_header
 
-from service.config import Limits
-from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from service.inputs.numbers import ascii_int
+from service.errors import BadRequest, UnsupportedMediaType
 
-if TYPE_CHECKING:
-    from service.http import RawRequest
+# Reading the body off the connection (and draining one nobody read) is service.http's;
+# these names stay importable from here for older imports.
+from service.http import ClientGone, read_body  # noqa: F401
 
 MULTIPART = "multipart/form-data"
 IMAGE_TYPES = ("image/png", "image/jpeg", "application/octet-stream")
@@ -34,38 +34,6 @@ class Upload:
 
 def media_type_of(content_type: str) -> str:
     return content_type.split(";", 1)[0].strip().lower()
-
-
-class ClientGone(Exception):
-    """The client disconnected before its body arrived; there is nobody to answer."""
-
-
-async def read_body(request: RawRequest, limits: Limits) -> bytes:
-    """The whole body, refused as soon as it passes ``limits.max_body_bytes`` (declared or
-    streamed, 413). Its deadline (408) is the connection's (``service.connection``)."""
-    request.unread = False  # whatever comes of it, ``RawRequest.drain`` leaves it alone
-    declared = ascii_int(request.headers.get("content-length"))
-    if declared is not None and declared > limits.max_body_bytes:
-        raise _too_large(limits.max_body_bytes)
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limits.max_body_bytes:
-            raise _too_large(limits.max_body_bytes)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def _too_large(max_bytes: int) -> PayloadTooLarge:
-    return PayloadTooLarge(
-        "body_too_large", "request body too large", expected=f"at most {max_bytes} bytes"
-    )
 
 
 def parse_json(body: bytes, content_type: str = "") -> Any:
@@ -148,7 +116,9 @@ def image_uploads(body: bytes, content_type: str) -> list[Upload]:
     else:
         raise unsupported(kind, f"{MULTIPART} with image files, a raw image/png or image/jpeg")
     if not uploads:
-        raise BadRequest("empty_batch", "no image in the request", expected="at least one image")
+        raise BadRequest(
+            "empty_batch", "no image in the request", expected="at least one image", status=400
+        )
     return uploads
 
 

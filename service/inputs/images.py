@@ -37,18 +37,24 @@ INLINE_PIXELS = 100_000
 # missing ones with grey without an error.
 JPEG_MIN_BITS_PER_BLOCK = 1
 
-# Set once per worker from Settings.decode_threads (service.service); None: one per usable CPU.
-decode_threads: int | None = None
-_pool: ThreadPoolExecutor | None = None
+_pool: ThreadPoolExecutor | None = None  # one per process: its threads are the process's
+
+
+def start_pool(threads: int | None) -> ThreadPoolExecutor:
+    """The threads that decode large images: ``threads`` of them (``decode_threads`` of
+    the settings; None: one per usable CPU). The service starts it once per worker, before
+    any request; a pool started before is shut down once its work is done."""
+    global _pool
+    if _pool is not None:
+        _pool.shutdown(wait=False)
+    _pool = ThreadPoolExecutor(threads or available_cpus(), thread_name_prefix="decode")
+    return _pool
 
 
 def decode_pool() -> ThreadPoolExecutor:
-    """The threads that decode large images, made on first use."""
-    global _pool
-    if _pool is None:
-        threads = decode_threads or available_cpus()
-        _pool = ThreadPoolExecutor(threads, thread_name_prefix="decode")
-    return _pool
+    """The decoding pool; one per usable CPU when none was started (a Runtime built
+    outside the service, as in tests)."""
+    return _pool or start_pool(None)
 
 
 def open_image(upload: Upload, item: int, max_pixels: int) -> Image.Image:

@@ -20,7 +20,15 @@ from service.backends import Outputs
 from service.errors import RequestError
 from service.http import Reply, json_reply
 from service.inputs.numbers import ascii_int
-from service.interfaces.base import BYTES, Answer, Incoming, Tensor, accepts_json, envelope
+from service.interfaces.base import (
+    BYTES,
+    Answer,
+    Incoming,
+    Tensor,
+    accepts_json,
+    envelope,
+    query_option,
+)
 from service.monitoring.names import IN_DISTRIBUTION, OOD_SCORE
 
 if TYPE_CHECKING:
@@ -62,6 +70,14 @@ def with_flags(predictions: list[dict[str, Any]], outputs: Outputs) -> list[dict
 
 class _Classifier(Answer):
     """A probability per label, one row per item."""
+
+    needs_labels = True
+
+    def check(self, signature: Signature, manifest: dict[str, Any]) -> None:
+        super().check(signature, manifest)
+        labels, width = manifest["labels"], signature.outputs[0].shape[-1]
+        if width != len(labels):
+            raise ValueError(f"{len(labels)} labels for {width} output classes")
 
     def protocol_outputs(
         self, signature: Signature, manifest: dict[str, Any]
@@ -110,6 +126,7 @@ def top_k_option(query: dict[str, str], class_count: int) -> int:
 class TopLabels(_Classifier):
     name = "top_labels"
     summary = "each item's label and the top-k labels with probabilities (?top_k=, default 3)"
+    query_options = (query_option("top_k", {"type": "integer", "minimum": 1}, "labels per item"),)
 
     def check_native(self, incoming: Incoming, version: Version) -> None:
         super().check_native(incoming, version)
@@ -146,6 +163,14 @@ class Decision(Answer):
     name = "decision"
     summary = "each item's probability and the decision at the model's threshold"
     LABEL = "label"
+    needs_labels = True
+
+    def check(self, signature: Signature, manifest: dict[str, Any]) -> None:
+        super().check(signature, manifest)
+        threshold = manifest.get("decision", {}).get("threshold")
+        probability = isinstance(threshold, int | float) and not isinstance(threshold, bool)
+        if len(manifest["labels"]) != 2 or not (probability and 0 <= threshold <= 1):
+            raise ValueError("a decision needs two labels and a threshold in [0, 1]")
 
     def protocol_outputs(
         self, signature: Signature, manifest: dict[str, Any]
@@ -231,6 +256,13 @@ class ImageAnswer(Answer):
 
     name = "image"
     summary = "each item as a 28x28 image: floats, or PNG (?format=png or Accept: image/png)"
+    query_options = (
+        query_option(
+            "format",
+            {"type": "string", "enum": ["tensor", "png"]},
+            "tensor (JSON, default) or png; 'Accept: image/png' also asks for PNG",
+        ),
+    )
 
     def check_native(self, incoming: Incoming, version: Version) -> None:
         wants_png(incoming)

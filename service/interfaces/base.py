@@ -100,11 +100,33 @@ class Incoming:
         return self.media_type not in UPLOAD_TYPES
 
 
+def query_option(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    """An OpenAPI query parameter of a native route (``?top_k=``, ``?invert=``...)."""
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
 class InputKind:
-    """How requests become a signature's feed."""
+    """How requests become a signature's feed.
+
+    Each kind owns its rules: what the manifest must declare for it (``check``), the query
+    options of its native route (``query_options``) and how requests are read. Adding a kind
+    is a class here (``service/interfaces``) and its name in ``modelspec.interfaces``."""
 
     name = "tensor"
     summary = ""
+    one_input = False  # its native route reads one input (files, records)
+    query_options: tuple[dict[str, Any], ...] = ()  # OpenAPI query parameters
+
+    def check(self, signature: Signature) -> None:
+        """What a signature of this kind must declare; ValueError says what it lacks."""
+        if self.one_input and len(signature.inputs) != 1:
+            raise ValueError(f"a {self.name} signature has one input")
 
     def protocol_inputs(self, signature: Signature, manifest: dict[str, Any]) -> tuple[Tensor, ...]:
         return tuple(Tensor.of(t) for t in signature.inputs)
@@ -126,10 +148,20 @@ class InputKind:
 
 
 class Answer:
-    """How a signature's outputs become answers."""
+    """How a signature's outputs become answers; like ``InputKind``, it owns its rules."""
 
     name = "tensor"
     summary = ""
+    one_output = True  # answers one output (every answer but plain tensors)
+    needs_labels = False  # the manifest's labels name its classes
+    query_options: tuple[dict[str, Any], ...] = ()
+
+    def check(self, signature: Signature, manifest: dict[str, Any]) -> None:
+        """What a signature with this answer must declare; ValueError says what it lacks."""
+        if self.one_output and len(signature.outputs) != 1:
+            raise ValueError(f"a {self.name} answer has one output")
+        if self.needs_labels and not manifest.get("labels"):
+            raise ValueError(f"a {self.name} answer needs labels")
 
     def protocol_outputs(
         self, signature: Signature, manifest: dict[str, Any]

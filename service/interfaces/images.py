@@ -22,7 +22,7 @@ from service.errors import RequestError
 from service.inputs.body import Upload, image_uploads, parse_json
 from service.inputs.images import decode_images
 from service.inputs.tensors import TensorContract, parse_tensor, unwrap
-from service.interfaces.base import Columns, Incoming, InputKind, Tensor
+from service.interfaces.base import Columns, Incoming, InputKind, Tensor, query_option
 
 if TYPE_CHECKING:
     from service.descriptor import Version
@@ -65,6 +65,8 @@ def is_files(column: Any, name: str) -> bool:
 
 class ImageInput(InputKind):
     """One input that takes files or numbers; subclasses say how files are prepared."""
+
+    one_input = True
 
     def protocol_inputs(self, signature: Signature, manifest: dict[str, Any]) -> tuple[Tensor, ...]:
         (spec,) = signature.inputs
@@ -146,6 +148,13 @@ class MnistImage(ImageInput):
 
     name = "mnist_image"
     summary = "PNG/JPEG files of one digit each (any size, normalised the MNIST way), or floats"
+    query_options = (
+        query_option(
+            "invert",
+            {"type": "string", "enum": ["auto", "true", "false"], "default": "auto"},
+            "images only: true for dark-on-light, false for MNIST style, auto decides",
+        ),
+    )
     SIDE = digits.IMAGE_SIZE
 
     def contract(self, version: Version, signature: str) -> TensorContract:
@@ -174,6 +183,12 @@ class RgbPhoto(ImageInput):
 
     name = "rgb_photo"
     summary = "photos (PNG/JPEG, any size: upright, centre-cropped, resized), or RGB values"
+
+    def check(self, signature: Signature) -> None:
+        super().check(signature)
+        shape = signature.inputs[0].shape
+        if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 3 or not shape[1]:
+            raise ValueError("rgb_photo needs (N, size, size, 3)")
 
     def prepare(self, version: Version, signature: str, query: dict[str, str]) -> Prepare:
         size = self.contract(version, signature).shapes[0][0]  # (size, size, 3), checked at load

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from modelspec import Signature, bank
+from modelspec.bank import BankEncoder
 from service.backends import Feed
 from service.config import Limits
 from service.errors import RequestError
@@ -79,9 +80,18 @@ def column_values(name: str, column: Column) -> list[Any]:
     return values
 
 
+def encoder_of(version: Version) -> BankEncoder:
+    """The version's record encoder (its manifest's ``preprocessing.encoder``), built once."""
+    return version.memo(
+        ("bank encoder",),
+        lambda: BankEncoder.from_dict(version.manifest["preprocessing"]["encoder"]),
+    )
+
+
 class BankRecord(InputKind):
     name = "bank_record"
     summary = "raw bank-full.csv records"
+    one_input = True
 
     def protocol_inputs(self, signature: Signature, manifest: dict[str, Any]) -> tuple[Tensor, ...]:
         columns = manifest["preprocessing"]["encoder"]["columns"]
@@ -117,19 +127,19 @@ class BankRecord(InputKind):
     @staticmethod
     def _feed(records: list[Any], version: Version, signature: str, limits: Limits) -> Feed:
         (name,) = version.contracts(signature)
-        features = encode_records(records, version.bank_encoder, limits.max_items_per_request)
+        features = encode_records(records, encoder_of(version), limits.max_items_per_request)
         return {name: features}
 
     def native_request(self, version: Version, signature: str) -> dict[str, Any]:
         record = {
             "type": "object",
             "description": "the raw bank-full.csv columns (all of them, no others)",
-            "required": list(version.bank_encoder.columns),
+            "required": list(encoder_of(version).columns),
             "properties": {
                 column: {"oneOf": [{"type": "number"}, {"type": "string"}]}
                 if column in bank.NUMERIC
                 else {"type": "string", "enum": list(bank.CATEGORIES[column])}
-                for column in version.bank_encoder.columns
+                for column in encoder_of(version).columns
             },
             "additionalProperties": False,
         }

@@ -144,6 +144,7 @@ def _object(properties: dict[str, Any]) -> dict[str, Any]:
 class TensorAnswer(Answer):
     name = "tensor"
     summary = "the named outputs"
+    one_output = False
 
     def native(
         self, outputs: Outputs, incoming: Incoming, version: Version, signature: str

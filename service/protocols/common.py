@@ -58,6 +58,7 @@ def protocol_errors(error: RequestError) -> Reply:
     show the ``error`` string alone, so it carries the whole reason (``RequestError.text``)."""
     reply = json_reply({**error.body(), "error": error.text()}, status=error.status)
     reply.headers.update(error.headers)
+    reply.error = error
     if reply.status in (406, 415, 422):
         reply.status = 400
     return reply

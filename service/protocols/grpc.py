@@ -5,8 +5,9 @@ Runs in every worker on its event loop (``grpc.aio``), beside HTTP, on ``SERVING
 V2 over HTTP: the same model names, versions, batchers, validation, limits and metrics; only
 the tensors come from protobuf (typed ``contents`` or ``raw_input_contents``) and the answer
 goes back as ``raw_output_contents``, as Triton answers. Errors are gRPC status codes with the
-service's message: INVALID_ARGUMENT (400/422), NOT_FOUND (404), RESOURCE_EXHAUSTED (413),
-UNAVAILABLE (503), DEADLINE_EXCEEDED (408/504), UNAUTHENTICATED (401), PERMISSION_DENIED (403).
+service's message, each code's status from ``service.errors.CATALOGUE`` (INVALID_ARGUMENT for
+400/422, NOT_FOUND 404, RESOURCE_EXHAUSTED 413/429, UNAVAILABLE 503, DEADLINE_EXCEEDED 504,
+UNAUTHENTICATED 401, PERMISSION_DENIED 403).
 The message stubs are the ones Triton's own client ships (``tritonclient.grpc``), so the wire
 format is Triton's exactly. Shared memory, statistics, tracing and logging settings, and
 streaming are not served (UNIMPLEMENTED).
@@ -23,7 +24,6 @@ from typing import Any
 
 import grpc
 import numpy as np
-import orjson
 from google.protobuf.message_factory import GetMessageClass
 from tritonclient.grpc import model_config_pb2 as config_pb
 from tritonclient.grpc import service_pb2 as pb
@@ -55,17 +55,6 @@ from service.protocols.v2_codec import (
 
 logger = logging.getLogger(__name__)
 
-STATUS_CODES = {
-    400: grpc.StatusCode.INVALID_ARGUMENT,
-    401: grpc.StatusCode.UNAUTHENTICATED,
-    403: grpc.StatusCode.PERMISSION_DENIED,
-    404: grpc.StatusCode.NOT_FOUND,
-    408: grpc.StatusCode.DEADLINE_EXCEEDED,
-    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    503: grpc.StatusCode.UNAVAILABLE,
-    504: grpc.StatusCode.DEADLINE_EXCEEDED,
-}
 MAX_MESSAGE_CHARS = 1000
 # The typed contents field of each V2 datatype (protobuf has no 8- or 16-bit fields).
 CONTENTS = {
@@ -203,16 +192,20 @@ def infer_call(runtime: Runtime, message: Any) -> Call:
     return Call(model, number, signature, label, decode, encode, protocol_errors, "grpc")
 
 
-async def _abort(context: grpc.aio.ServicerContext, reply: Reply) -> None:
-    try:
-        message = orjson.loads(reply.body).get("error", "request refused")
-    except (ValueError, AttributeError):
-        message = "request refused"
-    code = STATUS_CODES.get(reply.status, grpc.StatusCode.INTERNAL)
+def status_of(error: RequestError) -> grpc.StatusCode:
+    """The gRPC status of a refusal: its code's, from the catalogue."""
+    return grpc.StatusCode[error.grpc]
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: RequestError | None) -> None:
+    """Abort with the refusal's catalogued status and its whole reason (``text``); a reply
+    written from no refusal (an internal fault, 500) is INTERNAL."""
+    if error is None:
+        await context.abort(grpc.StatusCode.INTERNAL, "internal error")
     # grpc-message travels as a header: HTTP/2 peers refuse headers past 16 KiB (and then
     # report RESOURCE_EXHAUSTED instead of this code), so a message quoting a client's
     # string is cut well below that.
-    await context.abort(code, message[:MAX_MESSAGE_CHARS])
+    await context.abort(status_of(error), error.text()[:MAX_MESSAGE_CHARS])
 
 
 def _model_reply(runtime: Runtime, name: str, version: str) -> tuple[Any, Any]:
@@ -248,7 +241,7 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         try:
             loaded, view = _model_reply(self.runtime, request.name, request.version)
         except RequestError as error:
-            await _abort(context, protocol_errors(error))
+            await _abort(context, error)
         model = self.runtime.registry.find(loaded.model)
         described = v2.model_metadata(
             request.name, loaded, view, [v.number for v in model.ready_versions]
@@ -265,7 +258,7 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         try:
             loaded, view = _model_reply(self.runtime, request.name, request.version)
         except RequestError as error:
-            await _abort(context, protocol_errors(error))
+            await _abort(context, error)
         policy = self.runtime.registry.find(loaded.model).config.version_policy.describe()
         described = v2.model_config(request.name, loaded, view, policy)
         config = config_pb.ModelConfig(
@@ -290,10 +283,10 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         try:
             call = infer_call(self.runtime, request)
         except RequestError as error:
-            await _abort(context, protocol_errors(error))
+            await _abort(context, error)
         reply = await handle(incoming, call, self.runtime)  # the concurrency limit included
         if reply.message is None:
-            await _abort(context, reply)
+            await _abort(context, reply.error)
         return reply.message
 
     # -- the model repository extension (Bearer token in the call's metadata) ----------------
@@ -311,7 +304,7 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
             admin.check_parameters(dict(request.parameters) or None, "load")
             await self.runtime.registry.load(request.model_name)
         except RequestError as error:
-            await _abort(context, protocol_errors(error))
+            await _abort(context, error)
         return pb.RepositoryModelLoadResponse()
 
     async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:
@@ -320,14 +313,14 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
             admin.check_parameters(dict(request.parameters) or None, "unload")
             await self.runtime.registry.unload(request.model_name)
         except RequestError as error:
-            await _abort(context, protocol_errors(error))
+            await _abort(context, error)
         return pb.RepositoryModelUnloadResponse()
 
     async def _authorise(self, context: Any) -> None:
         try:
             admin.authorise(GrpcRequest(None, context).headers, self.runtime.config)
         except RequestError as error:
-            await _abort(context, protocol_errors(error))
+            await _abort(context, error)
 
 
 _claims: list[Any] = []

@@ -121,6 +121,7 @@ def signature_of(version: Version, name: Any) -> SignatureView:
             f"model {version.name!r} has no signature {name[:60]!r}",
             field="signature_name",
             expected=str([TF_DEFAULT, *version.views]),
+            status=400,  # TF Serving's own answer
         )
     return view
 
@@ -151,6 +152,7 @@ def read_request(body: bytes, version: Version) -> tuple[SignatureView, Columns,
                     f"input {tensor.name!r} holds booleans",
                     field=tensor.name,
                     expected="numbers",
+                    status=400,  # TF Serving's own answer
                 )
     return view, columns, rows
 

@@ -156,8 +156,8 @@ async def server_ready(request: RawRequest, runtime: Runtime) -> Reply:
     if registry.ready:
         return _json({"ready": True})
     reasons = registry.not_ready_reasons()
-    error = {"error": "not every model is ready", "code": "not_ready", "models": reasons}
-    return _json({**error, "ready": False}, status=503)
+    error = RequestError("not_ready", "not every model is ready")
+    return _json({**error.body(), "models": reasons, "ready": False}, status=error.status)
 
 
 async def metadata(
@@ -189,8 +189,8 @@ async def ready(
     if known is not None and known.state == READY:
         return _json({"name": name, "ready": True})
     reason = (known.reason or known.state) if known is not None else (model.reason or model.state)
-    error = f"model {name!r} is not ready: {reason}"
-    return _json({"error": error, "code": "model_not_ready", "ready": False}, status=503)
+    error = RequestError("model_not_ready", f"model {name!r} is not ready: {reason}")
+    return _json({**error.body(), "ready": False}, status=error.status)
 
 
 async def config(

@@ -1,0 +1,56 @@
+"""service.models: the version policies (latest, specific, all) of a repository of three
+versions of a synthetic graph, served in this process by the real Registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.unit.synthetic import B, InProcess, W, affine_onnx, manifest, publish
+
+X = [[1.0, 2.0, 3.0, 4.0]]
+
+
+def _repository(tmp_path: Path, policy: str) -> tuple[Path, Path]:
+    root = tmp_path / "models"
+    for number in (1, 2, 3):
+        publish(root, manifest("affine", number), {"model.onnx": affine_onnx()})
+    config = tmp_path / "serving.yaml"
+    config.write_text(f"models:\n  affine:\n    version_policy: {policy}\n")
+    return root, config
+
+
+def _served(service: InProcess) -> dict[int, int]:
+    """Status of an inference request to each version, and the version that answers by
+    default (key 0)."""
+    found = {}
+    for number in (1, 2, 3):
+        path = f"/v2/models/affine/versions/{number}/infer"
+        entry = {"name": "x", "shape": [1, 4], "datatype": "FP32", "data": X[0]}
+        found[number] = service.request("POST", path, json={"inputs": [entry]}).status_code
+    latest = service.request("POST", "/models/affine/predict", json={"inputs": X})
+    assert latest.status_code == 200, latest.text
+    np.testing.assert_allclose(latest.json()["outputs"]["y"], np.array(X) @ W + B, rtol=1e-6)
+    found[0] = latest.json()["version"]
+    return found
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected"),
+    [
+        ("{latest: 1}", {1: 404, 2: 404, 3: 200, 0: 3}),
+        ("{latest: 2}", {1: 404, 2: 200, 3: 200, 0: 3}),
+        ("{specific: [1, 2]}", {1: 200, 2: 200, 3: 404, 0: 2}),
+        ("{all: true}", {1: 200, 2: 200, 3: 200, 0: 3}),
+    ],
+)
+def test_the_version_policy_chooses_what_is_served(tmp_path: Path, policy, expected) -> None:
+    root, config = _repository(tmp_path, policy)
+    with InProcess(root, SERVING_CONFIG=str(config)) as service:
+        assert _served(service) == expected
+        unknown = service.request("POST", "/models/affine/predict?version=3", json={"inputs": X})
+        if expected[3] == 404:
+            assert unknown.json()["code"] == "unknown_version"
+            assert unknown.json()["expected"].startswith("one of [")

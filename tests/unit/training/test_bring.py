@@ -1,0 +1,144 @@
+"""training.bring's pieces for a user's model, without a model trained or exported: names,
+the signature read off an ONNX graph made here, and the parity inputs from .npy files."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modelspec import Signature, TensorSpec
+from tests.unit.synthetic import CLASSES, WIDTH, affine_onnx
+from training.bring import checked_name, generated_inputs, onnx_signature, parity_inputs
+from training.errors import TrainingError
+from training.export import PARITY_MIN_INPUTS
+
+SIGNATURE = Signature(
+    "predict",
+    (TensorSpec("x", (None, WIDTH)), TensorSpec("n", (None, 2), "int64")),
+    (TensorSpec("y", (None, CLASSES)),),
+    "model.onnx",
+)
+
+
+@pytest.mark.parametrize("name", ["iris", "my-model_2", "a.b", "9lives"])
+def test_valid_names_pass(name: str) -> None:
+    assert checked_name(name) == name
+
+
+@pytest.mark.parametrize(
+    "name", ["", "../x", "a/b", "a b", "-lead", "models", "v2", "x" * 65, "a\nb"]
+)
+def test_names_that_cannot_be_a_url_segment_are_refused(name: str) -> None:
+    with pytest.raises(TrainingError, match="choose another with --name"):
+        checked_name(name)
+
+
+def test_the_signature_is_read_off_the_graph(tmp_path: Path) -> None:
+    path = tmp_path / "m.onnx"
+    path.write_bytes(affine_onnx("features", "scores"))
+    signature, external = onnx_signature(path)
+    assert external == []
+    assert [(t.name, t.shape, t.dtype) for t in signature.inputs] == [
+        ("features", (None, WIDTH), "float32")
+    ]
+    assert [(t.name, t.shape) for t in signature.outputs] == [("scores", (None, CLASSES))]
+
+
+def test_a_file_that_is_no_graph_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "m.onnx"
+    path.write_bytes(b"not a graph")
+    with pytest.raises(TrainingError, match=r"not (an|a valid) ONNX model"):
+        onnx_signature(path)
+
+
+def test_generated_inputs_follow_dtype_shape_and_range() -> None:
+    ranged = Signature("p", (TensorSpec("x", (None, 3), range=(2.0, 3.0)),), SIGNATURE.outputs, "m")
+    feed = generated_inputs(ranged, 50)
+    assert feed["x"].shape == (50, 3) and feed["x"].dtype == np.float32
+    assert feed["x"].min() >= 2.0 and feed["x"].max() <= 3.0
+    mixed = generated_inputs(SIGNATURE, 10)
+    assert mixed["n"].dtype == np.int64 and set(np.unique(mixed["n"])) <= {0, 1, 2, 3}
+
+
+def _npy(path: Path, array: np.ndarray) -> Path:
+    np.save(path, array)
+    return path
+
+
+def test_the_users_inputs_come_first_then_generated_ones(tmp_path: Path) -> None:
+    x = np.arange(5 * WIDTH, dtype=np.float64).reshape(5, WIDTH)
+    n = np.ones((5, 2), np.int32)
+    given = {"x": _npy(tmp_path / "x.npy", x), "n": _npy(tmp_path / "n.npy", n)}
+    feed, source = parity_inputs(SIGNATURE, given)
+    assert feed["x"].shape == (PARITY_MIN_INPUTS, WIDTH) and feed["x"].dtype == np.float32
+    np.testing.assert_array_equal(feed["x"][:5], x.astype(np.float32))
+    assert feed["n"].dtype == np.int64
+    assert source == f"5 inputs from x.npy, n.npy, then {PARITY_MIN_INPUTS - 5} generated"
+
+
+def _npz(path: Path, **arrays: np.ndarray) -> Path:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    path.write_bytes(buffer.getvalue())
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [
+        (lambda t: {"x": _npy(t / "x.npy", np.zeros((2, WIDTH)))}, "needs exactly the inputs"),
+        (lambda t: {"": _npy(t / "x.npy", np.zeros((2, WIDTH)))}, "name each input"),
+        (
+            lambda t: {
+                "x": _npy(t / "x.npy", np.zeros((2, WIDTH + 1))),
+                "n": _npy(t / "n.npy", np.zeros((2, 2))),
+            },
+            "does not fit input 'x'",
+        ),
+        (
+            lambda t: {
+                "x": _npy(t / "x.npy", np.zeros((2, WIDTH))),
+                "n": _npy(t / "n.npy", np.zeros((3, 2))),
+            },
+            "different numbers of rows",
+        ),
+        (
+            lambda t: {
+                "x": _npy(t / "x.npy", np.array([["a"] * WIDTH])),
+                "n": _npy(t / "n.npy", np.zeros((1, 2))),
+            },
+            "not numbers for input 'x'",
+        ),
+        (
+            lambda t: {"x": (t / "x.npy"), "n": _npy(t / "n.npy", np.zeros((1, 2)))},
+            "no NumPy header",
+        ),
+        (
+            lambda t: {
+                "x": _npz(t / "x.npz", a=np.zeros((1, WIDTH)), b=np.zeros(1)),
+                "n": _npy(t / "n.npy", np.zeros((1, 2))),
+            },
+            "several arrays",
+        ),
+    ],
+)
+def test_parity_inputs_that_do_not_fit_are_refused_naming_why(
+    tmp_path: Path, make, problem: str
+) -> None:
+    (tmp_path / "x.npy").write_bytes(b"plain text, no header")  # replaced where a test saves one
+    given = make(tmp_path)
+    with pytest.raises(TrainingError, match=problem):
+        parity_inputs(SIGNATURE, given)
+
+
+def test_a_zip_that_is_no_npz_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "x.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("readme.txt", "hello")
+    given = {"x": path, "n": _npy(tmp_path / "n.npy", np.zeros((1, 2)))}
+    with pytest.raises(TrainingError, match=r"x\.npz"):
+        parity_inputs(SIGNATURE, given)
