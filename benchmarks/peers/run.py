@@ -134,6 +134,8 @@ def prepare(peer: Peer, python: Path, workdir: Path, onnx: Path) -> Launch:
     for name, text in files.items():
         (workdir / name).parent.mkdir(parents=True, exist_ok=True)
         (workdir / name).write_text(text)
+    if peer.setup is not None:
+        peer.setup(launch)
     return launch
 
 
@@ -150,9 +152,9 @@ def measure_peer(
     row["requirements"] = list(peer.requirements)
     try:
         if peer.requirements:
-            if not venvs.current(peer.name, peer.requirements):
+            if not venvs.current(peer.venv_name, peer.requirements):
                 progress(peer.label, "installing " + " ".join(peer.requirements))
-            venv = venvs.ensure(peer.name, peer.requirements)
+            venv = venvs.ensure(peer.venv_name, peer.requirements)
             row["install"] = {"reused": venv.reused, "seconds": venv.seconds, "mb": venv.size_mb}
             how = "venv reused" if venv.reused else f"installed in {venv.seconds:.0f} s"
             progress(peer.label, f"{how}, {venv.size_mb:,.0f} MB")
