@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST = "manifest.json"
+MODEL_CONFIG = "config.yaml"  # beside the version folders: labels, traffic, shadow, policy
 # Names a model may not take: the service's own first path segments.
 RESERVED_NAMES = frozenset(
     {"models", "v1", "v2", "livez", "readyz", "healthz", "metrics", "docs.json", "schema.json",

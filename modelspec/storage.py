@@ -174,6 +174,16 @@ class Remote:
             raise StorageError(f"listing {self.url}: {describe_error(error)}") from None
         return Listing(objects)
 
+    def read(self, key: str) -> bytes:
+        """One object below the prefix (a model's config.yaml); StorageError when the store
+        fails."""
+        import obstore
+
+        try:
+            return bytes(obstore.get(self.store, key).bytes())
+        except Exception as error:
+            raise _read_error(key, error) from None
+
     def latest_version(self, name: str) -> int | None:
         found = self.list().versions().get(name, {})
         return max(found) if found else None

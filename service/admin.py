@@ -122,3 +122,57 @@ async def unload(request: RawRequest, runtime: Runtime, name: str) -> Reply:
     except ClientGone:
         return Reply(b"", status=499)  # the client left mid-body: nobody to answer
     return json_reply({})
+
+
+ROUTING_KEYS = ("labels", "traffic")
+
+
+async def routing(request: RawRequest, runtime: Runtime, name: str) -> Reply:
+    """Set ``labels`` and/or ``traffic`` of a model on this server (``null`` clears one); the
+    answer is the model's routing in force. The repository's config.yaml is the fleet-wide
+    way: this call acts on the server that answers it, until that file changes."""
+    try:
+        authorise(request.headers, runtime.config)
+        options = await _options(request, runtime)
+        unknown = sorted(k[:60] for k in options if k not in ROUTING_KEYS)
+        if unknown or not options:
+            raise RequestError(
+                "invalid_routing",
+                f"unknown fields {unknown}" if unknown else "nothing to set",
+                field="body",
+                expected='{"labels": {label: version}, "traffic": {label or version: weight}}',
+                status=400,
+            )
+        changes = {}
+        for key in ROUTING_KEYS:
+            if key in options:
+                value = options[key]
+                if value is not None and not isinstance(value, dict):
+                    raise RequestError(
+                        "invalid_routing", f"{key!r} must be an object or null", field=key,
+                        status=400,
+                    )  # fmt: skip
+                changes[key] = value
+        changes = _checked_routing(changes)
+        model = await runtime.registry.set_routing(name, changes)
+    except RequestError as error:
+        return error_reply(error)
+    except ClientGone:
+        return Reply(b"", status=499)  # the client left mid-body: nobody to answer
+    return json_reply({"name": model.name, **model.describe_routing()})
+
+
+def _checked_routing(changes: dict[str, Any]) -> dict[str, Any]:
+    """Labels and weights as config.yaml would take them (a 400 naming what is wrong)."""
+    from pydantic import ValidationError
+
+    from service.config import ModelFileConfig
+
+    try:
+        parsed = ModelFileConfig.model_validate({k: v for k, v in changes.items() if v is not None})
+    except ValidationError as error:
+        problem = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+        raise RequestError("invalid_routing", problem[:500], status=400) from None
+    return {k: (getattr(parsed, k) if changes[k] is not None else None) for k in changes}

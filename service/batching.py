@@ -110,6 +110,11 @@ class Batcher:
     def config(self) -> BatchingConfig:
         return self._config
 
+    @property
+    def queued(self) -> int:
+        """Items queued or being decoded for this batcher now (shadow work yields to them)."""
+        return self._queued_items + self._arriving
+
     @contextmanager
     def arriving(self) -> Iterator[None]:
         """Marks a request being read and decoded, so a forming batch may wait for it."""

@@ -102,6 +102,77 @@ class OodConfig(_Section):
     threshold: float | None = None
 
 
+# A version label (TF Serving's version_labels): a name that is not a number, so that
+# ``/versions/{v}`` and ``?version=`` tell a label from a version by its first character.
+LABEL = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+
+
+class ShadowConfig(_Section):
+    """A share of live requests also run on another version, its answers compared, never
+    returned (``service.rollout``)."""
+
+    target: str  # a label or a version number
+    sample: float = Field(ge=0, le=1)
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _keys_as_text(value: Any) -> Any:
+    """YAML reads ``{1: 80}`` with an int key: a version number, written as text here."""
+    if isinstance(value, dict):
+        return {str(k) if isinstance(k, int) and not isinstance(k, bool) else k: v
+                for k, v in value.items()}  # fmt: skip
+    return value
+
+
+def check_routing(
+    labels: dict[str, int], traffic: dict[str, float], shadow: ShadowConfig | None
+) -> None:
+    """Labels, weights and shadow that refer to each other coherently (ValueError if not):
+    label names are not numbers, a weight's or the shadow's target is a label or a version."""
+    for label, number in labels.items():
+        if not LABEL.fullmatch(label):
+            raise ValueError(
+                f"label {label[:70]!r}: 1-64 letters, digits, '_', '.' or '-', starting with a "
+                "letter (a number is a version)"
+            )
+        if number < 1:
+            raise ValueError(f"label {label!r}: version {number} is not a version (>= 1)")
+
+    def target(text: str, where: str) -> None:
+        if text not in labels and not (text.isascii() and text.isdigit() and int(text) >= 1):
+            raise ValueError(
+                f"{where} {text[:70]!r} is neither a label of {sorted(labels)} nor a version"
+            )
+
+    for key, weight in traffic.items():
+        target(key, "traffic")
+        if not weight >= 0:
+            raise ValueError(f"traffic {key!r}: weight {weight} is below 0")
+    if traffic and not sum(traffic.values()) > 0:
+        raise ValueError("traffic: the weights add up to 0")
+    if shadow is not None:
+        target(shadow.target, "shadow target")
+
+
+class ModelFileConfig(_Section):
+    """``<repository>/<model>/config.yaml``: the model's roll-out settings, followed at every
+    poll by every replica (``service.rollout``). Each key it sets replaces the same key of
+    ``serving.yaml``'s ``models.<name>``."""
+
+    version_policy: VersionPolicy | None = None
+    labels: dict[str, int] | None = None
+    traffic: dict[str, float] | None = None
+    shadow: ShadowConfig | None = None
+
+    # Labels, traffic and shadow are checked together once merged with serving.yaml's
+    # (config.yaml may weigh labels serving.yaml defines): service.rollout.merge.
+    _text_keys = field_validator("labels", "traffic", mode="before")(_keys_as_text)
+
+
 class ModelConfig(_Section):
     """Per-model settings; the name is the key under ``models:``."""
 
@@ -110,12 +181,19 @@ class ModelConfig(_Section):
     ood: OodConfig | None = None
     version_policy: VersionPolicy = VersionPolicy()
     version: int | None = Field(None, ge=1)  # older form of version_policy: {specific: [v]}
+    # Roll-out settings, as in the repository's config.yaml (which wins, key by key).
+    labels: dict[str, int] = {}
+    traffic: dict[str, float] = {}
+    shadow: ShadowConfig | None = None
+
+    _text_keys = field_validator("labels", "traffic", mode="before")(_keys_as_text)
 
     @model_validator(mode="after")
     def _pin(self) -> ModelConfig:
         if self.version is not None:
             policy = VersionPolicy(specific=(self.version,))
             object.__setattr__(self, "version_policy", policy)
+        check_routing(self.labels, self.traffic, self.shadow)
         return self
 
 

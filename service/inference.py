@@ -31,6 +31,7 @@ from service.logs import client_request_id, request_id
 from service.metrics import EndpointMetrics, Metrics
 from service.models import Registry
 from service.monitoring import Monitor
+from service.rollout import ROUTING_KEY, VERSION_HEADER, Shadows
 from service.tracing import RequestTrace, Tracing
 
 logger = logging.getLogger(__name__)
@@ -90,11 +91,15 @@ class Runtime:
     # filled all 512 places and locked every client out until their 408s).
     in_flight: int = 0
     deadlines: Deadlines = field(init=False)
+    shadows: Shadows = field(init=False)  # shadow traffic (service.rollout)
     _calls: dict[tuple[Any, ...], Call] = field(init=False, default_factory=dict)
     _calls_generation: int = field(init=False, default=-1)
 
     def __post_init__(self) -> None:
         self.deadlines = Deadlines(self.config.request_timeout_s)
+        self.shadows = Shadows(
+            self.metrics, self.config.request_timeout_s, self.config.max_concurrency
+        )
 
     def full(self) -> bool:
         return self.in_flight >= self.config.max_concurrency
@@ -248,7 +253,9 @@ async def _infer(
     begun: tuple[str, float] = ("", 0.0),
 ) -> Reply:
     limits = runtime.config.limits
-    loaded = runtime.registry.resolve(call.model, call.version)
+    model = runtime.registry.find(call.model)
+    # The version it names, else one drawn by the traffic weights (sticky by routing key).
+    loaded = model.route(call.version, request.headers.get(ROUTING_KEY))
     version = loaded.version
     assert version is not None  # a ready version is described
     if traced is not None:
@@ -288,7 +295,7 @@ async def _infer(
                     ) from None
             t2 = time.perf_counter()
             ran = await loaded.batchers[decoded.signature].infer(decoded.feed)
-            outputs = ran.outputs
+            outputs = raw = ran.outputs
             require_finite(outputs)
             answer = version.views[decoded.signature].answer
             classes = answer.classes(outputs, version)
@@ -300,6 +307,11 @@ async def _infer(
                     outputs = await monitor.flag(version, decoded.signature, decoded.feed, outputs)
                 monitor.observe(version, decoded.signature, decoded.feed, outputs, classes)
             reply = call.encode(outputs, decoded.context, version, decoded.signature)
+            reply.headers[VERSION_HEADER] = str(loaded.number)
+            if model.routing.shadow_version is not None:  # after the live answer is made
+                runtime.shadows.offer(
+                    model, loaded, decoded.signature, decoded.feed, raw, runtime.in_flight
+                )
             if monitor is not None and monitor.payloads is not None:
                 monitor.answered(
                     begun[0],

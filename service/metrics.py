@@ -204,6 +204,49 @@ class Metrics:
             multiprocess_mode="liveall",
         )
 
+        self.model_config_valid = Gauge(
+            "model_config_valid",
+            "1 when the model's config.yaml (and its labels, weights and shadow) was applied "
+            "at the last poll, 0 while the last good settings are kept in its place",
+            ["model"],
+            namespace=namespace,
+            multiprocess_mode="liveall",
+        )
+        # Shadow traffic (service.rollout): by model and (live, shadow) version pair.
+        pair = ["model", "live_version", "shadow_version"]
+        self.shadow_requests = Counter(
+            "shadow_requests",
+            "Live requests offered to the shadow version, by result: compared, failed, "
+            "dropped_busy, dropped_load, dropped_unavailable",
+            [*pair, "result"],
+            namespace=namespace,
+        )
+        self.shadow_items = Counter(
+            "shadow_items", "Items whose live and shadow answers were compared", pair,
+            namespace=namespace,
+        )  # fmt: skip
+        self.shadow_agreed = Counter(
+            "shadow_agreed_items",
+            "Compared items whose top class (classifiers) or decision (bank) agreed; divide "
+            "by serving_shadow_items_total for the agreement",
+            [*pair, "kind"],
+            namespace=namespace,
+        )
+        self.shadow_max_abs_diff = Gauge(
+            "shadow_max_abs_diff",
+            "Largest absolute difference between live and shadow values of an output so far",
+            [*pair, "output"],
+            namespace=namespace,
+            multiprocess_mode="livemax",
+        )
+        self.shadow_abs_diff_sum = Counter(
+            "shadow_abs_diff_sum",
+            "Sum over compared items of each item's mean absolute difference of an output; "
+            "divide by serving_shadow_items_total for the mean",
+            [*pair, "output"],
+            namespace=namespace,
+        )
+
     def connection_refused(self, reason: str) -> None:
         self.connection_refusals.labels(reason).inc()
 

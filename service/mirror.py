@@ -69,6 +69,7 @@ class Mirror:
         self.last_success: float | None = None
         self.last_attempt: float | None = None
         self.from_cache = False  # serving what the cache held: the store was never reached
+        self._files: dict[str, tuple[str, bytes]] = {}  # config.yaml by model: (ETag, bytes)
         self._lock = threading.Lock()  # one copy at a time into the cache (worker threads)
         self.cache_bytes = self.size()
 
@@ -123,6 +124,27 @@ class Mirror:
                     found.setdefault(model_dir.name, {})[number] = model_dir / str(number)
                     self.stamps[(model_dir.name, number)] = etag
         return found
+
+    def model_file(self, name: str) -> tuple[bool, bytes | None]:
+        """(known, bytes) of ``<model>/config.yaml`` as the last LIST saw it: read again
+        only when its ETag changed (one GET); (False, None) when the store cannot say."""
+        if self.listing is None or self.error is not None:
+            return False, None
+        info = self.listing.objects.get(f"{name}/{repository.MODEL_CONFIG}")
+        if info is None:
+            self._files.pop(name, None)
+            return True, None
+        held = self._files.get(name)
+        if held is not None and held[0] == info.etag:
+            return True, held[1]
+        self.metrics.repository_requests.labels(self.remote.url, "get").inc()
+        try:
+            data = self.remote.read(f"{name}/{repository.MODEL_CONFIG}")
+        except (StorageError, FileNotFoundError, ValueError) as error:
+            logger.error("model %s: reading its config.yaml failed: %s", name, error)
+            return False, None
+        self._files[name] = (info.etag, data)
+        return True, data
 
     def stamp(self, name: str, number: int) -> Any:
         """What changes when the version is published again: its manifest's ETag."""

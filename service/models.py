@@ -20,6 +20,7 @@ several workers each drops (or takes back) a model within a second.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import math
@@ -43,6 +44,8 @@ from service.descriptor import ManifestError, Version
 from service.errors import NotFound, RequestError, Unavailable
 from service.metrics import Metrics
 from service.mirror import Mirror
+from service.protocols.common import NotAVersion
+from service.rollout import Routing, merge, read_file, routing_for
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +56,8 @@ EMPTY = "no_published_version"
 NO_VERSION = "no published version in the model repository"
 OFFLOAD_ABOVE_S = 0.001  # a batch slower than this (inline) runs off the event loop
 STATE_FILE = "unloaded.json"
+ROUTING_FILE = "routing.json"  # the repository API's labels and traffic, for every worker
+MAX_CONFIG_BYTES = 64 * 1024  # a model's config.yaml: a few lines
 
 
 class LoadError(RuntimeError):
@@ -174,7 +179,15 @@ class ServedModel:
 
     def __init__(self, name: str, config: ModelConfig) -> None:
         self.name = name
-        self.config = config
+        self.base = config  # serving.yaml's models.<name> (or the defaults)
+        self.config = config  # in force: base, then config.yaml, then the repository API
+        self.sources = {key: "serving.yaml" for key in ("version_policy", "labels", "traffic")}
+        self.file: Any = None  # the last good config.yaml (ModelFileConfig), None: no file
+        self.file_digest: str | None = None  # sha256 of config.yaml as last read
+        self.file_error: str | None = None
+        self.override: dict[str, Any] | None = None  # the repository API's labels, traffic
+        self.routing = Routing()
+        self.routing_error: str | None = None
         self.versions: dict[int, Loaded] = {}
         self.unloaded = False  # by the repository API
         self.missing_reason: str | None = None
@@ -221,9 +234,40 @@ class ServedModel:
             return failed[-1].reason
         return self.missing_reason
 
+    def number_of(self, number: int) -> int:
+        """A version number, or the version a label names (``NotAVersion`` carries the
+        client's text); a 404 listing the versions and labels for a label not set."""
+        if not isinstance(number, NotAVersion):
+            return number
+        found = self.routing.labels.get(number.text)
+        if found is None:
+            served = [v.number for v in self.ready_versions]
+            raise NotFound(
+                "unknown_version",
+                f"model {self.name!r} has no version or label {number.text!r}",
+                field="version",
+                expected=f"one of {served} or a label of {sorted(self.routing.labels)}",
+            )
+        return found
+
+    def route(self, number: int | None, key: str | None) -> Loaded:
+        """The version an inference request runs on: the one it names (a number or a
+        label), else one drawn by the traffic weights (from ``key`` when given: sticky),
+        else the latest ready. A drawn version retired since the weights were set gives way
+        to the latest ready one."""
+        if number is None:
+            drawn = self.routing.pick(key)
+            if drawn is not None:
+                found = self.versions.get(drawn)
+                if found is not None and found.state == READY:
+                    return found
+        return self.resolve(number)
+
     def resolve(self, number: int | None) -> Loaded:
         """The version a request asks for (the latest ready when none): a 404 for one not
         served, a 503 while it loads or when it could not be loaded."""
+        if number is not None:
+            number = self.number_of(number)
         if number is None:
             found = self.latest()
             if found is not None:
@@ -265,6 +309,7 @@ class ServedModel:
             "versions": [v.describe() for _, v in sorted(self.versions.items())],
             "version_policy": self.config.version_policy.describe(),
             "batching": self.config.batching.model_dump(),
+            **self.describe_routing(),
         }
         if latest is not None and latest.version is not None:
             described.update(latest.version.describe())
@@ -277,6 +322,67 @@ class ServedModel:
                 "offload_from_items": offload_from,  # batches of this many items or more
             }
         return described
+
+    def describe_routing(self) -> dict[str, Any]:
+        """Labels, traffic and where they came from, and the config.yaml's state."""
+        routing = self.routing
+        latest = self.latest()
+        return {
+            "version_labels": dict(sorted(routing.labels.items())),
+            "traffic": {
+                "weights": routing.weights or None,
+                # each version's share of the requests that name none
+                "split": routing.shares()
+                if routing.versions
+                else ({str(latest.number): 100.0} if latest else {}),
+                "routing_key_header": "x-routing-key",
+            },
+            "rollout_sources": dict(self.sources),
+            "config_file": {
+                "present": self.file is not None or self.file_digest is not None,
+                "sha256": self.file_digest,  # of the file as last read, taken or refused
+                "valid": self.file_error is None and self.routing_error is None,
+                "error": self.file_error or self.routing_error,
+            },
+        }
+
+    @property
+    def override_in_force(self) -> dict[str, Any] | None:
+        """The repository API's labels and traffic, until config.yaml changes after them."""
+        if self.override is None or self.override.get("file_digest") != self.file_digest:
+            return None
+        return self.override
+
+    def apply(self, route: bool = True) -> None:
+        """Put the settings in force: serving.yaml, config.yaml, the repository API (the
+        version policy at once; labels, weights and shadow only once every version they
+        name is ready, else the routing before stays and the refusal is reported)."""
+        try:
+            merged, sources = merge(self.base, self.file, self.override_in_force)
+        except ValueError as error:
+            self.routing_error = f"config.yaml: {error}"
+            return
+        self.config, self.sources = merged, sources
+        if not route:
+            return
+        ready = {v.number for v in self.ready_versions}
+        states = {n: v.state for n, v in self.versions.items()}
+        try:
+            routing = routing_for(merged, ready, states)
+        except ValueError as error:
+            if self.routing_error != str(error):
+                logger.error("model %s: roll-out settings refused: %s", self.name, error)
+            self.routing_error = str(error)
+            return
+        if routing != self.routing:
+            logger.info(
+                "model %s: labels %s, traffic %s, shadow %s",
+                self.name,
+                routing.labels,
+                routing.shares() or "latest",
+                routing.shadow_version,
+            )
+        self.routing, self.routing_error = routing, None
 
 
 def _offload_from(batching: BatchingConfig, one: float, full: float) -> int | None:
@@ -305,6 +411,8 @@ class Registry:
         self.generation = 0  # changes whenever the served models or their names change
         self._lock = asyncio.Lock()
         self._state_seen: float | None = None
+        self._routing_seen: float | None = None
+        self._overrides: dict[str, Any] = {}
         remote = config.remote
         self.mirror = (
             Mirror(remote, config.cache_dir, config.cache_max_bytes, metrics) if remote else None
@@ -367,8 +475,55 @@ class Registry:
 
     def _model(self, name: str) -> ServedModel:
         if name not in self.models:
-            self.models[name] = ServedModel(name, self.config.model(name))
+            model = self.models[name] = ServedModel(name, self.config.model(name))
+            found = self._overrides.get(name)
+            model.override = found if isinstance(found, dict) else None
+            model.apply(route=False)  # labels and weights once its versions are loaded
         return self.models[name]
+
+    def _model_file(self, name: str) -> tuple[bool, bytes | None]:
+        """(known, bytes) of the model's config.yaml: (True, None) when there is none,
+        (False, None) when it could not be read (the store unreachable): change nothing."""
+        if self.mirror is not None:
+            return self.mirror.model_file(name)
+        path = os.path.join(self.config.repository, name, repository.MODEL_CONFIG)
+        try:
+            with open(path, "rb") as handle:
+                return True, handle.read(MAX_CONFIG_BYTES + 1)
+        except FileNotFoundError:
+            return True, None
+        except OSError as error:
+            logger.error("model %s: cannot read %s: %s", name, repository.MODEL_CONFIG, error)
+            return False, None
+
+    async def _read_model_file(self, model: ServedModel) -> None:
+        """Take a changed config.yaml: a good one replaces the last good, a bad one is
+        reported (``/models``, the log, ``serving_model_config_valid``) and changes nothing."""
+        known, data = await asyncio.to_thread(self._model_file, model.name)
+        if not known:
+            return
+        digest = None if data is None else hashlib.sha256(data).hexdigest()
+        if digest == model.file_digest:
+            return
+        model.file_digest = digest
+        if data is None:
+            model.file, model.file_error = None, None
+            logger.info("model %s: no config.yaml now; serving.yaml's settings", model.name)
+            return
+        try:
+            if len(data) > MAX_CONFIG_BYTES:
+                raise ValueError(f"larger than {MAX_CONFIG_BYTES} bytes")
+            found = read_file(data)
+            merge(model.base, found, None)  # labels, weights and shadow coherent together
+        except ValueError as error:
+            model.file_error = f"config.yaml: {error}"
+            logger.error(
+                "model %s: config.yaml refused, the last good settings stay: %s", model.name, error
+            )
+            return
+        model.file, model.file_error = found, None
+        settings = found.model_dump(exclude_none=True)
+        logger.info("model %s: config.yaml read: %s", model.name, settings)
 
     def _published(self) -> dict[str, dict[int, Path]] | None:
         """Every model folder of the repository (or the configured ones) and its versions;
@@ -402,7 +557,13 @@ class Registry:
             return
         for name, present in sorted(published.items()):
             if only is None or name == only:
-                await self._sync(self._model(name), present)
+                model = self._model(name)
+                await self._read_model_file(model)
+                model.apply(route=False)  # the file's version policy, for this scan
+                await self._sync(model, present)
+                model.apply()
+                valid = model.file_error is None and model.routing_error is None
+                self.metrics.model_config_valid.labels(name).set(1 if valid else 0)
         for name in [n for n in self.models if n not in published and n not in self.config.models]:
             for loaded in self.models[name].versions.values():
                 loaded.retire()
@@ -649,7 +810,30 @@ class Registry:
             return None
         return {n for n in names if isinstance(n, str)} if isinstance(names, list) else None
 
+    def _routing_file(self) -> dict[str, Any] | None:
+        """The repository API's labels and traffic by model, when changed since last read."""
+        path = self.state_dir() / ROUTING_FILE
+        try:
+            mtime = path.stat().st_mtime
+        except OSError:
+            return None
+        if mtime == self._routing_seen:
+            return None
+        self._routing_seen = mtime
+        try:
+            found = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return found if isinstance(found, dict) else None
+
     async def _read_state_file(self) -> None:
+        overrides = await asyncio.to_thread(self._routing_file)
+        if overrides is not None:
+            for name, model in self.models.items():
+                found = overrides.get(name)
+                model.override = found if isinstance(found, dict) else None
+                model.apply()
+            self._overrides = overrides
         names = await asyncio.to_thread(self._state_file_names)
         if names is None:
             return
@@ -757,10 +941,39 @@ class Registry:
                 logger.exception("repository scan failed")
 
     def _state_changed(self) -> bool:
-        try:
-            return (self.state_dir() / STATE_FILE).stat().st_mtime != self._state_seen
-        except OSError:
-            return False
+        directory = self.state_dir()
+        for name, seen in ((STATE_FILE, self._state_seen), (ROUTING_FILE, self._routing_seen)):
+            try:
+                if (directory / name).stat().st_mtime != seen:
+                    return True
+            except OSError:
+                continue
+        return False
+
+    async def set_routing(self, name: str, changes: dict[str, Any]) -> ServedModel:
+        """The repository API's labels and traffic for ``name`` (a key set to None clears
+        it): checked as a config.yaml would be, and refused (400) when a label or weight
+        names a version that is not ready; written for every worker of this server."""
+        model = self.find(name)
+        async with self._lock:
+            override = dict(model.override_in_force or {})
+            override.update(changes)
+            override["file_digest"] = model.file_digest
+            try:
+                merged, _ = merge(model.base, model.file, override)
+                ready = {v.number for v in model.ready_versions}
+                routing_for(merged, ready, {n: v.state for n, v in model.versions.items()})
+            except ValueError as error:
+                raise RequestError("invalid_routing", str(error), status=400) from None
+            model.override = override
+            model.apply()
+            self._overrides[name] = override
+            path = self.state_dir() / ROUTING_FILE
+            temporary = path.with_suffix(".tmp")
+            temporary.write_text(json.dumps(self._overrides))
+            temporary.replace(path)
+            self._routing_seen = path.stat().st_mtime
+        return model
 
     def close(self) -> None:
         for model in self.models.values():

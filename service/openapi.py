@@ -188,6 +188,27 @@ ADMIN_UNLOAD = operation(
     _ADMIN,
     description="Needs `Authorization: Bearer <SERVING_ADMIN_TOKEN>`.",
 )
+ADMIN_ROUTING = operation(
+    "Set a model's version labels and traffic weights on this server",
+    _ADMIN,
+    body={
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "labels": {"type": ["object", "null"], "description": "label -> version"},
+                    "traffic": {
+                        "type": ["object", "null"],
+                        "description": "label or version -> weight",
+                    },
+                },
+            }
+        }
+    },
+    description="Needs `Authorization: Bearer <SERVING_ADMIN_TOKEN>`. Wins over config.yaml "
+    "until config.yaml changes; `null` clears a key. 400 `invalid_routing` for a label or "
+    "weight naming a version that is not ready.",
+)
 TF_STATUS = operation("Model status: every version's state (TF Serving)", _LOOKUP)
 TF_METADATA = operation("Signature definitions (TF Serving)", _LOOKUP)
 TF_PREDICT = operation(
@@ -249,12 +270,12 @@ def _version() -> str:
 
 def _path_parameters(template: str, names: dict[str, list[str]]) -> list[dict[str, Any]]:
     found = []
-    for name in ("name", "version", "signature", "file"):
+    for name in ("name", "version", "label", "signature", "file"):
         if "{" + name + "}" not in template:
             continue
         schema: dict[str, Any] = {"type": "string"}
-        if name == "version":
-            schema["pattern"] = "^[0-9]+$"
+        if name == "version":  # a number, or a label (service.rollout)
+            schema["pattern"] = "^([0-9]+|[A-Za-z][A-Za-z0-9_.-]{0,63})$"
         elif names.get(name):
             schema["enum"] = names[name]
         found.append({"name": name, "in": "path", "required": True, "schema": schema})

@@ -70,8 +70,8 @@ def _models(runtime: Runtime) -> str:
 
 HEALTH_REFRESH_S = 5
 # The live view: plain DOM building from /models (textContent only, never innerHTML with
-# data, so a model's words cannot become markup). Fields other parts of the service may add
-# are shown when /models has them: version_labels, traffic, shadow, storage_error.
+# data, so a model's words cannot become markup). Labels, traffic and shadow come from
+# service.rollout; storage_error is shown when /models has it.
 HEALTH_SCRIPT = """
 function cell(row, value) {
   const td = document.createElement("td");
@@ -81,6 +81,30 @@ function cell(row, value) {
 function shown(value) {
   if (value === undefined || value === null) return "n/a";
   return typeof value === "object" ? JSON.stringify(value) : String(value);
+}
+function labelsText(labels) {
+  if (!labels) return "n/a";
+  const pairs = Object.entries(labels).map(([l, v]) => l + " \u2192 v" + v);
+  return pairs.length ? pairs.join(", ") : "none";
+}
+function trafficText(traffic) {
+  if (!traffic) return "n/a";
+  const shares = Object.entries(traffic.split || {}).map(([v, s]) => "v" + v + " " + s + "%");
+  return (shares.join(", ") || "none") + (traffic.weights ? "" : " (latest)");
+}
+function shadowText(shadow) {
+  if (shadow === undefined) return "n/a";
+  if (shadow === null) return "off";
+  let text = "v" + shadow.version + " at " + (100 * shadow.sample) + "%: ";
+  const pair = shadow.pairs.reduce((a, b) => (a && a.items >= b.items ? a : b), null);
+  if (!pair || !pair.items) return text + "no comparison yet";
+  if (pair.agreement !== null)
+    text += (100 * pair.agreement).toFixed(2) + "% " + pair.agreement_of.replace("_", " ")
+      + " agreement";
+  const diffs = Object.entries(pair.outputs).map(
+    ([name, d]) => name + " max |diff| " + d.max_abs_diff.toPrecision(3));
+  return text + (diffs.length ? "; " + diffs.join(", ") : "") + " (" + pair.items + " items, "
+    + pair.requests.failed + " failed, " + pair.requests.dropped + " dropped)";
 }
 function driftCell(drift) {
   const box = document.createElement("div");
@@ -132,9 +156,17 @@ async function health() {
     cell(row, m.name);
     const ready = (m.versions || []).filter(v => v.state === "ready");
     cell(row, ready.map(v => v.version).join(", ") || m.state);
-    cell(row, shown(m.version_labels));
-    cell(row, shown(m.traffic));
-    cell(row, shown(m.shadow));
+    const labels = cell(row, labelsText(m.version_labels));
+    labels.className = "labels";
+    if (m.config_file && !m.config_file.valid) {  // refused: the last good settings serve
+      const warning = document.createElement("div");
+      warning.className = "config-error";
+      warning.style.color = "#d62728";
+      warning.textContent = m.config_file.error;
+      labels.appendChild(warning);
+    }
+    cell(row, trafficText(m.traffic)).className = "traffic";
+    cell(row, shadowText(m.shadow)).className = "shadow";
     cell(row, driftCell(m.drift));
     const ood = m.drift && m.drift.ood;
     let rate = "n/a";
@@ -190,8 +222,9 @@ code {{ background: #f3f3f3; padding: 0 .2rem; }}
 <h2>Model health</h2>
 <p>Live, from <a href="/models">/models</a> every {HEALTH_REFRESH_S} s: the versions served, drift
 of each input feature and of the predicted classes against the training data (PSI; above
-the alert threshold in red), the out-of-distribution rate, and, where this server has them,
-version labels, traffic weights, shadow agreement and the last storage error (n/a
+the alert threshold in red), the out-of-distribution rate, the version labels, each version's
+share of the traffic, the shadow's agreement with the live answers (with a refused
+<code>config.yaml</code> in red) and, where this server has one, the last storage error (n/a
 otherwise).</p>
 <div id="health">loading&hellip;</div>
 <h2>Calling a model</h2>

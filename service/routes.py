@@ -30,6 +30,7 @@ MODELS, V2, TF, ADMIN, DOCS = (
 
 def _described(model: Any, runtime: Runtime) -> dict[str, Any]:
     described = model.describe()
+    described["shadow"] = runtime.shadows.describe(model)  # this worker's comparisons
     if runtime.monitor is not None:
         described["drift"] = runtime.monitor.describe(model)
     return described
@@ -59,6 +60,8 @@ async def drift_plot(request: RawRequest, runtime: Runtime, name: str) -> Reply:
         number = version_number(wanted) if wanted is not None else None
         if wanted is not None and number is None:
             raise NotFound("unknown_version", f"version {wanted[:20]!r} is not served")
+        if number is not None:
+            number = model.number_of(number)  # a label: its version
         png = None
         if runtime.monitor is not None:
             png = await asyncio.to_thread(runtime.monitor.drift_png, model, number)
@@ -79,7 +82,7 @@ async def model_file(
     """A served version's model card or one of its plots: only files its manifest lists."""
     try:
         model = runtime.registry.find(name)
-        number = version_number(version) or -1
+        number = model.number_of(version_number(version) or -1)  # a number or a label
         loaded = model.versions.get(number)
         if loaded is None or loaded.state != READY or loaded.version is None:
             raise unknown_version(model, number)
@@ -155,6 +158,8 @@ ROUTES = [
           doc=openapi.ADMIN_LOAD),
     Route("POST", "/v2/repository/models/{name}/unload", admin.unload, tags=(ADMIN,),
           doc=openapi.ADMIN_UNLOAD),
+    Route("POST", "/v2/repository/models/{name}/routing", admin.routing, tags=(ADMIN,),
+          doc=openapi.ADMIN_ROUTING),
     # -- TensorFlow Serving REST ------------------------------------------------------------
     Route("GET", "/v1/models/{name}" + VERSION, tfserving.status, tags=(TF,),
           doc=openapi.TF_STATUS),
@@ -162,5 +167,11 @@ ROUTES = [
           doc=openapi.TF_METADATA),
     Route("POST", "/v1/models/{name}" + VERSION + ":predict", tfserving.predict, tags=(TF,),
           doc=openapi.TF_PREDICT, infer=True),
+    Route("GET", "/v1/models/{name}/labels/{label}", tfserving.labelled_status, tags=(TF,),
+          doc=openapi.TF_STATUS),
+    Route("GET", "/v1/models/{name}/labels/{label}/metadata", tfserving.labelled_metadata,
+          tags=(TF,), doc=openapi.TF_METADATA),
+    Route("POST", "/v1/models/{name}/labels/{label}:predict", tfserving.labelled_predict,
+          tags=(TF,), doc=openapi.TF_PREDICT, infer=True),
 ]  # fmt: skip
 TABLE = RouteTable(ROUTES)

@@ -25,6 +25,7 @@ import yaml
 from benchmarks.servers import Server
 from modelspec import repository
 from service.monitoring.names import METRICS as MONITORING_METRICS
+from service.rollout import SHADOW_METRICS
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -243,5 +244,5 @@ def test_dashboard_and_alerts_use_real_metrics(service_url: str) -> None:
     assert in_flight == 0  # every answered request left the gauge
     assert queried, "no metric found in the dashboard or rules"
     # The monitoring series need monitored traffic: tests/test_monitoring.py checks them.
-    queried -= set(MONITORING_METRICS)
+    queried -= set(MONITORING_METRICS) | set(SHADOW_METRICS)  # tests/test_rollout.py checks these
     assert queried <= exposed, sorted(queried - exposed)

@@ -224,6 +224,69 @@ def test_the_cache_refuses_a_version_past_its_bound(
     assert 0 <= roomy.size() - size < 100  # the version, and the ETag it was copied at
 
 
+def test_a_models_config_yaml_is_followed_from_the_bucket(
+    in_moto: Moto, sources: dict[int, Path], tmp_path: Path
+) -> None:
+    """``<model>/config.yaml`` in the bucket: read with one GET when its ETag changes (none
+    while it stays), a bad one keeps the last good settings, a deleted one gives way to
+    serving.yaml's. The registry a worker runs, polled here scan by scan."""
+    import asyncio
+
+    import obstore
+    from prometheus_client import REGISTRY
+
+    from service.config import load_config
+    from service.metrics import Metrics
+    from service.models import Registry
+
+    url = in_moto.url("rollout")
+    export(sources[2], url, in_moto.env)
+    export(sources[3], url, in_moto.env)
+    remote = storage.parse(url)
+    settings = load_config(
+        {
+            "MODEL_REPOSITORY": url,
+            "SERVING_CACHE_DIR": str(tmp_path / "cache"),
+            "SERVING_STATE_DIR": str(tmp_path / "state"),
+        }
+    )
+    registry = Registry(settings, Metrics("rollout_s3"))
+
+    def gets() -> float:
+        labels = {"repository": url, "operation": "get"}
+        return REGISTRY.get_sample_value("rollout_s3_repository_requests_total", labels) or 0
+
+    async def follow() -> None:
+        def put(text: str) -> None:
+            obstore.put(remote.store, "tiny/config.yaml", text.encode())
+
+        put("version_policy: {all: true}\nlabels: {stable: 1, canary: 2}\ntraffic: {canary: 1}\n")
+        await registry.refresh()
+        model = registry.find("tiny")
+        assert model.routing.labels == {"stable": 1, "canary": 2}, model.file_error
+        assert model.route(None, None).number == 2
+        before = gets()
+        await registry.refresh()  # unchanged: its ETag says so, nothing read
+        assert gets() == before
+        put("labels: {stable: 1\n")  # not YAML
+        await registry.refresh()
+        assert gets() == before + 1
+        assert "not YAML" in model.describe()["config_file"]["error"]
+        assert model.route(None, None).number == 2  # the last good settings
+        put("version_policy: {all: true}\nlabels: {stable: 2}\ntraffic: {stable: 1}\n")
+        await registry.refresh()
+        assert model.routing.labels == {"stable": 2} and model.describe()["config_file"]["valid"]
+        obstore.delete(remote.store, "tiny/config.yaml")
+        await registry.refresh()
+        assert model.routing.labels == {} and model.route(None, None).number == 2
+        assert [v.number for v in model.ready_versions] == [2]  # latest 1: the default policy
+
+    try:
+        asyncio.run(follow())
+    finally:
+        registry.close()
+
+
 @pytest.fixture
 def own_moto(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A moto server of this test's own: the test stops it (the outage)."""

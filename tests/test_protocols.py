@@ -251,7 +251,9 @@ def test_perf_analyzer_on_digits(service_url, client, data_dir, tmp_path) -> Non
         interval_ms=500,
         stability_pct=100,
     )
-    assert [row["Concurrency"] for row in rows] == [1, 2]
+    # perf_analyzer's CSV lists the levels by throughput, not by concurrency: on a busy machine
+    # concurrency 2 came first.
+    assert sorted(row["Concurrency"] for row in rows) == [1, 2]
     assert all(row["Inferences/Second"] > 0 for row in rows)
     # The server counted at least what perf_analyzer measured in one 0.5 s window per level
     # (it measures three or more): relative to this run's throughput, not a fixed count.

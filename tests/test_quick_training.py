@@ -106,6 +106,9 @@ def test_classifier_metrics_are_recorded(quick_repository: Path, data_dir: Path)
     assert latency["batch_1_ms_per_item"] > 0 and latency["batch_32_ms_per_item"] > 0
     card = (quick_repository / "flowers" / "1" / "model_card.md").read_text()
     assert "## Second collection" in card and "## CPU latency" in card
+    # Where the base's weights came from (random init offline, see test_cli_errors) is said in
+    # the card's training section as well as the manifest.
+    assert f"- base_weights: {flowers['training']['base_weights']}" in card
 
 
 def test_bank_reports_both_variants_and_a_validation_threshold(quick_repository: Path) -> None:

@@ -231,6 +231,7 @@ def model_status(model: ServedModel, number: int | None) -> dict[str, Any]:
                 version_status(v) for _, v in sorted(model.versions.items(), reverse=True)
             ]
         }
+    number = model.number_of(number)  # a label: its version
     loaded = model.versions.get(number)
     if loaded is None:
         raise unknown_version(model, number)
@@ -260,6 +261,24 @@ def model_metadata(version: Version) -> dict[str, Any]:
         "model_spec": {"name": version.name, "signature_name": "", "version": str(version.number)},
         "metadata": {"signature_def": {"signature_def": defs}},
     }
+
+
+async def labelled_status(request: RawRequest, runtime: Runtime, name: str, label: str) -> Reply:
+    """``/v1/models/{name}/labels/{label}``: as ``/versions/{v}`` for the labelled version."""
+    return await status(request, runtime, name, _as_label(label))
+
+
+async def labelled_metadata(request: RawRequest, runtime: Runtime, name: str, label: str) -> Reply:
+    return await metadata(request, runtime, name, _as_label(label))
+
+
+async def labelled_predict(request: RawRequest, runtime: Runtime, name: str, label: str) -> Reply:
+    return await predict(request, runtime, name, _as_label(label))
+
+
+def _as_label(label: str) -> str:
+    """TF Serving's labels are never numbers; ``/labels/2`` is no label (404), not version 2."""
+    return label if not label.isdigit() else "#" + label[:40]
 
 
 async def status(

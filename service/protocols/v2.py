@@ -179,6 +179,8 @@ async def ready(
         model_name, _ = runtime.registry.v2_target(name)
         model = runtime.registry.find(model_name)
         number = version_number(version)
+        if number is not None:
+            number = model.number_of(number)  # a label: its version
     except RequestError as error:
         return protocol_errors(error)
     known = model.latest() if number is None else model.versions.get(number)
