@@ -7,8 +7,9 @@ The defaults are what a user gets: drift checks on, digits' out-of-distribution 
 manifest names the autoencoder: one more batched inference), authentication off, tracing
 off. Each other row changes one thing: drift off, OOD flags off, API keys on (every request
 sends its key), tracing exporting OTLP/HTTP to a local sink (``benchmarks.otlp_sink``) at a
-sampling ratio of 0.01 and 1.0. Shadow traffic has a row that says it is not measured until
-the service has the setting (``--shadow-env NAME=VALUE ...`` measures it then).
+sampling ratio of 0.01 and 1.0, and a shadow (``config.yaml``: live traffic on digits version
+1, a ``sample`` of it also run on version 2, an identical copy, and compared) at 0.1 and 1.0;
+the shadow's servers get a copy of the repository with that second version.
 
 Every server is started first and stays up (an idle one takes next to no CPU); each is checked
 and warmed up, then measured in turn, ``--rounds`` times: within a round each concurrency
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -43,7 +45,6 @@ from modelspec import digits
 PATH = "/v2/models/digits/infer"
 KEY = "feature-cost-key-0123456789abcdef"
 NO_OOD = "models:\n  digits:\n    ood:\n      enabled: false\n"
-SHADOW_SLOT = "not measured: no shadow setting in this service yet (issue 25)"
 
 
 @dataclass
@@ -62,14 +63,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
-    parser.add_argument(
-        "--shadow-env", nargs="*", default=[], help="NAME=VALUE settings that turn shadow on"
-    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     return parser.parse_args(argv)
 
 
-def settings(folder: Path, sink_port: int, shadow_env: list[str]) -> list[Setting]:
+def shadow_repository(repository: Path, folder: Path, sample: float) -> Path:
+    """``repository`` with digits version 1 copied as version 2 and shadowing it."""
+    from tests import rollout_models
+
+    copy = folder / f"shadow-{sample:g}"
+    shutil.copytree(repository, copy)
+    digits_folder = copy / "digits"
+    for extra in [p for p in digits_folder.iterdir() if p.is_dir() and p.name != "1"]:
+        shutil.rmtree(extra)
+    rollout_models.same(digits_folder / "1", digits_folder / "2")
+    config = "version_policy: {all: true}\ntraffic: {1: 1}\n"
+    config += f"shadow: {{target: 2, sample: {sample:g}}}\n"
+    (digits_folder / "config.yaml").write_text(config)
+    return copy
+
+
+def settings(folder: Path, sink_port: int, repository: Path) -> list[Setting]:
     keys = folder / "keys.yaml"
     digest = hashlib.sha256(KEY.encode()).hexdigest()
     keys.write_text(f"keys:\n  - {{id: bench, sha256: {digest}, models: [digits]}}\n")
@@ -84,7 +98,9 @@ def settings(folder: Path, sink_port: int, shadow_env: list[str]) -> list[Settin
             "OTEL_TRACES_SAMPLER_ARG": f"{ratio:g}",
         }
 
-    shadow = dict(item.split("=", 1) for item in shadow_env)
+    def shadowed(sample: float) -> dict[str, str]:
+        return {"MODEL_REPOSITORY": str(shadow_repository(repository, folder, sample))}
+
     return [
         Setting("defaults (drift on, OOD flags on, auth off, tracing off)"),
         Setting("drift off", {"SERVING_DRIFT": "false"}),
@@ -92,13 +108,14 @@ def settings(folder: Path, sink_port: int, shadow_env: list[str]) -> list[Settin
         Setting("auth on (API key)", {"SERVING_API_KEYS_FILE": str(keys)}, {"x-api-key": KEY}),
         Setting("tracing on, sampled 0.01", traced(0.01)),
         Setting("tracing on, sampled 1.0", traced(1.0)),
-        Setting("shadow on", shadow, skipped="" if shadow else SHADOW_SLOT),
+        Setting("shadow on, sample 0.1", shadowed(0.1)),
+        Setting("shadow on, sample 1.0", shadowed(1.0)),
     ]
 
 
 def server_for(setting: Setting, repository: Path, log: Path) -> Server:
     env = {"MODEL_REPOSITORY": str(repository), "SERVING_WORKERS": "1", **setting.env}
-    return Server(env=env, log=log)
+    return Server(env=env, log=log)  # setting.env may name its own repository
 
 
 def ready(server: Server, setting: Setting, body: bytes, body_file: Path, args) -> str:
@@ -193,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
         sink = ServerProcess(sink_command, ROOT, {}, logs / "otlp-sink.log", port)
         stack.enter_context(sink)
         sink.wait_listening(60)
-        rows = settings(folder, port, args.shadow_env)
+        rows = settings(folder, port, repository)
         measured = [s for s in rows if not s.skipped]
         servers = []
         for number, setting in enumerate(measured):
