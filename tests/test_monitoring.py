@@ -247,6 +247,15 @@ def test_digits_carry_ood_flags_and_the_rates_are_as_expected(
     assert isinstance(native["predictions"][0]["in_distribution"], bool)
     state = client.get("/models/digits").json()["drift"]
     assert state["ood"]["items"] >= 1000 and state["ood"]["unavailable"] is None
+    # The counter (counted in plain Python, handed over at the flush before each scrape)
+    # holds every item scored and every one flagged, as /models does.
+    scraped: dict[str, float] = {}
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("serving_ood_items_total{") and 'model="digits"' in line:
+            inside = line.split('in_distribution="')[1].split('"')[0]
+            scraped[inside] = scraped.get(inside, 0) + float(line.split()[-1])
+    assert sum(scraped.values()) == state["ood"]["items"], (scraped, state["ood"])
+    assert scraped.get("false", 0) == state["ood"]["flagged"], (scraped, state["ood"])
 
 
 # -- the page ------------------------------------------------------------------------------
