@@ -56,7 +56,7 @@ class Monitor:
         )
         # (model, version, in_distribution) -> items since the last flush: counted here and
         # handed to prometheus_client at the metrics flush (service.metrics), as the request
-        # counts are; labels() and a multiprocess inc() per request cost 5-8 us.
+        # counts are; labels() and a multiprocess inc() cost 2.8 us a request (timeit).
         self._ood_counts: dict[tuple[str, str, str], int] = {}
         self.drift = Drift(config.drift_window, config.drift_interval_s, gauge)
         self.detectors = Detectors(registry)
