@@ -52,7 +52,7 @@ def train_and_publish(
     data = recipe.load(data_dir, profile)
     trained = recipe.train(data, profile)
     manifest = base_manifest(recipe, trained, data, profile, time.monotonic() - started)
-    held_out = held_out_inputs(data.test.x, data.validation.x)
+    held_out = held_out_inputs(data.test.x, data.validation.x, count=profile.parity_inputs(recipe))
     main = recipe.signatures_for(trained.model)[0]
     train_inputs, test_inputs = recipe.reference_inputs(trained.model, data)
     summary = reference.for_model(

@@ -12,7 +12,7 @@ import numpy as np
 
 from modelspec import Signature
 from training.errors import TrainingError
-from training.export import KerasFn
+from training.export import PARITY_MIN_INPUTS, KerasFn
 
 # Runs one signature on a float32 batch: (signature name, inputs) -> {output name: array}.
 Predict = Callable[[str, np.ndarray], dict[str, np.ndarray]]
@@ -26,6 +26,9 @@ class Profile:
     epochs: int | None = None  # overrides the recipe's own count
     seed: int = 42
     weights: str = "imagenet"  # flowers only: "imagenet", "none" or a weights file
+
+    def parity_inputs(self, recipe: Recipe) -> int:
+        return self.pick(full=PARITY_MIN_INPUTS, quick=recipe.quick_parity_inputs)
 
     def pick(self, full: int, quick: int) -> int:
         return quick if self.quick else full
@@ -80,6 +83,10 @@ class Recipe(ABC):
     name: str
     title: str
     intended_use: str
+    # Held-out inputs the parity check runs through Keras, the SavedModel and ONNX Runtime in
+    # the quick profile; a recipe whose model is slow checks fewer there (the full profile
+    # always checks PARITY_MIN_INPUTS).
+    quick_parity_inputs: int = PARITY_MIN_INPUTS
 
     @abstractmethod
     def load(self, data_dir: Path, profile: Profile) -> Dataset:
