@@ -52,7 +52,6 @@ class Setting:
     name: str
     env: dict[str, str] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
-    skipped: str = ""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -167,7 +166,7 @@ def summarise(rounds: list[dict[str, dict[int, dict[str, Any]]]], names: list[st
     return table
 
 
-def markdown(table: dict, skipped: dict[str, str], levels: list[int]) -> str:
+def markdown(table: dict, levels: list[int]) -> str:
     head = "| setting | " + " | ".join(f"c={c} req/s (p50 ms) | vs defaults" for c in levels)
     lines = [head + " |", "|---|" + "---:|---:|" * len(levels)]
     for name, row in table.items():
@@ -184,9 +183,6 @@ def markdown(table: dict, skipped: dict[str, str], levels: list[int]) -> str:
                 f"{found['requests_per_s']:,.0f}{p50}",
                 f"{found['vs_defaults']:.2f}x{spread}",
             ]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    for name, reason in skipped.items():
-        cells = [reason] + ["-"] * (2 * len(levels) - 1)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -210,8 +206,7 @@ def main(argv: list[str] | None = None) -> None:
         sink = ServerProcess(sink_command, ROOT, {}, logs / "otlp-sink.log", port)
         stack.enter_context(sink)
         sink.wait_listening(60)
-        rows = settings(folder, port, repository)
-        measured = [s for s in rows if not s.skipped]
+        measured = settings(folder, port, repository)
         servers = []
         for number, setting in enumerate(measured):
             log = logs / f"server-{number}.log"
@@ -236,18 +231,16 @@ def main(argv: list[str] | None = None) -> None:
             rounds.append(found)
     names = [s.name for s in measured]
     table = summarise(rounds, names, args.concurrency)
-    skipped = {s.name: s.skipped for s in rows if s.skipped}
     result = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": " ".join(sys.argv),
         "seconds": args.seconds,
         "rounds": args.rounds,
         "table": {name: {str(k): v for k, v in row.items()} for name, row in table.items()},
-        "skipped": skipped,
     }
     (args.out / "feature_cost.json").write_text(json.dumps(result, indent=2))
     print()
-    print(markdown(table, skipped, args.concurrency))
+    print(markdown(table, args.concurrency))
     print(f"\nwrote {args.out / 'feature_cost.json'}")
 
 
