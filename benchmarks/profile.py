@@ -25,7 +25,7 @@ from pathlib import Path
 import psutil
 
 from benchmarks import hey
-from benchmarks.payloads import Payload, json_payload, mnist_test, v2_json
+from benchmarks.payloads import Payload, json_payload, mnist_test, v2_binary, v2_json
 from benchmarks.servers import ROOT, Server
 from modelspec import digits
 
@@ -46,13 +46,23 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("event loop (asyncio)", ("asyncio", "uvloop")),
 )
 OTHER = "other"
+BODIES = {
+    "v2": "V2 JSON, one digit",
+    "native": "native JSON, one digit",
+    "binary": "V2 binary, 64 digits",
+}
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repository", type=Path, default=Path("models"))
     parser.add_argument("--data-dir", type=Path, required=True)
-    parser.add_argument("--body", choices=("v2", "native"), default="v2")
+    parser.add_argument(
+        "--body",
+        choices=("v2", "native", "binary"),
+        default="v2",
+        help="V2 JSON or native JSON with one digit, or V2 binary tensors with 64 (make bench's b)",
+    )
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--rate", type=int, default=250, help="samples per second")
@@ -97,10 +107,12 @@ def cpu_seconds(process: psutil.Process) -> float:
 
 
 def payload(kind: str, data_dir: Path) -> tuple[str, Payload]:
-    images, _ = mnist_test(data_dir, 1)
+    images, _ = mnist_test(data_dir, 64 if kind == "binary" else 1)
     pixels = digits.scale_pixels(images).astype("float32")
     if kind == "v2":
         return "/v2/models/digits/infer", v2_json(pixels)
+    if kind == "binary":
+        return "/v2/models/digits/infer", v2_binary(pixels)
     return "/digits/predict", json_payload({"inputs": pixels.tolist()})
 
 
@@ -114,13 +126,15 @@ def profile(args: argparse.Namespace, scratch: Path) -> dict:
         server.wait_until("/readyz", timeout=300)
         url = server.url + path
         print(f"warming up {url}", flush=True)
-        hey.run(url, body_file, args.concurrency, 2, body.content_type)
+        hey.run(url, body_file, args.concurrency, 2, body.content_type, body.headers)
         worker = worker_of(server)
         raw = scratch / "stacks.txt"
         load: dict[str, hey.HeyResult] = {}
 
         def drive() -> None:
-            load["result"] = hey.run(url, body_file, args.concurrency, args.seconds + 2)
+            load["result"] = hey.run(
+                url, body_file, args.concurrency, args.seconds + 2, body.content_type, body.headers
+            )
 
         driver = threading.Thread(target=drive)
         driver.start()
@@ -183,7 +197,7 @@ def _commit(cwd: Path) -> str | None:
 
 def report(result: dict) -> str:
     lines = [
-        f"commit {result['commit']} ({result['checkout']}), {result['body']} JSON, one digit, "
+        f"commit {result['commit']} ({result['checkout']}), {BODIES[result['body']]}, "
         f"c={result['concurrency']}: {result['load']['requests_per_s']:,.0f} req/s, "
         f"worker CPU {result['worker_cpu_share']:.0%} of a core, "
         f"{result['cpu_us_per_request']} us CPU per request ({result['samples']} samples)",

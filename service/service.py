@@ -106,6 +106,7 @@ class KerasModels:
         registry = Registry(SETTINGS, metrics)
         self.runtime = Runtime(SETTINGS, metrics, registry, tracing.from_environment())
         self.runtime.monitor = Monitor(SETTINGS, registry)
+        metrics.flushers.append(self.runtime.monitor.flush)
         GUARD.resolve = lambda name: registry.v2_index.get(name, (name,))[0]
         GUARD.start_metrics()
         metrics.flushers.append(GUARD.flush)

@@ -10,7 +10,12 @@ One span per request (``POST <route>``), with a child span per step of its life:
 body``, ``decode``, ``queue`` (waiting for its batch), ``compute`` (its batch in the model)
 and ``encode``; attributes give the model, version, signature, items, batch size and status.
 Steps are timed with ``perf_counter`` as the request runs and written as spans at the end,
-so an unsampled request costs one sampling decision, not five spans.
+so an unsampled request costs one sampling decision, not five spans. With a trace-id ratio
+sampler (the ``parentbased_traceidratio`` above) a request without a ``traceparent`` is
+decided before any OpenTelemetry object is made: its trace id is drawn first and compared
+with the sampler's bound, as the sampler itself would, and only a sampled one starts a span,
+with that id. The SDK's own path (context, sampler, non-recording span) cost 6.5 us per
+unsampled request; the draw costs well under 1 us.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
     SpanExporter,
 )
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 logger = logging.getLogger(__name__)
@@ -73,14 +80,44 @@ class RequestTrace:
         self.span.end(end_time=self._ns(time.perf_counter()))
 
 
+class DrawnFirst(RandomIdGenerator):
+    """The SDK's random ids, except that a root span takes the trace id drawn for it by
+    ``Tracing.start`` (the one its sampling was decided on)."""
+
+    def __init__(self) -> None:
+        self.next_trace_id: int | None = None
+
+    def generate_trace_id(self) -> int:
+        drawn, self.next_trace_id = self.next_trace_id, None
+        return drawn if drawn is not None else super().generate_trace_id()
+
+
+def _root_bound(provider: TracerProvider) -> int | None:
+    """The bound a root span's trace id is sampled below, when the sampler is a trace-id
+    ratio (alone or as ParentBased's root); None for any other sampler."""
+    sampler = provider.sampler
+    root = getattr(sampler, "_root", None) if isinstance(sampler, ParentBased) else sampler
+    return root.bound if isinstance(root, TraceIdRatioBased) else None
+
+
 class Tracing:
     """Starts a ``RequestTrace`` for each sampled request."""
 
     def __init__(self, provider: TracerProvider) -> None:
         self.provider = provider
         self._tracer = provider.get_tracer("keras-model-serving")
+        ids = provider.id_generator
+        bound = _root_bound(provider)
+        self._drawn = ids if isinstance(ids, DrawnFirst) and bound is not None else None
+        self._bound = bound or 0
 
     def start(self, name: str, headers: dict[str, str]) -> RequestTrace | None:
+        drawn = self._drawn
+        if drawn is not None and "traceparent" not in headers:  # a root span: decide here
+            trace_id = RandomIdGenerator.generate_trace_id(drawn)
+            if trace_id & TraceIdRatioBased.TRACE_ID_LIMIT >= self._bound:
+                return None
+            drawn.next_trace_id = trace_id  # the span gets it; the sampler agrees with us
         found = RequestTrace(self._tracer, name, headers)
         if not found.span.is_recording():
             return None  # not sampled: nothing more to do for this request
@@ -89,7 +126,9 @@ class Tracing:
     @classmethod
     def with_exporter(cls, exporter: SpanExporter, batch: bool = True) -> Tracing:
         name = os.environ.get("OTEL_SERVICE_NAME", "keras-model-serving")
-        provider = TracerProvider(resource=Resource.create({"service.name": name}))
+        provider = TracerProvider(
+            resource=Resource.create({"service.name": name}), id_generator=DrawnFirst()
+        )
         processor = BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
         provider.add_span_processor(processor)
         return cls(provider)

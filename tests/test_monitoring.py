@@ -111,6 +111,36 @@ def test_psi_is_zero_for_the_same_distribution_and_grows_with_a_shift() -> None:
     assert psi([10, 20, 30], [30, 20, 10]) > ALERT
 
 
+def test_a_pass_of_many_batches_fills_the_window_as_one_batch_at_a_time() -> None:
+    # The counting thread bins a pass's batches together; rings, counts, OOD rate and scores
+    # must be those of adding each batch in turn (windows smaller and larger than a pass).
+    from modelspec.reference import build
+    from service.monitoring.drift import Window
+
+    rng = np.random.default_rng(3)
+    training = rng.random((300, 28, 28), dtype=np.float32)
+    reference = build(
+        training,
+        signature="serving_default",
+        input_kind="mnist_image",
+        classes=rng.integers(0, 10, 300),
+        source="test",
+    )
+    for size in (10, 64, 500):
+        batches = []
+        for _ in range(30):
+            n = int(rng.integers(1, 80))
+            ood = rng.random(n) > 0.9 if rng.random() > 0.3 else None
+            shifted = rng.random((n, 28, 28), dtype=np.float32) ** 2
+            batches.append((shifted, rng.integers(0, 10, n), ood))
+        one_by_one, at_once = Window(reference, None, size), Window(reference, None, size)
+        for batch in batches:
+            one_by_one.add(*batch)
+        at_once.add_many(batches)
+        assert at_once.snapshot() == one_by_one.snapshot(), size
+        assert at_once.snapshot()["full"] and at_once.snapshot()["scores"]
+
+
 def test_drift_and_payload_settings_come_from_the_environment() -> None:
     found = load_config({"SERVING_DRIFT_WINDOW": "250", "SERVING_PAYLOAD_LOG_SAMPLE": "0.1",
                          "SERVING_PAYLOAD_LOG_INPUTS": "hash"})  # fmt: skip
@@ -217,6 +247,15 @@ def test_digits_carry_ood_flags_and_the_rates_are_as_expected(
     assert isinstance(native["predictions"][0]["in_distribution"], bool)
     state = client.get("/models/digits").json()["drift"]
     assert state["ood"]["items"] >= 1000 and state["ood"]["unavailable"] is None
+    # The counter (counted in plain Python, handed over at the flush before each scrape)
+    # holds every item scored and every one flagged, as /models does.
+    scraped: dict[str, float] = {}
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("serving_ood_items_total{") and 'model="digits"' in line:
+            inside = line.split('in_distribution="')[1].split('"')[0]
+            scraped[inside] = scraped.get(inside, 0) + float(line.split()[-1])
+    assert sum(scraped.values()) == state["ood"]["items"], (scraped, state["ood"])
+    assert scraped.get("false", 0) == state["ood"]["flagged"], (scraped, state["ood"])
 
 
 # -- the page ------------------------------------------------------------------------------

@@ -192,3 +192,30 @@ def test_stock_bentoml_peer_serves_the_v2_body(graph: Path, tmp_path: Path) -> N
     assert row["status"] == "ok", row["status"]
     assert row["native_v2"] is False
     assert all(r["requests_per_s"] > 0 for r in row["runs"])
+
+
+def test_triton_runs_on_a_model_repository_of_its_own(graph: Path, tmp_path: Path) -> None:
+    # The strongest Triton set-up here: its own binary on config.pbtxt + model.py with the
+    # dynamic batcher, no PyTriton in the request path (the PyTriton variant says so).
+    triton, pytriton = catalog.PEERS["triton"], catalog.PEERS["pytriton"]
+    python = tmp_path / "venv" / "bin" / "python"
+    launch = catalog.Launch(python, tmp_path, 8000, {"metrics": 8002}, graph)
+
+    config = triton.files(launch)["models/digits/config.pbtxt"]
+
+    assert 'backend: "python"' in config and f"max_batch_size: {catalog.MAX_BATCH}" in config
+    assert 'name: "image" data_type: TYPE_FP32 dims: [ 28, 28 ]' in config
+    assert 'name: "probabilities" data_type: TYPE_FP32 dims: [ 10 ]' in config
+    delay = int(catalog.TRITON_QUEUE_DELAY_MS * 1000)
+    assert f"dynamic_batching {{ max_queue_delay_microseconds: {delay} }}" in config
+    assert "count: 1 kind: KIND_CPU" in config and str(graph) in config
+    assert triton.destination == "models/digits/1/model.py"
+    assert "TritonPythonModel" in (catalog.APPS / triton.app).read_text()
+    # The layout of nvidia-pytriton's wheel in a venv: the binary's folder and its libraries.
+    site = tmp_path / "venv" / "lib" / "python3.11" / "site-packages"
+    (site / "pytriton" / "tritonserver").mkdir(parents=True)
+    env = triton.env(launch)
+    assert env["PATH"].startswith(str(python.parent) + ":")
+    assert str(site / "nvidia_pytriton.libs") in env["LD_LIBRARY_PATH"].split(":")
+    assert triton.command(launch)[0] == str(site / "pytriton/tritonserver/bin/tritonserver")
+    assert "PyTriton" in pytriton.label and pytriton.venv_name == triton.venv_name == "triton"

@@ -117,3 +117,32 @@ def test_off_by_default_and_set_by_the_standard_variables() -> None:
     console = from_environment({"OTEL_TRACES_EXPORTER": "console"})
     assert console is not None
     console.shutdown()
+
+
+def test_a_ratio_sampler_decides_a_root_request_before_any_span(monkeypatch) -> None:
+    # Roots are decided on a trace id drawn before the span (no OpenTelemetry object for an
+    # unsampled one); the share sampled, the sampled spans' ids and a caller's traceparent
+    # must be what the SDK's own sampler gives.
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.25")
+    exporter = InMemorySpanExporter()
+    tracing = Tracing.with_exporter(exporter, batch=False)
+    bound = tracing.provider.sampler._root.bound
+    n = 4000
+
+    started = [tracing.start("POST /x", {"content-type": "application/json"}) for _ in range(n)]
+
+    sampled = [t for t in started if t is not None]
+    # Binomial(4000, 0.25): mean 1000, sd 27; 5 sd either side.
+    assert 863 <= len(sampled) <= 1137, f"{len(sampled)} of {n} sampled at 0.25"
+    for found in sampled:
+        context = found.span.get_span_context()
+        assert context.trace_flags.sampled and context.trace_id & ((1 << 64) - 1) < bound
+        found.finish(200)
+    assert len(exporter.get_finished_spans()) == len(sampled)
+    # A caller's decision is followed, with the caller's trace id.
+    child = tracing.start("POST /x", {"traceparent": CALLER})
+    assert child is not None
+    assert child.span.get_span_context().trace_id == int(CALLER.split("-")[1], 16)
+    assert tracing.start("POST /x", {"traceparent": CALLER[:-2] + "00"}) is None
+    tracing.shutdown()

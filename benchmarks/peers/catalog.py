@@ -14,7 +14,10 @@ allows) are those of the project, so that the graph runs the same code everywher
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
+import sysconfig
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,10 +74,16 @@ class Peer:
     files: Callable[[Launch], dict[str, str]] = _nothing  # name in the work folder -> text
     env: Callable[[Launch], dict[str, str]] = _nothing  # beyond Launch.env()
     extra_ports: tuple[str, ...] = ()
+    setup: Callable[[Launch], None] | None = None  # what files() cannot write (binaries)
+    venv: str = ""  # the cached venv's folder, when peers share one (default: name)
 
     @property
     def destination(self) -> str:
         return self.app_dest or self.app
+
+    @property
+    def venv_name(self) -> str:
+        return self.venv or self.name
 
 
 def _bentoml_command(launch: Launch) -> list[str]:
@@ -111,6 +120,80 @@ def _mlserver_files(launch: Launch) -> dict[str, str]:
 
 def _mlserver_command(launch: Launch) -> list[str]:
     return [str(launch.python.parent / "mlserver"), "start", str(launch.workdir)]
+
+
+# Triton: the bundled ``tritonserver`` binary on a model repository of its own (config.pbtxt
+# and a Python-backend model.py calling ONNX Runtime), so that no PyTriton code sits between
+# Triton and the model. 5 ms of queue delay is the setting that served most here (the issue's
+# measurement); the dynamic batcher sends a batch as soon as it is full or the delay is over.
+TRITON_QUEUE_DELAY_MS = 5.0
+TRITON_REQUIREMENTS = ("nvidia-pytriton==0.7.0", "onnxruntime==1.32.0", "numpy==1.26.4")
+
+
+def _pytriton_dir(launch: Launch) -> Path:
+    """``pytriton/tritonserver`` in the peer's venv: the binary, the Python backend, stubs."""
+    found = sorted(launch.python.parent.parent.glob("lib/python*/site-packages/pytriton"))
+    if not found:
+        raise FileNotFoundError(f"no pytriton package in the venv of {launch.python}")
+    return found[0] / "tritonserver"
+
+
+def _triton_files(launch: Launch) -> dict[str, str]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(launch.onnx), providers=["CPUExecutionProvider"])
+    image, answer = session.get_inputs()[0], session.get_outputs()[0]
+
+    def dims(shape: list) -> str:  # without the batch dimension; -1 where free
+        return ", ".join(str(d) if isinstance(d, int) else "-1" for d in shape[1:])
+
+    delay_us = int(TRITON_QUEUE_DELAY_MS * 1000)
+    config = f"""name: "digits"
+backend: "python"
+max_batch_size: {MAX_BATCH}
+input [ {{ name: "{image.name}" data_type: TYPE_FP32 dims: [ {dims(image.shape)} ] }} ]
+output [ {{ name: "{answer.name}" data_type: TYPE_FP32 dims: [ {dims(answer.shape)} ] }} ]
+dynamic_batching {{ max_queue_delay_microseconds: {delay_us} }}
+instance_group [ {{ count: 1 kind: KIND_CPU }} ]
+parameters {{ key: "onnx" value: {{ string_value: "{launch.onnx}" }} }}
+"""
+    return {"models/digits/config.pbtxt": config}
+
+
+def _triton_setup(launch: Launch) -> None:
+    """The Python backend with the stub built for the venv's Python, as PyTriton lays it out."""
+    dist = _pytriton_dir(launch)
+    backends = launch.workdir / "backends"
+    shutil.copytree(dist / "backends", backends, dirs_exist_ok=True)
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"  # the venv's (venvs.ensure)
+    stub = dist / "python_backend_stubs" / version / "triton_python_backend_stub"
+    shutil.copy(stub, backends / "python" / "triton_python_backend_stub")
+
+
+def _triton_command(launch: Launch) -> list[str]:
+    dist = _pytriton_dir(launch)
+    return [
+        str(dist / "bin" / "tritonserver"),
+        *("--model-repository", str(launch.workdir / "models")),
+        *("--backend-directory", str(launch.workdir / "backends")),
+        *("--cache-directory", str(dist / "caches")),
+        *("--http-address", "127.0.0.1", "--http-port", str(launch.port)),
+        "--allow-grpc=false",
+        *("--metrics-address", "127.0.0.1", "--metrics-port", str(launch.ports["metrics"])),
+    ]
+
+
+def _triton_env(launch: Launch) -> dict[str, str]:
+    # The stub runs the first ``python3`` on PATH (the venv's, with numpy and ONNX Runtime)
+    # and links libpython3.X.so.1.0 by name: the system's (Debian's 3.11.2) came before this
+    # interpreter's (pyenv's 3.11.7), and 3.11.2's C code under 3.11.7's standard library
+    # failed at model load. nvidia_pytriton.libs holds the libraries tritonserver links.
+    libs = _pytriton_dir(launch).parent.parent / "nvidia_pytriton.libs"
+    paths = [sysconfig.get_config_var("LIBDIR"), str(libs), os.environ.get("LD_LIBRARY_PATH")]
+    return {
+        "PATH": f"{launch.python.parent}:{os.environ.get('PATH', '')}",
+        "LD_LIBRARY_PATH": ":".join(filter(None, paths)),
+    }
 
 
 PEERS: dict[str, Peer] = {
@@ -164,15 +247,34 @@ PEERS: dict[str, Peer] = {
         ),
         Peer(
             name="triton",
-            label="Triton 2.51.0 (PyTriton 0.7.0)",
-            # PyTriton 0.7.0 requires numpy < 2.
-            requirements=("nvidia-pytriton==0.7.0", "onnxruntime==1.32.0", "numpy==1.26.4"),
+            label="Triton 2.51.0 (model repository, Python backend)",
+            # nvidia-pytriton is only where the tritonserver binary comes from; PyTriton
+            # 0.7.0 requires numpy < 2.
+            requirements=TRITON_REQUIREMENTS,
+            app="triton_model.py",
+            app_dest="models/digits/1/model.py",
+            command=_triton_command,
+            files=_triton_files,
+            setup=_triton_setup,
+            env=_triton_env,
+            extra_ports=("metrics",),
+            native_v2=True,
+            batching=f"dynamic batcher, max {MAX_BATCH}, {TRITON_QUEUE_DELAY_MS:g} ms",
+            notes="tritonserver from nvidia-pytriton on a model repository: config.pbtxt, "
+            "model.py calling ONNX Runtime, 1 CPU instance, gRPC off",
+        ),
+        Peer(
+            name="pytriton",
+            label="Triton 2.51.0 through PyTriton 0.7.0",
+            requirements=TRITON_REQUIREMENTS,
+            venv="triton",
             app="pytriton_app.py",
             command=_run_app("pytriton_app.py"),
             extra_ports=("grpc", "metrics"),
             native_v2=True,
             batching=f"dynamic batcher, max {MAX_BATCH}, {MAX_WAIT_MS:g} ms",
-            notes="bundled tritonserver; Python function bound through PyTriton",
+            notes="PyTriton's bound Python function: its proxy sits between Triton and the "
+            "model (not Triton at its best)",
         ),
         Peer(
             name="rayserve",

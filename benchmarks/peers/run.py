@@ -27,7 +27,7 @@ from benchmarks.peers import catalog, report, venvs
 from benchmarks.peers.catalog import ROUTE, Launch, Peer
 from benchmarks.peers.request import Request, build
 from benchmarks.processes import ServerExited, ServerProcess, post, stop_servers_on_sigterm
-from benchmarks.servers import Server, free_port
+from benchmarks.servers import ROOT, Server, free_port
 from modelspec import repository
 from service.backends.cpus import available_cpus
 
@@ -47,6 +47,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # Measured: every peer served within 30 s here (Ray the slowest); a broken one waits this long.
     parser.add_argument("--ready-timeout", type=float, default=120.0, help="seconds per server")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument(
+        "--checkout",
+        type=Path,
+        help="also serve another checkout of this repository (same venv) as a row of ours, "
+        "to compare commits in the same run",
+    )
     return parser.parse_args(argv)
 
 
@@ -102,14 +108,18 @@ def measure_http_floor(request: Request, body_file: Path, args: argparse.Namespa
     return row
 
 
-def measure_ours(request: Request, body_file: Path, args: argparse.Namespace) -> Row:
-    row: Row = {"server": "ours (ONNX backend)", "kind": "ours", "native_v2": True}
+def measure_ours(
+    request: Request, body_file: Path, args: argparse.Namespace, checkout: Path | None = None
+) -> Row:
+    name = "ours (ONNX backend)" + (f", {checkout}" if checkout else "")
+    row: Row = {"server": name, "kind": "ours" if checkout is None else "ours, other checkout"}
+    row["native_v2"] = True
     row.update(batching=f"adaptive, max {catalog.MAX_BATCH}, {catalog.MAX_WAIT_MS:g} ms")
     label = row["server"]
     progress(label, "starting")
     env = {"MODEL_REPOSITORY": str(args.repository.resolve())}
-    log = args.out / "peers-logs" / "ours.log"
-    with Server(env=env, log=log) as server:
+    log = args.out / "peers-logs" / ("ours.log" if checkout is None else "ours-checkout.log")
+    with Server(env=env, log=log, cwd=checkout or ROOT) as server:
         try:
             row["startup_s"] = round(server.wait_until("/readyz", timeout=args.ready_timeout), 1)
         except (RuntimeError, TimeoutError) as error:
@@ -134,6 +144,8 @@ def prepare(peer: Peer, python: Path, workdir: Path, onnx: Path) -> Launch:
     for name, text in files.items():
         (workdir / name).parent.mkdir(parents=True, exist_ok=True)
         (workdir / name).write_text(text)
+    if peer.setup is not None:
+        peer.setup(launch)
     return launch
 
 
@@ -150,9 +162,9 @@ def measure_peer(
     row["requirements"] = list(peer.requirements)
     try:
         if peer.requirements:
-            if not venvs.current(peer.name, peer.requirements):
+            if not venvs.current(peer.venv_name, peer.requirements):
                 progress(peer.label, "installing " + " ".join(peer.requirements))
-            venv = venvs.ensure(peer.name, peer.requirements)
+            venv = venvs.ensure(peer.venv_name, peer.requirements)
             row["install"] = {"reused": venv.reused, "seconds": venv.seconds, "mb": venv.size_mb}
             how = "venv reused" if venv.reused else f"installed in {venv.seconds:.0f} s"
             progress(peer.label, f"{how}, {venv.size_mb:,.0f} MB")
@@ -207,6 +219,8 @@ def main(argv: list[str] | None = None) -> None:
         model_floor = floors.onnx_in_process(onnx, request.image, min(args.seconds, 3.0))
         progress("ONNX Runtime in-process", "done (" + report.model_floor_line(model_floor) + ")")
         rows.append(measure_http_floor(request, body_file, args))
+        if args.checkout:
+            rows.append(measure_ours(request, body_file, args, args.checkout.resolve()))
         rows.append(measure_ours(request, body_file, args))
         for name in args.peers:
             peer = catalog.PEERS[name]

@@ -46,7 +46,9 @@ class Window:
         self.ood = np.zeros(size, np.bool_)
         self.ood_seen = 0
 
-    def _write(self, name: str, values: np.ndarray) -> None:
+    def _write(self, name: str, values: np.ndarray, seen: int | None = None) -> None:
+        """Into the ring: the last ``size`` of ``values``; ``seen`` (default: as many as were
+        written) is how many items they stand for."""
         values = values[-self.size :]
         start = self.seen[name] % self.size
         end = start + len(values)
@@ -57,7 +59,7 @@ class Window:
             split = self.size - start
             ring[start:] = values[:split]
             ring[: end - self.size] = values[split:]
-        self.seen[name] += len(values)
+        self.seen[name] += len(values) if seen is None else seen
 
     def add(self, x: np.ndarray | None, classes: np.ndarray | None, ood: np.ndarray | None):
         if x is not None:
@@ -70,6 +72,35 @@ class Window:
             index = (self.ood_seen + np.arange(len(flags))) % self.size
             self.ood[index] = flags
             self.ood_seen += len(flags)
+
+    def add_many(self, batches: list[tuple[Any, ...]]) -> None:
+        """Several batches' ``(x, classes, ood)`` at once: the same rings and counts as
+        ``add`` on each in turn, binned in one pass over only the items the window keeps.
+        One ``add`` per single-digit request took 15% of a worker's CPU at c=32 (numpy's
+        per-call cost, ~25 calls a batch); one per pass costs the same as one request."""
+        for field in range(3):
+            parts = [batch[field] for batch in batches if batch[field] is not None]
+            if not parts or (field == 1 and PREDICTION not in self.rings):
+                continue
+            # Each batch counted as ``add`` counts it: at most ``size`` items of it.
+            seen = sum(min(len(part), self.size) for part in parts)
+            kept, items = [], 0
+            for part in reversed(parts):  # only the newest ``size`` items reach the ring
+                kept.append(part[-(self.size - items) :])
+                items += len(kept[-1])
+                if items >= self.size:
+                    break
+            values = np.concatenate(kept[::-1]) if len(kept) > 1 else kept[0]
+            if field == 0:
+                for name, bins in self.bins(values).items():
+                    self._write(name, bins, seen)
+            elif field == 1:
+                self._write(PREDICTION, np.asarray(values, np.int32), seen)
+            else:
+                flags = np.asarray(values, np.bool_)[-self.size :]
+                index = (self.ood_seen + np.arange(len(flags))) % self.size
+                self.ood[index] = flags
+                self.ood_seen += seen
 
     def live_counts(self, name: str) -> list[int]:
         filled = min(self.seen[name], self.size)
@@ -142,18 +173,20 @@ class Drift:
 
     def count(self) -> None:
         """Bin what arrived since the last pass and rescore the windows it touched."""
-        touched: set[Key] = set()
+        arrived: dict[Key, list[tuple[Any, ...]]] = {}
         while self._pending:
             version, x, classes, ood = self._pending.popleft()
             key = (version.name, version.number)
-            window = self._window(key, version)
-            if window is None:
-                continue
-            window.add(x, classes, ood)
-            touched.add(key)
-        for key in touched:
+            if self._window(key, version) is not None:
+                arrived.setdefault(key, []).append((x, classes, ood))
+        for key, batches in arrived.items():
             window = self._windows[key]
             assert window is not None
+            try:
+                window.add_many(batches)
+            except ValueError:  # inputs whose shapes differ cannot be joined: one by one
+                for batch in batches:
+                    window.add(*batch)
             snapshot = window.snapshot()
             snapshot["computed_at"] = time.time()
             self.state[key] = snapshot
