@@ -141,6 +141,47 @@ def test_a_pass_of_many_batches_fills_the_window_as_one_batch_at_a_time() -> Non
         assert at_once.snapshot()["full"] and at_once.snapshot()["scores"]
 
 
+def test_the_window_of_a_version_no_longer_served_is_dropped(tmp_path: Path) -> None:
+    """Versions come and go for as long as a server runs: a retired version's window leaves
+    memory and /models, and its drift gauges go to 0, once the event loop hands the drift
+    thread the versions served now."""
+    from prometheus_client import CollectorRegistry, Gauge
+
+    from modelspec.reference import build
+    from service.descriptor import Version
+    from service.monitoring.drift import Drift
+    from tests.unit.synthetic import manifest
+
+    rng = np.random.default_rng(5)
+    reference = build(
+        rng.random((200, 28, 28), dtype=np.float32),
+        signature="serving_default",
+        input_kind="mnist_image",
+        classes=rng.integers(0, 10, 200),
+        source="test",
+    )
+    (tmp_path / REFERENCE_FILE).write_text(json.dumps(reference))
+    described = manifest("m", files={REFERENCE_FILE: "listed"})
+    versions = {n: Version("m", n, tmp_path, {**described, "version": n}) for n in (1, 2)}
+    prometheus = CollectorRegistry()
+    gauge = Gauge("drift_score", "psi", ["model", "version", "feature"], registry=prometheus)
+    drift = Drift(window=20, interval_s=60, gauge=gauge)
+    for version in versions.values():
+        drift.observe(
+            version, rng.random((30, 28, 28), dtype=np.float32) ** 3, rng.integers(0, 10, 30)
+        )
+    drift.count()
+    assert set(drift.state) == {("m", 1), ("m", 2)}
+    score = {"model": "m", "version": "1", "feature": "prediction"}
+    assert prometheus.get_sample_value("drift_score", score) > 0
+
+    drift.keep = frozenset({("m", 2)})  # version 1 retired
+    drift.count()
+    assert set(drift.state) == {("m", 2)} and drift.window_of(("m", 1)) is None
+    assert prometheus.get_sample_value("drift_score", score) == 0
+    assert prometheus.get_sample_value("drift_score", {**score, "version": "2"}) > 0
+
+
 def test_drift_and_payload_settings_come_from_the_environment() -> None:
     found = load_config({"SERVING_DRIFT_WINDOW": "250", "SERVING_PAYLOAD_LOG_SAMPLE": "0.1",
                          "SERVING_PAYLOAD_LOG_INPUTS": "hash"})  # fmt: skip

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from modelspec.reference import ALERT, REFERENCE_FILE
+from service.models import READY
 from service.monitoring import payloads, plot
 from service.monitoring.drift import Drift
 from service.monitoring.names import IN_DISTRIBUTION, OOD_SCORE
@@ -102,7 +103,14 @@ class Monitor:
         return outputs
 
     def flush(self) -> None:
-        """Hand the OOD counts since the last flush to prometheus_client."""
+        """Hand the OOD counts since the last flush to prometheus_client, and the versions
+        served now to the drift thread (which drops the windows of the others)."""
+        self.drift.keep = frozenset(
+            (name, number)
+            for name, model in self.registry.models.items()
+            for number, loaded in model.versions.items()
+            if loaded.state == READY
+        )
         counts, self._ood_counts = self._ood_counts, {}
         for labels, items in counts.items():
             self.ood_items.labels(*labels).inc(items)

@@ -135,6 +135,9 @@ class Drift:
         self._windows: dict[Key, Window | None] = {}  # None: no reference (no checks)
         self._sources: dict[Key, Any] = {}  # the Version each key was first seen with
         self.state: dict[Key, dict[str, Any]] = {}  # the latest snapshots, read by /models
+        # The versions served now, handed over by the event loop (Monitor.flush); the counting
+        # thread drops the windows of the others, so it alone changes _windows.
+        self.keep: frozenset[Key] | None = None
         self._wake = threading.Event()
         self._stopped = False
         self._thread: threading.Thread | None = None
@@ -173,6 +176,8 @@ class Drift:
 
     def count(self) -> None:
         """Bin what arrived since the last pass and rescore the windows it touched."""
+        if self.keep is not None:
+            self.forget(self.keep)
         arrived: dict[Key, list[tuple[Any, ...]]] = {}
         while self._pending:
             version, x, classes, ood = self._pending.popleft()
@@ -211,8 +216,14 @@ class Drift:
     def window_of(self, key: Key) -> Window | None:
         return self._windows.get(key)
 
-    def forget(self, keep: set[Key]) -> None:
-        """Drop the windows of versions no longer served."""
+    def forget(self, keep: frozenset[Key]) -> None:
+        """Drop the windows of versions no longer served (an unloaded version's window would
+        stay in memory, and its scores on /metrics, for as long as the server runs). Their
+        gauges go to 0, as serving_model_info's do: a multiprocess gauge cannot be removed."""
         for key in [k for k in self._windows if k not in keep]:
             self._windows.pop(key, None)
-            self.state.pop(key, None)
+            self._sources.pop(key, None)
+            state = self.state.pop(key, None) or {}
+            if self.gauge is not None:
+                for feature in state.get("scores", {}):
+                    self.gauge.labels(key[0], str(key[1]), feature).set(0)
