@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from modelspec.reference import ALERT, REFERENCE_FILE
-from service.models import READY
 from service.monitoring import payloads, plot
 from service.monitoring.drift import Drift
 from service.monitoring.names import IN_DISTRIBUTION, OOD_SCORE
@@ -106,10 +105,9 @@ class Monitor:
         """Hand the OOD counts since the last flush to prometheus_client, and the versions
         served now to the drift thread (which drops the windows of the others)."""
         self.drift.keep = frozenset(
-            (name, number)
+            (name, loaded.number)
             for name, model in self.registry.models.items()
-            for number, loaded in model.versions.items()
-            if loaded.state == READY
+            for loaded in model.ready_versions
         )
         counts, self._ood_counts = self._ood_counts, {}
         for labels, items in counts.items():
