@@ -150,7 +150,7 @@ def _png(width: int, height: int, orientation: int | None = None) -> bytes:
 @pytest.mark.parametrize("large", [False, True], ids=["inline", "decode pool"])
 def test_the_decoder_records_each_uploads_upright_size_before_the_resize(large: bool) -> None:
     # 6: stored sideways, shown turned by 90 degrees, so width and height swap.
-    side = 400 if large else 60
+    side = 500 if large else 60
     uploads = [Upload("image", _png(side, side // 2)), Upload("image", _png(side, 30, 6))]
     assert (side * side // 2 + side * 30 > INLINE_PIXELS) == large
 
