@@ -14,7 +14,12 @@ implementation. What is summarised:
 - image-like inputs (MNIST digits, photos, any tensor of more than ``COLUMN_LIMIT`` values per
   item): per item mean intensity, contrast (standard deviation) and ink fraction (share of
   values above the middle of the training range), each as a decile histogram. Inputs reach
-  the model resized, so the original size is not seen here;
+  the model resized, so the original size is not in them: for photos (``rgb_photo``) the
+  recipe hands ``build`` the training photos' decoded sizes and the service the uploads'
+  (``SIZE_FEATURES``: width and height in pixels, decile histograms). A photo's size changes
+  what the model sees (a tiny one is upscaled into a blur, a huge one loses detail to the
+  downscale). MNIST digits have none: every training item is 28x28, so any other upload size
+  would read as a major shift although ``digits.prepare_image`` normalises size away;
 - other tensors (a user's tabular model): a decile histogram per column;
 - ``prediction``: the predicted-class frequencies on the test split.
 """
@@ -37,6 +42,9 @@ ALERT = 0.25
 EPSILON = 1e-4
 QUANTILES = np.linspace(0.1, 0.9, 9)
 IMAGE_FEATURES = ("mean_intensity", "contrast", "ink_fraction")
+# The decoded (upright, before any resize) size of uploaded images; only in references built
+# with ``sizes`` (older reference.json files have none, and then no size checks).
+SIZE_FEATURES = ("width", "height")
 
 
 # -- building the reference (training side) ------------------------------------------------
@@ -87,9 +95,11 @@ def build(
     labels: Sequence[str] = (),
     source: str,
     prediction_source: str = "the test split",
+    sizes: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The reference of one signature's input (training split model inputs) and, when the
-    model classifies, of its predicted classes on the test split."""
+    model classifies, of its predicted classes on the test split; ``sizes``, (N, 2) widths and
+    heights of the original images (before the resize), adds the ``SIZE_FEATURES``."""
     inputs = np.asarray(inputs)
     item_size = int(np.prod(inputs.shape[1:]))
     kind = extractor_kind(input_kind, item_size)
@@ -99,6 +109,8 @@ def build(
         low, high = float(flat.min()), float(flat.max())
         extractor["ink_threshold"] = (low + high) / 2
     raw = raw_features(inputs, extractor, preprocessing)
+    if sizes is not None:
+        raw.update(size_features(sizes))
     features: dict[str, Any] = {}
     for name, (values, categories) in raw.items():
         features[name] = (
@@ -146,6 +158,12 @@ def raw_features(x: np.ndarray, extractor: dict[str, Any], preprocessing: dict |
     return {f"x{j}": (flat[:, j], None) for j in range(flat.shape[1])}
 
 
+def size_features(sizes: Any) -> Raw:
+    """Width and height per image from (N, 2) sizes (a list of (width, height) is fine)."""
+    sizes = np.asarray(sizes, np.int64).reshape(-1, 2)
+    return {"width": (sizes[:, 0], None), "height": (sizes[:, 1], None)}
+
+
 def _bank_fields(x: np.ndarray, encoder: dict[str, Any]) -> Raw:
     """The record fields behind encoded bank vectors (the encoder's inverse)."""
     x = np.asarray(x, np.float64)
@@ -168,12 +186,16 @@ def _bank_fields(x: np.ndarray, encoder: dict[str, Any]) -> Raw:
 
 
 def binner(reference: dict[str, Any], preprocessing: dict | None) -> Callable:
-    """``bins(x) -> {feature: bin index per item}`` for live inputs, against ``reference``."""
+    """``bins(x, sizes) -> {feature: bin index per item}`` against ``reference``, for a batch
+    of live model inputs ``x`` and/or the original sizes of uploaded images (either None)."""
     extractor, features = reference["extractor"], reference["features"]
 
-    def bins(x: np.ndarray) -> dict[str, np.ndarray]:
+    def bins(x: np.ndarray | None, sizes: Any = None) -> dict[str, np.ndarray]:
         out = {}
-        for name, (values, categories) in raw_features(x, extractor, preprocessing).items():
+        raw = {} if x is None else raw_features(x, extractor, preprocessing)
+        if sizes is not None:
+            raw.update(size_features(sizes))
+        for name, (values, categories) in raw.items():
             spec = features.get(name)
             if spec is None:
                 continue

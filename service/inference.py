@@ -26,6 +26,7 @@ from service.config import Limits, Settings
 from service.descriptor import Version
 from service.errors import RequestError, Unavailable
 from service.http import ClientGone, RawRequest, Reply, json_reply
+from service.inputs.images import collect_sizes
 from service.logs import client_request_id, request_id
 from service.metrics import EndpointMetrics, Metrics
 from service.models import Registry
@@ -277,6 +278,7 @@ async def _infer(
             # Counted against the queue only while decoding: a request still sending its body
             # holds no item (thousands of stalled uploads once locked a model out).
             with batcher.arriving():
+                sizes = collect_sizes()  # the uploaded images' own sizes, for drift
                 try:
                     if not large_json:
                         decoded = await call.decode(request, body, version, limits)
@@ -305,7 +307,7 @@ async def _infer(
             if monitor is not None:
                 if version.ood is not None:  # one more (batched) inference: the detector's
                     outputs = await monitor.flag(version, decoded.signature, decoded.feed, outputs)
-                monitor.observe(version, decoded.signature, decoded.feed, outputs, classes)
+                monitor.observe(version, decoded.signature, decoded.feed, outputs, classes, sizes)
             reply = call.encode(outputs, decoded.context, version, decoded.signature)
             reply.headers[VERSION_HEADER] = str(loaded.number)
             if model.routing.shadow_version is not None:  # after the live answer is made

@@ -11,9 +11,11 @@ repository (``TEST_MONITOR_REPOSITORY`` names one already trained, for quicker l
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import random
+import shutil
 import socket
 import statistics
 import threading
@@ -25,20 +27,23 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 import pytest
+from PIL import Image
 
 from benchmarks import ood_rates
 from benchmarks.servers import Server
-from modelspec.reference import ALERT, REFERENCE_FILE, psi
+from modelspec.reference import ALERT, REFERENCE_FILE, SIZE_FEATURES, psi
 from modelspec.repository import sha256_file
 from service.config import ConfigError, load_config
 from service.monitoring.names import METRICS as MONITORING_METRICS
 from service.monitoring.payloads import render
 from tests.conftest import train_quick
 from training.datasets.bank import load_bank
+from training.datasets.flowers import list_flowers
 
 pytestmark = pytest.mark.slow
 MODELS = ("bank", "autoencoder", "digits")
 WINDOW = 500
+PHOTO_WINDOW = 200
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +153,47 @@ def test_a_pass_of_many_batches_fills_the_window_as_one_batch_at_a_time(
         assert at_once.snapshot()["full"] and at_once.snapshot()["scores"]
 
 
+def test_the_window_of_a_version_no_longer_served_is_dropped(tmp_path: Path) -> None:
+    """Versions come and go for as long as a server runs: a retired version's window leaves
+    memory and /models, and its drift gauges go to 0, once the event loop hands the drift
+    thread the versions served now."""
+    from prometheus_client import CollectorRegistry, Gauge
+
+    from modelspec.reference import build
+    from service.descriptor import Version
+    from service.monitoring.drift import Drift
+    from tests.unit.synthetic import manifest
+
+    rng = np.random.default_rng(5)
+    reference = build(
+        rng.random((200, 28, 28), dtype=np.float32),
+        signature="serving_default",
+        input_kind="mnist_image",
+        classes=rng.integers(0, 10, 200),
+        source="test",
+    )
+    (tmp_path / REFERENCE_FILE).write_text(json.dumps(reference))
+    described = manifest("m", files={REFERENCE_FILE: "listed"})
+    versions = {n: Version("m", n, tmp_path, {**described, "version": n}) for n in (1, 2)}
+    prometheus = CollectorRegistry()
+    gauge = Gauge("drift_score", "psi", ["model", "version", "feature"], registry=prometheus)
+    drift = Drift(window=20, interval_s=60, gauge=gauge)
+    for version in versions.values():
+        drift.observe(
+            version, rng.random((30, 28, 28), dtype=np.float32) ** 3, rng.integers(0, 10, 30)
+        )
+    drift.count()
+    assert set(drift.state) == {("m", 1), ("m", 2)}
+    score = {"model": "m", "version": "1", "feature": "prediction"}
+    assert prometheus.get_sample_value("drift_score", score) > 0
+
+    drift.keep = frozenset({("m", 2)})  # version 1 retired
+    drift.count()
+    assert set(drift.state) == {("m", 2)} and drift.window_of(("m", 1)) is None
+    assert prometheus.get_sample_value("drift_score", score) == 0
+    assert prometheus.get_sample_value("drift_score", {**score, "version": "2"}) > 0
+
+
 def test_drift_and_payload_settings_come_from_the_environment() -> None:
     found = load_config({"SERVING_DRIFT_WINDOW": "250", "SERVING_PAYLOAD_LOG_SAMPLE": "0.1",
                          "SERVING_PAYLOAD_LOG_INPUTS": "hash"})  # fmt: skip
@@ -171,11 +217,11 @@ def _send(client: httpx.Client, records: list[dict]) -> None:
         assert reply.status_code == 200, reply.text
 
 
-def _drift_after(client: httpx.Client, total: int) -> dict:
-    """The bank's drift once the counting thread has seen ``total`` items."""
+def _drift_after(client: httpx.Client, total: int, model: str = "bank") -> dict:
+    """The model's drift once the counting thread has seen ``total`` items."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        state = client.get("/models/bank").json()["drift"]["versions"]["1"]
+        state = client.get(f"/models/{model}").json()["drift"]["versions"]["1"]
         if state["items"] >= total:
             return state
         time.sleep(0.2)
@@ -219,6 +265,79 @@ def test_bank_traffic_like_the_test_split_stays_below_the_alert_and_shifts_cross
     plot = client.get("/models/bank/drift.png")
     assert plot.status_code == 200 and plot.content[:8] == b"\x89PNG\r\n\x1a\n"
     assert client.get("/models/bank/drift.png?version=9").status_code == 404
+
+
+@pytest.fixture(scope="module")
+def flowers_repository(
+    quick_repository: Path, data_dir: Path, weights_file: str, tmp_path_factory
+) -> Path:
+    """Flowers alone, with the photo size features in its reference: the session's quick
+    model when this code trained it, else one trained here (a repository trained before the
+    size features has none; ~2-3 min)."""
+    out = tmp_path_factory.mktemp("flowers-sized")
+    found = quick_repository / "flowers" / "1" / REFERENCE_FILE
+    if found.is_file() and set(SIZE_FEATURES) <= set(json.loads(found.read_text())["features"]):
+        shutil.copytree(quick_repository / "flowers", out / "flowers")
+        return out
+    result = train_quick("flowers", data_dir, out, "--weights", weights_file)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return out
+
+
+def _jpegs(files: list[Path], side: int | None = None) -> list[bytes]:
+    """The photos as JPEG files, at their own size or squeezed to side x side pixels."""
+    found = []
+    for file in files:
+        if side is None:
+            found.append(file.read_bytes())
+            continue
+        buffer = io.BytesIO()
+        with Image.open(file) as photo:
+            photo.convert("RGB").resize((side, side)).save(buffer, format="JPEG")
+        found.append(buffer.getvalue())
+    return found
+
+
+def test_photo_sizes_like_the_training_photos_stay_below_the_alert_and_tiny_ones_cross_it(
+    flowers_repository: Path, data_dir: Path, tmp_path: Path, record_property
+) -> None:
+    """The original size of uploaded photos, which the resize hides from the model inputs, is
+    checked against the training photos' sizes (``width`` and ``height``)."""
+    reference = json.loads((flowers_repository / "flowers" / "1" / REFERENCE_FILE).read_text())
+    assert reference["features"]["width"]["kind"] == "numeric", reference["features"].keys()
+    listing = list_flowers(data_dir)
+    # Photos of the same folder, most of them not among the quick model's 300 (same sizes).
+    chosen = random.Random(0).sample(range(len(listing.files)), PHOTO_WINDOW)
+    files = [listing.root / listing.files[i] for i in chosen]
+    server = _serve(
+        flowers_repository,
+        tmp_path / "serve.log",
+        drift_window=str(PHOTO_WINDOW),
+        drift_interval_s="0.3",
+    )
+    figures = {}
+    try:
+        client = httpx.Client(base_url=server.url, timeout=120)
+        sent = 0
+        for name, photos in (("same", _jpegs(files)), ("40x40", _jpegs(files, 40))):
+            for i in range(0, len(photos), 10):
+                uploads = [("image", ("p.jpg", data, "image/jpeg")) for data in photos[i : i + 10]]
+                reply = client.post("/flowers/predict", files=uploads)
+                assert reply.status_code == 200, reply.text
+            sent += len(photos)
+            state = _drift_after(client, sent, "flowers")
+            figures[name] = {f: state["scores"].get(f) for f in SIZE_FEATURES}
+            record_property(f"size_psi_{name}", json.dumps(figures[name]))
+        print("size PSI:", json.dumps(figures))
+        metrics = client.get("/metrics").text
+        plot = client.get("/models/flowers/drift.png")
+    finally:
+        server.stop()
+    for feature in SIZE_FEATURES:
+        assert figures["same"][feature] < ALERT, figures
+        assert figures["40x40"][feature] > ALERT, figures
+    assert 'serving_drift_score{feature="width",model="flowers",version="1"}' in metrics
+    assert plot.status_code == 200 and plot.content[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 # -- out-of-distribution flags -------------------------------------------------------------

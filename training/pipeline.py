@@ -62,6 +62,7 @@ def train_and_publish(
         keras_runner(recipe.endpoints(trained.model)),
         manifest,
         f"the training split ({len(train_inputs)} items)",
+        sizes=recipe.reference_sizes(data),
     )
 
     def figures(stage: Path) -> list[tuple[str, str]]:

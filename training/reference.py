@@ -42,12 +42,16 @@ def for_model(
     run: Runner | None,
     manifest: dict[str, Any],
     source: str,
+    sizes: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """The reference of ``signature``: its inputs from ``train_inputs`` and, when ``run``
-    and test inputs are given and the signature classifies, its answers on them."""
+    """The reference of ``signature``: its inputs from ``train_inputs`` (and ``sizes``, the
+    original image sizes, item for item) and, when ``run`` and test inputs are given and the
+    signature classifies, its answers on them."""
     rng = np.random.default_rng(0)
     if len(train_inputs) > MAX_ITEMS:
-        train_inputs = train_inputs[np.sort(rng.choice(len(train_inputs), MAX_ITEMS, False))]
+        kept = np.sort(rng.choice(len(train_inputs), MAX_ITEMS, False))
+        train_inputs = train_inputs[kept]
+        sizes = None if sizes is None else np.asarray(sizes)[kept]
     classes = None
     if run is not None and test_inputs is not None and len(test_inputs):
         outputs = run_batched(run, signature.name, np.asarray(test_inputs, np.float32), 256)
@@ -61,6 +65,7 @@ def for_model(
         classes=classes,
         labels=manifest.get("labels", []),
         source=source,
+        sizes=sizes,
     )
 
 

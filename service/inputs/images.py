@@ -7,6 +7,9 @@ many large but valid images cannot hold a core for seconds. Decoding then runs i
 small images (a thread hop costs more than a 28x28 PNG) and in the decode thread pool
 otherwise: Pillow releases the GIL while it decodes and resizes, so the event loop keeps
 answering ``/livez``, other models and other requests meanwhile.
+
+Each decoded image's own size (upright, before the resize) goes to the request's size list
+(``collect_sizes``) for the drift check of photo sizes: the resized pixels no longer show it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import io
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 
 import numpy as np
 from PIL import Image
@@ -38,6 +42,20 @@ INLINE_PIXELS = 100_000
 JPEG_MIN_BITS_PER_BLOCK = 1
 
 _pool: ThreadPoolExecutor | None = None  # one per process: its threads are the process's
+Sizes = list[tuple[int, int]]
+# The list the current request's decoded images add their (width, height) to. A list set in
+# the request's context rather than a value handed back: the decoder sits under every
+# protocol's parser, and a large JSON body is decoded in another thread's event loop, whose
+# context is a copy that still refers to the same list.
+_sizes: ContextVar[Sizes | None] = ContextVar("image_sizes", default=None)
+
+
+def collect_sizes() -> Sizes:
+    """A new list, to which the images the current request decodes from now on add their
+    original (width, height), in item order; stays empty for tensors sent as numbers."""
+    sizes: Sizes = []
+    _sizes.set(sizes)
+    return sizes
 
 
 def start_pool(threads: int | None) -> ThreadPoolExecutor:
@@ -138,12 +156,17 @@ def to_8bit(image: Image.Image) -> Image.Image:
 Prepare = Callable[[Image.Image], np.ndarray]
 
 
-def _decode_all(opened: Sequence[tuple[Image.Image, Upload]], prepare: Prepare) -> list[np.ndarray]:
+def _decode_all(
+    opened: Sequence[tuple[Image.Image, Upload]], prepare: Prepare, sizes: Sizes | None = None
+) -> list[np.ndarray]:
     arrays = []
     for item, (image, upload) in enumerate(opened):
         with _load(image, upload, item):
             # Upright before the 8-bit conversion, which would drop the EXIF orientation.
-            arrays.append(prepare(to_8bit(upright(image))))
+            turned = upright(image)
+            if sizes is not None:
+                sizes.append(turned.size)
+            arrays.append(prepare(to_8bit(turned)))
     return arrays
 
 
@@ -173,7 +196,8 @@ async def decode_images(uploads: Sequence[Upload], prepare: Prepare, limits: Lim
             field="images",
             expected=f"at most {limits.max_request_pixels} pixels in one request",
         )
+    sizes = _sizes.get()
     if pixels <= INLINE_PIXELS:
-        return np.stack(_decode_all(opened, prepare))
+        return np.stack(_decode_all(opened, prepare, sizes))
     loop = asyncio.get_running_loop()
-    return np.stack(await loop.run_in_executor(decode_pool(), _decode_all, opened, prepare))
+    return np.stack(await loop.run_in_executor(decode_pool(), _decode_all, opened, prepare, sizes))

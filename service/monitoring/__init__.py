@@ -102,7 +102,13 @@ class Monitor:
         return outputs
 
     def flush(self) -> None:
-        """Hand the OOD counts since the last flush to prometheus_client."""
+        """Hand the OOD counts since the last flush to prometheus_client, and the versions
+        served now to the drift thread (which drops the windows of the others)."""
+        self.drift.keep = frozenset(
+            (name, loaded.number)
+            for name, model in self.registry.models.items()
+            for loaded in model.ready_versions
+        )
         counts, self._ood_counts = self._ood_counts, {}
         for labels, items in counts.items():
             self.ood_items.labels(*labels).inc(items)
@@ -114,16 +120,20 @@ class Monitor:
         feed: dict[str, np.ndarray],
         outputs: dict[str, np.ndarray],
         classes: np.ndarray | None,
+        sizes: list[tuple[int, int]] | None = None,
     ) -> None:
         """Keep the batch for the drift thread when the version has a reference: one deque
-        append (its inputs, classes and OOD flags are already computed)."""
+        append (its inputs, classes and OOD flags are already computed; ``sizes``, the
+        uploaded images' original (width, height), are binned in the thread too)."""
         if not self.config.drift or not self._monitored(version, signature):
             return
         x = feed[version.signatures[signature].inputs[0].name]
         flags = outputs.get(IN_DISTRIBUTION)
         if flags is not None and np.isnan(outputs[OOD_SCORE]).all():
             flags = None
-        self.drift.observe(version, x, classes, None if flags is None else ~flags)
+        if not sizes or len(sizes) != len(x):  # tensors sent as numbers: no original size
+            sizes = None
+        self.drift.observe(version, x, classes, None if flags is None else ~flags, sizes)
 
     def _monitored(self, version: Any, signature: str) -> bool:
         reference = version.memo(

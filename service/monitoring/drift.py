@@ -1,7 +1,8 @@
 """Drift: the last ``drift_window`` items of each model version against its ``reference.json``.
 
 The request path only appends the batch's model inputs and predicted classes (both already
-computed) to a bounded deque (``observe``, well under a microsecond). A thread wakes every
+computed), and the original sizes of uploaded images (a list of (width, height) the decoder
+filled), to a bounded deque (``observe``, well under a microsecond). A thread wakes every
 ``drift_interval_s``, bins what arrived with ``modelspec.reference`` (the code training
 summarised the training split with), writes the bins into a ring per feature and, once the
 ring is full, scores each feature and the predicted classes by PSI: the gauge
@@ -23,7 +24,15 @@ from typing import Any
 
 import numpy as np
 
-from modelspec.reference import ALERT, PREDICTION, REFERENCE_FILE, bin_count, binner, psi
+from modelspec.reference import (
+    ALERT,
+    PREDICTION,
+    REFERENCE_FILE,
+    SIZE_FEATURES,
+    bin_count,
+    binner,
+    psi,
+)
 
 logger = logging.getLogger(__name__)
 Key = tuple[str, int]
@@ -67,6 +76,9 @@ class Window:
         self.seen = {name: 0 for name in self.specs}  # items written into each ring
         self.ood = np.zeros(size, np.bool_)
         self.ood_seen = 0
+        # Size rings fill only from uploaded images (tensors sent as numbers have no original
+        # size), so their scores may appear later than the others', or never.
+        self.sized = any(name in self.specs for name in SIZE_FEATURES)
 
     def _write(self, name: str, values: np.ndarray, seen: int | None = None) -> None:
         """Into the ring: the last ``size`` of ``values``; ``seen`` (default: as many as were
@@ -83,9 +95,18 @@ class Window:
             ring[: end - self.size] = values[split:]
         self.seen[name] += len(values) if seen is None else seen
 
-    def add(self, x: np.ndarray | None, classes: np.ndarray | None, ood: np.ndarray | None):
+    def add(
+        self,
+        x: np.ndarray | None,
+        classes: np.ndarray | None,
+        ood: np.ndarray | None,
+        sizes: Any = None,
+    ) -> None:
         if x is not None:
             for name, bins in self.bins(x).items():
+                self._write(name, bins)
+        if sizes is not None and self.sized:
+            for name, bins in self.bins(None, sizes).items():
                 self._write(name, bins)
         if classes is not None and PREDICTION in self.rings:
             self._write(PREDICTION, np.asarray(classes, np.int32))
@@ -96,14 +117,20 @@ class Window:
             self.ood_seen += len(flags)
 
     def add_many(self, batches: list[tuple[Any, ...]]) -> None:
-        """Several batches' ``(x, classes, ood)`` at once: the same rings and counts as
+        """Several batches' ``(x, classes, ood, sizes)`` at once: the same rings and counts as
         ``add`` on each in turn, binned in one pass over only the items the window keeps.
         One ``add`` per single-digit request took 15% of a worker's CPU at c=32 (numpy's
         per-call cost, ~25 calls a batch); one per pass costs the same as one request."""
-        for field in range(3):
-            parts = [batch[field] for batch in batches if batch[field] is not None]
+        for field in range(4):
+            parts = [
+                batch[field] for batch in batches if len(batch) > field and batch[field] is not None
+            ]
             if not parts or (field == 1 and PREDICTION not in self.rings):
                 continue
+            if field == 3:
+                if not self.sized:
+                    continue
+                parts = [np.asarray(part, np.int64).reshape(-1, 2) for part in parts]
             # Each batch counted as ``add`` counts it: at most ``size`` items of it.
             seen = sum(min(len(part), self.size) for part in parts)
             kept, items = [], 0
@@ -124,6 +151,9 @@ class Window:
             values = np.concatenate(kept[::-1]) if len(kept) > 1 else kept[0]
             if field == 1:
                 self._write(PREDICTION, np.asarray(values, np.int32), seen)
+            elif field == 3:
+                for name, bins in self.bins(None, values).items():
+                    self._write(name, bins, seen)
             else:
                 flags = np.asarray(values, np.bool_)[-self.size :]
                 index = (self.ood_seen + np.arange(len(flags))) % self.size
@@ -163,6 +193,9 @@ class Drift:
         self._windows: dict[Key, Window | None] = {}  # None: no reference (no checks)
         self._sources: dict[Key, Any] = {}  # the Version each key was first seen with
         self.state: dict[Key, dict[str, Any]] = {}  # the latest snapshots, read by /models
+        # The versions served now, handed over by the event loop (Monitor.flush); the counting
+        # thread drops the windows of the others, so it alone changes _windows.
+        self.keep: frozenset[Key] | None = None
         self._wake = threading.Event()
         self._stopped = False
         self._thread: threading.Thread | None = None
@@ -175,9 +208,11 @@ class Drift:
         x: np.ndarray | None,
         classes: np.ndarray | None,
         ood: np.ndarray | None = None,
+        sizes: Any = None,
     ) -> None:
-        """Keep a batch for the counting thread: one deque append."""
-        self._pending.append((version, x, classes, ood))
+        """Keep a batch for the counting thread: one deque append. ``sizes``: the original
+        (width, height) of each item when they were uploaded images, else None."""
+        self._pending.append((version, x, classes, ood, sizes))
 
     # -- the counting thread ---------------------------------------------------------------
 
@@ -201,12 +236,14 @@ class Drift:
 
     def count(self) -> None:
         """Bin what arrived since the last pass and rescore the windows it touched."""
+        if self.keep is not None:
+            self.forget(self.keep)
         arrived: dict[Key, list[tuple[Any, ...]]] = {}
         while self._pending:
-            version, x, classes, ood = self._pending.popleft()
+            version, *batch = self._pending.popleft()
             key = (version.name, version.number)
             if self._window(key, version) is not None:
-                arrived.setdefault(key, []).append((x, classes, ood))
+                arrived.setdefault(key, []).append(tuple(batch))
         for key, batches in arrived.items():
             window = self._windows[key]
             assert window is not None
@@ -239,8 +276,14 @@ class Drift:
     def window_of(self, key: Key) -> Window | None:
         return self._windows.get(key)
 
-    def forget(self, keep: set[Key]) -> None:
-        """Drop the windows of versions no longer served."""
+    def forget(self, keep: frozenset[Key]) -> None:
+        """Drop the windows of versions no longer served (an unloaded version's window would
+        stay in memory, and its scores on /metrics, for as long as the server runs). Their
+        gauges go to 0, as serving_model_info's do: a multiprocess gauge cannot be removed."""
         for key in [k for k in self._windows if k not in keep]:
             self._windows.pop(key, None)
-            self.state.pop(key, None)
+            self._sources.pop(key, None)
+            state = self.state.pop(key, None) or {}
+            if self.gauge is not None:
+                for feature in state.get("scores", {}):
+                    self.gauge.labels(key[0], str(key[1]), feature).set(0)

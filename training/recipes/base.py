@@ -132,6 +132,11 @@ class Recipe(ABC):
         the reference statistics (``training.reference``)."""
         return data.train.x, data.test.x
 
+    def reference_sizes(self, data: Dataset) -> np.ndarray | None:
+        """(N, 2) original widths and heights of the training images, before the resize, for
+        the reference's size features; None when the inputs have no size of their own."""
+        return None
+
     @abstractmethod
     def figures(self, trained: Trained, data: Dataset, out: Path) -> list[tuple[str, str]]:
         """Write the model-specific PNGs; (caption, file name) for the card."""
