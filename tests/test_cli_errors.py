@@ -108,6 +108,8 @@ def test_export_refuses_a_file_that_is_not_a_keras_model(tmp_path: Path) -> None
     assert not (tmp_path / "models").exists()
 
 
+@pytest.mark.long  # 24 s of the gate beside the quick training; the user export's SIGTERM test
+# below runs the same staging and signal handling in the gate
 def test_sigterm_during_export_cleans_up_and_publishes_nothing(
     data_dir: Path, tmp_path: Path
 ) -> None:

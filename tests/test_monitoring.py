@@ -111,11 +111,18 @@ def test_psi_is_zero_for_the_same_distribution_and_grows_with_a_shift() -> None:
     assert psi([10, 20, 30], [30, 20, 10]) > ALERT
 
 
-def test_a_pass_of_many_batches_fills_the_window_as_one_batch_at_a_time() -> None:
-    # The counting thread bins a pass's batches together; rings, counts, OOD rate and scores
-    # must be those of adding each batch in turn (windows smaller and larger than a pass).
+@pytest.mark.parametrize("group_bytes", [4 << 20, 10_000])
+def test_a_pass_of_many_batches_fills_the_window_as_one_batch_at_a_time(
+    group_bytes: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The counting thread bins a pass's batches together, joined a few MB at a time; rings,
+    # counts, OOD rate and scores must be those of adding each batch in turn (windows smaller
+    # and larger than a pass, groups of one batch and of many).
     from modelspec.reference import build
+    from service.monitoring import drift
     from service.monitoring.drift import Window
+
+    monkeypatch.setattr(drift, "GROUP_BYTES", group_bytes)
 
     rng = np.random.default_rng(3)
     training = rng.random((300, 28, 28), dtype=np.float32)

@@ -70,8 +70,10 @@ def test_hostile_corpus_is_refused_and_harms_no_one(service, probe: Exchange) ->
 
 
 def test_sustained_load_fails_nothing_and_answers_right(service, traffic) -> None:
-    # The session's server has served the other modules' requests: 1,000 more warm it up.
-    result = run_sustained_load(service, traffic, 2_000, 64, 300, warm_up=1_000)
+    # Memory is measured from a steady state: after 1,000 warm-up requests a fresh server still
+    # grew 8-13% over the next 2,000 (allocator arenas and buffers filling, at this commit and
+    # the one before alike); after 4,000 it grew 1.5-2.3% (three runs each, 2026-12-06).
+    result = run_sustained_load(service, traffic, 2_000, 64, 300, warm_up=4_000)
     assert result.passed, explain(result)
     assert result.figures["answers_checked"] > 0, explain(result)
 

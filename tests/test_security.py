@@ -70,8 +70,14 @@ def _audit(event: str, args: tuple) -> None:
 
 
 def _code(path: str) -> bool:
-    """Python's own reads: modules imported lazily while answering."""
-    return path.endswith((".py", ".pyc", ".so", ".zip")) or "site-packages" in path
+    """Python's own reads: modules imported lazily while answering, and package metadata
+    (``importlib.metadata`` reads this checkout's ``.egg-info`` when the server names its
+    version; an editable install keeps it beside the code, not in site-packages)."""
+    return (
+        path.endswith((".py", ".pyc", ".so", ".zip"))
+        or "site-packages" in path
+        or Path(path).parent.name.endswith((".egg-info", ".dist-info"))
+    )
 
 
 def test_request_paths_never_reach_the_filesystem(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,27 @@ Key = tuple[str, int]
 # Batches waiting for the counting thread; beyond this the oldest are forgotten (a window
 # needs only the latest items anyway). 64 items per batch at most: ~260k items.
 MAX_PENDING_BATCHES = 4096
+
+
+# Inputs are joined and binned at most this many bytes at a time. Joining a pass's photos at
+# once (flowers: 602 KB an item, up to drift_window of them) made temporaries of hundreds of
+# MB: the server's memory grew 12.5% in the gate's 2,000-request sustained-load run.
+GROUP_BYTES = 4 << 20
+
+
+def _groups(parts: list[np.ndarray]) -> Iterator[list[np.ndarray]]:
+    """Consecutive runs of ``parts`` of about GROUP_BYTES each (a larger part alone)."""
+    group: list[np.ndarray] = []
+    size = 0
+    for part in parts:
+        nbytes = getattr(part, "nbytes", 0)
+        if group and size + nbytes > GROUP_BYTES:
+            yield group
+            group, size = [], 0
+        group.append(part)
+        size += nbytes
+    if group:
+        yield group
 
 
 class Window:
@@ -90,11 +112,17 @@ class Window:
                 items += len(kept[-1])
                 if items >= self.size:
                     break
-            values = np.concatenate(kept[::-1]) if len(kept) > 1 else kept[0]
             if field == 0:
-                for name, bins in self.bins(values).items():
-                    self._write(name, bins, seen)
-            elif field == 1:
+                binned: dict[str, list[np.ndarray]] = {}
+                for group in _groups(kept[::-1]):
+                    values = np.concatenate(group) if len(group) > 1 else group[0]
+                    for name, bins in self.bins(values).items():
+                        binned.setdefault(name, []).append(bins)
+                for name, parts_bins in binned.items():
+                    self._write(name, np.concatenate(parts_bins), seen)
+                continue
+            values = np.concatenate(kept[::-1]) if len(kept) > 1 else kept[0]
+            if field == 1:
                 self._write(PREDICTION, np.asarray(values, np.int32), seen)
             else:
                 flags = np.asarray(values, np.bool_)[-self.size :]
