@@ -4,11 +4,18 @@ Every call needs ``Authorization: Bearer <SERVING_ADMIN_TOKEN>``. With no token 
 the API is closed (403): loading and unloading models is an operator's act, never open by
 default. A wrong or missing token gets 401 with ``WWW-Authenticate: Bearer``. Tokens are
 compared in constant time.
+
+The API's unloads and routing are written to two small files all workers of the server read
+(``SharedState``), so with several workers each drops (or takes back) a model within a second.
 """
 
 from __future__ import annotations
 
 import hmac
+import json
+import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from service import auth
@@ -176,3 +183,86 @@ def _checked_routing(changes: dict[str, Any]) -> dict[str, Any]:
         )
         raise RequestError("invalid_routing", problem[:500], status=400) from None
     return {k: (getattr(parsed, k) if changes[k] is not None else None) for k in changes}
+
+
+# -- the state every worker reads -----------------------------------------------------------
+
+STATE_FILE = "unloaded.json"  # the models unloaded through the API
+ROUTING_FILE = "routing.json"  # the repository API's labels and traffic, for every worker
+
+
+class SharedState:
+    """The repository API's unloads (``unloaded.json``) and labels and traffic
+    (``routing.json``) in the folder this server's workers share; the registry reads them
+    when they change (``Registry.poll_forever`` looks every second)."""
+
+    def __init__(self, config: Settings) -> None:
+        self.config = config
+        self._state_seen: float | None = None
+        self._routing_seen: float | None = None
+
+    def state_dir(self) -> Path:
+        """Shared by this server's workers (they have one parent, the arbiter)."""
+        chosen = self.config.state_dir or Path(tempfile.gettempdir()) / f"kms-state-{os.getppid()}"
+        chosen.mkdir(parents=True, exist_ok=True)
+        return chosen
+
+    def unloaded_names(self) -> set[str] | None:
+        """The unloaded models' names when the state file changed since last read, else None
+        (blocking: called in a thread)."""
+        path = self.state_dir() / STATE_FILE
+        try:
+            mtime = path.stat().st_mtime
+        except OSError:
+            return None
+        if mtime == self._state_seen:
+            return None
+        self._state_seen = mtime
+        try:
+            names = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return {n for n in names if isinstance(n, str)} if isinstance(names, list) else None
+
+    def routing(self) -> dict[str, Any] | None:
+        """The repository API's labels and traffic by model, when changed since last read."""
+        path = self.state_dir() / ROUTING_FILE
+        try:
+            mtime = path.stat().st_mtime
+        except OSError:
+            return None
+        if mtime == self._routing_seen:
+            return None
+        self._routing_seen = mtime
+        try:
+            found = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return found if isinstance(found, dict) else None
+
+    def write_unloaded(self, names: list[str]) -> None:
+        """The names of the models unloaded through the API, for every worker."""
+        path = self.state_dir() / STATE_FILE
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(names))
+        temporary.replace(path)
+        self._state_seen = path.stat().st_mtime
+
+    def write_routing(self, overrides: dict[str, Any]) -> None:
+        """The API's labels and traffic by model, for every worker."""
+        path = self.state_dir() / ROUTING_FILE
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(overrides))
+        temporary.replace(path)
+        self._routing_seen = path.stat().st_mtime
+
+    def changed(self) -> bool:
+        """Whether either file changed since this worker last read or wrote it."""
+        directory = self.state_dir()
+        for name, seen in ((STATE_FILE, self._state_seen), (ROUTING_FILE, self._routing_seen)):
+            try:
+                if (directory / name).stat().st_mtime != seen:
+                    return True
+            except OSError:
+                continue
+        return False

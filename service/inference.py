@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from math import prod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,10 +29,12 @@ from service.http import ClientGone, RawRequest, Reply, json_reply
 from service.inputs.images import collect_sizes
 from service.logs import client_request_id, request_id
 from service.metrics import EndpointMetrics, Metrics
-from service.models import Registry
 from service.monitoring import Monitor
 from service.rollout import ROUTING_KEY, VERSION_HEADER, Shadows
 from service.tracing import RequestTrace, Tracing
+
+if TYPE_CHECKING:  # the registry's following imports service.admin, which imports this
+    from service.registry.following import Registry
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""A remote model repository's local copy: what ``service.models`` loads from when
+"""A remote model repository's local copy: what ``service.registry`` loads from when
 ``MODEL_REPOSITORY`` is ``s3://``, ``gs://`` or ``az://``.
 
 Each poll is one LIST of the repository's prefix (``modelspec.storage``); the manifests'

@@ -50,7 +50,7 @@ from service.config import ModelConfig, ModelFileConfig, check_routing
 if TYPE_CHECKING:
     from service.descriptor import Version
     from service.metrics import Metrics
-    from service.models import Loaded, ServedModel
+    from service.registry.lookup import Loaded, ServedModel
 
 logger = logging.getLogger(__name__)
 

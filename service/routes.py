@@ -14,9 +14,9 @@ from service import admin, native, openapi, page
 from service.errors import NotFound, RequestError
 from service.http import RawRequest, Reply, json_reply
 from service.inference import Runtime, error_reply
-from service.models import READY
 from service.protocols import tfserving, v2
 from service.protocols.common import unknown_version, version_number
+from service.registry.lookup import READY
 from service.routing import Route, RouteTable
 
 MODELS, V2, TF, ADMIN, DOCS = (

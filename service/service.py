@@ -3,7 +3,7 @@
 BentoML provides the server, its workers and graceful shutdown, and ``/livez``, ``/readyz``
 and ``/metrics``; every other route is ``service.app`` (the route table in
 ``service.routes``). Each worker loads the models before it accepts a connection, then
-keeps them in step with the repository (``service.models``).
+keeps them in step with the repository (``service.registry``).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from service.inference import Runtime
 from service.inputs import images
 from service.logs import configure_logging
 from service.metrics import Metrics
-from service.models import Registry
 from service.monitoring import Monitor
 from service.protocols import grpc
+from service.registry.following import Registry
 
 logger = logging.getLogger("service")
 startup.prepare_server()  # in the `bentoml serve` process only: port check, metrics folder

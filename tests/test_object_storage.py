@@ -237,7 +237,7 @@ def test_a_models_config_yaml_is_followed_from_the_bucket(
 
     from service.config import load_config
     from service.metrics import Metrics
-    from service.models import Registry
+    from service.registry.following import Registry
 
     url = in_moto.url("rollout")
     export(sources[2], url, in_moto.env)

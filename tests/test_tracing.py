@@ -17,7 +17,7 @@ from service.app import App
 from service.config import load_config
 from service.inference import Runtime
 from service.metrics import Metrics
-from service.models import Registry
+from service.registry.following import Registry
 from service.tracing import Tracing, from_environment
 
 pytestmark = pytest.mark.slow

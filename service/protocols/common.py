@@ -9,7 +9,7 @@ from service.http import Reply, json_reply
 from service.inputs.numbers import ascii_int
 
 if TYPE_CHECKING:
-    from service.models import ServedModel
+    from service.registry.lookup import ServedModel
 
 
 class NotAVersion(int):

@@ -36,8 +36,7 @@ from service.errors import RequestError
 from service.http import Reply
 from service.inference import Call, Decoded, Runtime, handle
 from service.interfaces.base import BYTES
-from service.models import READY
-from service.protocols import v2
+from service.protocols import v2, v2_names
 from service.protocols.common import protocol_errors, version_number
 from service.protocols.v2_codec import (
     NUMERIC_TYPES,
@@ -52,6 +51,7 @@ from service.protocols.v2_codec import (
     to_raw,
     whole,
 )
+from service.registry.lookup import READY
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ def requested(message: Any, view: Any) -> tuple[RequestedOutput, ...]:
 def infer_call(runtime: Runtime, message: Any) -> Call:
     """A ModelInfer request as the same ``Call`` V2 over HTTP makes."""
     name = message.model_name
-    model, signature = runtime.registry.v2_target(name)
+    model, signature = v2_names.target(runtime.registry.v2_index, name)
 
     async def decode(request: GrpcRequest, _: bytes, served: Version, limits: Limits) -> Decoded:
         view = served.view(signature)
@@ -209,7 +209,7 @@ async def _abort(context: grpc.aio.ServicerContext, error: RequestError | None) 
 
 
 def _model_reply(runtime: Runtime, name: str, version: str) -> tuple[Any, Any]:
-    model, signature = runtime.registry.v2_target(name)
+    model, signature = v2_names.target(runtime.registry.v2_index, name)
     loaded = runtime.registry.resolve(model, version_number(version or None))
     assert loaded.version is not None
     return loaded, loaded.version.view(signature)

@@ -23,10 +23,10 @@ from service.inference import Call, Decoded, Runtime, handle
 from service.inputs.body import parse_json
 from service.inputs.tensors import holds_boolean, might_hold_booleans
 from service.interfaces.base import BYTES, Columns, Tensor
-from service.models import FAILED, LOADING, READY, UNLOADING, Loaded, ServedModel
 from service.monitoring.names import OOD_OUTPUTS
 from service.protocols.common import protocol_errors, unknown_version, version_number
 from service.protocols.v2_codec import check_inputs
+from service.registry.lookup import FAILED, LOADING, READY, UNLOADING, Loaded, ServedModel
 
 DTYPES = {
     "BOOL": "DT_BOOL",

@@ -19,7 +19,7 @@ from service.http import RawRequest, Reply, json_reply
 from service.inference import Call, Decoded, Runtime, handle
 from service.inputs.tensors import might_hold_booleans
 from service.interfaces.base import BYTES
-from service.models import READY, Loaded
+from service.protocols import v2_names
 from service.protocols.common import protocol_errors, unknown_version, version_number
 from service.protocols.v2_codec import (
     HEADER_LENGTH,
@@ -29,6 +29,7 @@ from service.protocols.v2_codec import (
     requested_outputs,
     split_body,
 )
+from service.registry.lookup import READY, Loaded
 
 SERVER_NAME = "keras-model-serving"
 EXTENSIONS = [
@@ -43,7 +44,7 @@ PLATFORMS = {"onnx": "onnxruntime_onnx", "saved_model": "tensorflow_savedmodel"}
 
 def infer_call(runtime: Runtime, name: str, version: str | None) -> Call:
     """A V2 infer request as a ``Call`` on the signature's shared batcher."""
-    model, signature = runtime.registry.v2_target(name)
+    model, signature = v2_names.target(runtime.registry.v2_index, name)
 
     async def decode(request: RawRequest, body: bytes, served: Version, limits: Limits) -> Decoded:
         view = served.view(signature)
@@ -79,7 +80,7 @@ async def infer(
 
 
 def _target(runtime: Runtime, name: str, version: str | None) -> tuple[Loaded, SignatureView]:
-    model, signature = runtime.registry.v2_target(name)
+    model, signature = v2_names.target(runtime.registry.v2_index, name)
     loaded = runtime.registry.resolve(model, version_number(version))
     assert loaded.version is not None
     return loaded, loaded.version.view(signature)
@@ -176,7 +177,7 @@ async def ready(
     request: RawRequest, runtime: Runtime, name: str, version: str | None = None
 ) -> Reply:
     try:
-        model_name, _ = runtime.registry.v2_target(name)
+        model_name, _ = v2_names.target(runtime.registry.v2_index, name)
         model = runtime.registry.find(model_name)
         number = version_number(version)
         if number is not None:

@@ -100,7 +100,7 @@ class InProcess:
         from service.config import load_config
         from service.inference import Runtime
         from service.metrics import Metrics
-        from service.models import Registry
+        from service.registry.following import Registry
 
         settings = load_config(self.environ)
         metrics = Metrics(f"unit{next(_namespaces)}")  # its own names: one registry per process

@@ -1,5 +1,5 @@
-"""service.models: the version policies (latest, specific, all) of a repository of three
-versions of a synthetic graph, served in this process by the real Registry."""
+"""service.registry.following: the version policies (latest, specific, all) of a repository
+of three versions of a synthetic graph, served in this process by the real Registry."""
 
 from __future__ import annotations
 
