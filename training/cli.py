@@ -194,6 +194,7 @@ def _train(args: argparse.Namespace, data_dir: Path) -> int:
         if not names:
             print(f"every model is in {root}: nothing to train", flush=True)
             return 0
+    _check_datasets(names, data_dir)
     _quiet_tensorflow()
     import keras
 
@@ -214,6 +215,18 @@ def _train(args: argparse.Namespace, data_dir: Path) -> int:
         )
     print(f"trained {len(names)} model(s) in {(time.monotonic() - started) / 60:.1f} min")
     return 0
+
+
+def _check_datasets(names: list[str], data_dir: Path) -> None:
+    """Each dataset the models train on, fetched when missing and read once, before
+    TensorFlow starts: a missing, undownloadable or malformed one is refused in under a
+    second, not after 4 s of imports (0.8 s for all three here; the recipes read them again)."""
+    from training.datasets import bank, flowers, mnist
+
+    readers = {"digits": mnist.load_mnist, "autoencoder": mnist.load_mnist}
+    readers |= {"bank": bank.load_bank, "flowers": flowers.list_flowers}
+    for reader in dict.fromkeys(readers[name] for name in names):
+        reader(data_dir)
 
 
 def profile_name(profile: object) -> str:
