@@ -14,6 +14,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from service.errors import CATALOGUE
+from service.interfaces.base import query_option
 
 if TYPE_CHECKING:
     from service.inference import Runtime
@@ -87,17 +88,7 @@ def operation(
     return found
 
 
-def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "schema": schema,
-        "description": description,
-    }
-
-
-_VERSION_QUERY = _query(
+_VERSION_QUERY = query_option(
     "version", {"type": "string", "pattern": "^[0-9]+$"}, "a served version (default: latest)"
 )
 _JSON_ANY = {"application/json": {"schema": {"type": "object"}}}
@@ -140,7 +131,7 @@ TENSOR_PREDICT = operation(
     "Any signature of any model: JSON tensors in, JSON tensors out",
     _INFER,
     body=_JSON_ANY,
-    query=[_VERSION_QUERY, _query("signature", {"type": "string"}, "default: the first")],
+    query=[_VERSION_QUERY, query_option("signature", {"type": "string"}, "default: the first")],
 )
 RICH = operation("A signature's native endpoint", _INFER)  # written out per model below
 V2_SERVER = operation("Server metadata and the protocol extensions it supports")
