@@ -532,6 +532,7 @@ def _keras(
             f"{path}: the model's inputs and outputs cannot be read ({detail(error)})"
         ) from None
     endpoints = {SIGNATURE: keras_endpoint(model, input_keys, signature)}
+    _check_reference(reference, signature)
     with staging_area(out, name) as stage:
         shutil.copyfile(path, stage / KERAS_MODEL)
         write_saved_model(model, endpoints, (signature,), stage / SAVED_MODEL_DIR)
@@ -557,6 +558,7 @@ def _saved_model(
     name = checked_name(name)
     refuse_special_files(path)  # before TensorFlow reads it: a FIFO would hang the load
     signatures = saved_model_signatures(path)
+    _check_reference(reference, signatures[0])
     with staging_area(out, name) as stage:
         # Links copied as links, and the copy checked again: nothing outside the folder gets
         # in even if the folder changed since it was checked.
@@ -578,6 +580,7 @@ def _onnx(
 ) -> Path:
     name = checked_name(name)
     signature, external = onnx_signature(path)
+    _check_reference(reference, signature)
     with staging_area(out, name) as stage:
         shutil.copyfile(path, stage / signature.onnx_file)
         # External data keeps its place relative to the graph, where ONNX Runtime (given the
@@ -593,6 +596,12 @@ def _onnx(
         return _publish(
             stage, out, name, (signature,), runners, given, path, "ONNX", None, reference
         )
+
+
+def _check_reference(reference: Path | None, signature: Signature) -> None:
+    """A ``--reference-inputs`` file that does not fit is refused before anything is staged."""
+    if reference is not None:
+        reference_stats.read_inputs(reference, signature)
 
 
 def _publish(
