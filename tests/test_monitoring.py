@@ -268,12 +268,13 @@ def _send(client: httpx.Client, records: list[dict]) -> None:
         assert reply.status_code == 200, reply.text
 
 
-def _drift_after(client: httpx.Client, total: int, model: str = "bank") -> dict:
-    """The model's drift once the counting thread has seen ``total`` items."""
+def _drift_after(client: httpx.Client, total: int, model: str = "bank", workers: int = 1) -> dict:
+    """The model's drift once the counting threads have seen ``total`` items, counted by
+    ``workers`` workers (a second worker may still be loading when /readyz first answers)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         state = client.get(f"/models/{model}").json()["drift"]["versions"]["1"]
-        if state["items"] >= total:
+        if state["items"] >= total and state["workers"] >= workers:
             return state
         time.sleep(0.2)
     raise AssertionError(f"the drift window saw {state['items']} of {total} items")
@@ -316,6 +317,27 @@ def test_bank_traffic_like_the_test_split_stays_below_the_alert_and_shifts_cross
     plot = client.get("/models/bank/drift.png")
     assert plot.status_code == 200 and plot.content[:8] == b"\x89PNG\r\n\x1a\n"
     assert client.get("/models/bank/drift.png?version=9").status_code == 404
+
+
+def test_two_workers_score_the_same_window(repository: Path, data_dir: Path, tmp_path) -> None:
+    """A server of two workers: the drift figures are both workers' windows added up
+    (service.monitoring.drift), whichever worker answers; each connection keeps to one
+    worker, so two clients spread the traffic."""
+    server = _serve(repository, tmp_path / "serve.log", workers="2", drift_window="200",
+                    drift_interval_s="0.3")  # fmt: skip
+    try:
+        records = load_bank(data_dir).records[:400]
+        clients = [httpx.Client(base_url=server.url, timeout=60) for _ in range(2)]
+        for i in range(0, len(records), 20):
+            reply = clients[i // 20 % 2].post(
+                "/bank/predict", json={"records": records[i : i + 20]}
+            )
+            assert reply.status_code == 200, reply.text
+        for client in clients:  # a second worker may still be loading when /readyz answers
+            state = _drift_after(client, len(records), workers=2)
+            assert state["full"] and state["scores"], state
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module")

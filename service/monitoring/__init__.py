@@ -209,6 +209,7 @@ class Monitor:
                 "scores": state.get("scores", {}),
                 "drifted": state.get("drifted", []),
                 "ood_rate": state.get("ood_rate"),
+                "workers": state.get("workers", 0),  # whose windows the figures add up
                 "plot": f"/models/{model.name}/drift.png?version={loaded.number}"
                 if has_reference
                 else None,
