@@ -25,9 +25,8 @@ from service.protocols.v2_codec import (
     HEADER_LENGTH,
     InferRequest,
     encode_answer,
-    read_columns,
-    requested_outputs,
-    split_body,
+    read_feed,
+    read_request,
 )
 from service.registry.lookup import READY, Loaded
 
@@ -47,16 +46,10 @@ def infer_call(runtime: Runtime, name: str, version: str | None) -> Call:
     model, signature = v2_names.target(runtime.registry.v2_index, name)
 
     async def decode(request: RawRequest, body: bytes, served: Version, limits: Limits) -> Decoded:
-        view = served.view(signature)
-        document, binary = split_body(body, request.headers.get(HEADER_LENGTH))
+        v2_request = read_request(body, request.headers.get(HEADER_LENGTH), limits)
         check = might_hold_booleans(body)
-        columns = read_columns(document["inputs"], binary, view, limits, check)
-        wanted = requested_outputs(document, view)
-        feed = await view.kind.from_columns(columns, served, signature, limits)
-        rid = document.get("id")
-        return Decoded(
-            signature, feed, InferRequest(rid if isinstance(rid, str) else None, wanted, name)
-        )
+        feed, wanted = await read_feed(v2_request, served, signature, limits, check)
+        return Decoded(signature, feed, InferRequest(v2_request.id, wanted, name))
 
     def encode(outputs: Any, request: InferRequest, served: Version, chosen: str) -> Reply:
         return encode_answer(outputs, request, served, served.views[chosen])
