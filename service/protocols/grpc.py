@@ -32,10 +32,10 @@ from service.config import Limits
 from service.descriptor import Version
 from service.errors import RequestError
 from service.http import Reply
-from service.inference import Call, Decoded, Runtime, handle
+from service.inference import Call, Decoded, Runtime
 from service.interfaces.base import BYTES
 from service.protocols import v2, v2_names
-from service.protocols.common import protocol_errors, version_number
+from service.protocols.common import protocol_errors, serve, version_number
 from service.protocols.v2_codec import (
     TensorInput,
     V2Request,
@@ -67,7 +67,7 @@ CONTENTS = {
 
 
 class GrpcRequest:
-    """A gRPC call as ``inference.handle`` sees a request: metadata for headers; the body is
+    """A gRPC call as ``inference.Serving`` sees a request: metadata for headers; the body is
     the protobuf message, already parsed (within the server's message size limit)."""
 
     def __init__(self, message: Any, context: grpc.aio.ServicerContext) -> None:
@@ -137,31 +137,34 @@ def v2_request(message: Any, limits: Limits) -> V2Request:
     return V2Request(inputs, message.id, {"binary_data_output": True}, outputs or None)
 
 
-def infer_call(runtime: Runtime, message: Any) -> Call:
-    """A ModelInfer request as the same ``Call`` V2 over HTTP makes."""
-    name = message.model_name
-    model, signature = v2_names.target(runtime.registry.v2_index, name)
+class GrpcInfer:
+    """A ModelInfer request: the same ``Call`` V2 over HTTP makes, and the same reader."""
 
-    async def decode(request: GrpcRequest, _: bytes, served: Version, limits: Limits) -> Decoded:
+    def __init__(self, runtime: Runtime, message: Any) -> None:
+        name = self.name = message.model_name
+        model, self.signature = v2_names.target(runtime.registry.v2_index, name)
+        number = version_number(message.model_version or None)
+        label = f"/v2/models/{name}/infer"
+        self.call = Call(model, number, self.signature, label, protocol_errors, "grpc")
+
+    async def decode(
+        self, request: GrpcRequest, _: bytes, served: Version, limits: Limits
+    ) -> Decoded:
         read = v2_request(request.message, limits)
-        feed, wanted = await read_feed(read, served, signature, limits, False)
-        return Decoded(signature, feed, wanted)
+        feed, wanted = await read_feed(read, served, self.signature, limits, False)
+        return Decoded(self.signature, feed, (request.message.id, wanted))
 
-    def encode(outputs: Any, wanted: Any, served: Version, chosen: str) -> Reply:
+    def encode(self, outputs: Any, decoded: Decoded, served: Version) -> Reply:
+        rid, wanted = decoded.context
         response = pb.ModelInferResponse(
-            model_name=name, model_version=str(served.number), id=message.id
+            model_name=self.name, model_version=str(served.number), id=rid
         )
-        for output, value, datatype in answer_tensors(
-            outputs, wanted, served, served.views[chosen]
-        ):
+        view = served.views[decoded.signature]
+        for output, value, datatype in answer_tensors(outputs, wanted, served, view):
             shape = list(value.shape)
             response.outputs.add(name=output.tensor.name, datatype=datatype, shape=shape)
             response.raw_output_contents.append(to_raw(value, datatype))
         return Reply(b"", message=response)
-
-    number = version_number(message.model_version or None)
-    label = f"/v2/models/{name}/infer"
-    return Call(model, number, signature, label, decode, encode, protocol_errors, "grpc")
 
 
 def status_of(error: RequestError) -> grpc.StatusCode:
@@ -253,10 +256,10 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request: Any, context: Any) -> Any:
         incoming = GrpcRequest(request, context)
         try:
-            call = infer_call(self.runtime, request)
+            adapter = GrpcInfer(self.runtime, request)
         except RequestError as error:
             await _abort(context, error)
-        reply = await handle(incoming, call, self.runtime)  # the concurrency limit included
+        reply = await serve(incoming, self.runtime, adapter)  # the concurrency limit included
         if reply.message is None:
             await _abort(context, reply.error)
         return reply.message
