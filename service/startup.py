@@ -74,7 +74,7 @@ def own_metrics_dir(home: Path, container: Any) -> Path:
     """
     for stale in home.glob(METRICS_PREFIX + "*"):
         pid = stale.name.removeprefix(METRICS_PREFIX)
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)
     own = home / f"{METRICS_PREFIX}{os.getpid()}"
     container.prometheus_multiproc_dir.set(str(own))
@@ -82,7 +82,8 @@ def own_metrics_dir(home: Path, container: Any) -> Path:
     return own
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """A process still running (someone else's counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

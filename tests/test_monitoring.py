@@ -18,6 +18,8 @@ import random
 import shutil
 import socket
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -111,6 +113,55 @@ def test_every_version_carries_reference_statistics(repository: Path) -> None:
     assert detector["score"] == "reconstruction_mse" and detector["threshold"] > 0
 
 
+def test_workers_score_their_windows_together(tmp_path: Path) -> None:
+    """Two workers' drift threads (two Drift objects, one folder between them as a server's
+    workers have): each has seen 600 items of a 1,000-item window, so neither alone scores;
+    together they do, with the counts of both, and a dead worker's counts no longer count."""
+    from modelspec.reference import build
+    from service.descriptor import Version
+    from service.monitoring.drift import Drift
+    from tests.unit.synthetic import manifest
+
+    rng = np.random.default_rng(7)
+    reference = build(
+        rng.random((500, 28, 28), dtype=np.float32),
+        signature="serving_default",
+        input_kind="mnist_image",
+        classes=rng.integers(0, 10, 500),
+        source="test",
+    )
+    (tmp_path / REFERENCE_FILE).write_text(json.dumps(reference))
+    version = Version("m", 1, tmp_path, manifest("m", files={REFERENCE_FILE: "listed"}))
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    first, second = (Drift(window=1000, interval_s=60, shared=shared) for _ in range(2))
+    second.pid = os.getppid()  # another live process: the second worker's file is its own
+    for drift in (first, second):
+        for _ in range(6):
+            drift.observe(version, rng.random((100, 28, 28), dtype=np.float32) ** 4, None)
+    first.count()  # shares its 600 items; sees nobody else yet
+    assert first.state[("m", 1)]["scores"] == {} and first.state[("m", 1)]["workers"] == 1
+    second.count()  # shares its 600, sees the first's
+    together = second.state[("m", 1)]
+    assert together["workers"] == 2 and together["items"] == 1200 and together["full"]
+    assert together["scores"]["mean_intensity"] > 0.25  # x**4 darkens every image
+    first.count()  # nothing new here, but the other worker's counts changed: rescored
+    assert first.state[("m", 1)]["scores"] == together["scores"]
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    os.replace(shared / f"drift-{second.pid}.json", shared / f"drift-{dead.stdout.strip()}.json")
+    first.observe(version, rng.random((1, 28, 28), dtype=np.float32), None)
+    first.count()
+    assert first.state[("m", 1)]["workers"] == 1 and first.state[("m", 1)]["scores"] == {}
+    first.stop()
+    assert not (shared / f"drift-{first.pid}.json").exists()
+
+
 def test_psi_is_zero_for_the_same_distribution_and_grows_with_a_shift() -> None:
     assert psi([10, 20, 30], [20, 40, 60]) == pytest.approx(0.0)
     assert psi([10, 20, 30], [30, 20, 10]) > ALERT
@@ -187,7 +238,7 @@ def test_the_window_of_a_version_no_longer_served_is_dropped(tmp_path: Path) -> 
     score = {"model": "m", "version": "1", "feature": "prediction"}
     assert prometheus.get_sample_value("drift_score", score) > 0
 
-    drift.keep = frozenset({("m", 2)})  # version 1 retired
+    drift.keep = {("m", 2): versions[2]}  # version 1 retired
     drift.count()
     assert set(drift.state) == {("m", 2)} and drift.window_of(("m", 1)) is None
     assert prometheus.get_sample_value("drift_score", score) == 0

@@ -13,7 +13,9 @@ created here, beside the others:
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,7 +60,11 @@ class Monitor:
         # handed to prometheus_client at the metrics flush (service.metrics), as the request
         # counts are; labels() and a multiprocess inc() cost 2.8 us a request (timeit).
         self._ood_counts: dict[tuple[str, str, str], int] = {}
-        self.drift = Drift(config.drift_window, config.drift_interval_s, gauge)
+        # The workers' counts meet in the server's own Prometheus folder (service.startup).
+        shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        self.drift = Drift(
+            config.drift_window, config.drift_interval_s, gauge, Path(shared) if shared else None
+        )
         self.detectors = Detectors(registry)
         log = payloads.PayloadLog(config, dropped, written)
         self.payloads = log if log.on else None
@@ -104,11 +110,12 @@ class Monitor:
     def flush(self) -> None:
         """Hand the OOD counts since the last flush to prometheus_client, and the versions
         served now to the drift thread (which drops the windows of the others)."""
-        self.drift.keep = frozenset(
-            (name, loaded.number)
+        self.drift.keep = {
+            (name, loaded.number): loaded.version
             for name, model in self.registry.models.items()
             for loaded in model.ready_versions
-        )
+            if loaded.version is not None
+        }
         counts, self._ood_counts = self._ood_counts, {}
         for labels, items in counts.items():
             self.ood_items.labels(*labels).inc(items)

@@ -8,18 +8,23 @@ summarised the training split with), writes the bins into a ring per feature and
 ring is full, scores each feature and the predicted classes by PSI: the gauge
 ``serving_drift_score{model,version,feature}``, ``/models/{m}`` (``drift``) and the PNG.
 
-Each worker keeps its own windows (workers do not share memory); the gauge takes the largest
-score of the live workers (``livemax``), so an alert fires when any worker sees drift.
+Workers share no memory, so each keeps its own windows and, after each pass, writes their bin
+counts to ``drift-<pid>.json`` in the server's shared folder (its Prometheus multiprocess
+folder, one per server). Each pass scores the counts of every live worker added together:
+the scores, ``/models`` and the plot are the server's, whichever worker answers, and appear
+once the workers together have seen ``drift_window`` items.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,6 +38,7 @@ from modelspec.reference import (
     binner,
     psi,
 )
+from service.startup import alive
 
 logger = logging.getLogger(__name__)
 Key = tuple[str, int]
@@ -165,37 +171,68 @@ class Window:
         ring = self.rings[name][:filled] if filled < self.size else self.rings[name]
         return np.bincount(ring, minlength=bin_count(self.specs[name])).tolist()
 
-    def snapshot(self) -> dict[str, Any]:
-        scores, live = {}, {}
-        for name, spec in self.specs.items():
-            live[name] = self.live_counts(name)
-            if self.seen[name] >= self.size:
-                scores[name] = round(psi(spec["counts"], live[name]), 4)
-        items = max(self.seen.values(), default=0)
+    def counts(self) -> dict[str, Any]:
+        """What other workers add to their scores: the bin counts of the items this window
+        holds, per feature, and its OOD flags (as plain numbers, for JSON)."""
         ood_items = min(self.ood_seen, self.size)
         return {
-            "items": items,
-            "full": items >= self.size,
+            "live": {name: self.live_counts(name) for name in self.specs},
+            "held": {name: min(self.seen[name], self.size) for name in self.specs},
+            "seen": max(self.seen.values(), default=0),
+            "ood": [int(self.ood[:ood_items].sum()), ood_items],
+        }
+
+    def snapshot(self, others: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+        """Scores of this window's items and ``others``' (other workers' ``counts()``)."""
+        mine = self.counts()
+        scores, live = {}, {}
+        for name, spec in self.specs.items():
+            total = np.asarray(mine["live"][name], np.int64)
+            held = mine["held"][name]
+            for other in others:
+                counts = other["live"].get(name)
+                if counts is not None and len(counts) == len(total):
+                    total = total + np.asarray(counts, np.int64)
+                    held += other["held"].get(name, 0)
+            live[name] = total.tolist()
+            if held >= self.size:
+                scores[name] = round(psi(spec["counts"], live[name]), 4)
+        items = mine["seen"] + sum(other.get("seen", 0) for other in others)
+        held = sum(max(c["held"].values(), default=0) for c in (mine, *others))
+        flagged, ood_items = mine["ood"]
+        for other in others:
+            flagged, ood_items = flagged + other["ood"][0], ood_items + other["ood"][1]
+        return {
+            "items": items,  # seen since the version was loaded, by every worker
+            "full": held >= self.size,
             "scores": scores,
             "drifted": sorted(n for n, s in scores.items() if s > ALERT),
             "live": live,
-            "ood_rate": round(float(self.ood[:ood_items].mean()), 4) if ood_items else None,
+            "ood_rate": round(flagged / ood_items, 4) if ood_items else None,
             "ood_items": ood_items,
+            "workers": 1 + len(others),
         }
 
 
 class Drift:
-    def __init__(self, window: int, interval_s: float, gauge: Any = None) -> None:
+    def __init__(
+        self, window: int, interval_s: float, gauge: Any = None, shared: Path | None = None
+    ) -> None:
         self.window = window
         self.interval_s = interval_s
         self.gauge = gauge
+        # The folder the server's workers exchange their counts through (None: this process
+        # alone, as in tests and tools).
+        self.shared = shared
+        self.pid = os.getpid()
         self._pending: deque[tuple[Any, ...]] = deque(maxlen=MAX_PENDING_BATCHES)
         self._windows: dict[Key, Window | None] = {}  # None: no reference (no checks)
         self._sources: dict[Key, Any] = {}  # the Version each key was first seen with
         self.state: dict[Key, dict[str, Any]] = {}  # the latest snapshots, read by /models
-        # The versions served now, handed over by the event loop (Monitor.flush); the counting
-        # thread drops the windows of the others, so it alone changes _windows.
-        self.keep: frozenset[Key] | None = None
+        # The versions served now, handed over by the event loop (Monitor.flush): the counting
+        # thread drops the windows of the others and scores these whether or not this worker
+        # saw their traffic (other workers may have); it alone changes _windows.
+        self.keep: dict[Key, Any] | None = None
         self._wake = threading.Event()
         self._stopped = False
         self._thread: threading.Thread | None = None
@@ -225,6 +262,8 @@ class Drift:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self.shared is not None:
+            (self.shared / f"drift-{self.pid}.json").unlink(missing_ok=True)
 
     def _run(self) -> None:
         while not self._stopped:
@@ -235,9 +274,13 @@ class Drift:
                 logger.exception("drift counting failed")
 
     def count(self) -> None:
-        """Bin what arrived since the last pass and rescore the windows it touched."""
-        if self.keep is not None:
-            self.forget(self.keep)
+        """Bin what arrived since the last pass, share this worker's counts, and rescore
+        each window with every live worker's."""
+        keep = self.keep
+        if keep is not None:
+            self.forget(frozenset(keep))
+            for key, version in keep.items():
+                self._window(key, version)
         arrived: dict[Key, list[tuple[Any, ...]]] = {}
         while self._pending:
             version, *batch = self._pending.popleft()
@@ -252,12 +295,41 @@ class Drift:
             except ValueError:  # inputs whose shapes differ cannot be joined: one by one
                 for batch in batches:
                     window.add(*batch)
-            snapshot = window.snapshot()
+        windows = {key: w for key, w in self._windows.items() if w is not None}
+        others = self._share(windows)
+        for key, window in windows.items():
+            theirs = [counts[_name(key)] for counts in others if _name(key) in counts]
+            if key not in arrived and not theirs and key in self.state:
+                continue  # nothing new anywhere
+            snapshot = window.snapshot(theirs)
             snapshot["computed_at"] = time.time()
             self.state[key] = snapshot
             if self.gauge is not None:
                 for feature, score in snapshot["scores"].items():
                     self.gauge.labels(key[0], str(key[1]), feature).set(score)
+
+    def _share(self, windows: dict[Key, Window]) -> list[dict[str, Any]]:
+        """Write this worker's counts; read those of the other live workers."""
+        if self.shared is None:
+            return []
+        mine = {_name(key): window.counts() for key, window in windows.items()}
+        target = self.shared / f"drift-{self.pid}.json"
+        try:
+            temporary = target.with_suffix(".tmp")
+            temporary.write_text(json.dumps(mine))
+            os.replace(temporary, target)  # readers see the old file or the new, never half
+        except OSError as error:
+            logger.warning("drift counts not shared (%s)", error)
+        others = []
+        for path in self.shared.glob("drift-*.json"):
+            pid = path.stem.removeprefix("drift-")
+            if pid == str(self.pid) or not pid.isdigit() or not alive(int(pid)):
+                continue
+            try:
+                others.append(json.loads(path.read_text()))
+            except (OSError, ValueError):  # gone or being replaced: next pass
+                continue
+        return others
 
     def _window(self, key: Key, version: Any) -> Window | None:
         if key in self._windows:
@@ -287,3 +359,7 @@ class Drift:
             if self.gauge is not None:
                 for feature in state.get("scores", {}):
                     self.gauge.labels(key[0], str(key[1]), feature).set(0)
+
+
+def _name(key: Key) -> str:
+    return f"{key[0]}/{key[1]}"
