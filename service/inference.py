@@ -1,11 +1,13 @@
 """The life of one inference request, whatever its protocol: read -> decode -> validate ->
 batch -> run -> encode, with request ids, metrics, logs and client errors handled once, here.
 
-A ``Call`` says which model a request is for (its version, when pinned, and signature) and how
-its body becomes a validated feed and the outputs an answer. Every protocol (native, V2,
-TF Serving) runs through the same version's batchers, so they share queues, batches and
-limits. The version is chosen when the request starts and held until it is answered, so a
-roll-out or an unload never cuts a request short.
+A ``Call`` says which model a request is for (its version, when pinned, and signature). A
+protocol's adapter (``service.protocols.common.serve``) calls a ``Serving``'s steps top to
+bottom: ``read`` the body, its own ``decode`` into a ``Decoded`` feed (within ``decoding()``),
+``run`` it, its own ``encode``, ``answer``; nothing here calls back into a protocol. Every
+protocol (native, V2, TF Serving, gRPC) runs through the same version's batchers, so they
+share queues, batches and limits. The version is chosen when the request
+starts and held until it is answered, so a roll-out or an unload never cuts a request short.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from math import prod
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -28,15 +30,16 @@ from service.errors import RequestError, Unavailable
 from service.http import ClientGone, RawRequest, Reply, json_reply
 from service.inputs.images import collect_sizes
 from service.logs import client_request_id, request_id
-from service.metrics import EndpointMetrics, Metrics
+from service.metrics import Metrics
 from service.monitoring import Monitor
 from service.rollout import ROUTING_KEY, VERSION_HEADER, Shadows
-from service.tracing import RequestTrace, Tracing
+from service.tracing import Tracing
 
 if TYPE_CHECKING:  # the registry's following imports service.admin, which imports this
     from service.registry.following import Registry
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Deadline:
@@ -94,7 +97,7 @@ class Runtime:
     in_flight: int = 0
     deadlines: Deadlines = field(init=False)
     shadows: Shadows = field(init=False)  # shadow traffic (service.rollout)
-    _calls: dict[tuple[Any, ...], Call] = field(init=False, default_factory=dict)
+    _calls: dict[tuple[Any, ...], Any] = field(init=False, default_factory=dict)
     _calls_generation: int = field(init=False, default=-1)
 
     def __post_init__(self) -> None:
@@ -117,9 +120,9 @@ class Runtime:
         finally:
             self.in_flight -= 1
 
-    def call(self, key: tuple[Any, ...], build: Callable[[], Call]) -> Call:
-        """The ``Call`` for a route, model and version, built once while the served models
-        stay as they are (a Call's closures cost a few microseconds per request)."""
+    def call(self, key: tuple[Any, ...], build: Callable[[], T]) -> T:
+        """A protocol's adapter (and its ``Call``) for a route, model and version, built once
+        while the served models stay as they are (building one costs a few microseconds)."""
         if self._calls_generation != self.registry.generation or len(self._calls) > 4096:
             self._calls.clear()
             self._calls_generation = self.registry.generation
@@ -139,10 +142,6 @@ class Decoded:
     context: Any = None
 
 
-Decode = Callable[[RawRequest, bytes, Version, Limits], Awaitable[Decoded]]
-Encode = Callable[[Outputs, Any, Version, str], Reply]
-
-
 def error_reply(error: RequestError) -> Reply:
     reply = json_reply(error.body(), status=error.status)
     reply.headers.update(error.headers)
@@ -160,8 +159,6 @@ class Call:
     version: int | None
     signature: str
     label: str
-    decode: Decode
-    encode: Encode
     errors: Callable[[RequestError], Reply] = error_reply
     protocol: str = "native"  # the metrics' protocol label (service.metrics.PROTOCOLS)
 
@@ -194,152 +191,208 @@ def _metric_labels(runtime: Runtime, call: Call) -> tuple[str, str, str]:
     return call.model, "unknown signature", call.protocol
 
 
-async def handle(request: RawRequest, call: Call, runtime: Runtime | None) -> Reply:
-    """Answer one request; client errors become 4xx JSON, nothing escapes as a crash."""
-    if runtime is None:
-        return call.errors(NOT_STARTED)
-    started = time.perf_counter()
-    rid = client_request_id(request.headers.get("x-request-id"))
-    request_id.set(rid)
-    recorder = runtime.metrics.endpoint(*_metric_labels(runtime, call))
-    recorder.started()
-    traced = (
-        runtime.tracing.start(f"POST {call.label}", request.headers) if runtime.tracing else None
+class Serving:
+    """One inference request in progress, as ``async with``: request id, metrics, trace and
+    deadline from the start; on the way out, whatever was raised becomes the protocol's
+    refusal (``Call.errors``) and ``reply`` is the answer. Between, the protocol calls the
+    steps in order: ``read``, its own decoding within ``decoding()``, ``run``, ``answer``."""
+
+    __slots__ = (
+        "admitted",
+        "batcher",
+        "body",
+        "call",
+        "deadline",
+        "large_json",
+        "loaded",
+        "model",
+        "outputs",
+        "ran",
+        "recorder",
+        "reply",
+        "request",
+        "rid",
+        "runtime",
+        "sizes",
+        "started",
+        "t0",
+        "t1",
+        "t2",
+        "traced",
+        "version",
     )
-    deadline = runtime.deadlines.start()
-    try:
-        try:
-            reply = await _infer(request, runtime, call, recorder, traced, (rid, started))
-        except asyncio.CancelledError:
-            if not deadline.expired:  # the client left (gRPC cancels), or shutdown
-                recorder.answered(499, time.perf_counter() - started)
+
+    def __init__(self, request: RawRequest, call: Call, runtime: Runtime) -> None:
+        self.request, self.call, self.runtime = request, call, runtime
+        self.started = time.perf_counter()
+        self.rid = rid = client_request_id(request.headers.get("x-request-id"))
+        request_id.set(rid)
+        self.recorder = runtime.metrics.endpoint(*_metric_labels(runtime, call))
+        self.recorder.started()
+        self.traced = (
+            runtime.tracing.start(f"POST {call.label}", request.headers)
+            if runtime.tracing
+            else None
+        )
+        self.deadline = runtime.deadlines.start()
+        self.loaded: Any = None
+        self.admitted = False
+        self.reply: Reply | None = None
+
+    async def __aenter__(self) -> Serving:
+        return self
+
+    async def read(self) -> bytes:
+        """The version (the one the call names, else one drawn by the traffic weights,
+        sticky by routing key), load shed before the body is read, the body, a place among
+        the requests in progress."""
+        request, runtime, call = self.request, self.runtime, self.call
+        limits = runtime.config.limits
+        model = self.model = runtime.registry.find(call.model)
+        loaded = model.route(call.version, request.headers.get(ROUTING_KEY))
+        version = self.version = loaded.version
+        assert version is not None  # a ready version is described
+        if self.traced is not None:
+            self.traced.attributes.update({"model": call.model, "model.version": loaded.number})
+        loaded.begin()
+        self.loaded = loaded
+        self.batcher = (
+            loaded.batchers.get(call.signature)
+            or loaded.batchers[version.view(call.signature or version.default_signature).name]
+        )
+        self.batcher.refuse_if_full()  # shed load before reading a body that could not queue
+        self.t0 = time.perf_counter()
+        body = self.body = await request.body(limits)
+        self.t1 = time.perf_counter()
+        if runtime.full():
+            raise OVERLOADED
+        runtime.in_flight += 1
+        self.admitted = True
+        self.large_json = len(body) >= DECODE_ON_LOOP_BYTES and _is_json(body)
+        if self.large_json:
+            refuse_too_many_values(body, version, limits)
+        return body
+
+    def decoding(self) -> Serving:
+        """``with`` around the protocol's decoding: the uploaded images' own sizes are
+        collected (for drift), too deep a body is refused, and the time is kept."""
+        return self
+
+    def __enter__(self) -> None:
+        self.sizes = collect_sizes()
+
+    def __exit__(self, kind: Any, error: BaseException | None, tb: Any) -> None:
+        if isinstance(error, RecursionError):
+            # orjson parses 1,024 levels, Python's recursion stops near 1,000 in the walks
+            # over nested lists; no model takes a tensor of that rank.
+            raise RequestError(
+                "too_deeply_nested",
+                "the body nests lists deeper than any tensor",
+                expected="arrays nested no deeper than the input's rank",
+                status=400,
+            ) from None
+        self.t2 = time.perf_counter()
+
+    async def run(self, decoded: Decoded) -> Outputs:
+        """The feed through its signature's batcher; a finite answer, counted and watched."""
+        version = self.version
+        ran = self.ran = await self.loaded.batchers[decoded.signature].infer(decoded.feed)
+        outputs = ran.outputs
+        require_finite(outputs)
+        classes = version.views[decoded.signature].answer.classes(outputs, version)
+        if classes is not None:
+            self.recorder.predicted(version.labels, classes)
+        monitor = self.runtime.monitor
+        if monitor is not None:
+            if version.ood is not None:  # one more (batched) inference: the detector's
+                outputs = await monitor.flag(version, decoded.signature, decoded.feed, outputs)
+            monitor.observe(version, decoded.signature, decoded.feed, outputs, classes, self.sizes)
+        self.outputs = outputs
+        return outputs
+
+    def answer(self, reply: Reply, decoded: Decoded) -> None:
+        """The protocol's answer, with its version; then shadow traffic, payload logs and
+        the trace's steps, after the live answer is made."""
+        runtime, loaded, ran, version = self.runtime, self.loaded, self.ran, self.version
+        reply.headers[VERSION_HEADER] = str(loaded.number)
+        if self.model.routing.shadow_version is not None:
+            runtime.shadows.offer(
+                self.model, loaded, decoded.signature, decoded.feed, ran.outputs, runtime.in_flight
+            )
+        monitor = runtime.monitor
+        if monitor is not None and monitor.payloads is not None:
+            monitor.answered(
+                self.rid,
+                version,
+                decoded.signature,
+                self.call.label,
+                self.body,
+                self.request.headers.get("content-type", ""),
+                self.outputs,
+                self.started,
+            )
+        traced = self.traced
+        if traced is not None:
+            traced.step("read body", self.t0, self.t1)
+            traced.step("decode", self.t1, self.t2)
+            traced.step("queue", ran.enqueued, ran.started)
+            traced.step("compute", ran.started, ran.finished)
+            traced.step("encode", ran.finished, time.perf_counter())
+            items = len(next(iter(decoded.feed.values())))
+            traced.attributes.update(
+                {"signature": decoded.signature, "items": items, "batch.size": ran.batch_items}
+            )
+        self.reply = reply
+
+    async def __aexit__(self, kind: Any, error: BaseException | None, tb: Any) -> bool:
+        """Client errors become 4xx JSON, nothing escapes as a crash."""
+        runtime, call, recorder, traced = self.runtime, self.call, self.recorder, self.traced
+        if self.admitted:
+            runtime.in_flight -= 1
+        if self.loaded is not None:
+            self.loaded.end()
+        runtime.deadlines.done(self.deadline)
+        if isinstance(error, asyncio.CancelledError):
+            if not self.deadline.expired:  # the client left (gRPC cancels), or shutdown
+                recorder.answered(499, time.perf_counter() - self.started)
                 if traced is not None:
                     traced.finish(499)
-                raise
+                return False
             asyncio.current_task().uncancel()
             # The cancelled request left its batch queue (or its batch's result is
             # dropped), so its slot is free again.
-            raise RequestError(
+            error = RequestError(
                 "request_timeout",
                 f"no answer within {runtime.config.request_timeout_s:g} s",
                 expected="a request the model can answer in time; retry later",
                 status=504,
-            ) from None
-        finally:
-            runtime.deadlines.done(deadline)
-    except RequestError as error:
-        recorder.refused(error.code, error.status)
-        logger.info("%s %s refused: %s (%s)", call.label, error.status, error.code, error.message)
-        reply = call.errors(error)
-    except ClientGone:
-        reply = Reply(b"", status=499)  # nobody is listening; counted, not sent
-    except Exception:
-        logger.exception("%s failed", call.label)
-        reply = json_reply({"error": "internal error", "request_id": rid}, status=500)
-    reply.headers["x-request-id"] = rid
-    if traced is not None:
-        reply.headers["traceparent"] = traced.traceparent()
-        traced.finish(reply.status)
-    elapsed = time.perf_counter() - started
-    recorder.answered(reply.status, elapsed)
-    if runtime.config.access_log:
-        logger.info("%s %d %.2f ms", call.label, reply.status, elapsed * 1000)
-    return reply
-
-
-async def _infer(
-    request: RawRequest,
-    runtime: Runtime,
-    call: Call,
-    recorder: EndpointMetrics,
-    traced: RequestTrace | None,
-    begun: tuple[str, float] = ("", 0.0),
-) -> Reply:
-    limits = runtime.config.limits
-    model = runtime.registry.find(call.model)
-    # The version it names, else one drawn by the traffic weights (sticky by routing key).
-    loaded = model.route(call.version, request.headers.get(ROUTING_KEY))
-    version = loaded.version
-    assert version is not None  # a ready version is described
-    if traced is not None:
-        traced.attributes.update({"model": call.model, "model.version": loaded.number})
-    loaded.begin()
-    try:
-        batcher = (
-            loaded.batchers.get(call.signature)
-            or loaded.batchers[version.view(call.signature or version.default_signature).name]
-        )
-        batcher.refuse_if_full()  # shed load before reading a body that could not queue
-        t0 = time.perf_counter()
-        body = await request.body(limits)
-        t1 = time.perf_counter()
-        with runtime.admitted():
-            large_json = len(body) >= DECODE_ON_LOOP_BYTES and _is_json(body)
-            if large_json:
-                refuse_too_many_values(body, version, limits)
-            # Counted against the queue only while decoding: a request still sending its body
-            # holds no item (thousands of stalled uploads once locked a model out).
-            with batcher.arriving():
-                sizes = collect_sizes()  # the uploaded images' own sizes, for drift
-                try:
-                    if not large_json:
-                        decoded = await call.decode(request, body, version, limits)
-                    else:
-                        decoded = await asyncio.to_thread(
-                            asyncio.run, call.decode(request, body, version, limits)
-                        )
-                except RecursionError:
-                    # orjson parses 1,024 levels, Python's recursion stops near 1,000 in the
-                    # walks over nested lists; no model takes a tensor of that rank.
-                    raise RequestError(
-                        "too_deeply_nested",
-                        "the body nests lists deeper than any tensor",
-                        expected="arrays nested no deeper than the input's rank",
-                        status=400,
-                    ) from None
-            t2 = time.perf_counter()
-            ran = await loaded.batchers[decoded.signature].infer(decoded.feed)
-            outputs = raw = ran.outputs
-            require_finite(outputs)
-            answer = version.views[decoded.signature].answer
-            classes = answer.classes(outputs, version)
-            if classes is not None:
-                recorder.predicted(version.labels, classes)
-            monitor = runtime.monitor
-            if monitor is not None:
-                if version.ood is not None:  # one more (batched) inference: the detector's
-                    outputs = await monitor.flag(version, decoded.signature, decoded.feed, outputs)
-                monitor.observe(version, decoded.signature, decoded.feed, outputs, classes, sizes)
-            reply = call.encode(outputs, decoded.context, version, decoded.signature)
-            reply.headers[VERSION_HEADER] = str(loaded.number)
-            if model.routing.shadow_version is not None:  # after the live answer is made
-                runtime.shadows.offer(
-                    model, loaded, decoded.signature, decoded.feed, raw, runtime.in_flight
-                )
-            if monitor is not None and monitor.payloads is not None:
-                monitor.answered(
-                    begun[0],
-                    version,
-                    decoded.signature,
-                    call.label,
-                    body,
-                    request.headers.get("content-type", ""),
-                    outputs,
-                    begun[1],
-                )
-            if traced is not None:
-                traced.step("read body", t0, t1)
-                traced.step("decode", t1, t2)
-                traced.step("queue", ran.enqueued, ran.started)
-                traced.step("compute", ran.started, ran.finished)
-                traced.step("encode", ran.finished, time.perf_counter())
-                items = len(next(iter(decoded.feed.values())))
-                traced.attributes.update(
-                    {"signature": decoded.signature, "items": items, "batch.size": ran.batch_items}
-                )
-            return reply
-    finally:
-        loaded.end()
+            )
+        if error is None:
+            reply = self.reply
+            assert reply is not None  # the protocol answered
+        elif isinstance(error, RequestError):
+            recorder.refused(error.code, error.status)
+            logger.info(
+                "%s %s refused: %s (%s)", call.label, error.status, error.code, error.message
+            )
+            reply = call.errors(error)
+        elif isinstance(error, ClientGone):
+            reply = Reply(b"", status=499)  # nobody is listening; counted, not sent
+        elif isinstance(error, Exception):
+            logger.error("%s failed", call.label, exc_info=error)
+            reply = json_reply({"error": "internal error", "request_id": self.rid}, status=500)
+        else:
+            return False
+        reply.headers["x-request-id"] = self.rid
+        if traced is not None:
+            reply.headers["traceparent"] = traced.traceparent()
+            traced.finish(reply.status)
+        elapsed = time.perf_counter() - self.started
+        recorder.answered(reply.status, elapsed)
+        if runtime.config.access_log:
+            logger.info("%s %d %.2f ms", call.label, reply.status, elapsed * 1000)
+        self.reply = reply
+        return True
 
 
 def _is_json(body: bytes) -> bool:

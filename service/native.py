@@ -17,11 +17,11 @@ from service.config import Limits
 from service.descriptor import Version
 from service.errors import NotFound
 from service.http import RawRequest, Reply
-from service.inference import Call, Decoded, Runtime, error_reply, handle
+from service.inference import Call, Decoded, Runtime, error_reply
 from service.inputs.tensors import might_hold_booleans
 from service.interfaces import TENSOR_ANSWER, TENSOR_INPUT
 from service.interfaces.base import Incoming
-from service.protocols.common import version_number
+from service.protocols.common import serve, version_number
 
 
 def _incoming(request: RawRequest, body: bytes, limits: Limits) -> Incoming:
@@ -35,11 +35,18 @@ def _incoming(request: RawRequest, body: bytes, limits: Limits) -> Incoming:
     )
 
 
-def rich_call(name: str, signature: str, version: str | None) -> Call:
-    """``/{name}/{signature}``: the signature's own interface. Options (``top_k``, ``invert``,
-    ``format``...) are checked before any decoding."""
+class Rich:
+    """``/{name}/{signature}``: the signature's own interface. Options (``top_k``,
+    ``invert``, ``format``...) are checked before any decoding."""
 
-    async def decode(request: RawRequest, body: bytes, version: Version, limits: Limits) -> Decoded:
+    def __init__(self, name: str, signature: str, version: str | None) -> None:
+        self.name, self.signature = name, signature
+        self.call = Call(name, version_number(version), signature, f"/{name}/{signature}")
+
+    async def decode(
+        self, request: RawRequest, body: bytes, version: Version, limits: Limits
+    ) -> Decoded:
+        name, signature = self.name, self.signature
         view = version.view(signature)
         if not view.rich:
             raise NotFound(
@@ -55,46 +62,48 @@ def rich_call(name: str, signature: str, version: str | None) -> Call:
             signature, await view.kind.from_native(incoming, version, signature), incoming
         )
 
-    def encode(outputs: Any, incoming: Incoming, version: Version, chosen: str) -> Reply:
-        return version.views[chosen].answer.native(outputs, incoming, version, chosen)
-
-    number = version_number(version)
-    return Call(name, number, signature, f"/{name}/{signature}", decode, encode)
+    def encode(self, outputs: Any, decoded: Decoded, version: Version) -> Reply:
+        chosen = decoded.signature
+        return version.views[chosen].answer.native(outputs, decoded.context, version, chosen)
 
 
-def tensor_call(name: str, wanted: str, version: str | None) -> Call:
+class Tensors:
     """``/models/{name}/predict``: JSON tensors for any signature (``?signature=``)."""
 
-    async def decode(request: RawRequest, body: bytes, version: Version, limits: Limits) -> Decoded:
-        signature = version.view(wanted or version.default_signature).name
+    def __init__(self, name: str, wanted: str, version: str | None) -> None:
+        self.wanted = wanted
+        label = f"/models/{name}/predict"
+        self.call = Call(name, version_number(version), wanted, label)
+
+    async def decode(
+        self, request: RawRequest, body: bytes, version: Version, limits: Limits
+    ) -> Decoded:
+        signature = version.view(self.wanted or version.default_signature).name
         incoming = _incoming(request, body, limits)
         TENSOR_ANSWER.check_native(incoming, version)
         feed = await TENSOR_INPUT.from_native(incoming, version, signature)
         return Decoded(signature, feed, incoming)
 
-    def encode(outputs: Any, incoming: Incoming, version: Version, chosen: str) -> Reply:
-        return TENSOR_ANSWER.native(outputs, incoming, version, chosen)
-
-    number = version_number(version)
-    return Call(name, number, wanted, f"/models/{name}/predict", decode, encode)
+    def encode(self, outputs: Any, decoded: Decoded, version: Version) -> Reply:
+        return TENSOR_ANSWER.native(outputs, decoded.context, version, decoded.signature)
 
 
 async def rich(request: RawRequest, runtime: Runtime, name: str, signature: str) -> Reply:
     version = request.query.get("version")
     try:
-        call = runtime.call(
-            ("rich", name, signature, version), lambda: rich_call(name, signature, version)
+        adapter = runtime.call(
+            ("rich", name, signature, version), lambda: Rich(name, signature, version)
         )
     except NotFound as error:
         return error_reply(error)
-    return await handle(request, call, runtime)
+    return await serve(request, runtime, adapter)
 
 
 async def tensors(request: RawRequest, runtime: Runtime, name: str) -> Reply:
     query = request.query
     key = ("tensors", name, query.get("signature", ""), query.get("version"))
     try:
-        call = runtime.call(key, lambda: tensor_call(name, *key[2:]))
+        adapter = runtime.call(key, lambda: Tensors(name, *key[2:]))
     except NotFound as error:
         return error_reply(error)
-    return await handle(request, call, runtime)
+    return await serve(request, runtime, adapter)

@@ -1,15 +1,59 @@
-"""What V2 and TF Serving share: version numbers from URLs, and errors their clients read."""
+"""What the protocols share: the one inference route (``serve``) that runs each protocol's
+adapter top to bottom, version numbers from URLs, and the errors V2 and TF Serving clients
+read."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+from typing import TYPE_CHECKING, Protocol
 
+from service.backends import Outputs
+from service.config import Limits
+from service.descriptor import Version
 from service.errors import NotFound, RequestError
-from service.http import Reply, json_reply
+from service.http import RawRequest, Reply, json_reply
+from service.inference import NOT_STARTED, Call, Decoded, Runtime, Serving
 from service.inputs.numbers import ascii_int
 
 if TYPE_CHECKING:
     from service.registry.lookup import ServedModel
+
+
+class Adapter(Protocol):
+    """A protocol's two steps, in the spirit of LitServe's ``LitAPI`` hooks: ``decode`` a
+    body into the signature's validated feed, ``encode`` the outputs into the protocol's
+    answer. ``call`` names the model, version, signature and metrics label."""
+
+    call: Call
+
+    async def decode(
+        self, request: RawRequest, body: bytes, version: Version, limits: Limits
+    ) -> Decoded: ...
+
+    def encode(self, outputs: Outputs, decoded: Decoded, version: Version) -> Reply: ...
+
+
+async def serve(request: RawRequest, runtime: Runtime | None, adapter: Adapter) -> Reply:
+    """One inference request, top to bottom: read -> decode (and validate) -> batch and run
+    -> encode. ``Serving`` keeps the request id, metrics, trace and deadline around the steps
+    and turns what they raise into the protocol's refusal."""
+    call = adapter.call
+    if runtime is None:
+        return call.errors(NOT_STARTED)
+    async with Serving(request, call, runtime) as serving:
+        body = await serving.read()
+        version, limits = serving.version, runtime.config.limits
+        # Counted against the queue only while decoding: a request still sending its body
+        # holds no item (thousands of stalled uploads once locked a model out).
+        with serving.batcher.arriving(), serving.decoding():
+            decoding = adapter.decode(request, body, version, limits)
+            if serving.large_json:  # decoded in a thread with its own loop (DECODE_ON_LOOP_BYTES)
+                decoded = await asyncio.to_thread(asyncio.run, decoding)
+            else:
+                decoded = await decoding
+        outputs = await serving.run(decoded)
+        serving.answer(adapter.encode(outputs, decoded, version), decoded)
+    return serving.reply  # type: ignore[return-value]  # set on every way out
 
 
 class NotAVersion(int):

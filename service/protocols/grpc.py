@@ -18,12 +18,10 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-import math
 import socket
 from typing import Any
 
 import grpc
-import numpy as np
 from google.protobuf.message_factory import GetMessageClass
 from tritonclient.grpc import model_config_pb2 as config_pb
 from tritonclient.grpc import service_pb2 as pb
@@ -34,22 +32,17 @@ from service.config import Limits
 from service.descriptor import Version
 from service.errors import RequestError
 from service.http import Reply
-from service.inference import Call, Decoded, Runtime, handle
+from service.inference import Call, Decoded, Runtime
 from service.interfaces.base import BYTES
 from service.protocols import v2, v2_names
-from service.protocols.common import protocol_errors, version_number
+from service.protocols.common import protocol_errors, serve, version_number
 from service.protocols.v2_codec import (
-    NUMERIC_TYPES,
-    RequestedOutput,
+    TensorInput,
+    V2Request,
     answer_tensors,
-    check_datatypes,
-    check_declared,
     check_header,
-    check_inputs,
-    classification,
-    from_raw,
+    read_feed,
     to_raw,
-    whole,
 )
 from service.registry.lookup import READY
 
@@ -74,7 +67,7 @@ CONTENTS = {
 
 
 class GrpcRequest:
-    """A gRPC call as ``inference.handle`` sees a request: metadata for headers; the body is
+    """A gRPC call as ``inference.Serving`` sees a request: metadata for headers; the body is
     the protobuf message, already parsed (within the server's message size limit)."""
 
     def __init__(self, message: Any, context: grpc.aio.ServicerContext) -> None:
@@ -93,10 +86,11 @@ def _parameter(value: Any) -> Any:
     return getattr(value, kind) if kind else None
 
 
-def read_columns(message: Any, limits: Limits, view: Any) -> dict[str, Any]:
-    """Every input of a ModelInferRequest: from ``raw_input_contents`` (in input order) when
-    the client sent them, else from each input's typed ``contents``."""
-    raw = list(message.raw_input_contents)
+def v2_request(message: Any, limits: Limits) -> V2Request:
+    """A ModelInferRequest as the ``V2Request`` HTTP also makes: each input's data from
+    ``raw_input_contents`` (in input order) when the client sent them, else from its typed
+    ``contents``. Every header is checked here, before any data is read."""
+    raw = message.raw_input_contents
     if raw and len(raw) != len(message.inputs):
         raise RequestError(
             "invalid_request",
@@ -104,92 +98,73 @@ def read_columns(message: Any, limits: Limits, view: Any) -> dict[str, Any]:
             field="raw_input_contents",
             status=400,
         )
-    # Every header is checked, against the signature too, before any data is read.
-    headers = [
-        check_header(tensor.name, list(tensor.shape), tensor.datatype, limits)
-        for tensor in message.inputs
-    ]
-    check_inputs([name for name, _, _ in headers], view)
-    check_datatypes([(name, datatype) for name, _, datatype in headers], view)
-    check_declared(headers, view)
-    columns: dict[str, Any] = {}
-    for index, (tensor, (name, shape, datatype)) in enumerate(
-        zip(message.inputs, headers, strict=True)
-    ):
+    inputs = []
+    for index, tensor in enumerate(message.inputs):
+        name, shape, datatype = check_header(
+            tensor.name, list(tensor.shape), tensor.datatype, limits
+        )
+        read = TensorInput(name, shape, datatype)
         if raw:
+            read.raw = raw[index]
             if tensor.HasField("contents"):
-                raise RequestError(
+                read.problem = RequestError(
                     "invalid_request",
                     f"input {name!r}: both contents and raw_input_contents given",
                     field=name,
                     status=400,
                 )
-            columns[name] = from_raw(raw[index], name, shape, datatype)
-            continue
-        if datatype not in CONTENTS:
-            raise RequestError(
+        elif datatype in CONTENTS:
+            read.values = getattr(tensor.contents, CONTENTS[datatype])
+        else:
+            read.problem = RequestError(
                 "invalid_request",
                 f"input {name!r}: {datatype} has no typed contents field",
                 field=name,
                 expected="raw_input_contents",
                 status=400,
             )
-        values = list(getattr(tensor.contents, CONTENTS[datatype]))
-        if len(values) != math.prod(shape):  # exact: numpy's product wraps past int64
-            raise RequestError(
-                "invalid_request",
-                f"input {name!r}: {len(values)} values for shape {shape}",
-                field=name,
-                status=400,
-            )
-        target = NUMERIC_TYPES.get(datatype)
-        if target is None:  # BYTES
-            columns[name] = values
-        elif target.kind == "f":
-            columns[name] = np.asarray(values, dtype=target).reshape(shape)
-        else:  # 8- and 16-bit types travel in 32-bit fields: checked against their range
-            columns[name] = whole(values, name, datatype, target).reshape(shape)
-    return columns
+        inputs.append(read)
+    # gRPC answers are raw_output_contents; ``classification`` is an output's one option.
+    outputs = [
+        {
+            "name": output.name,
+            "parameters": {
+                "classification": _parameter(output.parameters.get("classification")) or 0
+            },
+        }
+        for output in message.outputs
+    ]
+    return V2Request(inputs, message.id, {"binary_data_output": True}, outputs or None)
 
 
-def requested(message: Any, view: Any) -> tuple[RequestedOutput, ...]:
-    if not message.outputs:
-        return tuple(RequestedOutput(t, True) for t in view.outputs)
-    chosen = []
-    for output in message.outputs:
-        tensor = view.output(output.name)
-        k = output.parameters.get("classification")
-        chosen.append(RequestedOutput(tensor, True, classification(_parameter(k) or 0, tensor)))
-    return tuple(chosen)
+class GrpcInfer:
+    """A ModelInfer request: the same ``Call`` V2 over HTTP makes, and the same reader."""
 
+    def __init__(self, runtime: Runtime, message: Any) -> None:
+        name = self.name = message.model_name
+        model, self.signature = v2_names.target(runtime.registry.v2_index, name)
+        number = version_number(message.model_version or None)
+        label = f"/v2/models/{name}/infer"
+        self.call = Call(model, number, self.signature, label, protocol_errors, "grpc")
 
-def infer_call(runtime: Runtime, message: Any) -> Call:
-    """A ModelInfer request as the same ``Call`` V2 over HTTP makes."""
-    name = message.model_name
-    model, signature = v2_names.target(runtime.registry.v2_index, name)
+    async def decode(
+        self, request: GrpcRequest, _: bytes, served: Version, limits: Limits
+    ) -> Decoded:
+        read = v2_request(request.message, limits)
+        feed, wanted = await read_feed(read, served, self.signature, limits, False)
+        return Decoded(self.signature, feed, (request.message.id, wanted))
 
-    async def decode(request: GrpcRequest, _: bytes, served: Version, limits: Limits) -> Decoded:
-        view = served.view(signature)
-        columns = read_columns(request.message, limits, view)
-        wanted = requested(request.message, view)
-        feed = await view.kind.from_columns(columns, served, signature, limits)
-        return Decoded(signature, feed, wanted)
-
-    def encode(outputs: Any, wanted: Any, served: Version, chosen: str) -> Reply:
+    def encode(self, outputs: Any, decoded: Decoded, served: Version) -> Reply:
+        rid, wanted = decoded.context
         response = pb.ModelInferResponse(
-            model_name=name, model_version=str(served.number), id=message.id
+            model_name=self.name, model_version=str(served.number), id=rid
         )
-        for output, value, datatype in answer_tensors(
-            outputs, wanted, served, served.views[chosen]
-        ):
+        view = served.views[decoded.signature]
+        for output, value, datatype in answer_tensors(outputs, wanted, served, view):
             shape = list(value.shape)
             response.outputs.add(name=output.tensor.name, datatype=datatype, shape=shape)
             response.raw_output_contents.append(to_raw(value, datatype))
         return Reply(b"", message=response)
-
-    number = version_number(message.model_version or None)
-    label = f"/v2/models/{name}/infer"
-    return Call(model, number, signature, label, decode, encode, protocol_errors, "grpc")
 
 
 def status_of(error: RequestError) -> grpc.StatusCode:
@@ -281,10 +256,10 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request: Any, context: Any) -> Any:
         incoming = GrpcRequest(request, context)
         try:
-            call = infer_call(self.runtime, request)
+            adapter = GrpcInfer(self.runtime, request)
         except RequestError as error:
             await _abort(context, error)
-        reply = await handle(incoming, call, self.runtime)  # the concurrency limit included
+        reply = await serve(incoming, self.runtime, adapter)  # the concurrency limit included
         if reply.message is None:
             await _abort(context, reply.error)
         return reply.message

@@ -19,12 +19,12 @@ from service.config import Limits
 from service.descriptor import TF_DEFAULT, SignatureView, Version
 from service.errors import BadRequest, RequestError
 from service.http import RawRequest, Reply, json_reply
-from service.inference import Call, Decoded, Runtime, handle
+from service.inference import Call, Decoded, Runtime
 from service.inputs.body import parse_json
 from service.inputs.tensors import holds_boolean, might_hold_booleans
 from service.interfaces.base import BYTES, Columns, Tensor
 from service.monitoring.names import OOD_OUTPUTS
-from service.protocols.common import protocol_errors, unknown_version, version_number
+from service.protocols.common import protocol_errors, serve, unknown_version, version_number
 from service.protocols.v2_codec import check_inputs
 from service.registry.lookup import FAILED, LOADING, READY, UNLOADING, Loaded, ServedModel
 
@@ -183,34 +183,38 @@ def encode_predictions(named: dict[str, np.ndarray], rows: bool) -> Reply:
     return json_reply({"predictions": [{k: v[i] for k, v in lists.items()} for i in range(count)]})
 
 
-def predict_call(name: str, version: str | None) -> Call:
-    """A TF Serving predict request as a ``Call``: the signature comes from the body, so it
-    is chosen in ``decode``; every signature of a version has its own batcher."""
+class TfPredict:
+    """A TF Serving predict request: the signature comes from the body, so it is chosen in
+    ``decode``; every signature of a version has its own batcher."""
 
-    async def decode(request: RawRequest, body: bytes, served: Version, limits: Limits) -> Decoded:
+    def __init__(self, name: str, version: str | None) -> None:
+        label = f"/v1/models/{name}:predict"
+        number = version_number(version)
+        self.call = Call(name, number, "", label, protocol_errors, "tfserving")
+
+    async def decode(
+        self, request: RawRequest, body: bytes, served: Version, limits: Limits
+    ) -> Decoded:
         view, columns, rows = read_request(body, served)
         feed = await view.kind.from_columns(columns, served, view.name, limits)
         return Decoded(view.name, feed, rows)
 
-    def encode(outputs: Any, rows: bool, served: Version, signature: str) -> Reply:
-        named = served.views[signature].answer.present(outputs, served)
+    def encode(self, outputs: Any, decoded: Decoded, served: Version) -> Reply:
+        named = served.views[decoded.signature].answer.present(outputs, served)
         # The OOD flags are V2 and native extras: a TF Serving answer keeps its one-output
         # form (rows of values, not of {name: value}) that its clients read.
-        return encode_predictions({k: v for k, v in named.items() if k not in OOD_OUTPUTS}, rows)
-
-    label = f"/v1/models/{name}:predict"
-    number = version_number(version)
-    return Call(name, number, "", label, decode, encode, protocol_errors, "tfserving")
+        kept = {k: v for k, v in named.items() if k not in OOD_OUTPUTS}
+        return encode_predictions(kept, decoded.context)
 
 
 async def predict(
     request: RawRequest, runtime: Runtime, name: str, version: str | None = None
 ) -> Reply:
     try:
-        call = runtime.call(("tf", name, version), lambda: predict_call(name, version))
+        adapter = runtime.call(("tf", name, version), lambda: TfPredict(name, version))
     except RequestError as error:
         return protocol_errors(error)
-    return await handle(request, call, runtime)
+    return await serve(request, runtime, adapter)
 
 
 # -- status and metadata ------------------------------------------------------------------

@@ -16,18 +16,17 @@ from service.config import Limits
 from service.descriptor import SignatureView, Version
 from service.errors import RequestError
 from service.http import RawRequest, Reply, json_reply
-from service.inference import Call, Decoded, Runtime, handle
+from service.inference import Call, Decoded, Runtime
 from service.inputs.tensors import might_hold_booleans
 from service.interfaces.base import BYTES
 from service.protocols import v2_names
-from service.protocols.common import protocol_errors, unknown_version, version_number
+from service.protocols.common import protocol_errors, serve, unknown_version, version_number
 from service.protocols.v2_codec import (
     HEADER_LENGTH,
     InferRequest,
     encode_answer,
-    read_columns,
-    requested_outputs,
-    split_body,
+    read_feed,
+    read_request,
 )
 from service.registry.lookup import READY, Loaded
 
@@ -42,38 +41,36 @@ EXTENSIONS = [
 PLATFORMS = {"onnx": "onnxruntime_onnx", "saved_model": "tensorflow_savedmodel"}
 
 
-def infer_call(runtime: Runtime, name: str, version: str | None) -> Call:
-    """A V2 infer request as a ``Call`` on the signature's shared batcher."""
-    model, signature = v2_names.target(runtime.registry.v2_index, name)
+class V2Infer:
+    """A V2 infer request over HTTP, on the signature's shared batcher."""
 
-    async def decode(request: RawRequest, body: bytes, served: Version, limits: Limits) -> Decoded:
-        view = served.view(signature)
-        document, binary = split_body(body, request.headers.get(HEADER_LENGTH))
+    def __init__(self, runtime: Runtime, name: str, version: str | None) -> None:
+        model, self.signature = v2_names.target(runtime.registry.v2_index, name)
+        self.name = name
+        label = f"/v2/models/{name}/infer"
+        number = version_number(version)
+        self.call = Call(model, number, self.signature, label, protocol_errors, "v2")
+
+    async def decode(
+        self, request: RawRequest, body: bytes, served: Version, limits: Limits
+    ) -> Decoded:
+        read = read_request(body, request.headers.get(HEADER_LENGTH), limits)
         check = might_hold_booleans(body)
-        columns = read_columns(document["inputs"], binary, view, limits, check)
-        wanted = requested_outputs(document, view)
-        feed = await view.kind.from_columns(columns, served, signature, limits)
-        rid = document.get("id")
-        return Decoded(
-            signature, feed, InferRequest(rid if isinstance(rid, str) else None, wanted, name)
-        )
+        feed, wanted = await read_feed(read, served, self.signature, limits, check)
+        return Decoded(self.signature, feed, InferRequest(read.id, wanted, self.name))
 
-    def encode(outputs: Any, request: InferRequest, served: Version, chosen: str) -> Reply:
-        return encode_answer(outputs, request, served, served.views[chosen])
-
-    number = version_number(version)
-    label = f"/v2/models/{name}/infer"
-    return Call(model, number, signature, label, decode, encode, protocol_errors, "v2")
+    def encode(self, outputs: Any, decoded: Decoded, served: Version) -> Reply:
+        return encode_answer(outputs, decoded.context, served, served.views[decoded.signature])
 
 
 async def infer(
     request: RawRequest, runtime: Runtime, name: str, version: str | None = None
 ) -> Reply:
     try:
-        call = runtime.call(("v2", name, version), lambda: infer_call(runtime, name, version))
+        adapter = runtime.call(("v2", name, version), lambda: V2Infer(runtime, name, version))
     except RequestError as error:
         return protocol_errors(error)
-    return await handle(request, call, runtime)
+    return await serve(request, runtime, adapter)
 
 
 # -- metadata, health and configuration -----------------------------------------------------

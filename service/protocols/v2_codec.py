@@ -6,13 +6,13 @@ from __future__ import annotations
 import base64
 import binascii
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from math import prod
 from typing import Any
 
 import numpy as np
 
-from service.backends import Outputs
+from service.backends import Feed, Outputs
 from service.config import Limits
 from service.descriptor import SignatureView, Version
 from service.errors import BadRequest, RequestError
@@ -51,6 +51,35 @@ def _bad(message: str, field: str = "inputs", expected: str | None = None) -> Ba
     return BadRequest("invalid_request", message, field=field, expected=expected)
 
 
+@dataclass(slots=True)
+class TensorInput:
+    """One input of a V2 request, whichever wire it came by: its header (checked as it is
+    read, ``check_header``) and its data in one of the protocol's three forms: ``raw`` bytes
+    (HTTP's binary tensor data, gRPC's ``raw_input_contents``), nested JSON ``data`` (HTTP),
+    or a flat sequence of typed ``values`` (gRPC's ``contents``). ``problem``: what the wire
+    got wrong about this input's data, raised in its turn, after every header is checked."""
+
+    name: str
+    shape: list[int]
+    datatype: str
+    data: Any = None
+    values: Any = None
+    raw: bytes | None = None
+    problem: RequestError | None = None
+
+
+@dataclass(slots=True)
+class V2Request:
+    """A V2 infer request as HTTP and gRPC both give it (MLServer's ``InferenceRequest``):
+    its inputs, its id, and its ``parameters`` and ``outputs`` as sent (checked when read)."""
+
+    inputs: list[TensorInput]
+    id: str | None = None
+    parameters: Any = field(default_factory=dict)
+    outputs: Any = None
+    leftover: RequestError | None = None  # binary data past the last input (HTTP)
+
+
 def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
     """The JSON header and the binary tensor data after it (binary tensor data extension)."""
     if header_length is None:
@@ -69,26 +98,36 @@ def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], 
     return document, binary
 
 
-def read_columns(
-    entries: list[Any],
-    binary: bytes,
-    view: SignatureView,
-    limits: Limits,
-    check_booleans: bool = True,
-) -> Columns:
-    """Every input tensor of the request, decoded; binary data is consumed in input order.
-    ``check_booleans=False`` skips the search for JSON booleans when the body holds none."""
-    images = {t.name for t in view.inputs if t.images}
-    # Every header is checked before any data is read: a 20 MB body of BYTES elements for
-    # an input that takes numbers, or for no input at all, is refused without unpacking it
-    # (unpacking it held the event loop for seconds).
-    headers = [_input_header(entry, limits) for entry in entries]
-    check_inputs([name for name, _, _ in headers], view)
-    check_datatypes([(name, datatype) for name, _, datatype in headers], view)
-    check_declared(headers, view)
-    columns: Columns = {}
+def read_request(body: bytes, header_length: str | None, limits: Limits) -> V2Request:
+    """An HTTP V2 body (JSON, or JSON then binary tensor data) as a ``V2Request``."""
+    document, binary = split_body(body, header_length)
+    request = from_document(document, binary, limits)
+    rid = document.get("id")
+    request.id = rid if isinstance(rid, str) else None
+    request.parameters = document.get("parameters", {})
+    request.outputs = document.get("outputs")
+    return request
+
+
+def from_document(document: dict[str, Any], binary: bytes, limits: Limits) -> V2Request:
+    """The inputs of a V2 JSON document; binary data is taken in input order. Every header
+    is checked here, before any data is read: a 20 MB body of BYTES elements for an input
+    that takes numbers, or for no input at all, is refused without unpacking it (unpacking it
+    held the event loop for seconds)."""
+    entries = document["inputs"]
+    inputs = []
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise _bad("each input must be an object with a 'name'")
+        if not isinstance(entry.get("parameters", {}), dict):
+            raise _bad(f"parameters of {entry['name']!r} must be an object", field=entry["name"])
+        name, shape, datatype = check_header(
+            entry["name"], entry.get("shape"), entry.get("datatype"), limits
+        )
+        inputs.append(TensorInput(name, shape, datatype))
+    request = V2Request(inputs)
     offset = 0
-    for entry, (name, shape, datatype) in zip(entries, headers, strict=True):
+    for entry, tensor in zip(entries, inputs, strict=True):
         size = entry.get("parameters", {}).get("binary_data_size")
         if size is not None:
             if (
@@ -97,12 +136,47 @@ def read_columns(
                 or size < 0
                 or offset + size > len(binary)
             ):
-                raise _bad(f"binary_data_size of {name!r} runs past the body", field=name)
-            raw = binary[offset : offset + size]
+                tensor.problem = _bad(
+                    f"binary_data_size of {tensor.name!r} runs past the body", field=tensor.name
+                )
+                return request  # raised in its turn; nothing after it is read
+            tensor.raw = binary[offset : offset + size]
             offset += size
-            columns[name] = from_raw(raw, name, shape, datatype)
         elif "data" in entry:
-            data = entry["data"]
+            tensor.data = entry["data"]
+        else:
+            tensor.problem = _bad(
+                f"input {tensor.name!r} has neither 'data' nor binary_data_size",
+                field=tensor.name,
+            )
+            return request
+    if offset != len(binary):
+        request.leftover = _bad("binary data left over after the last input", field=HEADER_LENGTH)
+    return request
+
+
+def read_columns(
+    request: V2Request, view: SignatureView, limits: Limits, check_booleans: bool = True
+) -> Columns:
+    """Every input tensor of a V2 request (HTTP or gRPC), checked against the signature and
+    decoded, in input order. ``check_booleans=False`` skips the search for JSON booleans
+    when the body holds none."""
+    images = {t.name for t in view.inputs if t.images}
+    inputs = request.inputs
+    check_inputs([t.name for t in inputs], view)
+    check_datatypes([(t.name, t.datatype) for t in inputs], view)
+    check_declared([(t.name, t.shape, t.datatype) for t in inputs], view)
+    columns: Columns = {}
+    for tensor in inputs:
+        name, shape, datatype = tensor.name, tensor.shape, tensor.datatype
+        if tensor.problem is not None:
+            raise tensor.problem
+        if tensor.raw is not None:
+            columns[name] = from_raw(tensor.raw, name, shape, datatype)
+        elif tensor.values is not None:
+            columns[name] = _from_values(tensor.values, name, shape, datatype)
+        else:
+            data = tensor.data
             if check_booleans and datatype not in (BOOL, BYTES) and holds_boolean(data):
                 raise _bad(
                     f"input {name!r}: booleans in {datatype} data",
@@ -110,11 +184,20 @@ def read_columns(
                     expected=f"{datatype} numbers",
                 )
             columns[name] = _from_json(data, name, shape, datatype, name in images)
-        else:
-            raise _bad(f"input {name!r} has neither 'data' nor binary_data_size", field=name)
-    if offset != len(binary):
-        raise _bad("binary data left over after the last input", field=HEADER_LENGTH)
+    if request.leftover is not None:
+        raise request.leftover
     return columns
+
+
+async def read_feed(
+    request: V2Request, version: Version, signature: str, limits: Limits, check_booleans: bool
+) -> tuple[Feed, tuple[RequestedOutput, ...]]:
+    """A V2 request (HTTP or gRPC) as the signature's validated feed, and the outputs it
+    asks for, as MLServer's ``dataplane.infer`` serves REST and gRPC alike."""
+    view = version.view(signature)
+    columns = read_columns(request, view, limits, check_booleans)
+    wanted = requested_outputs(request, view)
+    return await view.kind.from_columns(columns, version, signature, limits), wanted
 
 
 def check_inputs(names: list[str], view: SignatureView) -> None:
@@ -158,14 +241,6 @@ def check_datatypes(declared: list[tuple[str, str]], view: SignatureView) -> Non
             field=name,
             expected=expected,
         )
-
-
-def _input_header(entry: Any, limits: Limits) -> tuple[str, list[int], str]:
-    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-        raise _bad("each input must be an object with a 'name'")
-    if not isinstance(entry.get("parameters", {}), dict):
-        raise _bad(f"parameters of {entry['name']!r} must be an object", field=entry["name"])
-    return check_header(entry["name"], entry.get("shape"), entry.get("datatype"), limits)
 
 
 def check_header(name: str, shape: Any, datatype: Any, limits: Limits) -> tuple[str, list, str]:
@@ -243,6 +318,25 @@ def from_raw(raw: bytes, name: str, shape: list[int], datatype: str) -> Any:
     if len(raw) != prod(shape) * dtype.itemsize:
         raise _bad(f"input {name!r}: {len(raw)} bytes for shape {shape} of {datatype}", field=name)
     return np.frombuffer(raw, dtype=dtype).reshape(shape)
+
+
+def _from_values(values: Any, name: str, shape: list[int], datatype: str) -> Any:
+    """One input from a flat sequence of its datatype's values (gRPC's typed contents)."""
+    values = list(values)
+    if len(values) != prod(shape):  # exact: numpy's product wraps past int64
+        raise RequestError(
+            "invalid_request",
+            f"input {name!r}: {len(values)} values for shape {shape}",
+            field=name,
+            status=400,
+        )
+    target = NUMERIC_TYPES.get(datatype)
+    if target is None:  # BYTES
+        return values
+    if target.kind == "f":
+        return np.asarray(values, dtype=target).reshape(shape)
+    # 8- and 16-bit types travel in 32-bit fields: checked against their range
+    return whole(values, name, datatype, target).reshape(shape)
 
 
 def _unpack_bytes(raw: bytes, name: str, count: int) -> list[bytes]:
@@ -335,11 +429,13 @@ def _check_count(values: list[bytes], name: str, shape: list[int]) -> None:
         raise _bad(f"input {name!r}: {len(values)} elements for shape {shape}", field=name)
 
 
-def requested_outputs(document: dict[str, Any], view: SignatureView) -> tuple[RequestedOutput, ...]:
+def requested_outputs(request: V2Request, view: SignatureView) -> tuple[RequestedOutput, ...]:
     """The outputs asked for (all by default), each in JSON or binary form."""
-    parameters = _parameters(document, "parameters")
+    parameters = request.parameters
+    if not isinstance(parameters, dict):
+        raise _bad("'parameters' must be an object", field="parameters")
     default_binary = parameters.get("binary_data_output") is True
-    asked = document.get("outputs")
+    asked = request.outputs
     if asked is None:
         return tuple(RequestedOutput(t, default_binary) for t in view.outputs)
     if not isinstance(asked, list) or not all(isinstance(o, dict) for o in asked):

@@ -32,6 +32,18 @@ def _refused(call, *args) -> RequestError:
     return raised.value
 
 
+def _read(entries: list, binary: bytes, view) -> dict:
+    """An HTTP V2 document's inputs, read as the service reads them (``V2Request``)."""
+    return codec.read_columns(
+        codec.from_document({"inputs": entries}, binary, LIMITS), view, LIMITS
+    )
+
+
+def _asked(document: dict, view) -> tuple:
+    header = json.dumps({"inputs": [], **document}).encode()
+    return codec.requested_outputs(codec.read_request(header, None, LIMITS), view)
+
+
 def _x(values=(1.0, 2.0, 3.0, 4.0)) -> dict:
     return {"name": "x", "shape": [1, WIDTH], "datatype": "FP32", "data": list(values)}
 
@@ -41,7 +53,7 @@ def _n(value: int = 7) -> dict:
 
 
 def test_json_data_becomes_arrays_of_the_declared_type(view) -> None:
-    columns = codec.read_columns([_x(), _n()], b"", view, LIMITS)
+    columns = _read([_x(), _n()], b"", view)
     assert columns["x"].dtype == np.float32 and columns["x"].tolist() == [[1, 2, 3, 4]]
     assert columns["n"].dtype == np.int32 and columns["n"].tolist() == [[7]]
 
@@ -59,8 +71,8 @@ def test_binary_data_is_read_in_input_order(view) -> None:
         {"name": "n", "shape": [1, 1], "datatype": "INT32", "parameters": {"binary_data_size": 4}},
     ]
     header = json.dumps({"inputs": entries}).encode()
-    document, binary = codec.split_body(header + x + n, str(len(header)))
-    columns = codec.read_columns(document["inputs"], binary, view, LIMITS)
+    request = codec.read_request(header + x + n, str(len(header)), LIMITS)
+    columns = codec.read_columns(request, view, LIMITS)
     assert columns["x"].tolist() == [[1, 2, 3, 4]] and columns["n"].tolist() == [[-3]]
 
 
@@ -97,7 +109,7 @@ def test_binary_data_is_read_in_input_order(view) -> None:
     ],
 )
 def test_each_fault_is_refused_with_its_code(view, entries, binary, code, status) -> None:
-    error = _refused(codec.read_columns, entries, binary, view, LIMITS)
+    error = _refused(_read, entries, binary, view)
     assert (error.code, error.status) == (code, status), error.text()
 
 
@@ -128,15 +140,13 @@ def test_numbers_are_little_endian_both_ways(datatype: str, values: list, pack: 
 
 
 def test_outputs_are_asked_for_by_name_in_json_or_binary(view) -> None:
-    everything = codec.requested_outputs({}, view)
+    everything = _asked({}, view)
     assert [(o.tensor.name, o.binary) for o in everything] == [("y", False)]
-    binary = codec.requested_outputs({"parameters": {"binary_data_output": True}}, view)
+    binary = _asked({"parameters": {"binary_data_output": True}}, view)
     assert binary[0].binary
-    assert _refused(codec.requested_outputs, {"outputs": [{"name": "z"}]}, view).code == (
-        "unknown_output"
-    )
+    assert _refused(_asked, {"outputs": [{"name": "z"}]}, view).code == ("unknown_output")
     asked = {"outputs": [{"name": "y", "parameters": {"classification": 2}}]}
-    assert _refused(codec.requested_outputs, asked, view).code == "invalid_request"  # no labels
+    assert _refused(_asked, asked, view).code == "invalid_request"  # no labels
 
 
 def test_class_strings_are_tritons_score_index_label() -> None:

@@ -1,0 +1,104 @@
+"""How far one request travels: the service modules whose functions run on the event loop's
+thread from ``App.__call__`` to the reply, the calls into them, and the calls from
+``service/inference.py`` back up into a protocol module (``native.py``, ``protocols/``).
+
+    python -m benchmarks.request_path --repository /work/quick-models
+    python -m benchmarks.request_path ... --checkout ../before   # the service of another tree
+
+One warm request each: V2 JSON to ``/v2/models/digits/infer`` and a PNG to
+``/digits/predict``, through the real app in this process (``tests.unit.synthetic``'s
+``InProcess``: real registry, batchers, ONNX Runtime; no monitor, so only the first output
+is asked for). A call is a ``sys.setprofile`` "call" event, coroutine resumptions included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+PROTOCOL_MODULES = ("service/native.py", "service/protocols/")
+
+
+def _follow(root: Path, send: Any) -> tuple[list[str], int, int]:
+    send()  # warm: adapters built, memos filled
+    modules: set[str] = set()
+    counts = {"calls": 0, "up": 0}
+    service = f"{root / 'service'}/"
+
+    def profile(frame: Any, event: str, _: Any) -> None:
+        name = frame.f_code.co_filename
+        if event != "call" or not name.startswith(service):
+            return
+        module = name[len(str(root)) + 1 :]
+        modules.add(module)
+        counts["calls"] += 1
+        caller = frame.f_back
+        if (
+            caller is not None
+            and caller.f_code.co_filename.endswith("service/inference.py")
+            and module.startswith(PROTOCOL_MODULES)
+        ):
+            counts["up"] += 1
+
+    sys.setprofile(profile)
+    try:
+        response = send()
+    finally:
+        sys.setprofile(None)
+    assert response.status_code == 200, response.text
+    return sorted(modules), counts["calls"], counts["up"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repository", type=Path, required=True, help="holds digits/")
+    parser.add_argument("--checkout", type=Path, default=Path(__file__).parents[1])
+    args = parser.parse_args()
+    root = args.checkout.resolve()
+    sys.path.insert(0, str(Path(__file__).parents[1]))  # tests.unit.synthetic from here
+    sys.path.insert(0, str(root))  # service from the checkout followed
+    from tests.unit.synthetic import InProcess
+
+    repository = Path(tempfile.mkdtemp()) / "models"
+    shutil.copytree(args.repository / "digits", repository / "digits")
+    picture = io.BytesIO()
+    pixels = (np.arange(784) % 255).astype("uint8").reshape(28, 28)
+    Image.fromarray(pixels).save(picture, "PNG")
+    with InProcess(repository) as server:
+        meta = server.request("GET", "/v2/models/digits").json()
+        tensor = meta["inputs"][0]
+        body = {
+            "inputs": [
+                {
+                    "name": tensor["name"],
+                    "shape": [1, *tensor["shape"][1:]],
+                    "datatype": "FP32",
+                    "data": [0.0] * int(np.prod(tensor["shape"][1:])),
+                }
+            ],
+            "outputs": [{"name": meta["outputs"][0]["name"]}],
+        }
+        requests = {
+            "V2 JSON /v2/models/digits/infer": lambda: server.request(
+                "POST", "/v2/models/digits/infer", json=body
+            ),
+            "native PNG /digits/predict": lambda: server.request(
+                "POST", "/digits/predict", files={"image": ("d.png", picture.getvalue())}
+            ),
+        }
+        for label, send in requests.items():
+            modules, calls, up = _follow(root, send)
+            print(f"{label}: {len(modules)} modules, {calls} calls, {up} call-backs up")
+            print("   ", " ".join(m.removeprefix("service/") for m in modules))
+
+
+if __name__ == "__main__":
+    main()
