@@ -87,7 +87,10 @@ def test_hey_output_of_a_real_run_parses(http_floor: ServerProcess, tmp_path: Pa
     assert result.ok > 0 and result.failed == 0, (result.ok, result.failed)
     assert set(result.percentiles_ms) == filled, (n, result.percentiles_ms)
     ordered = [result.percentiles_ms[p] for p in sorted(filled)]
-    assert all(v > 0 for v in ordered) and ordered == sorted(ordered), result.percentiles_ms
+    # hey prints seconds to 4 decimals: a fast floor's 10th percentile reads 0.0000 s (seen
+    # on an idle machine), so only the slowest must be above 0.
+    assert min(ordered) >= 0 and ordered[-1] > 0, result.percentiles_ms
+    assert ordered == sorted(ordered), result.percentiles_ms
     # hey's total lies between its -z duration (less its last tick) and our wall clock.
     assert 0.4 < result.seconds <= wall, f"hey: {result.seconds} s, wall {wall:.3f} s, -z 0.5s"
     assert result.requests_per_s == pytest.approx(result.ok / result.seconds)
