@@ -15,7 +15,7 @@ from service.errors import NotFound, RequestError
 from service.http import RawRequest, Reply, json_reply
 from service.inference import Runtime, error_reply
 from service.protocols import tfserving, v2
-from service.protocols.common import unknown_version, version_number
+from service.protocols.common import version_number
 from service.registry.lookup import READY
 from service.routing import Route, RouteTable
 
@@ -85,7 +85,7 @@ async def model_file(
         number = model.number_of(version_number(version) or -1)  # a number or a label
         loaded = model.versions.get(number)
         if loaded is None or loaded.state != READY or loaded.version is None:
-            raise unknown_version(model, number)
+            raise model.unknown_version(number)
         # Off the event loop: a slow disk, or a file swapped for something that blocks,
         # must not stall the worker (and its /livez).
         data = await asyncio.to_thread(loaded.version.card_file, file)

@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Protocol
 from service.backends import Outputs
 from service.config import Limits
 from service.descriptor import Version
-from service.errors import NotFound, RequestError
+from service.errors import RequestError
 from service.http import RawRequest, Reply, json_reply
 from service.inference import NOT_STARTED, Call, Decoded, Runtime, Serving
 from service.inputs.numbers import ascii_int
 
 if TYPE_CHECKING:
-    from service.registry.lookup import ServedModel
+    pass
 
 
 class Adapter(Protocol):
@@ -83,17 +83,6 @@ def version_number(text: str | None) -> int | None:
     if number is None:
         return NotAVersion(text)
     return number
-
-
-def unknown_version(model: ServedModel, number: int) -> NotFound:
-    """404 for a version the model does not serve, with the versions it does."""
-    served = [v.number for v in model.ready_versions]
-    return NotFound(
-        "unknown_version",
-        f"version {number} of model {model.name!r} is not served",
-        field="version",
-        expected=f"one of {served}" if served else "no version is served now",
-    )
 
 
 def protocol_errors(error: RequestError) -> Reply:

@@ -24,7 +24,7 @@ from service.inputs.body import parse_json
 from service.inputs.tensors import holds_boolean, might_hold_booleans
 from service.interfaces.base import BYTES, Columns, Tensor
 from service.monitoring.names import OOD_OUTPUTS
-from service.protocols.common import protocol_errors, serve, unknown_version, version_number
+from service.protocols.common import protocol_errors, serve, version_number
 from service.protocols.v2_codec import check_inputs
 from service.registry.lookup import FAILED, LOADING, READY, UNLOADING, Loaded, ServedModel
 
@@ -240,7 +240,7 @@ def model_status(model: ServedModel, number: int | None) -> dict[str, Any]:
     number = model.number_of(number)  # a label: its version
     loaded = model.versions.get(number)
     if loaded is None:
-        raise unknown_version(model, number)
+        raise model.unknown_version(number)
     return {"model_version_status": [version_status(loaded)]}
 
 

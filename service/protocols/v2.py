@@ -20,7 +20,7 @@ from service.inference import Call, Decoded, Runtime
 from service.inputs.tensors import might_hold_booleans
 from service.interfaces.base import BYTES
 from service.protocols import v2_names
-from service.protocols.common import protocol_errors, serve, unknown_version, version_number
+from service.protocols.common import protocol_errors, serve, version_number
 from service.protocols.v2_codec import (
     HEADER_LENGTH,
     InferRequest,
@@ -183,7 +183,7 @@ async def ready(
         return protocol_errors(error)
     known = model.latest() if number is None else model.versions.get(number)
     if known is None and number is not None:
-        return protocol_errors(unknown_version(model, number))
+        return protocol_errors(model.unknown_version(number))
     if known is not None and known.state == READY:
         return _json({"name": name, "ready": True})
     reason = (known.reason or known.state) if known is not None else (model.reason or model.state)

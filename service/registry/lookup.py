@@ -205,8 +205,12 @@ class ServedModel:
                 f"version {number} of {self.name!r} is loading",
                 headers={"Retry-After": "5"},
             )
+        raise self.unknown_version(number)
+
+    def unknown_version(self, number: int) -> NotFound:
+        """404 for a version this model does not serve, with the versions it does."""
         served = [v.number for v in self.ready_versions]
-        raise NotFound(
+        return NotFound(
             "unknown_version",
             f"version {number} of model {self.name!r} is not served",
             field="version",
