@@ -113,25 +113,36 @@ def test_every_version_carries_reference_statistics(repository: Path) -> None:
     assert detector["score"] == "reconstruction_mse" and detector["threshold"] > 0
 
 
+def _digits_like_reference(rng: np.random.Generator, items: int) -> dict:
+    """reference.json of ``items`` random 28x28 images and random classes."""
+    from modelspec.reference import build
+
+    return build(
+        rng.random((items, 28, 28), dtype=np.float32),
+        signature="serving_default",
+        input_kind="mnist_image",
+        classes=rng.integers(0, 10, items),
+        source="test",
+    )
+
+
+def _digits_like_version(tmp_path: Path, rng: np.random.Generator, items: int):
+    """Version 1 of a synthetic model ``m`` whose folder holds such a reference."""
+    from service.descriptor import Version
+    from tests.unit.synthetic import manifest
+
+    (tmp_path / REFERENCE_FILE).write_text(json.dumps(_digits_like_reference(rng, items)))
+    return Version("m", 1, tmp_path, manifest("m", files={REFERENCE_FILE: "listed"}))
+
+
 def test_workers_score_their_windows_together(tmp_path: Path) -> None:
     """Two workers' drift threads (two Drift objects, one folder between them as a server's
     workers have): each has seen 600 items of a 1,000-item window, so neither alone scores;
     together they do, with the counts of both, and a dead worker's counts no longer count."""
-    from modelspec.reference import build
-    from service.descriptor import Version
     from service.monitoring.drift import Drift
-    from tests.unit.synthetic import manifest
 
     rng = np.random.default_rng(7)
-    reference = build(
-        rng.random((500, 28, 28), dtype=np.float32),
-        signature="serving_default",
-        input_kind="mnist_image",
-        classes=rng.integers(0, 10, 500),
-        source="test",
-    )
-    (tmp_path / REFERENCE_FILE).write_text(json.dumps(reference))
-    version = Version("m", 1, tmp_path, manifest("m", files={REFERENCE_FILE: "listed"}))
+    version = _digits_like_version(tmp_path, rng, 500)
     shared = tmp_path / "shared"
     shared.mkdir()
     first, second = (Drift(window=1000, interval_s=60, shared=shared) for _ in range(2))
@@ -174,21 +185,13 @@ def test_a_pass_of_many_batches_fills_the_window_as_one_batch_at_a_time(
     # The counting thread bins a pass's batches together, joined a few MB at a time; rings,
     # counts, OOD rate and scores must be those of adding each batch in turn (windows smaller
     # and larger than a pass, groups of one batch and of many).
-    from modelspec.reference import build
     from service.monitoring import drift
     from service.monitoring.drift import Window
 
     monkeypatch.setattr(drift, "GROUP_BYTES", group_bytes)
 
     rng = np.random.default_rng(3)
-    training = rng.random((300, 28, 28), dtype=np.float32)
-    reference = build(
-        training,
-        signature="serving_default",
-        input_kind="mnist_image",
-        classes=rng.integers(0, 10, 300),
-        source="test",
-    )
+    reference = _digits_like_reference(rng, 300)
     for size in (10, 64, 500):
         batches = []
         for _ in range(30):
@@ -210,22 +213,12 @@ def test_the_window_of_a_version_no_longer_served_is_dropped(tmp_path: Path) -> 
     thread the versions served now."""
     from prometheus_client import CollectorRegistry, Gauge
 
-    from modelspec.reference import build
     from service.descriptor import Version
     from service.monitoring.drift import Drift
-    from tests.unit.synthetic import manifest
 
     rng = np.random.default_rng(5)
-    reference = build(
-        rng.random((200, 28, 28), dtype=np.float32),
-        signature="serving_default",
-        input_kind="mnist_image",
-        classes=rng.integers(0, 10, 200),
-        source="test",
-    )
-    (tmp_path / REFERENCE_FILE).write_text(json.dumps(reference))
-    described = manifest("m", files={REFERENCE_FILE: "listed"})
-    versions = {n: Version("m", n, tmp_path, {**described, "version": n}) for n in (1, 2)}
+    first = _digits_like_version(tmp_path, rng, 200)
+    versions = {n: Version("m", n, tmp_path, {**first.manifest, "version": n}) for n in (1, 2)}
     prometheus = CollectorRegistry()
     gauge = Gauge("drift_score", "psi", ["model", "version", "feature"], registry=prometheus)
     drift = Drift(window=20, interval_s=60, gauge=gauge)
