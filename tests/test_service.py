@@ -135,19 +135,6 @@ def test_digits_images_match_onnx(client, quick_repository, data_dir) -> None:
     np.testing.assert_allclose([p["probabilities"] for p in plain], expected_plain, atol=TOLERANCE)
 
 
-# The flowers contract says "centre crop to a square, then bilinear resize"; golden.photo does
-# exactly that, while the service (and training, through the same function) resizes the
-# square as a region of the whole photo (Pillow's resize with box=), whose filter reads the
-# row or column just outside the square: the first and last output rows or columns differ
-# by up to 18 levels, the others by at most 1 (fixed-point rounding). Against the quick
-# model, probabilities differ by at most 0.0088 over 300 flower_photos files (p99 0.0065),
-# 0.0017 on the 3 photos below. A broken step moves each of those 3 photos' probabilities by
-# 0.022 or more: bicubic instead of bilinear 0.022-0.069, nearest 0.044-0.10, no crop
-# (squashed) 0.031-0.19, the crop taken from the corner 0.074-0.096, BGR 0.22-0.29, the
-# [-1, 1] scaling done twice 0.29-0.36.
-FLOWER_TOLERANCE = 0.015
-
-
 def test_flowers_match_onnx(client, quick_repository, data_dir) -> None:
     files = flower_files(data_dir, 3)
     response = client.post(
@@ -165,9 +152,11 @@ def test_flowers_match_onnx(client, quick_repository, data_dir) -> None:
     for prediction, row in zip(response.json()["predictions"], expected, strict=True):
         assert len(prediction["top"]) == len(labels)
         served = {t["label"]: t["probability"] for t in prediction["top"]}
-        np.testing.assert_allclose([served[label] for label in labels], row, atol=FLOWER_TOLERANCE)
+        np.testing.assert_allclose(
+            [served[label] for label in labels], row, atol=golden.FLOWER_TOLERANCE
+        )
         second, first = np.sort(row)[-2:]
-        if first - second > 2 * FLOWER_TOLERANCE:  # a close call may go either way
+        if first - second > 2 * golden.FLOWER_TOLERANCE:  # a close call may go either way
             assert prediction["label"] == labels[int(row.argmax())]
     # top_k cuts the same answer.
     two = client.post(
