@@ -1,6 +1,8 @@
 """How far one request travels: the service modules whose functions run on the event loop's
 thread from ``App.__call__`` to the reply, the calls into them, and the calls from
-``service/inference.py`` back up into a protocol module (``native.py``, ``protocols/``).
+``service/inference.py`` back up into a protocol module (``native.py``, ``protocols/``). Of
+those modules, the ones the request passes through (a function of theirs calls into another
+service module) apart from the leaves it only visits (called, they return).
 
     python -m benchmarks.request_path --repository /work/quick-models
     python -m benchmarks.request_path ... --checkout ../before   # the service of another tree
@@ -27,9 +29,10 @@ from PIL import Image
 PROTOCOL_MODULES = ("service/native.py", "service/protocols/")
 
 
-def _follow(root: Path, send: Any) -> tuple[list[str], int, int]:
+def _follow(root: Path, send: Any) -> tuple[list[str], list[str], int, int]:
     send()  # warm: adapters built, memos filled
     modules: set[str] = set()
+    onward: set[str] = set()  # modules the request passes through: they call another one
     counts = {"calls": 0, "up": 0}
     service = f"{root / 'service'}/"
 
@@ -41,6 +44,10 @@ def _follow(root: Path, send: Any) -> tuple[list[str], int, int]:
         modules.add(module)
         counts["calls"] += 1
         caller = frame.f_back
+        if caller is not None and caller.f_code.co_filename.startswith(service):
+            calling = caller.f_code.co_filename[len(str(root)) + 1 :]
+            if calling != module:
+                onward.add(calling)
         if (
             caller is not None
             and caller.f_code.co_filename.endswith("service/inference.py")
@@ -54,7 +61,7 @@ def _follow(root: Path, send: Any) -> tuple[list[str], int, int]:
     finally:
         sys.setprofile(None)
     assert response.status_code == 200, response.text
-    return sorted(modules), counts["calls"], counts["up"]
+    return sorted(modules), sorted(onward), counts["calls"], counts["up"]
 
 
 def main() -> None:
@@ -95,9 +102,11 @@ def main() -> None:
             ),
         }
         for label, send in requests.items():
-            modules, calls, up = _follow(root, send)
+            modules, onward, calls, up = _follow(root, send)
             print(f"{label}: {len(modules)} modules, {calls} calls, {up} call-backs up")
             print("   ", " ".join(m.removeprefix("service/") for m in modules))
+            print(f"  passing through {len(onward)} (the others are called and return):")
+            print("   ", " ".join(m.removeprefix("service/") for m in onward))
 
 
 if __name__ == "__main__":
