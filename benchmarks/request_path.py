@@ -20,6 +20,7 @@ import io
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from PIL import Image
 PROTOCOL_MODULES = ("service/native.py", "service/protocols/")
 
 
-def _follow(root: Path, send: Any) -> tuple[list[str], list[str], int, int]:
+def follow(root: Path, send: Callable[[], Any]) -> tuple[list[str], list[str], int, int]:
     send()  # warm: adapters built, memos filled
     modules: set[str] = set()
     onward: set[str] = set()  # modules the request passes through: they call another one
@@ -64,6 +65,34 @@ def _follow(root: Path, send: Any) -> tuple[list[str], list[str], int, int]:
     return sorted(modules), sorted(onward), counts["calls"], counts["up"]
 
 
+def requests_of(server: Any, model: str = "digits") -> dict[str, Callable[[], Any]]:
+    """The two requests followed, for an ``InProcess`` server serving ``model`` (an image
+    classifier of 28x28 pictures, as digits)."""
+    picture = io.BytesIO()
+    pixels = (np.arange(784) % 255).astype("uint8").reshape(28, 28)
+    Image.fromarray(pixels).save(picture, "PNG")
+    meta = server.request("GET", f"/v2/models/{model}").json()
+    tensor = meta["inputs"][0]
+    body = {
+        "inputs": [
+            {
+                "name": tensor["name"],
+                "shape": [1, *tensor["shape"][1:]],
+                "datatype": "FP32",
+                "data": [0.0] * int(np.prod(tensor["shape"][1:])),
+            }
+        ],
+        "outputs": [{"name": meta["outputs"][0]["name"]}],
+    }
+    v2, native = f"/v2/models/{model}/infer", f"/{model}/predict"
+    return {
+        f"V2 JSON {v2}": lambda: server.request("POST", v2, json=body),
+        f"native PNG {native}": lambda: server.request(
+            "POST", native, files={"image": ("d.png", picture.getvalue())}
+        ),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repository", type=Path, required=True, help="holds digits/")
@@ -76,33 +105,9 @@ def main() -> None:
 
     repository = Path(tempfile.mkdtemp()) / "models"
     shutil.copytree(args.repository / "digits", repository / "digits")
-    picture = io.BytesIO()
-    pixels = (np.arange(784) % 255).astype("uint8").reshape(28, 28)
-    Image.fromarray(pixels).save(picture, "PNG")
     with InProcess(repository) as server:
-        meta = server.request("GET", "/v2/models/digits").json()
-        tensor = meta["inputs"][0]
-        body = {
-            "inputs": [
-                {
-                    "name": tensor["name"],
-                    "shape": [1, *tensor["shape"][1:]],
-                    "datatype": "FP32",
-                    "data": [0.0] * int(np.prod(tensor["shape"][1:])),
-                }
-            ],
-            "outputs": [{"name": meta["outputs"][0]["name"]}],
-        }
-        requests = {
-            "V2 JSON /v2/models/digits/infer": lambda: server.request(
-                "POST", "/v2/models/digits/infer", json=body
-            ),
-            "native PNG /digits/predict": lambda: server.request(
-                "POST", "/digits/predict", files={"image": ("d.png", picture.getvalue())}
-            ),
-        }
-        for label, send in requests.items():
-            modules, onward, calls, up = _follow(root, send)
+        for label, send in requests_of(server).items():
+            modules, onward, calls, up = follow(root, send)
             print(f"{label}: {len(modules)} modules, {calls} calls, {up} call-backs up")
             print("   ", " ".join(m.removeprefix("service/") for m in modules))
             print(f"  passing through {len(onward)} (the others are called and return):")
