@@ -28,6 +28,17 @@ from service.monitoring.names import IN_DISTRIBUTION, OOD_SCORE
 from service.monitoring.ood import Detectors
 
 
+def _scored(outputs: dict[str, np.ndarray]) -> np.ndarray | None:
+    """The answer's ``in_distribution`` flags when its detector scored it, else None. The
+    batch job scores every item or none (NaN), so the first score tells (0.1 us, where
+    ``np.isnan(...).all()`` took 1 us a request, timeit)."""
+    flags = outputs.get(IN_DISTRIBUTION)
+    if flags is None:
+        return None
+    first = outputs[OOD_SCORE][0]
+    return None if first != first else flags
+
+
 class Monitor:
     def __init__(self, config: Any, registry: Any, namespace: str = "serving") -> None:
         from prometheus_client import Counter, Gauge
@@ -86,10 +97,10 @@ class Monitor:
     def flag(self, version: Any, outputs: dict[str, np.ndarray]) -> None:
         """Count one answer's OOD flags, which its batch job computed with the model's
         outputs (``Detectors.scoring``); nothing when the detector did not score it."""
-        flags = outputs.get(IN_DISTRIBUTION)
-        if flags is None or np.isnan(outputs[OOD_SCORE]).all():
+        flags = _scored(outputs)
+        if flags is None:
             return  # not a paired signature, or the detector did not run: nothing to count
-        inside, items, number = int(flags.sum()), len(flags), str(version.number)
+        inside, items, number = int(np.count_nonzero(flags)), len(flags), str(version.number)
         self.detectors.count(version.name, items, inside)
         counts = self._ood_counts
         if inside:
@@ -127,9 +138,7 @@ class Monitor:
         if not self.config.drift or not self._monitored(version, signature):
             return
         x = feed[version.signatures[signature].inputs[0].name]
-        flags = outputs.get(IN_DISTRIBUTION)
-        if flags is not None and np.isnan(outputs[OOD_SCORE]).all():
-            flags = None
+        flags = _scored(outputs)
         if not sizes or len(sizes) != len(x):  # tensors sent as numbers: no original size
             sizes = None
         self.drift.observe(version, x, classes, None if flags is None else ~flags, sizes)
