@@ -14,10 +14,13 @@ The detector runs inside the model's batch job (``Detectors.scoring`` wraps the 
 signature's run, ``service.registry.building``): the model on the stacked batch, then the
 detector on the same batch, then every item's score at once, so each request's slice of the
 outputs holds its ``ood_score`` and ``in_distribution``, with no second batcher round trip
-(a queue, a future and a task switch per request). Measured on this 2-core machine with
-digits V2 JSON at c=32: see README "Out-of-distribution flags". The detector is looked up
-on every batch, so a new detector version (or its removal) is followed at the next batch.
-When the detector is not served, cannot score these inputs or fails, the answer still comes,
+(a queue, a future and a task switch per request). Measured on the 2-core machine with
+digits V2 JSON at c=32, before and after in the same rounds (``benchmarks.feature_cost
+--checkout``): the flag's cost, throughput with it off over on, fell from ~1.45x to ~1.1x,
+and a worker's CPU per request from 376-388 to 268-278 us (``benchmarks.profile``); at
+c=1 it is the detector's own inference, as before. The detector is looked up on every
+batch, so a new detector version (or its removal) is followed at the next batch. When the
+detector is not served, cannot score these inputs or fails, the answer still comes,
 with ``ood_score`` NaN (null) and ``in_distribution`` true, and the reason in
 ``/models/{m}`` (``ood.unavailable``): a prediction is never refused for want of a flag.
 """
