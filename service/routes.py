@@ -14,7 +14,7 @@ from service import admin, native, openapi, page
 from service.errors import NotFound, RequestError
 from service.http import RawRequest, Reply, json_reply
 from service.inference import Runtime, error_reply
-from service.protocols import tfserving, v2
+from service.protocols import tfserving, v2, v2_codec
 from service.protocols.common import version_number
 from service.registry.lookup import READY
 from service.routing import Route, RouteTable
@@ -151,7 +151,7 @@ ROUTES = [
           doc=openapi.V2_MODEL_READY),
     Route("GET", "/v2/models/{name}" + VERSION + "/config", v2.config, tags=(V2,),
           doc=openapi.V2_CONFIG),
-    Route("POST", "/v2/models/{name}" + VERSION + "/infer", v2.infer, tags=(V2,),
+    Route("POST", "/v2/models/{name}" + VERSION + "/infer", v2_codec.infer, tags=(V2,),
           doc=openapi.V2_INFER, infer=True),
     Route("POST", "/v2/repository/index", admin.index, tags=(ADMIN,), doc=openapi.ADMIN_INDEX),
     Route("POST", "/v2/repository/models/{name}/load", admin.load, tags=(ADMIN,),

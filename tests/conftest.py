@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -121,6 +124,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: item.path in late)
     if os.environ.get("TEST_MODEL_REPOSITORY") or not any(map(_needs_training, items)):
         return
+    if shared := _shared_training(config):
+        shared.ask()  # under pytest-xdist: the controller trains, once for all workers
+        return
     try:
         data_dir = find_data_dir()
     except Exception:  # no datasets: the data_dir fixture says so in each test that asks
@@ -139,13 +145,97 @@ def _start_training(config: pytest.Config, data_dir: Path) -> QuickTraining:
 TRAINING = pytest.StashKey[QuickTraining]()
 
 
+class SharedTraining:
+    """The quick training of a ``pytest -n N`` run (``make test``), owned by the controller
+    and shared through files in one folder: a worker that collected a test needing a trained
+    model writes ``asked``; the controller's thread then trains (``QuickTraining``) and writes
+    ``done`` with each model's exit status. Training once, not once per worker, matters: it
+    is four TensorFlow processes, minutes of both cores."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.asked, self.done = folder / "asked", folder / "done"
+
+    def ask(self) -> None:
+        self.asked.touch()
+
+    def wait(self) -> Path:
+        deadline = time.monotonic() + 1800
+        while not self.done.exists():
+            assert time.monotonic() < deadline, f"no quick training finished in {self.folder}"
+            time.sleep(0.5)
+        outcome = json.loads(self.done.read_text())
+        assert "error" not in outcome, outcome.get("error")
+        for name, code in outcome["codes"].items():
+            log = Path(outcome["logs"][name]).read_text()[-4000:]
+            assert code == 0, f"train {name} --quick: exit {code}\n{log}"
+        return Path(outcome["out"])
+
+    def serve(self, config: pytest.Config, stop: threading.Event) -> None:
+        """The controller's side: train once asked, until the session ends."""
+        while not self.asked.exists():
+            if stop.wait(0.2):
+                return
+        try:
+            training = _start_training(config, find_data_dir())
+        except Exception as error:  # no datasets: each waiting test says so
+            return self._finish({"error": f"quick training could not start: {error!r}"})
+        codes = {name: None for name in training.MODELS}
+        for name, process in training.processes.items():
+            while (code := process.poll()) is None:
+                if stop.wait(0.5):
+                    return
+            codes[name] = code
+        logs = {name: str(path) for name, path in training.logs.items()}
+        self._finish({"out": str(training.out), "codes": codes, "logs": logs})
+
+    def _finish(self, outcome: dict) -> None:
+        partial = self.done.with_suffix(".partial")
+        partial.write_text(json.dumps(outcome))
+        partial.replace(self.done)  # a worker never reads half a file
+
+
+SHARED = pytest.StashKey[SharedTraining]()
+
+
+def _shared_training(config: pytest.Config) -> SharedTraining | None:
+    folder = getattr(config, "workerinput", {}).get("quick_training")
+    return SharedTraining(Path(folder)) if folder else None
+
+
+@pytest.hookimpl(trylast=True)  # after the tmp_path plugin's own configure
+def pytest_configure(config: pytest.Config) -> None:
+    """A pytest-xdist controller (``-n``) keeps the one quick training of the run."""
+    if getattr(config, "workerinput", None) is not None or not config.pluginmanager.hasplugin(
+        "xdist"
+    ):
+        return
+    if not config.getoption("numprocesses", None) or os.environ.get("TEST_MODEL_REPOSITORY"):
+        return
+    shared = SharedTraining(config._tmp_path_factory.mktemp("shared-training"))  # type: ignore[attr-defined]
+    stop = threading.Event()
+    thread = threading.Thread(target=shared.serve, args=(config, stop), daemon=True)
+    thread.start()
+    config.stash[SHARED] = shared
+    config.add_cleanup(lambda: (stop.set(), thread.join(timeout=10)))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:  # pytest-xdist's hook, run by the controller
+    if SHARED in node.config.stash:
+        node.workerinput["quick_training"] = str(node.config.stash[SHARED].folder)
+
+
 @pytest.fixture(scope="session")
 def quick_repository(request: pytest.FixtureRequest) -> Path:
     """The quick-profile repository most tests inspect, trained once per session (see
-    QuickTraining). ``TEST_MODEL_REPOSITORY`` names one already trained, for quicker local
-    runs."""
+    QuickTraining, and SharedTraining under ``-n``). ``TEST_MODEL_REPOSITORY`` names one
+    already trained, for quicker local runs."""
     if reused := os.environ.get("TEST_MODEL_REPOSITORY"):
         return Path(reused).resolve()
+    if shared := _shared_training(request.config):
+        shared.ask()
+        return shared.wait()
     if TRAINING not in request.config.stash:
         data_dir = request.getfixturevalue("data_dir")
         request.config.stash[TRAINING] = _start_training(request.config, data_dir)

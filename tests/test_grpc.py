@@ -1,7 +1,8 @@
 """The Open Inference Protocol over gRPC with Triton's own clients (``tritonclient.grpc`` and
 ``perf_analyzer -i grpc``) against a real ``bentoml serve``: every model answers what the
-same request answers over HTTP, errors are gRPC status codes, and the calls count in the
-same metrics."""
+same request answers over HTTP and the golden value (``tests/golden.py``: ONNX Runtime on the
+published graph, preprocessing written in the test), errors are gRPC status codes, and the
+calls count in the same metrics."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ from tritonclient.utils import InferenceServerException
 
 from benchmarks import perf_analyzer
 from benchmarks.payloads import bank_records, flower_files, mnist_test, png_bytes
-from modelspec import bank, digits
+from modelspec import bank
 from service import portclaim
+from tests import golden
 from tests.test_hostile import AUTH, HOSTILE_SHAPES, _field, _raw_call
 from tests.test_service import metric
 
@@ -53,9 +55,9 @@ def _both(clients, model: str, inputs: list[tuple[str, np.ndarray, str]], output
     return answers
 
 
-def test_every_model_answers_as_over_http(clients, data_dir: Path) -> None:
+def test_every_model_answers_as_over_http(clients, data_dir: Path, quick_repository: Path) -> None:
     images, _ = mnist_test(data_dir, 3)
-    pixels = digits.scale_pixels(images).astype(np.float32)
+    pixels = golden.mnist_pixels(images)
     pngs = np.array([png_bytes(image) for image in images], dtype=object)
     photos = np.array([f.read_bytes() for f in flower_files(data_dir, 2)], dtype=object)
     records = bank_records(data_dir, 3)
@@ -76,13 +78,36 @@ def test_every_model_answers_as_over_http(clients, data_dir: Path) -> None:
         ("autoencoder_encode", [("pixels", flat, "FP32")], ["code"]),
         ("autoencoder_reconstruct", [("pixels", flat, "FP32")], ["reconstruction"]),
     ]
-    for model, inputs, outputs in cases:
+    size = golden.check_photo_contract(golden.manifest(quick_repository, "flowers"))
+    bank_manifest = golden.manifest(quick_repository, "bank")
+    # Each case's first output by ONNX Runtime on the graph (its file, its prepared input,
+    # the tolerance): neither protocol's answer is the reference for the other.
+    graphs = [
+        ("digits", "model.onnx", pixels, TOLERANCE),
+        ("digits", "model.onnx", golden.digit_files(list(pngs)), TOLERANCE),
+        (
+            "flowers",
+            "model.onnx",
+            np.stack([golden.photo(f, size) for f in photos]),
+            golden.FLOWER_TOLERANCE,
+        ),
+        ("bank", "model.onnx", golden.bank_features(records, bank_manifest), TOLERANCE),
+        ("autoencoder", "encoder.onnx", flat, 1e-4),  # as tests/test_service.py
+        ("autoencoder", "model.onnx", flat, TOLERANCE),
+    ]
+    for (model, inputs, outputs), graph in zip(cases, graphs, strict=True):
         over_grpc, over_http = _both(clients, model, inputs, outputs)
         for name in outputs:
             if over_http[name].dtype == object:
                 assert over_grpc[name].tolist() == over_http[name].tolist(), model
             else:
                 np.testing.assert_allclose(over_grpc[name], over_http[name], atol=TOLERANCE)
+        expected = golden.onnx(quick_repository, *graph[:3])
+        np.testing.assert_allclose(over_grpc[outputs[0]], expected, atol=graph[3], err_msg=model)
+        if model == "bank":
+            threshold = bank_manifest["decision"]["threshold"]
+            labels = [v.decode() if isinstance(v, bytes) else v for v in over_grpc["label"].ravel()]
+            assert labels == ["yes" if p >= threshold else "no" for p in expected[:, 0]]
     codes = _both(clients, "autoencoder_encode", [("pixels", flat, "FP32")], ["code"])[0]["code"]
     decoded = _both(clients, "autoencoder_decode", [("code", codes, "FP32")], ["reconstruction"])
     np.testing.assert_allclose(

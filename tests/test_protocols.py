@@ -1,6 +1,8 @@
 """Standard protocols with their real clients: Triton's ``tritonclient`` and ``perf_analyzer``
 over the Open Inference Protocol (V2), and TF Serving REST requests, against a real
-``bentoml serve``. Every served result must equal the native endpoint's for the same input.
+``bentoml serve``. Every served result must equal the native endpoint's for the same input,
+and the golden value (``tests/golden.py``: ONNX Runtime on the published graph, preprocessing
+written in the test), so a fault shared by every protocol fails here too.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from tritonclient.utils import InferenceServerException
 
 from benchmarks import perf_analyzer
 from benchmarks.payloads import bank_records, flower_files, mnist_test, png_bytes
-from modelspec import bank, digits
+from modelspec import bank
+from tests import golden
 from tests.test_service import metric
 
 pytestmark = pytest.mark.slow
@@ -47,7 +50,7 @@ def triton_client(service_url: str):
 @pytest.fixture(scope="module")
 def pixels(data_dir: Path) -> np.ndarray:
     images, _ = mnist_test(data_dir, 4)
-    return digits.scale_pixels(images).astype(np.float32)
+    return golden.mnist_pixels(images)
 
 
 def native(client: httpx.Client, path: str, **kwargs) -> dict:
@@ -105,7 +108,7 @@ def test_v2_health_and_metadata(triton_client: triton.InferenceServerClient) -> 
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
-def test_v2_digits(triton_client, client, pixels, data_dir, binary: bool) -> None:
+def test_v2_digits(triton_client, client, pixels, data_dir, quick_repository, binary) -> None:
     inputs = [tensor("image", pixels, "FP32", binary)]
     result = infer(triton_client, "digits", inputs, ["probabilities"], binary)
     served = result.as_numpy("probabilities")
@@ -114,6 +117,9 @@ def test_v2_digits(triton_client, client, pixels, data_dir, binary: bool) -> Non
         served, [p["probabilities"] for p in expected["predictions"]], atol=TOLERANCE
     )
     assert result.get_response()["model_version"] == "1"
+    np.testing.assert_allclose(
+        served, golden.onnx(quick_repository, "digits", "model.onnx", pixels, "1"), atol=TOLERANCE
+    )
 
     images, _ = mnist_test(data_dir, 2)
     files = [png_bytes(image) for image in images]
@@ -129,10 +135,14 @@ def test_v2_digits(triton_client, client, pixels, data_dir, binary: bool) -> Non
     np.testing.assert_allclose(
         by_file, [p["probabilities"] for p in expected["predictions"]], atol=TOLERANCE
     )
+    prepared = golden.digit_files(files)
+    np.testing.assert_allclose(
+        by_file, golden.onnx(quick_repository, "digits", "model.onnx", prepared), atol=TOLERANCE
+    )
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
-def test_v2_flowers(triton_client, client, data_dir, binary: bool) -> None:
+def test_v2_flowers(triton_client, client, data_dir, quick_repository, binary: bool) -> None:
     files = [f.read_bytes() for f in flower_files(data_dir, 2)]
     served = infer(
         triton_client,
@@ -147,10 +157,14 @@ def test_v2_flowers(triton_client, client, data_dir, binary: bool) -> None:
     for row, prediction in zip(served, expected, strict=True):
         by_label = {t["label"]: t["probability"] for t in prediction["top"]}
         np.testing.assert_allclose(row, [by_label[label] for label in labels], atol=TOLERANCE)
+    size = golden.check_photo_contract(golden.manifest(quick_repository, "flowers"))
+    photos = np.stack([golden.photo(f, size) for f in files])
+    expected = golden.onnx(quick_repository, "flowers", "model.onnx", photos)
+    np.testing.assert_allclose(served, expected, atol=golden.FLOWER_TOLERANCE)
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
-def test_v2_bank(triton_client, client, data_dir, binary: bool) -> None:
+def test_v2_bank(triton_client, client, data_dir, quick_repository, binary: bool) -> None:
     records = bank_records(data_dir, 3)
     inputs = []
     for column in bank.COLUMNS:
@@ -167,15 +181,23 @@ def test_v2_bank(triton_client, client, data_dir, binary: bool) -> None:
     )
     labels = [v.decode() if isinstance(v, bytes) else v for v in result.as_numpy("label")]
     assert labels == [p["label"] for p in expected]
+    features = golden.bank_features(records, golden.manifest(quick_repository, "bank"))
+    np.testing.assert_allclose(
+        result.as_numpy("probability"),
+        golden.onnx(quick_repository, "bank", "model.onnx", features),
+        atol=TOLERANCE,
+    )
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
-def test_v2_autoencoder(triton_client, client, pixels, binary: bool) -> None:
+def test_v2_autoencoder(triton_client, client, pixels, quick_repository, binary: bool) -> None:
     flat = pixels.reshape(len(pixels), -1)
     inputs = [tensor("pixels", flat, "FP32", binary)]
     codes = infer(triton_client, "autoencoder_encode", inputs, ["code"], binary).as_numpy("code")
     expected_codes = native(client, "/autoencoder/encode", json={"inputs": flat.tolist()})["codes"]
     np.testing.assert_allclose(codes, expected_codes, atol=TOLERANCE)
+    golden_codes = golden.onnx(quick_repository, "autoencoder", "encoder.onnx", flat)
+    np.testing.assert_allclose(codes, golden_codes, atol=1e-4)  # as tests/test_service.py
 
     rebuilt = infer(
         triton_client,
@@ -280,11 +302,13 @@ def test_tfserving_status_and_metadata(client: httpx.Client) -> None:
     assert client.get("/v1/models/digits/versions/5").status_code == 404
 
 
-def test_tfserving_digits_rows_columns_and_b64(client, pixels, data_dir) -> None:
+def test_tfserving_digits_rows_columns_and_b64(client, pixels, data_dir, quick_repository) -> None:
     expected = native(client, "/digits/predict", json={"inputs": pixels.tolist()})
     expected = [p["probabilities"] for p in expected["predictions"]]
     rows = native(client, "/v1/models/digits:predict", json={"instances": pixels.tolist()})
     np.testing.assert_allclose(rows["predictions"], expected, atol=TOLERANCE)
+    graph = golden.onnx(quick_repository, "digits", "model.onnx", pixels)
+    np.testing.assert_allclose(rows["predictions"], graph, atol=TOLERANCE)
     named = native(
         client,
         "/v1/models/digits/versions/1:predict",
@@ -301,9 +325,15 @@ def test_tfserving_digits_rows_columns_and_b64(client, pixels, data_dir) -> None
     np.testing.assert_allclose(
         by_file["predictions"], [p["probabilities"] for p in expected], atol=TOLERANCE
     )
+    prepared = golden.digit_files(files)
+    np.testing.assert_allclose(
+        by_file["predictions"],
+        golden.onnx(quick_repository, "digits", "model.onnx", prepared),
+        atol=TOLERANCE,
+    )
 
 
-def test_tfserving_flowers_bank_autoencoder(client, pixels, data_dir) -> None:
+def test_tfserving_flowers_bank_autoencoder(client, pixels, data_dir, quick_repository) -> None:
     files = [f.read_bytes() for f in flower_files(data_dir, 2)]
     instances = [{"image": {"b64": base64.b64encode(f).decode()}} for f in files]
     served = native(client, "/v1/models/flowers:predict", json={"instances": instances})
@@ -311,6 +341,13 @@ def test_tfserving_flowers_bank_autoencoder(client, pixels, data_dir) -> None:
     expected = native(client, "/flowers/predict?top_k=1", files=uploads)["predictions"]
     for row, prediction in zip(served["predictions"], expected, strict=True):
         assert max(row) == pytest.approx(prediction["top"][0]["probability"], abs=TOLERANCE)
+    size = golden.check_photo_contract(golden.manifest(quick_repository, "flowers"))
+    photos = np.stack([golden.photo(f, size) for f in files])
+    np.testing.assert_allclose(
+        served["predictions"],
+        golden.onnx(quick_repository, "flowers", "model.onnx", photos),
+        atol=golden.FLOWER_TOLERANCE,
+    )
 
     records = bank_records(data_dir, 3)
     expected = native(client, "/bank/predict", json={"records": records})["predictions"]
@@ -318,6 +355,12 @@ def test_tfserving_flowers_bank_autoencoder(client, pixels, data_dir) -> None:
     assert [r["label"] for r in rows] == [p["label"] for p in expected]
     np.testing.assert_allclose(
         [r["probability"][0] for r in rows], [p["probability"] for p in expected], atol=TOLERANCE
+    )
+    features = golden.bank_features(records, golden.manifest(quick_repository, "bank"))
+    np.testing.assert_allclose(
+        [r["probability"] for r in rows],
+        golden.onnx(quick_repository, "bank", "model.onnx", features),
+        atol=TOLERANCE,
     )
     columns = {c: [r[c] for r in records] for c in bank.COLUMNS}
     outputs = native(client, "/v1/models/bank:predict", json={"inputs": columns})["outputs"]

@@ -1,7 +1,9 @@
 """The real service: ``bentoml serve`` over HTTP against quick-profile models.
 
-Served outputs are compared with ONNX Runtime run directly on the same inputs, prepared by
-the same ``modelspec`` functions, so a drift in either path fails here.
+Served outputs are compared with golden values (``tests/golden.py``): ONNX Runtime run directly
+on the version's published graph, with the preprocessing written out in the test from the
+manifest's published contract, never with the service's own ``modelspec`` functions, so a
+drift of the service from its contract fails here.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import pytest
 from PIL import Image
 
 from benchmarks.payloads import bank_records, flower_files, mnist_test, png_bytes
-from modelspec import bank, digits, flowers, repository
+from modelspec import bank, digits, repository
 from reliability.traffic import Graphs
+from tests import golden
 
 pytestmark = pytest.mark.slow
 TOLERANCE = 1e-5
@@ -93,14 +96,16 @@ def test_openapi_documents_every_endpoint(client: httpx.Client) -> None:
 
 def test_digits_json_matches_onnx(client, quick_repository, data_dir) -> None:
     images, _ = mnist_test(data_dir, 5)
-    pixels = digits.scale_pixels(images)
+    golden.check_mnist_contract(golden.manifest(quick_repository, "digits"))
+    pixels = golden.mnist_pixels(images)
     response = client.post("/digits/predict", json={"inputs": pixels.tolist()})
     assert response.status_code == 200, response.text
     assert response.headers["x-request-id"]
-    served = np.array([p["probabilities"] for p in response.json()["predictions"]])
-    expected = run_onnx(quick_repository, "digits", "model.onnx", pixels)
+    body = response.json()
+    served = np.array([p["probabilities"] for p in body["predictions"]])
+    expected = golden.onnx(quick_repository, "digits", "model.onnx", pixels, body["version"])
     np.testing.assert_allclose(served, expected, atol=TOLERANCE)
-    assert [p["digit"] for p in response.json()["predictions"]] == expected.argmax(1).tolist()
+    assert [p["digit"] for p in body["predictions"]] == expected.argmax(1).tolist()
 
 
 def test_digits_images_match_onnx(client, quick_repository, data_dir) -> None:
@@ -113,46 +118,69 @@ def test_digits_images_match_onnx(client, quick_repository, data_dir) -> None:
     ]
     response = client.post("/digits/predict", files=files)
     assert response.status_code == 200, response.text
-    prepared = np.stack([digits.prepare_image(p) for p in pictures])
-    expected = run_onnx(quick_repository, "digits", "model.onnx", digits.scale_pixels(prepared))
+    version = response.json()["version"]
+    golden.check_mnist_contract(golden.manifest(quick_repository, "digits", version))
+    prepared = np.stack([golden.digit_picture(p) for p in pictures])
+    pixels = golden.mnist_pixels(prepared)
+    expected = golden.onnx(quick_repository, "digits", "model.onnx", pixels, version)
     served = np.array([p["probabilities"] for p in response.json()["predictions"]])
     np.testing.assert_allclose(served, expected, atol=TOLERANCE)
     # The same pictures with invert=false are read as white-on-black: a different input.
     plain = client.post("/digits/predict?invert=false", files=files).json()["predictions"]
     assert not np.allclose([p["probabilities"] for p in plain], expected, atol=TOLERANCE)
+    white_on_black = np.stack([golden.digit_picture(p, invert=False) for p in pictures])
+    expected_plain = golden.onnx(
+        quick_repository, "digits", "model.onnx", golden.mnist_pixels(white_on_black), version
+    )
+    np.testing.assert_allclose([p["probabilities"] for p in plain], expected_plain, atol=TOLERANCE)
 
 
 def test_flowers_match_onnx(client, quick_repository, data_dir) -> None:
     files = flower_files(data_dir, 3)
     response = client.post(
-        "/flowers/predict?top_k=2",
+        "/flowers/predict?top_k=5",
         files=[("image", (f.name, f.read_bytes(), "image/jpeg")) for f in files],
     )
     assert response.status_code == 200, response.text
-    expected = run_onnx(
-        quick_repository,
-        "flowers",
-        "model.onnx",
-        np.stack([flowers.load_image(f) for f in files]).astype(np.float32),
-    )
-    labels = client.get("/models/flowers").json()["labels"]
+    version = response.json()["version"]
+    manifest = golden.manifest(quick_repository, "flowers", version)
+    size = golden.check_photo_contract(manifest)
+    photos = np.stack([golden.photo(f, size) for f in files])
+    expected = golden.onnx(quick_repository, "flowers", "model.onnx", photos, version)
+    labels = manifest["labels"]
+    assert client.get("/models/flowers").json()["labels"] == labels
     for prediction, row in zip(response.json()["predictions"], expected, strict=True):
-        assert len(prediction["top"]) == 2
-        assert prediction["label"] == labels[int(row.argmax())]
-        assert prediction["top"][0]["probability"] == pytest.approx(row.max(), abs=TOLERANCE)
+        assert len(prediction["top"]) == len(labels)
+        served = {t["label"]: t["probability"] for t in prediction["top"]}
+        np.testing.assert_allclose(
+            [served[label] for label in labels], row, atol=golden.FLOWER_TOLERANCE
+        )
+        second, first = np.sort(row)[-2:]
+        if first - second > 2 * golden.FLOWER_TOLERANCE:  # a close call may go either way
+            assert prediction["label"] == labels[int(row.argmax())]
+    # top_k cuts the same answer.
+    two = client.post(
+        "/flowers/predict?top_k=2",
+        files=[("image", (f.name, f.read_bytes(), "image/jpeg")) for f in files],
+    ).json()["predictions"]
+    for short, full in zip(two, response.json()["predictions"], strict=True):
+        assert [t["label"] for t in short["top"]] == [t["label"] for t in full["top"][:2]]
+        np.testing.assert_allclose(
+            [t["probability"] for t in short["top"]],
+            [t["probability"] for t in full["top"][:2]],
+            atol=TOLERANCE,
+        )
 
 
 def test_bank_matches_onnx(client, quick_repository, data_dir) -> None:
     records = bank_records(data_dir, 6)
     response = client.post("/bank/predict", json={"records": records})
     assert response.status_code == 200, response.text
-    version_dir = repository.version_dir(
-        quick_repository, "bank", repository.latest_version(quick_repository, "bank")
-    )
-    manifest = repository.read_manifest(version_dir)
-    encoder = bank.BankEncoder.from_dict(manifest["preprocessing"]["encoder"])
-    expected = run_onnx(quick_repository, "bank", "model.onnx", encoder.transform(records))[:, 0]
     body = response.json()
+    manifest = golden.manifest(quick_repository, "bank", body["version"])
+    features = golden.bank_features(records, manifest)
+    expected = golden.onnx(quick_repository, "bank", "model.onnx", features, body["version"])
+    expected = expected[:, 0]
     assert body["threshold"] == pytest.approx(manifest["decision"]["threshold"])
     served = np.array([p["probability"] for p in body["predictions"]])
     np.testing.assert_allclose(served, expected, atol=TOLERANCE)
@@ -165,17 +193,18 @@ def test_bank_matches_onnx(client, quick_repository, data_dir) -> None:
 
 def test_autoencoder_endpoints_match_onnx(client, quick_repository, data_dir) -> None:
     images, _ = mnist_test(data_dir, 4)
-    pixels = digits.scale_pixels(images).reshape(4, 784)
+    golden.check_mnist_contract(golden.manifest(quick_repository, "autoencoder"))
+    pixels = golden.mnist_pixels(images).reshape(4, 784)
     codes = client.post("/autoencoder/encode", json={"inputs": pixels.tolist()}).json()["codes"]
-    expected_codes = run_onnx(quick_repository, "autoencoder", "encoder.onnx", pixels)
+    expected_codes = golden.onnx(quick_repository, "autoencoder", "encoder.onnx", pixels)
     np.testing.assert_allclose(codes, expected_codes, atol=1e-4)
 
     rebuilt = client.post("/autoencoder/reconstruct", json={"inputs": pixels.tolist()}).json()
-    expected = run_onnx(quick_repository, "autoencoder", "model.onnx", pixels)
+    expected = golden.onnx(quick_repository, "autoencoder", "model.onnx", pixels)
     np.testing.assert_allclose(rebuilt["reconstructions"], expected, atol=TOLERANCE)
 
     decoded = client.post("/autoencoder/decode", json={"inputs": expected_codes.tolist()}).json()
-    expected_decoded = run_onnx(quick_repository, "autoencoder", "decoder.onnx", expected_codes)
+    expected_decoded = golden.onnx(quick_repository, "autoencoder", "decoder.onnx", expected_codes)
     np.testing.assert_allclose(decoded["reconstructions"], expected_decoded, atol=TOLERANCE)
 
     # PNG out: one item -> an image/png body; several -> base64 PNGs in JSON.

@@ -1,10 +1,10 @@
 """Open Inference Protocol (V2, KServe / Triton REST) on the service's own port.
 
 Every signature of every served model is a V2 model (``descriptor.Version.v2_names``): its
-inputs and outputs are the signature's protocol tensors. ``infer`` decodes the V2 request
-(``v2_codec``: JSON tensors, or the binary tensor data extension), hands the named tensors to
-the signature's input kind, and runs through the same batchers as every other request.
-Errors are ``{"error": ...}`` with 400 or 404 (408, 413, 503 and 504 keep their meaning).
+inputs and outputs are the signature's protocol tensors. This module answers the metadata,
+health and configuration endpoints; inference (``infer``) lives with the tensor reader and
+writer in ``v2_codec``, so a V2 request crosses one protocol module. Errors are
+``{"error": ...}`` with 400 or 404 (408, 413, 503 and 504 keep their meaning).
 """
 
 from __future__ import annotations
@@ -12,22 +12,13 @@ from __future__ import annotations
 import importlib.metadata
 from typing import Any
 
-from service.config import Limits
-from service.descriptor import SignatureView, Version
+from service.descriptor import SignatureView
 from service.errors import RequestError
 from service.http import RawRequest, Reply, json_reply
-from service.inference import Call, Decoded, Runtime
-from service.inputs.tensors import might_hold_booleans
+from service.inference import Runtime
 from service.interfaces.base import BYTES
 from service.protocols import v2_names
-from service.protocols.common import protocol_errors, serve, version_number
-from service.protocols.v2_codec import (
-    HEADER_LENGTH,
-    InferRequest,
-    encode_answer,
-    read_feed,
-    read_request,
-)
+from service.protocols.common import protocol_errors, version_number
 from service.registry.lookup import READY, Loaded
 
 SERVER_NAME = "keras-model-serving"
@@ -39,38 +30,6 @@ EXTENSIONS = [
     "parameters",
 ]
 PLATFORMS = {"onnx": "onnxruntime_onnx", "saved_model": "tensorflow_savedmodel"}
-
-
-class V2Infer:
-    """A V2 infer request over HTTP, on the signature's shared batcher."""
-
-    def __init__(self, runtime: Runtime, name: str, version: str | None) -> None:
-        model, self.signature = v2_names.target(runtime.registry.v2_index, name)
-        self.name = name
-        label = f"/v2/models/{name}/infer"
-        number = version_number(version)
-        self.call = Call(model, number, self.signature, label, protocol_errors, "v2")
-
-    async def decode(
-        self, request: RawRequest, body: bytes, served: Version, limits: Limits
-    ) -> Decoded:
-        read = read_request(body, request.headers.get(HEADER_LENGTH), limits)
-        check = might_hold_booleans(body)
-        feed, wanted = await read_feed(read, served, self.signature, limits, check)
-        return Decoded(self.signature, feed, InferRequest(read.id, wanted, self.name))
-
-    def encode(self, outputs: Any, decoded: Decoded, served: Version) -> Reply:
-        return encode_answer(outputs, decoded.context, served, served.views[decoded.signature])
-
-
-async def infer(
-    request: RawRequest, runtime: Runtime, name: str, version: str | None = None
-) -> Reply:
-    try:
-        adapter = runtime.call(("v2", name, version), lambda: V2Infer(runtime, name, version))
-    except RequestError as error:
-        return protocol_errors(error)
-    return await serve(request, runtime, adapter)
 
 
 # -- metadata, health and configuration -----------------------------------------------------

@@ -1,5 +1,8 @@
-"""V2 tensors on the wire: requests (JSON ``data`` or the binary tensor data extension) into
-named input columns, and model outputs into V2 answers (JSON, or binary after the header)."""
+"""V2 inference on the wire: requests (JSON ``data`` or the binary tensor data extension) into
+named input columns, model outputs into V2 answers (JSON, or binary after the header), and
+the HTTP adapter (``V2Infer``, routed as ``infer``) whose ``decode`` and ``encode`` are those
+two. gRPC's adapter (``grpc.GrpcInfer``) builds the same ``V2Request`` and uses the same
+reader and writer; the metadata endpoints are ``protocols.v2``'s."""
 
 from __future__ import annotations
 
@@ -16,11 +19,14 @@ from service.backends import Feed, Outputs
 from service.config import Limits
 from service.descriptor import SignatureView, Version
 from service.errors import BadRequest, RequestError
-from service.http import Reply, json_reply
+from service.http import RawRequest, Reply, json_reply
+from service.inference import Call, Decoded, Runtime
 from service.inputs.body import parse_json
 from service.inputs.numbers import ascii_int
-from service.inputs.tensors import holds_boolean
+from service.inputs.tensors import holds_boolean, might_hold_booleans
 from service.interfaces.base import BYTES, NUMPY_TYPES, Columns, Tensor
+from service.protocols import v2_names
+from service.protocols.common import protocol_errors, serve, version_number
 
 HEADER_LENGTH = "inference-header-content-length"
 BOOL = "BOOL"
@@ -551,3 +557,38 @@ def _to_json(value: np.ndarray, datatype: str) -> Any:
     if datatype == "FP16":  # JSON numbers; orjson writes float32 arrays, not float16
         return np.ascontiguousarray(value.ravel(), dtype=np.float32)
     return np.ascontiguousarray(value.ravel(), dtype=NUMERIC_TYPES[datatype])
+
+
+# -- the HTTP adapter ------------------------------------------------------------------
+
+
+class V2Infer:
+    """A V2 infer request over HTTP, on the signature's shared batcher."""
+
+    def __init__(self, runtime: Runtime, name: str, version: str | None) -> None:
+        model, self.signature = v2_names.target(runtime.registry.v2_index, name)
+        self.name = name
+        label = f"/v2/models/{name}/infer"
+        number = version_number(version)
+        self.call = Call(model, number, self.signature, label, protocol_errors, "v2")
+
+    async def decode(
+        self, request: RawRequest, body: bytes, served: Version, limits: Limits
+    ) -> Decoded:
+        read = read_request(body, request.headers.get(HEADER_LENGTH), limits)
+        check = might_hold_booleans(body)
+        feed, wanted = await read_feed(read, served, self.signature, limits, check)
+        return Decoded(self.signature, feed, InferRequest(read.id, wanted, self.name))
+
+    def encode(self, outputs: Any, decoded: Decoded, served: Version) -> Reply:
+        return encode_answer(outputs, decoded.context, served, served.views[decoded.signature])
+
+
+async def infer(
+    request: RawRequest, runtime: Runtime, name: str, version: str | None = None
+) -> Reply:
+    try:
+        adapter = runtime.call(("v2", name, version), lambda: V2Infer(runtime, name, version))
+    except RequestError as error:
+        return protocol_errors(error)
+    return await serve(request, runtime, adapter)
