@@ -19,6 +19,13 @@ every row alike. Measuring one server after another, each started and stopped in
 gave the defaults 0.5x of themselves between rounds on a busy machine. Each row's ratio to the
 defaults is taken within a round and level; the table gives its median and range. Prints a
 Markdown table; writes ``feature_cost.json``.
+
+    python -m benchmarks.feature_cost ... --only defaults "OOD flags off" --checkout ../before
+
+``--only`` keeps the settings whose names start with one of its words (fewer servers on a
+small machine); ``--checkout DIR`` also serves each kept setting from another checkout's
+code (same venv, cwd ``DIR``), in the same rounds, its rows marked ``[DIR's name]`` and
+taken as ratios to this checkout's defaults: an A/B of two commits, feature by feature.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +59,7 @@ class Setting:
     name: str
     env: dict[str, str] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
+    cwd: Path = ROOT  # the checkout whose code is served
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,6 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--only", nargs="+", help="settings whose names start with these")
+    parser.add_argument("--checkout", type=Path, help="also serve this checkout's code")
     return parser.parse_args(argv)
 
 
@@ -112,9 +122,20 @@ def settings(folder: Path, sink_port: int, repository: Path) -> list[Setting]:
     ]
 
 
+def chosen(measured: list[Setting], only: list[str] | None, checkout: Path | None):
+    """The settings ``--only`` keeps (the defaults first), each also from ``--checkout``."""
+    kept = [s for s in measured if not only or any(s.name.startswith(o) for o in only)]
+    if not kept or kept[0] is not measured[0]:
+        kept.insert(0, measured[0])  # every ratio is to this checkout's defaults
+    if checkout is None:
+        return kept
+    other = checkout.resolve()
+    return kept + [replace(s, name=f"{s.name} [{other.name}]", cwd=other) for s in kept]
+
+
 def server_for(setting: Setting, repository: Path, log: Path) -> Server:
     env = {"MODEL_REPOSITORY": str(repository), "SERVING_WORKERS": "1", **setting.env}
-    return Server(env=env, log=log)  # setting.env may name its own repository
+    return Server(env=env, log=log, cwd=setting.cwd)  # setting.env may name its repository
 
 
 def ready(server: Server, setting: Setting, body: bytes, body_file: Path, args) -> str:
@@ -206,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
         sink = ServerProcess(sink_command, ROOT, {}, logs / "otlp-sink.log", port)
         stack.enter_context(sink)
         sink.wait_listening(60)
-        measured = settings(folder, port, repository)
+        measured = chosen(settings(folder, port, repository), args.only, args.checkout)
         servers = []
         for number, setting in enumerate(measured):
             log = logs / f"server-{number}.log"

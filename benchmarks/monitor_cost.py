@@ -6,7 +6,7 @@ at a time, so machine noise falls on all of them alike:
 
 - ``off``: drift off, no OOD flags, no payload log;
 - ``drift``: drift checks on (window 1000);
-- ``drift+ood``: and digits' out-of-distribution flag (one more batched inference);
+- ``drift+ood``: and digits' out-of-distribution flag (the autoencoder in digits' batch job);
 - ``drift+ood+log``: and every request logged (sample 1.0, inputs in full, to a file).
 
 Then the request path's own additions, timed in this process: the drift append and the
@@ -103,11 +103,13 @@ def monitor_micro(repository: Path) -> dict[str, float]:
     from service.descriptor import Version
     from service.monitoring import Monitor
     from service.monitoring.drift import Window
+    from service.monitoring.ood import Detectors
 
     folder = repository / "bank" / "1"
     manifest = json.loads((folder / "manifest.json").read_text())
     version = Version("bank", 1, folder, manifest)
     registry = type("Registry", (), {"models": {}})()
+    registry.detectors = Detectors(registry)
     on = Monitor(load_config({}), registry, namespace="bench_on")
     off = Monitor(load_config({"SERVING_DRIFT": "false"}), registry, namespace="bench_off")
     x = np.zeros((1, version.signatures["predict"].inputs[0].shape[1]), np.float32)

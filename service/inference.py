@@ -32,6 +32,7 @@ from service.inputs.images import collect_sizes
 from service.logs import client_request_id, request_id
 from service.metrics import Metrics
 from service.monitoring import Monitor
+from service.monitoring.names import OOD_SCORE
 from service.rollout import ROUTING_KEY, VERSION_HEADER, Shadows
 from service.tracing import Tracing
 
@@ -304,8 +305,8 @@ class Serving:
             self.recorder.predicted(version.labels, classes)
         monitor = self.runtime.monitor
         if monitor is not None:
-            if version.ood is not None:  # one more (batched) inference: the detector's
-                outputs = await monitor.flag(version, decoded.signature, decoded.feed, outputs)
+            if version.ood is not None:  # scored in the batch job (service.monitoring.ood)
+                monitor.flag(version, outputs)
             monitor.observe(version, decoded.signature, decoded.feed, outputs, classes, self.sizes)
         self.outputs = outputs
         return outputs
@@ -436,6 +437,8 @@ def require_finite(outputs: Outputs) -> None:
     """An answer is finite or it is not given: an input that passed validation but drives
     the model to overflow (huge but finite numbers) is refused, naming the item."""
     for name, value in outputs.items():
+        if name == OOD_SCORE:
+            continue  # the detector's, not the model's: NaN (null) when it did not score
         if value.dtype.kind != "f" or np.isfinite(value.sum(dtype=np.float64)):
             continue
         finite = np.isfinite(value.reshape(len(value), -1)).all(axis=1)

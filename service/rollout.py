@@ -46,6 +46,7 @@ import yaml
 from pydantic import ValidationError
 
 from service.config import ModelConfig, ModelFileConfig, check_routing
+from service.monitoring.names import OOD_OUTPUTS
 
 if TYPE_CHECKING:
     from service.descriptor import Version
@@ -357,6 +358,8 @@ class Shadows:
         items = len(next(iter(ours.values())))
         found = []
         for name, value in ours.items():
+            if name in OOD_OUTPUTS:
+                continue  # the detector's flags, scored in the batch job: not the model's answer
             other = theirs.get(name)
             if other is None or other.shape != value.shape:
                 shape = None if other is None else other.shape

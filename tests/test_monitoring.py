@@ -450,6 +450,141 @@ def test_digits_carry_ood_flags_and_the_rates_are_as_expected(
     assert scraped.get("false", 0) == state["ood"]["flagged"], (scraped, state["ood"])
 
 
+def _detector_scores(repository: Path, x: np.ndarray) -> tuple[np.ndarray, float]:
+    """The autoencoder's score of each item, computed here: its ONNX graph in ONNX Runtime,
+    then each item's mean squared difference to its reconstruction; and the threshold the
+    autoencoder's manifest records."""
+    import onnxruntime as ort
+
+    folders = [p for p in (repository / "autoencoder").iterdir() if p.name.isdigit()]
+    folder = max(folders, key=lambda p: int(p.name))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    signature = manifest["signatures"]["reconstruct"]
+    session = ort.InferenceSession(
+        str(folder / signature["onnx"]), providers=["CPUExecutionProvider"]
+    )
+    items = x.reshape(len(x), -1).astype(np.float32)
+    (rebuilt,) = session.run(None, {signature["inputs"][0]["name"]: items})
+    return ((rebuilt.astype(np.float64) - items) ** 2).mean(axis=1), manifest["detector"][
+        "threshold"
+    ]
+
+
+def test_each_request_in_a_batch_gets_the_detector_score_of_its_own_items(
+    server: Server, repository: Path, data_dir: Path
+) -> None:
+    """Requests sent together (they share batches, which the detector scores at once) each
+    get the reconstruction error of their own items, as ONNX Runtime computes it here, and
+    the flag its threshold gives: MNIST digits mostly in, noise out."""
+    from benchmarks.payloads import mnist_test
+    from modelspec import digits
+
+    images, _ = mnist_test(data_dir, 16)
+    noise = np.random.default_rng(5).random((8, 28, 28))
+    x = np.concatenate([digits.scale_pixels(images), noise]).astype(np.float32)
+    expected, threshold = _detector_scores(repository, x)
+    # 24 requests of one item each, and 3 of three items (rotating through the same x).
+    requests = [[i] for i in range(len(x))] + [[i, (i + 7) % 24, (i + 13) % 24] for i in (0, 5, 9)]
+
+    async def send_all() -> list[dict]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+
+            async def one(indices: list[int]) -> dict:
+                data = x[indices].reshape(-1).tolist()
+                tensor = {"name": "image", "shape": [len(indices), 28, 28], "datatype": "FP32"}
+                body = {"inputs": [{**tensor, "data": data}]}
+                reply = await client.post("/v2/models/digits/infer", json=body)
+                assert reply.status_code == 200, reply.text
+                return {o["name"]: o["data"] for o in reply.json()["outputs"]}
+
+            return await asyncio.gather(*(one(r) for r in requests * 3))
+
+    answers = asyncio.run(send_all())
+    flags = []
+    for indices, answer in zip(requests * 3, answers, strict=True):
+        got = np.asarray(answer["ood_score"], np.float64)
+        np.testing.assert_allclose(
+            got, expected[indices], rtol=1e-4, atol=1e-6, err_msg=str(indices)
+        )
+        for i, inside in zip(indices, answer["in_distribution"], strict=True):
+            if abs(expected[i] - threshold) > 1e-4 * threshold:  # not on the edge
+                assert inside == bool(expected[i] <= threshold), (i, expected[i], threshold)
+            flags.append(inside)
+    # Both kinds of answer came back, so a score given to the wrong request would show.
+    assert any(flags) and not all(flags), (expected.round(4).tolist(), threshold)
+
+
+def test_flags_missing_for_a_reason_still_answer_and_follow_the_detector(
+    repository: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    """The pairing's reasons for no flags (a detector taking another size, the detector
+    unloaded, a detector version without a threshold): each answer still comes, with
+    ``ood_score`` null and ``in_distribution`` true, the reason under /models, and nothing
+    counted; the detector's versions are followed as they come and go."""
+    from benchmarks.payloads import bank_records
+
+    repo = tmp_path / "repo"
+    for model in ("bank", "digits", "autoencoder"):
+        shutil.copytree(repository / model / "1", repo / model / "1")
+    config = tmp_path / "serving.yaml"
+    config.write_text("models:\n  bank:\n    ood: {detector: autoencoder, threshold: 0.1}\n")
+    token = "ood-test-admin-token"
+    server = _serve(
+        repo, tmp_path / "serve.log", workers="1", config=str(config), admin_token=token,
+        poll_interval="0.3",
+    )  # fmt: skip
+    admin = {"authorization": f"Bearer {token}"}
+    client = httpx.Client(base_url=server.url, timeout=60)
+    digit = {"inputs": [[[0.0] * 28] * 28]}
+
+    def digits_flag() -> tuple[dict, dict]:
+        reply = client.post("/digits/predict", json=digit)
+        assert reply.status_code == 200, reply.text
+        return reply.json()["predictions"][0], client.get("/models/digits").json()["drift"]["ood"]
+
+    def unflagged(prediction: dict, state: dict, reason: str) -> None:
+        assert prediction["ood_score"] is None and prediction["in_distribution"] is True, prediction
+        assert reason in (state["unavailable"] or ""), state
+
+    try:
+        prediction, state = digits_flag()
+        assert isinstance(prediction["ood_score"], float) and state["unavailable"] is None, state
+        # A detector that takes another number of values per item: bank answers unflagged.
+        reply = client.post("/bank/predict", json=bank_records(data_dir, 1)[0])
+        assert reply.status_code == 200, reply.text
+        bank = client.get("/models/bank").json()["drift"]["ood"]
+        unflagged(reply.json()["predictions"][0], bank, "takes 784 values per item, not 51")
+        assert bank["items"] == 0, bank
+        # The detector unloaded, then loaded again: followed at the next batch.
+        counted = state["items"]
+        assert client.post("/v2/repository/models/autoencoder/unload", headers=admin).is_success
+        prediction, state = digits_flag()
+        unflagged(prediction, state, "detector 'autoencoder' is not served")
+        assert state["items"] == counted, state
+        assert client.post("/v2/repository/models/autoencoder/load", headers=admin).is_success
+        prediction, state = digits_flag()
+        assert isinstance(prediction["ood_score"], float) and state["unavailable"] is None, state
+        assert state["items"] == counted + 1, state
+        # A new detector version whose manifest records no threshold: flags stop when it
+        # goes live (published as the CLI publishes: files first, the manifest last).
+        stage = repo / "autoencoder" / ".stage-2"
+        shutil.copytree(repo / "autoencoder" / "1", stage)
+        manifest = json.loads((stage / "manifest.json").read_text())
+        del manifest["detector"]
+        (stage / "manifest.json").write_text(json.dumps(manifest))
+        stage.rename(repo / "autoencoder" / "2")
+        deadline = time.monotonic() + 120
+        while prediction["ood_score"] is not None and time.monotonic() < deadline:
+            time.sleep(0.3)
+            prediction, state = digits_flag()
+        unflagged(prediction, state, "no threshold")
+        served = client.get("/models/autoencoder").json()
+        assert [v["version"] for v in served["versions"] if v["state"] == "ready"] == [2], served
+    finally:
+        client.close()
+        server.stop()
+
+
 # -- the page ------------------------------------------------------------------------------
 
 

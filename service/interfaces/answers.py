@@ -86,7 +86,8 @@ class _Classifier(Answer):
         return tuple(Tensor.of(t, classes=labels) for t in signature.outputs)
 
     def classes(self, outputs: Outputs, version: Version) -> np.ndarray:
-        (probabilities,) = outputs.values()
+        # The model's one output comes first; a detector's OOD flags may follow it.
+        probabilities = next(iter(outputs.values()))
         return probabilities.argmax(axis=1)
 
 
@@ -179,7 +180,7 @@ class Decision(Answer):
         return (Tensor.of(probability), Tensor(self.LABEL, BYTES, (-1,)))
 
     def classes(self, outputs: Outputs, version: Version) -> np.ndarray:
-        (probability,) = outputs.values()
+        probability = next(iter(outputs.values()))  # OOD flags, if any, follow it
         return (probability[:, 0] >= version.threshold).astype(np.int64)
 
     def present(self, outputs: Outputs, version: Version) -> dict[str, np.ndarray]:

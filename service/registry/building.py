@@ -3,7 +3,8 @@
 Every file is checked against the manifest's sha256 (and must lie inside the folder), the
 manifest is read into a ``descriptor.Version``, each signature's backend is opened (ONNX
 Runtime or a SavedModel) and warmed up at batch 1 and at full batch, and its batcher is made,
-with the batch size from which batches run off the event loop. Runs in a thread; what it
+with the batch size from which batches run off the event loop (a paired OOD detector scoring
+in the same batch job). Runs in a thread; what it
 builds goes live only when ``service.registry.following`` says so.
 """
 
@@ -25,6 +26,7 @@ from service.batching import Batcher
 from service.config import BatchingConfig, Settings
 from service.descriptor import ManifestError, Version
 from service.metrics import Metrics
+from service.monitoring.ood import Detectors
 from service.registry.lookup import Loaded, ServedModel
 
 OFFLOAD_ABOVE_S = 0.001  # a batch slower than this (inline) runs off the event loop
@@ -62,9 +64,10 @@ def _offload_from(batching: BatchingConfig, one: float, full: float) -> int | No
 class Builder:
     """Opens, checks and warms up one version at a time, for the registry's loads."""
 
-    def __init__(self, config: Settings, metrics: Metrics) -> None:
+    def __init__(self, config: Settings, metrics: Metrics, detectors: Detectors) -> None:
         self.config = config
         self.metrics = metrics
+        self.detectors = detectors
         self.cpus = available_cpus()
 
     def open(self, model: ServedModel, loaded: Loaded, directory: Path) -> None:
@@ -97,12 +100,18 @@ class Builder:
             backend = offloaded if offload_from == 1 else inline
             loaded.backend, loaded.provider = backend.name, backend.provider
             loaded.backends[name] = backend
+            run, run_offloaded = backend.run, offloaded.run
+            if version.ood is not None and name == version.default_signature:
+                # The OOD detector runs in the same batch job, after the model
+                # (service.monitoring.ood): no second batcher round trip per request.
+                run = self.detectors.scoring(version, run)
+                run_offloaded = self.detectors.scoring(version, run_offloaded)
             loaded.batchers[name] = Batcher(
-                backend.run,
+                run,
                 batching,
                 on_batch=self.metrics.batch_recorder(model.name, name),
                 offload_from=offload_from,
-                run_offloaded=offloaded.run,
+                run_offloaded=run_offloaded,
             )
         loaded.version = version
 

@@ -33,6 +33,7 @@ from service.config import Settings
 from service.errors import RequestError, Unavailable
 from service.metrics import Metrics
 from service.mirror import Mirror
+from service.monitoring.ood import Detectors
 from service.protocols import v2_names
 from service.registry.building import Builder
 from service.registry.lookup import (
@@ -101,7 +102,10 @@ class Registry(Lookup):
     def __init__(self, config: Settings, metrics: Metrics) -> None:
         self.config = config
         self.metrics = metrics
-        self.builder = Builder(config, metrics)
+        # The OOD detectors score in the batch jobs the builder makes, looking the detector
+        # up here on every batch (service.monitoring.ood); the Monitor reads their state.
+        self.detectors = Detectors(self)
+        self.builder = Builder(config, metrics, self.detectors)
         self.shared = SharedState(config)
         self.models: dict[str, ServedModel] = {}
         self.v2_index: dict[str, tuple[str, str]] = {}
