@@ -299,7 +299,12 @@ class Serving:
         version = self.version
         ran = self.ran = await self.loaded.batchers[decoded.signature].infer(decoded.feed)
         outputs = ran.outputs
-        require_finite(outputs)
+        # A paired default signature's batch job adds the detector's ood_score (service.
+        # monitoring.ood), NaN where it did not score; any other output named so is the model's.
+        require_finite(
+            outputs,
+            scored=version.ood is not None and decoded.signature == version.default_signature,
+        )
         classes = version.views[decoded.signature].answer.classes(outputs, version)
         if classes is not None:
             self.recorder.predicted(version.labels, classes)
@@ -433,12 +438,14 @@ def _most_values(version: Version, limits: Limits) -> int | None:
     return 4 * limits.max_items_per_request * most + 4096
 
 
-def require_finite(outputs: Outputs) -> None:
+def require_finite(outputs: Outputs, scored: bool = False) -> None:
     """An answer is finite or it is not given: an input that passed validation but drives
-    the model to overflow (huge but finite numbers) is refused, naming the item."""
+    the model to overflow (huge but finite numbers) is refused, naming the item. ``scored``:
+    ``outputs`` hold a detector's ``ood_score``, not checked (NaN, null, when it did not
+    score); an output of that name is otherwise the model's own, checked like the others."""
     for name, value in outputs.items():
-        if name == OOD_SCORE:
-            continue  # the detector's, not the model's: NaN (null) when it did not score
+        if scored and name == OOD_SCORE:
+            continue  # the detector's, not the model's
         if value.dtype.kind != "f" or np.isfinite(value.sum(dtype=np.float64)):
             continue
         finite = np.isfinite(value.reshape(len(value), -1)).all(axis=1)

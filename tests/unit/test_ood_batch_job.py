@@ -1,0 +1,58 @@
+"""The OOD flags scored in the model's batch job (service.monitoring.ood): only a paired
+default signature's ``ood_score`` is the detector's; any other output of that name is the
+model's own, held to the same rules as its other outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.errors import RequestError
+from service.inference import require_finite
+from tests.unit.synthetic import WIDTH, InProcess, manifest, publish, signature, tensor
+
+
+def _scale_onnx(output: str, factor: float = 4.0) -> bytes:
+    """``output = x * factor``, batch first."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "k"], [output])],
+        "scale",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", WIDTH])],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, ["batch", WIDTH])],
+        [numpy_helper.from_array(np.array(factor, np.float32), "k")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # what the pinned ONNX Runtime reads
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def test_require_finite_skips_ood_score_only_when_a_detector_scored() -> None:
+    nan = {"ood_score": np.array([np.nan, 1.0], np.float32)}
+    require_finite(nan, scored=True)
+    with pytest.raises(RequestError) as raised:
+        require_finite(nan)
+    assert (raised.value.code, raised.value.item) == ("no_finite_answer", 0)
+
+
+def test_an_unpaired_models_own_ood_score_output_must_be_finite(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    own = signature(outputs=[tensor("ood_score", [-1, WIDTH])])
+    publish(
+        root,
+        manifest("scorer", signatures={"predict": own}),
+        {"model.onnx": _scale_onnx("ood_score")},
+    )
+    body = {
+        "inputs": [{"name": "x", "shape": [1, WIDTH], "datatype": "FP32", "data": [1e38] * WIDTH}]
+    }
+    with InProcess(root) as server:
+        answer = server.request("POST", "/v2/models/scorer/infer", json=body)
+    # 4e38 is past float32: refused as any other output would be, not answered as nulls
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["code"] == "no_finite_answer"
