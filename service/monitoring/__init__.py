@@ -30,13 +30,15 @@ from service.monitoring.ood import Detectors
 
 def _scored(outputs: dict[str, np.ndarray]) -> np.ndarray | None:
     """The answer's ``in_distribution`` flags when its detector scored it, else None. The
-    batch job scores every item or none (NaN), so the first score tells (0.1 us, where
-    ``np.isnan(...).all()`` took 1 us a request, timeit)."""
+    batch job scores every item or none (all NaN), so a first score that is a number tells
+    (0.1 us, where ``np.isnan(...).all()`` took 1 us a request, timeit); a NaN first is
+    looked at whole, as the detector itself may give NaN for some items (flagged)."""
     flags = outputs.get(IN_DISTRIBUTION)
     if flags is None:
         return None
-    first = outputs[OOD_SCORE][0]
-    return None if first != first else flags
+    scores = outputs[OOD_SCORE]
+    first = scores[0]
+    return None if first != first and np.isnan(scores).all() else flags
 
 
 class Monitor:

@@ -11,7 +11,7 @@ import pytest
 
 from service.errors import RequestError
 from service.inference import require_finite
-from tests.unit.synthetic import WIDTH, InProcess, manifest, publish, signature, tensor
+from tests.unit.synthetic import WIDTH, InProcess, affine_onnx, manifest, publish, signature, tensor
 
 
 def _scale_onnx(output: str, factor: float = 4.0) -> bytes:
@@ -56,3 +56,49 @@ def test_an_unpaired_models_own_ood_score_output_must_be_finite(tmp_path: Path) 
     # 4e38 is past float32: refused as any other output would be, not answered as nulls
     assert answer.status_code == 400, answer.text
     assert answer.json()["code"] == "no_finite_answer"
+
+
+def _sqrt_onnx() -> bytes:
+    """A detector that gives NaN for negative inputs: ``r = sqrt(x)``."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Sqrt", ["x"], ["r"])],
+        "sqrt",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", WIDTH])],
+        [helper.make_tensor_value_info("r", TensorProto.FLOAT, ["batch", WIDTH])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def test_items_the_detector_gives_nan_are_counted_whatever_their_place(tmp_path: Path) -> None:
+    from service.monitoring import Monitor
+
+    root = tmp_path / "models"
+    paired = manifest("paired", ood={"detector": "sqrt", "threshold": 100.0})
+    publish(root, paired, {"model.onnx": affine_onnx()})
+    detector = manifest(
+        "sqrt", signatures={"predict": signature(outputs=[tensor("r", [-1, WIDTH])])}
+    )
+    publish(root, detector, {"model.onnx": _sqrt_onnx()})
+    counted = []
+    with InProcess(root) as server:
+        monitor = Monitor(server.runtime.config, server.registry, namespace="unit_ood_nan")
+        server.runtime.monitor = monitor
+        for data in ([-1.0] * WIDTH + [4.0] * WIDTH, [4.0] * WIDTH + [-1.0] * WIDTH):
+            before = list(monitor.detectors.flagged.get("paired", [0, 0]))
+            body = {
+                "inputs": [{"name": "x", "shape": [2, WIDTH], "datatype": "FP32", "data": data}]
+            }
+            answer = server.request("POST", "/v2/models/paired/infer", json=body)
+            assert answer.status_code == 200, answer.text
+            outputs = {o["name"]: o["data"] for o in answer.json()["outputs"]}
+            assert sorted(outputs["in_distribution"]) == [False, True]
+            after = monitor.detectors.flagged.get("paired", [0, 0])
+            counted.append([after[0] - before[0], after[1] - before[1]])
+    # the same two items, one scored 4.0 and one NaN (flagged), in either order
+    assert counted == [[2, 1], [2, 1]]
