@@ -120,8 +120,14 @@ class Detectors:
         count = len(x)
         try:
             scores, threshold = self._scores(version, x)
-        except Unusable as error:
-            reason = str(error)
+            flagged = {OOD_SCORE: scores.astype(np.float32), IN_DISTRIBUTION: scores <= threshold}
+        except Exception as error:  # Unusable, or a detector whose answer is not numbers:
+            # the model's batch is answered all the same, unflagged, never failed for it
+            if isinstance(error, Unusable):
+                reason = str(error)
+            else:
+                text = " ".join(str(error).split())[:200] or type(error).__name__
+                reason = f"the detector's answer could not be scored: {text}"
             if self.unavailable.get(version.name) != reason:
                 logger.warning("%s: no out-of-distribution flags (%s)", version.name, reason)
                 self.unavailable[version.name] = reason
@@ -131,7 +137,7 @@ class Detectors:
             }
         if version.name in self.unavailable:
             self.unavailable.pop(version.name, None)
-        return {OOD_SCORE: scores.astype(np.float32), IN_DISTRIBUTION: scores <= threshold}
+        return flagged
 
     def count(self, name: str, items: int, inside: int) -> None:
         """One answer's scored items (on the event loop), for ``/models`` (``describe``)."""

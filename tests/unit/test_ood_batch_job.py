@@ -102,3 +102,41 @@ def test_items_the_detector_gives_nan_are_counted_whatever_their_place(tmp_path:
             counted.append([after[0] - before[0], after[1] - before[1]])
     # the same two items, one scored 4.0 and one NaN (flagged), in either order
     assert counted == [[2, 1], [2, 1]]
+
+
+def _text_onnx() -> bytes:
+    """A "detector" whose graph answers strings, though its manifest says float32."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["x"], ["r"], to=TensorProto.STRING)],
+        "text",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", WIDTH])],
+        [helper.make_tensor_value_info("r", TensorProto.STRING, ["batch", WIDTH])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def test_a_detector_answer_that_cannot_be_scored_leaves_the_batch_answered(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "models"
+    paired = manifest("paired", ood={"detector": "text", "threshold": 1.0})
+    publish(root, paired, {"model.onnx": affine_onnx()})
+    detector = manifest(
+        "text", signatures={"predict": signature(outputs=[tensor("r", [-1, WIDTH])])}
+    )
+    publish(root, detector, {"model.onnx": _text_onnx()})
+    body = {"inputs": [{"name": "x", "shape": [2, WIDTH], "datatype": "FP32", "data": [0.1] * 8}]}
+    with InProcess(root) as server:
+        answer = server.request("POST", "/v2/models/paired/infer", json=body)
+        assert answer.status_code == 200, answer.text
+        outputs = {o["name"]: o["data"] for o in answer.json()["outputs"]}
+        assert outputs["ood_score"] == [None, None]
+        assert outputs["in_distribution"] == [True, True]
+        reason = server.registry.detectors.unavailable["paired"]
+        assert "could not be scored" in reason
