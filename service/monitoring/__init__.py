@@ -224,6 +224,8 @@ class Monitor:
             "statistic": "PSI (population stability index)",
             "versions": versions,
             "ood": self.detectors.describe(
-                model.name, latest.version.ood if latest and latest.version else None
+                model.name,
+                latest.version.ood if latest and latest.version else None,
+                latest.number if latest else None,
             ),
         }

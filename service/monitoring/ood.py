@@ -95,7 +95,9 @@ class Detectors:
 
     def __init__(self, registry: Any) -> None:
         self.registry = registry  # read on every batch: the detector's version is followed
-        self.unavailable: dict[str, str] = {}  # model -> why its flags are missing now
+        # (model, version) -> why its flags are missing now: per version, as the versions
+        # of a model (traffic split, a shadow) run side by side, each with its own pairing
+        self.unavailable: dict[tuple[str, int], str] = {}
         self.flagged: dict[str, list[int]] = {}  # model -> [items, flagged] since start
         # model version -> (the detector version it was worked out for, its plan or why
         # not); weak, so a retired model version's entry goes with it
@@ -117,7 +119,7 @@ class Detectors:
         in the batch job: on the event loop or in the batcher's worker thread, so it only
         sets or drops one dict entry of shared state (atomic under the GIL); the counts are
         kept by ``count``, on the event loop."""
-        count = len(x)
+        count, key = len(x), (version.name, version.number)
         try:
             scores, threshold = self._scores(version, x)
             flagged = {OOD_SCORE: scores.astype(np.float32), IN_DISTRIBUTION: scores <= threshold}
@@ -128,15 +130,15 @@ class Detectors:
             else:
                 text = " ".join(str(error).split())[:200] or type(error).__name__
                 reason = f"the detector's answer could not be scored: {text}"
-            if self.unavailable.get(version.name) != reason:
+            if self.unavailable.get(key) != reason:
                 logger.warning("%s: no out-of-distribution flags (%s)", version.name, reason)
-                self.unavailable[version.name] = reason
+                self.unavailable[key] = reason
             return {
                 OOD_SCORE: np.full(count, np.nan, np.float32),
                 IN_DISTRIBUTION: np.ones(count, np.bool_),
             }
-        if version.name in self.unavailable:
-            self.unavailable.pop(version.name, None)
+        if key in self.unavailable:
+            self.unavailable.pop(key, None)
         return flagged
 
     def count(self, name: str, items: int, inside: int) -> None:
@@ -205,7 +207,11 @@ class Detectors:
             )
         return np.asarray(found, np.float64).reshape(count), plan.threshold
 
-    def describe(self, name: str, pairing: dict[str, Any] | None) -> dict[str, Any] | None:
+    def describe(
+        self, name: str, pairing: dict[str, Any] | None, number: int | None = None
+    ) -> dict[str, Any] | None:
+        """``ood`` of ``/models/{m}``: the pairing of version ``number`` (the latest), the
+        model's items counted since start, and why that version's flags are missing."""
         if pairing is None:
             return None
         items, flagged = self.flagged.get(name, [0, 0])
@@ -214,5 +220,5 @@ class Detectors:
             "items": items,
             "flagged": flagged,
             "rate": round(flagged / items, 4) if items else None,
-            "unavailable": self.unavailable.get(name),
+            "unavailable": self.unavailable.get((name, number)) if number is not None else None,
         }

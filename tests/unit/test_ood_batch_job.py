@@ -138,5 +138,44 @@ def test_a_detector_answer_that_cannot_be_scored_leaves_the_batch_answered(
         outputs = {o["name"]: o["data"] for o in answer.json()["outputs"]}
         assert outputs["ood_score"] == [None, None]
         assert outputs["in_distribution"] == [True, True]
-        reason = server.registry.detectors.unavailable["paired"]
+        reason = server.registry.detectors.unavailable[("paired", 1)]
         assert "could not be scored" in reason
+
+
+def test_a_shadow_whose_detector_is_missing_leaves_the_live_versions_flags_be(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The shadow's batch job scores too (its batcher is the one its live requests take);
+    its missing detector is its own, logged once, not flipped with the live one's."""
+    import asyncio
+    import logging
+
+    root = tmp_path / "models"
+    live = manifest("paired", 1, ood={"detector": "half", "threshold": 1.0})
+    shadow = manifest("paired", 2, ood={"detector": "gone", "threshold": 1.0})
+    publish(root, live, {"model.onnx": affine_onnx()})
+    publish(root, shadow, {"model.onnx": affine_onnx()})
+    detector = manifest(
+        "half", signatures={"predict": signature(outputs=[tensor("r", [-1, WIDTH])])}
+    )
+    publish(root, detector, {"model.onnx": _scale_onnx("r", 0.5)})
+    settings = tmp_path / "serving.yaml"
+    settings.write_text(
+        "models:\n  paired:\n    version_policy: {latest: 2}\n"
+        '    traffic: {"1": 1.0}\n    shadow: {target: "2", sample: 1.0}\n  half: {}\n'
+    )
+    body = {"inputs": [{"name": "x", "shape": [1, WIDTH], "datatype": "FP32", "data": [0.1] * 4}]}
+    logging_warnings = caplog.at_level(logging.WARNING, "service.monitoring.ood")
+    with logging_warnings, InProcess(root, SERVING_CONFIG=str(settings)) as server:
+        for _ in range(4):
+            answer = server.request("POST", "/v2/models/paired/infer", json=body)
+            assert answer.headers["x-model-version"] == "1", answer.text
+            outputs = {o["name"]: o["data"] for o in answer.json()["outputs"]}
+            assert outputs["ood_score"][0] is not None
+            server.loop.run_until_complete(asyncio.sleep(0.02))  # the shadow's run
+        (pair,) = server.runtime.shadows.pairs.values()
+        unavailable = dict(server.registry.detectors.unavailable)
+    assert pair.compared == 4
+    missing = [r for r in caplog.records if "no out-of-distribution flags" in r.getMessage()]
+    assert len(missing) == 1, [r.getMessage() for r in missing]
+    assert unavailable == {("paired", 2): "detector 'gone' is not served"}
