@@ -179,3 +179,41 @@ def test_a_shadow_whose_detector_is_missing_leaves_the_live_versions_flags_be(
     missing = [r for r in caplog.records if "no out-of-distribution flags" in r.getMessage()]
     assert len(missing) == 1, [r.getMessage() for r in missing]
     assert unavailable == {("paired", 2): "detector 'gone' is not served"}
+
+
+def test_tf_serving_answers_an_unpaired_models_own_ood_score_output(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    own = signature(outputs=[tensor("ood_score", [-1, WIDTH])])
+    publish(
+        root,
+        manifest("scorer", signatures={"predict": own}),
+        {"model.onnx": _scale_onnx("ood_score", 2.0)},
+    )
+    with InProcess(root) as server:
+        answer = server.request(
+            "POST", "/v1/models/scorer:predict", json={"instances": [[1.0] * WIDTH]}
+        )
+        metadata = server.request("GET", "/v1/models/scorer/metadata").json()
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"predictions": [[2.0] * WIDTH]}
+    signature_def = metadata["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert list(signature_def["outputs"]) == ["ood_score"]
+
+
+def test_tf_serving_answers_of_a_paired_model_keep_their_one_output_form(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    paired = manifest("paired", ood={"detector": "half", "threshold": 1.0})
+    publish(root, paired, {"model.onnx": affine_onnx()})
+    detector = manifest(
+        "half", signatures={"predict": signature(outputs=[tensor("r", [-1, WIDTH])])}
+    )
+    publish(root, detector, {"model.onnx": _scale_onnx("r", 0.5)})
+    with InProcess(root) as server:
+        answer = server.request(
+            "POST", "/v1/models/paired:predict", json={"instances": [[1.0] * WIDTH]}
+        )
+        metadata = server.request("GET", "/v1/models/paired/metadata").json()
+    assert answer.status_code == 200, answer.text
+    assert list(answer.json()) == ["predictions"] and len(answer.json()["predictions"][0]) == 3
+    for signature_def in metadata["metadata"]["signature_def"]["signature_def"].values():
+        assert list(signature_def["outputs"]) == ["y"]
