@@ -100,8 +100,10 @@ class Detectors:
         self.unavailable: dict[tuple[str, int], str] = {}
         self.flagged: dict[str, list[int]] = {}  # model -> [items, flagged] since start
         # model version -> (the detector version it was worked out for, its plan or why
-        # not); weak, so a retired model version's entry goes with it
-        self._plans: WeakKeyDictionary[Any, tuple[Any, _Plan | Unusable]] = WeakKeyDictionary()
+        # not); weak, so a retired model version's entry goes with it. Why not is kept as
+        # text: one exception object raised again on every batch would grow its traceback
+        # by that batch's frames, and keep their inputs, each time.
+        self._plans: WeakKeyDictionary[Any, tuple[Any, _Plan | str]] = WeakKeyDictionary()
 
     def scoring(self, version: Any, run: Callable[[Feed], Outputs]) -> Callable[[Feed], Outputs]:
         """The batch job of ``version``'s default signature: ``run`` (the model), then the
@@ -162,13 +164,13 @@ class Detectors:
         cached = self._plans.get(version)
         if cached is None or cached[0] is not loaded:
             try:
-                plan: _Plan | Unusable = _plan(pairing, loaded.version)
+                plan: _Plan | str = _plan(pairing, loaded.version)
             except Unusable as error:
-                plan = error
+                plan = str(error)
             cached = self._plans[version] = (loaded, plan)
         plan = cached[1]
-        if isinstance(plan, Unusable):
-            raise plan
+        if isinstance(plan, str):
+            raise Unusable(plan)
         count = len(x)
         if x.size != count * plan.size:
             raise Unusable(

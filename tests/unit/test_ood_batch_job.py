@@ -217,3 +217,34 @@ def test_tf_serving_answers_of_a_paired_model_keep_their_one_output_form(tmp_pat
     assert list(answer.json()) == ["predictions"] and len(answer.json()["predictions"][0]) == 3
     for signature_def in metadata["metadata"]["signature_def"]["signature_def"].values():
         assert list(signature_def["outputs"]) == ["y"]
+
+
+def test_a_pairing_that_cannot_be_planned_keeps_no_batch_alive(tmp_path: Path) -> None:
+    """Why a detector version cannot score (here: no threshold) is worked out once; raising
+    that one exception object again on every batch grew its traceback by the batch's frames
+    (and their inputs) each time."""
+    import gc
+    import weakref
+
+    root = tmp_path / "models"
+    publish(root, manifest("paired", ood={"detector": "half"}), {"model.onnx": affine_onnx()})
+    detector = manifest(
+        "half", signatures={"predict": signature(outputs=[tensor("r", [-1, WIDTH])])}
+    )
+    publish(root, detector, {"model.onnx": _scale_onnx("r", 0.5)})
+    with InProcess(root) as server:
+        detectors = server.registry.detectors
+        (version,) = [
+            loaded.version for loaded in server.registry.models["paired"].versions.values()
+        ]
+        x = np.full((3, WIDTH), 0.25, np.float32)
+        for _ in range(3):
+            detectors.score(version, x.copy())
+        batch = x.copy()
+        kept = weakref.ref(batch)
+        flags = detectors.score(version, batch)
+        del batch
+        gc.collect()
+        assert np.isnan(flags["ood_score"]).all()
+        assert "no threshold" in detectors.unavailable[("paired", 1)]
+        assert kept() is None, "a batch's input stays referenced after its scoring"
