@@ -111,7 +111,7 @@ reliability: install
 # The gate: every promise of README.md once, in under 10 minutes on a busy 2-core machine.
 # Two pytest-xdist workers, whole files each, in the order tests/conftest.py gives (the files
 # needing no trained model first, while the one quick training runs): a serial run kept
-# ~1.1 of the 2 cores busy (9 min 21 s wall, 10 min 38 s CPU); two workers took 6 min 14 s.
+# ~1.1 of the 2 cores busy (9 min 21 s wall, 10 min 38 s CPU); two workers took 5 min 55 s to 6 min 31 s.
 TEST_WORKERS ?= 2
 test: install $(CHECKS_VENV)/bin/checkov $(CHECKS_VENV)/bin/kubectl browser azurite
 	$(BIN)/ruff check .
