@@ -13,6 +13,7 @@ allows) are those of the project, so that the graph runs the same code everywher
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -138,7 +139,9 @@ def _pytriton_dir(launch: Launch) -> Path:
     return found[0] / "tritonserver"
 
 
-def _triton_files(launch: Launch) -> dict[str, str]:
+def _triton_files(launch: Launch, instances: int = 1) -> dict[str, str]:
+    """``instances``: the Python backend's CPU instances, each a process of its own (the
+    stub), as ``SERVING_WORKERS`` is for ours."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(launch.onnx), providers=["CPUExecutionProvider"])
@@ -154,7 +157,7 @@ max_batch_size: {MAX_BATCH}
 input [ {{ name: "{image.name}" data_type: TYPE_FP32 dims: [ {dims(image.shape)} ] }} ]
 output [ {{ name: "{answer.name}" data_type: TYPE_FP32 dims: [ {dims(answer.shape)} ] }} ]
 dynamic_batching {{ max_queue_delay_microseconds: {delay_us} }}
-instance_group [ {{ count: 1 kind: KIND_CPU }} ]
+instance_group [ {{ count: {instances} kind: KIND_CPU }} ]
 parameters {{ key: "onnx" value: {{ string_value: "{launch.onnx}" }} }}
 """
     return {"models/digits/config.pbtxt": config}
@@ -262,6 +265,24 @@ PEERS: dict[str, Peer] = {
             batching=f"dynamic batcher, max {MAX_BATCH}, {TRITON_QUEUE_DELAY_MS:g} ms",
             notes="tritonserver from nvidia-pytriton on a model repository: config.pbtxt, "
             "model.py calling ONNX Runtime, 1 CPU instance, gRPC off",
+        ),
+        Peer(
+            name="triton-2",
+            label="Triton 2.51.0 (model repository, Python backend, 2 instances)",
+            requirements=TRITON_REQUIREMENTS,
+            app="triton_model.py",
+            app_dest="models/digits/1/model.py",
+            command=_triton_command,
+            files=functools.partial(_triton_files, instances=2),
+            venv="triton",
+            setup=_triton_setup,
+            env=_triton_env,
+            extra_ports=("metrics",),
+            native_v2=True,
+            batching=f"dynamic batcher, max {MAX_BATCH}, {TRITON_QUEUE_DELAY_MS:g} ms",
+            notes="tritonserver from nvidia-pytriton on a model repository: config.pbtxt, "
+            "model.py calling ONNX Runtime, 2 CPU instances (compare with ours at "
+            "SERVING_WORKERS=2), gRPC off",
         ),
         Peer(
             name="pytriton",
