@@ -13,6 +13,7 @@ allows) are those of the project, so that the graph runs the same code everywher
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -199,6 +200,26 @@ def _triton_env(launch: Launch) -> dict[str, str]:
     }
 
 
+TRITON = Peer(
+    name="triton",
+    label="Triton 2.51.0 (model repository, Python backend)",
+    # nvidia-pytriton is only where the tritonserver binary comes from; PyTriton
+    # 0.7.0 requires numpy < 2.
+    requirements=TRITON_REQUIREMENTS,
+    app="triton_model.py",
+    app_dest="models/digits/1/model.py",
+    command=_triton_command,
+    files=_triton_files,
+    setup=_triton_setup,
+    env=_triton_env,
+    extra_ports=("metrics",),
+    native_v2=True,
+    batching=f"dynamic batcher, max {MAX_BATCH}, {TRITON_QUEUE_DELAY_MS:g} ms",
+    notes="tritonserver from nvidia-pytriton on a model repository: config.pbtxt, "
+    "model.py calling ONNX Runtime, 1 CPU instance, gRPC off",
+)
+
+
 PEERS: dict[str, Peer] = {
     peer.name: peer
     for peer in (
@@ -248,41 +269,16 @@ PEERS: dict[str, Peer] = {
             batching="none (KServe batches in its Go agent sidecar)",
             notes="Python ModelServer, custom Model",
         ),
-        Peer(
-            name="triton",
-            label="Triton 2.51.0 (model repository, Python backend)",
-            # nvidia-pytriton is only where the tritonserver binary comes from; PyTriton
-            # 0.7.0 requires numpy < 2.
-            requirements=TRITON_REQUIREMENTS,
-            app="triton_model.py",
-            app_dest="models/digits/1/model.py",
-            command=_triton_command,
-            files=_triton_files,
-            setup=_triton_setup,
-            env=_triton_env,
-            extra_ports=("metrics",),
-            native_v2=True,
-            batching=f"dynamic batcher, max {MAX_BATCH}, {TRITON_QUEUE_DELAY_MS:g} ms",
-            notes="tritonserver from nvidia-pytriton on a model repository: config.pbtxt, "
-            "model.py calling ONNX Runtime, 1 CPU instance, gRPC off",
-        ),
-        Peer(
+        TRITON,
+        dataclasses.replace(
+            TRITON,
             name="triton-2",
             label="Triton 2.51.0 (model repository, Python backend, 2 instances)",
-            requirements=TRITON_REQUIREMENTS,
-            app="triton_model.py",
-            app_dest="models/digits/1/model.py",
-            command=_triton_command,
             files=functools.partial(_triton_files, instances=2),
             venv="triton",
-            setup=_triton_setup,
-            env=_triton_env,
-            extra_ports=("metrics",),
-            native_v2=True,
-            batching=f"dynamic batcher, max {MAX_BATCH}, {TRITON_QUEUE_DELAY_MS:g} ms",
-            notes="tritonserver from nvidia-pytriton on a model repository: config.pbtxt, "
-            "model.py calling ONNX Runtime, 2 CPU instances (compare with ours at "
-            "SERVING_WORKERS=2), gRPC off",
+            notes=TRITON.notes.replace(
+                "1 CPU instance", "2 CPU instances (compare with ours at SERVING_WORKERS=2)"
+            ),
         ),
         Peer(
             name="pytriton",
