@@ -198,8 +198,7 @@ class SharedState:
 
     def __init__(self, config: Settings) -> None:
         self.config = config
-        self._state_seen: float | None = None
-        self._routing_seen: float | None = None
+        self._seen: dict[str, float] = {}  # file name -> its mtime when last read
 
     def state_dir(self) -> Path:
         """Shared by this server's workers (they have one parent, the arbiter)."""
@@ -210,35 +209,29 @@ class SharedState:
     def unloaded_names(self) -> set[str] | None:
         """The unloaded models' names when the state file changed since last read, else None
         (blocking: called in a thread)."""
-        path = self.state_dir() / STATE_FILE
-        try:
-            mtime = path.stat().st_mtime
-        except OSError:
-            return None
-        if mtime == self._state_seen:
-            return None
-        self._state_seen = mtime
-        try:
-            names = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
+        names = self._changed(STATE_FILE)
         return {n for n in names if isinstance(n, str)} if isinstance(names, list) else None
 
     def routing(self) -> dict[str, Any] | None:
         """The repository API's labels and traffic by model, when changed since last read."""
-        path = self.state_dir() / ROUTING_FILE
+        found = self._changed(ROUTING_FILE)
+        return found if isinstance(found, dict) else None
+
+    def _changed(self, name: str) -> Any:
+        """The JSON in the state file ``name`` when its mtime changed since last read, else
+        None (none yet, unchanged, or unreadable)."""
+        path = self.state_dir() / name
         try:
             mtime = path.stat().st_mtime
         except OSError:
             return None
-        if mtime == self._routing_seen:
+        if self._seen.get(name) == mtime:
             return None
-        self._routing_seen = mtime
+        self._seen[name] = mtime
         try:
-            found = json.loads(path.read_text())
+            return json.loads(path.read_text())
         except (OSError, ValueError):
             return None
-        return found if isinstance(found, dict) else None
 
     def write_unloaded(self, names: list[str]) -> None:
         """The names of the models unloaded through the API, for every worker."""

@@ -38,6 +38,9 @@ class SignatureView:
     answer: Answer
     inputs: tuple[Tensor, ...]  # as V2 and TF Serving show them
     outputs: tuple[Tensor, ...]
+    # Its batch job adds the paired OOD detector's ``ood_score`` and ``in_distribution``
+    # (service.monitoring.ood): the default signature of a version with a pairing.
+    flagged: bool = False
 
     @property
     def rich(self) -> bool:
@@ -144,13 +147,14 @@ class Version:
             outputs = answer.protocol_outputs(signature, self.manifest)
         except KeyError as error:
             raise ManifestError(f"{signature.name}: manifest lacks {error}") from None
-        if self.ood is not None and signature.name == self.default_signature:
+        flagged = self.ood is not None and signature.name == self.default_signature
+        if flagged:
             outputs = (
                 *outputs,
                 Tensor(OOD_SCORE, "FP32", (-1,)),
                 Tensor(IN_DISTRIBUTION, "BOOL", (-1,)),
             )
-        return SignatureView(signature.name, signature, kind, answer, inputs, outputs)
+        return SignatureView(signature.name, signature, kind, answer, inputs, outputs, flagged)
 
     # -- what the interfaces read ----------------------------------------------------------
 

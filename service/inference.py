@@ -299,18 +299,16 @@ class Serving:
         version = self.version
         ran = self.ran = await self.loaded.batchers[decoded.signature].infer(decoded.feed)
         outputs = ran.outputs
-        # A paired default signature's batch job adds the detector's ood_score (service.
-        # monitoring.ood), NaN where it did not score; any other output named so is the model's.
-        require_finite(
-            outputs,
-            scored=version.ood is not None and decoded.signature == version.default_signature,
-        )
-        classes = version.views[decoded.signature].answer.classes(outputs, version)
+        view = version.views[decoded.signature]
+        # A flagged signature's batch job adds the detector's ood_score (service.monitoring.
+        # ood), NaN where it did not score; any other output named so is the model's.
+        require_finite(outputs, scored=view.flagged)
+        classes = view.answer.classes(outputs, version)
         if classes is not None:
             self.recorder.predicted(version.labels, classes)
         monitor = self.runtime.monitor
         if monitor is not None:
-            if version.ood is not None:  # scored in the batch job (service.monitoring.ood)
+            if view.flagged:  # scored in the batch job (service.monitoring.ood)
                 monitor.flag(version, outputs)
             monitor.observe(version, decoded.signature, decoded.feed, outputs, classes, self.sizes)
         self.outputs = outputs

@@ -201,7 +201,7 @@ class TfPredict:
 
     def encode(self, outputs: Any, decoded: Decoded, served: Version) -> Reply:
         named = served.views[decoded.signature].answer.present(outputs, served)
-        if _flagged(served, decoded.signature):
+        if served.views[decoded.signature].flagged:
             # The OOD flags are V2 and native extras: a TF Serving answer keeps its one-output
             # form (rows of values, not of {name: value}) that its clients read.
             named = {k: v for k, v in named.items() if k not in OOD_OUTPUTS}
@@ -253,14 +253,10 @@ def _tensor_info(tensor: Tensor) -> dict[str, Any]:
     }
 
 
-def _flagged(version: Version, signature: str) -> bool:
-    """The signature's answers carry the OOD detector's flags (``service.monitoring.ood``);
-    elsewhere an output of one of their names is the model's own."""
-    return version.ood is not None and signature == version.default_signature
-
-
-def signature_def(view: SignatureView, flagged: bool = False) -> dict[str, Any]:
-    hidden = OOD_OUTPUTS if flagged else ()
+def signature_def(view: SignatureView) -> dict[str, Any]:
+    # A flagged signature's OOD outputs are V2 and native extras; elsewhere an output of one
+    # of their names is the model's own.
+    hidden = OOD_OUTPUTS if view.flagged else ()
     return {
         "inputs": {t.name: _tensor_info(t) for t in view.inputs},
         "outputs": {t.name: _tensor_info(t) for t in view.outputs if t.name not in hidden},
@@ -269,11 +265,8 @@ def signature_def(view: SignatureView, flagged: bool = False) -> dict[str, Any]:
 
 
 def model_metadata(version: Version) -> dict[str, Any]:
-    defs = {
-        name: signature_def(view, _flagged(version, name)) for name, view in version.views.items()
-    }
-    default = version.default_signature
-    defs[TF_DEFAULT] = signature_def(version.views[default], _flagged(version, default))
+    defs = {name: signature_def(view) for name, view in version.views.items()}
+    defs[TF_DEFAULT] = signature_def(version.views[version.default_signature])
     return {
         "model_spec": {"name": version.name, "signature_name": "", "version": str(version.number)},
         "metadata": {"signature_def": {"signature_def": defs}},

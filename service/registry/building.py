@@ -101,7 +101,7 @@ class Builder:
             loaded.backend, loaded.provider = backend.name, backend.provider
             loaded.backends[name] = backend
             run, run_offloaded = backend.run, offloaded.run
-            if version.ood is not None and name == version.default_signature:
+            if view.flagged:
                 # The OOD detector runs in the same batch job, after the model
                 # (service.monitoring.ood): no second batcher round trip per request.
                 run = self.detectors.scoring(version, run)
