@@ -514,6 +514,28 @@ def test_tritonclient_http_and_grpc_over_tls_with_keys(secured, pki) -> None:
         plain.close()
 
 
+def test_an_undecodable_grpc_message_is_refused_as_without_keys(secured, pki) -> None:
+    """With keys on, a method naming a model (its interceptor reads the model's field) got
+    bytes that are no message: UNKNOWN "Unexpected <class 'AttributeError'>" and a
+    traceback, where the same bytes without keys are INVALID_ARGUMENT. The credential is
+    checked first, as for any call; then the bytes are refused."""
+    from tests.test_hostile import _raw_call
+
+    with grpc.secure_channel(
+        f"127.0.0.1:{secured.grpc_port}", grpc.ssl_channel_credentials(pki["ca"].read_bytes())
+    ) as channel:
+        for method in ("ModelInfer", "ModelMetadata", "ModelReady", "ModelConfig"):
+            found = {}
+            for who, metadata in (("shop", list(_key("shop").items())), ("nobody", [])):
+                error = _raw_call(channel, method, b"\xff\xff\xff\xff", metadata)
+                assert isinstance(error, grpc.RpcError), (method, who)
+                found[who] = (error.code(), error.details())
+            assert found["shop"][0] == grpc.StatusCode.INVALID_ARGUMENT, (method, found)
+            assert "not a valid" in found["shop"][1], (method, found)
+            assert found["nobody"][0] == grpc.StatusCode.UNAUTHENTICATED, (method, found)
+    assert "Traceback" not in secured.log_path.read_text(errors="replace")
+
+
 def test_quota_runs_out_and_comes_back(client: httpx.Client, secured, pki) -> None:
     """The "tiny" key: 0.2 requests a second, burst 2. Its bucket empties within a few
     requests; the 429 says when to come back, and after that wait the key works again."""
