@@ -144,6 +144,22 @@ def test_config_yaml_wins_over_serving_yaml_key_by_key_and_the_api_over_both(tmp
         merge(base, read_file(b"labels: {beta: 3}\n"), None)  # traffic's labels gone
 
 
+def test_a_version_of_thousands_of_digits_is_no_version() -> None:
+    """A weight or shadow target of 5,000 digits (config.yaml, or the repository API's
+    routing call) was refused with Python's own "Exceeds the limit (4300 digits) for integer
+    string conversion"; it is a target that is neither a label nor a version, as any other."""
+    from service.config import ModelConfig, ShadowConfig, check_routing
+
+    huge = "9" * 5000
+    with pytest.raises(ValueError, match="neither a label") as refused:
+        check_routing({}, {huge: 1.0}, None)
+    assert "4300" not in str(refused.value) and len(str(refused.value)) < 300
+    with pytest.raises(ValueError, match="neither a label"):
+        check_routing({}, {}, ShadowConfig(target=huge, sample=0.5))
+    check_routing({"stable": 1}, {"1": 1.0, "stable": 2.0}, None)  # versions, labels: fine
+    assert ModelConfig(traffic={"123456789012345678": 1}).traffic  # 18 digits: a version
+
+
 def test_a_sticky_key_moves_only_with_the_slice_of_weight_that_moves() -> None:
     from service.config import ModelConfig
     from service.rollout import routing_for
