@@ -202,7 +202,8 @@ class Registry(Lookup):
             await self._refresh(only)
 
     async def _refresh(self, only: str | None) -> None:
-        await self._read_state_file()
+        if await self._read_state_file():
+            only = None  # another worker's call changed other models too: sync them all
         published = await asyncio.to_thread(self._published)
         if published is None:  # the store is unreachable: serve on as we are
             return
@@ -341,7 +342,8 @@ class Registry(Lookup):
 
     # -- the repository API ---------------------------------------------------------------
 
-    async def _read_state_file(self) -> None:
+    async def _read_state_file(self) -> bool:
+        """What other workers' repository API calls changed; whether anything did."""
         overrides = await asyncio.to_thread(self.shared.routing)
         if overrides is not None:
             for name, model in self.models.items():
@@ -351,14 +353,12 @@ class Registry(Lookup):
             self._overrides = overrides
         names = await asyncio.to_thread(self.shared.unloaded_names)
         if names is None:
-            return
+            return overrides is not None
         for name, model in self.models.items():
             model.unloaded = name in names
         for name in names - set(self.models):
             self._model(name).unloaded = True
-
-    def _write_state_file(self) -> None:
-        self.shared.write_unloaded(sorted(n for n, m in self.models.items() if m.unloaded))
+        return True
 
     async def load(self, name: str) -> ServedModel:
         """The repository API's load: the policy's versions of ``name``, now (failed ones
@@ -383,7 +383,7 @@ class Registry(Lookup):
             for loaded in model.versions.values():
                 if loaded.state == FAILED:
                     loaded.stamp = (-1, -1)  # differs from any real stamp: try again
-            self._write_state_file()
+            await asyncio.to_thread(self.shared.update_unloaded, name, False)
             await self._refresh(only=name)
         if model.latest() is None:
             raise RequestError(
@@ -397,7 +397,7 @@ class Registry(Lookup):
         model = self.find(name)
         async with self._lock:
             model.unloaded = True
-            self._write_state_file()
+            await asyncio.to_thread(self.shared.update_unloaded, name, True)
             for number, loaded in model.versions.items():
                 if loaded.state == READY:
                     loaded.retire()
@@ -468,7 +468,7 @@ class Registry(Lookup):
             model.override = override
             model.apply()
             self._overrides[name] = override
-            self.shared.write_routing(self._overrides)
+            await asyncio.to_thread(self.shared.update_routing, name, override)
         return model
 
     def close(self) -> None:

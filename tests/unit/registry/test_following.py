@@ -66,10 +66,37 @@ def test_the_workers_shared_state_is_seen_by_the_others_only(tmp_path: Path) -> 
 
     writer, other = (SharedState(Settings(state_dir=tmp_path)) for _ in range(2))
     assert not writer.changed() and not other.changed()  # no state files yet
-    writer.write_routing({"affine": {"labels": {"stable": 1}}})
-    writer.write_unloaded(["affine"])
+    writer.update_routing("affine", {"labels": {"stable": 1}})
+    writer.update_unloaded("affine", True)
     assert not writer.changed(), "its own writes are no change to the writer"
     assert other.changed()
     assert other.routing() == {"affine": {"labels": {"stable": 1}}}
     assert other.unloaded_names() == {"affine"}
     assert not other.changed(), "both files read: nothing changed since"
+
+
+def test_two_workers_calls_within_a_poll_are_both_kept(tmp_path: Path) -> None:
+    """Two workers of one server (one state folder); each takes a repository API call for
+    another model before either has polled: both calls stay in force on both workers. Each
+    worker wrote its whole view of the state files, so the second write dropped the first
+    call (5 of 6 tries lost an unload against a real 2-worker server; the same for labels)."""
+    root = tmp_path / "models"
+    for name in ("first", "second"):
+        publish(root, manifest(name), {"model.onnx": affine_onnx()})
+    token = {"authorization": "Bearer t"}
+    with (
+        InProcess(root, SERVING_ADMIN_TOKEN="t") as one,
+        InProcess(root, SERVING_ADMIN_TOKEN="t") as two,
+    ):
+        for path in ("/v2/repository/models/first/routing", "/v2/repository/models/first/unload"):
+            body = {"labels": {"stable": 1}} if path.endswith("routing") else None
+            assert one.request("POST", path, headers=token, json=body).status_code == 200
+            other = path.replace("first", "second")
+            assert two.request("POST", other, headers=token, json=body).status_code == 200
+        for worker in (one, two):  # each worker's once-a-second look
+            if worker.registry.shared.changed():
+                worker.loop.run_until_complete(worker.registry.refresh())
+        for worker in (one, two):
+            models = worker.registry.models
+            assert models["first"].unloaded and models["second"].unloaded
+            assert all((m.override or {}).get("labels") == {"stable": 1} for m in models.values())
