@@ -100,3 +100,15 @@ def test_two_workers_calls_within_a_poll_are_both_kept(tmp_path: Path) -> None:
             models = worker.registry.models
             assert models["first"].unloaded and models["second"].unloaded
             assert all((m.override or {}).get("labels") == {"stable": 1} for m in models.values())
+
+
+def test_a_card_of_version_0_names_version_0(tmp_path: Path) -> None:
+    """``/versions/0/card`` said "version -1 ... is not served": the 0 was taken for no
+    version at all."""
+    root, config = _repository(tmp_path, "{all: true}")
+    with InProcess(root, SERVING_CONFIG=str(config)) as service:
+        for path in ("/models/affine/versions/0/card", "/models/affine/versions/0/files/a.png"):
+            refused = service.request("GET", path)
+            assert refused.status_code == 404, refused.text
+            assert refused.json()["code"] == "unknown_version"
+            assert "version 0 " in refused.json()["error"], refused.text
