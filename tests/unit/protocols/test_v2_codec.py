@@ -149,6 +149,15 @@ def test_outputs_are_asked_for_by_name_in_json_or_binary(view) -> None:
     assert _refused(_asked, asked, view).code == "invalid_request"  # no labels
 
 
+def test_an_output_asked_for_twice_is_refused(view) -> None:
+    """As Triton refuses it ("output already exists in request"): each copy was answered,
+    so 50,000 copies of one output in a 1.6 MB request made a 359 MB answer, and held the
+    event loop (other clients' requests waited up to 0.9 s)."""
+    refused = _refused(_asked, {"outputs": [{"name": "y"}, {"name": "y"}]}, view)
+    assert refused.code == "invalid_request" and refused.status == 400
+    assert refused.field == "outputs" and "'y'" in refused.message
+
+
 def test_class_strings_are_tritons_score_index_label() -> None:
     probabilities = np.array([[0.1, 0.7, 0.2]], np.float32)
     found = codec.class_strings(probabilities, ["a", "b", "c"], 2)
