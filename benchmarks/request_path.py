@@ -8,9 +8,10 @@ service module) apart from the leaves it only visits (called, they return).
     python -m benchmarks.request_path ... --checkout ../before   # the service of another tree
 
 One warm request each: V2 JSON to ``/v2/models/digits/infer`` and a PNG to
-``/digits/predict``, through the real app in this process (``tests.unit.synthetic``'s
-``InProcess``: real registry, batchers, ONNX Runtime; no monitor, so only the first output
-is asked for). A call is a ``sys.setprofile`` "call" event, coroutine resumptions included.
+``/digits/predict``, scored for its default OOD flag when the autoencoder is there too,
+through the real app in this process (``tests.unit.synthetic``'s ``InProcess``: real
+registry, batchers, ONNX Runtime; no monitor, so only the first output is asked for).
+A call is a ``sys.setprofile`` "call" event, coroutine resumptions included.
 """
 
 from __future__ import annotations
@@ -104,7 +105,9 @@ def main() -> None:
     from tests.unit.synthetic import InProcess
 
     repository = Path(tempfile.mkdtemp()) / "models"
-    shutil.copytree(args.repository / "digits", repository / "digits")
+    for model in ("digits", "autoencoder"):  # digits' OOD detector, when trained beside it
+        if (args.repository / model).is_dir():
+            shutil.copytree(args.repository / model, repository / model)
     with InProcess(repository) as server:
         for label, send in requests_of(server).items():
             modules, onward, calls, up = follow(root, send)

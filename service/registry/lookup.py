@@ -172,7 +172,7 @@ class ServedModel:
         label), else one drawn by the traffic weights (from ``key`` when given: sticky),
         else the latest ready. A drawn version retired since the weights were set gives way
         to the latest ready one."""
-        if number is None:
+        if number is None and self.routing.versions:  # a traffic split is set (service.rollout)
             drawn = self.routing.pick(key)
             if drawn is not None:
                 found = self.versions.get(drawn)
