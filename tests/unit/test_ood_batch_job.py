@@ -142,11 +142,12 @@ def test_a_detector_answer_that_cannot_be_scored_leaves_the_batch_answered(
         assert "could not be scored" in reason
 
 
-def test_a_shadow_whose_detector_is_missing_leaves_the_live_versions_flags_be(
+def test_a_shadows_batches_run_no_detector_and_leave_the_live_versions_flags_be(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The shadow's batch job scores too (its batcher is the one its live requests take);
-    its missing detector is its own, logged once, not flipped with the live one's."""
+    """Shadow traffic takes a batcher of the model alone: its flags are never compared, so
+    its detector does not run (here it is missing, which only its warm-up finds and logs,
+    once); the live version's flags are its own."""
     import asyncio
     import logging
 
@@ -167,6 +168,10 @@ def test_a_shadow_whose_detector_is_missing_leaves_the_live_versions_flags_be(
     body = {"inputs": [{"name": "x", "shape": [1, WIDTH], "datatype": "FP32", "data": [0.1] * 4}]}
     logging_warnings = caplog.at_level(logging.WARNING, "service.monitoring.ood")
     with logging_warnings, InProcess(root, SERVING_CONFIG=str(settings)) as server:
+        detectors = server.registry.detectors
+        # Found at load: the warm-up times the batch job, detector included.
+        assert detectors.unavailable == {("paired", 2): "detector 'gone' is not served"}
+        detectors.unavailable.clear()  # a flagged batch of version 2 would set it again
         for _ in range(4):
             answer = server.request("POST", "/v2/models/paired/infer", json=body)
             assert answer.headers["x-model-version"] == "1", answer.text
@@ -174,11 +179,11 @@ def test_a_shadow_whose_detector_is_missing_leaves_the_live_versions_flags_be(
             assert outputs["ood_score"][0] is not None
             server.loop.run_until_complete(asyncio.sleep(0.02))  # the shadow's run
         (pair,) = server.runtime.shadows.pairs.values()
-        unavailable = dict(server.registry.detectors.unavailable)
-    assert pair.compared == 4
+        unavailable = dict(detectors.unavailable)
+    assert (pair.compared, pair.failed) == (4, 0), pair.last_error
     missing = [r for r in caplog.records if "no out-of-distribution flags" in r.getMessage()]
     assert len(missing) == 1, [r.getMessage() for r in missing]
-    assert unavailable == {("paired", 2): "detector 'gone' is not served"}
+    assert unavailable == {}, "a shadow batch ran the detector"
 
 
 def test_tf_serving_answers_an_unpaired_models_own_ood_score_output(tmp_path: Path) -> None:
@@ -248,3 +253,60 @@ def test_a_pairing_that_cannot_be_planned_keeps_no_batch_alive(tmp_path: Path) -
         assert np.isnan(flags["ood_score"]).all()
         assert "no threshold" in detectors.unavailable[("paired", 1)]
         assert kept() is None, "a batch's input stays referenced after its scoring"
+
+
+def _heavy_onnx(hidden: int = 1536) -> bytes:
+    """A detector far slower than the model it flags: ``r = (x @ A) @ B @ C``, with a
+    ``hidden``-square product (300 MFLOP at batch 64: milliseconds on any CPU)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = {
+        "a": np.full((WIDTH, hidden), 0.01, np.float32),
+        "b": np.full((hidden, hidden), 1 / hidden, np.float32),
+        "c": np.full((hidden, WIDTH), 0.01, np.float32),
+    }
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "a"], ["h1"]),
+            helper.make_node("MatMul", ["h1", "b"], ["h2"]),
+            helper.make_node("MatMul", ["h2", "c"], ["r"]),
+        ],
+        "heavy",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", WIDTH])],
+        [helper.make_tensor_value_info("r", TensorProto.FLOAT, ["batch", WIDTH])],
+        [numpy_helper.from_array(value, name) for name, value in weights.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def test_the_offload_decision_counts_the_detector_in_the_batch_job(tmp_path: Path) -> None:
+    """Which batches leave the event loop is decided on the batch job's time at load: for a
+    flagged signature that is the model and its detector (loaded first: names in order)."""
+    root = tmp_path / "models"
+    detector = manifest(
+        "heavy", signatures={"predict": signature(outputs=[tensor("r", [-1, WIDTH])])}
+    )
+    publish(root, detector, {"model.onnx": _heavy_onnx()})
+    pairing = {"detector": "heavy", "threshold": 1.0}
+    publish(root, manifest("paired", ood=pairing), {"model.onnx": affine_onnx()})
+    publish(root, manifest("plain"), {"model.onnx": affine_onnx()})
+    with InProcess(root) as server:
+        offload = {
+            name: server.registry.models[name].latest().batchers["predict"].offload_from
+            for name in ("paired", "plain")
+        }
+        body = {
+            "inputs": [{"name": "x", "shape": [2, WIDTH], "datatype": "FP32", "data": [0.5] * 8}]
+        }
+        answer = server.request("POST", "/v2/models/paired/infer", json=body)
+    # The same tiny affine graph: never offloaded alone (microseconds at any batch); with
+    # its detector, batches from some size on take more than OFFLOAD_ABOVE_S inline.
+    assert offload["plain"] is None, offload
+    assert offload["paired"] is not None, offload
+    assert answer.status_code == 200, answer.text
+    scores = {o["name"]: o["data"] for o in answer.json()["outputs"]}["ood_score"]
+    assert len(scores) == 2 and all(np.isfinite(scores)), scores

@@ -1,13 +1,15 @@
 """The request path's shape (issue 23): a V2 request and a native picture, followed with a
 profiler through the real app in this process (``benchmarks.request_path``), call nothing
 back up from ``inference.py`` into a protocol module, and the V2 request passes through at
-most 8 service modules (those calling on into another; leaves it only visits return)."""
+most 8 service modules (those calling on into another; leaves it only visits return), with
+and without an out-of-distribution flag scored in its batch."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from benchmarks.request_path import follow, requests_of
 from tests.unit.synthetic import InProcess, manifest, publish, signature, tensor
@@ -41,19 +43,50 @@ def _digit_classifier() -> bytes:
     return model.SerializeToString()
 
 
-def test_a_v2_request_passes_through_8_modules_and_nothing_calls_back_up(tmp_path: Path) -> None:
+def _halving_detector() -> bytes:
+    """28x28 pictures to their half: a "reconstruction" whose error grows with the ink."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["image", "half"], ["rebuilt"])],
+        "halving",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 28, 28])],
+        [helper.make_tensor_value_info("rebuilt", TensorProto.FLOAT, ["batch", 28, 28])],
+        [numpy_helper.from_array(np.array(0.5, np.float32), "half")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+@pytest.mark.parametrize("flagged", [False, True], ids=["plain", "ood-flagged"])
+def test_a_v2_request_passes_through_8_modules_and_nothing_calls_back_up(
+    tmp_path: Path, flagged: bool
+) -> None:
     predict = signature(
         inputs=[tensor("image", [-1, 28, 28], range=[0.0, 1.0])],
         outputs=[tensor("probabilities", [-1, 10])],
         input_kind="mnist_image",
         answer="digit",
     )
-    described = manifest("pictures", signatures={"predict": predict}, labels=list("0123456789"))
+    pairing = {"ood": {"detector": "halving", "threshold": 0.01}} if flagged else {}
+    described = manifest(
+        "pictures", signatures={"predict": predict}, labels=list("0123456789"), **pairing
+    )
     root = tmp_path / "models"
     publish(root, described, {"model.onnx": _digit_classifier()})
+    if flagged:
+        rebuild = signature(
+            inputs=[tensor("image", [-1, 28, 28])], outputs=[tensor("rebuilt", [-1, 28, 28])]
+        )
+        detector = manifest("halving", signatures={"predict": rebuild})
+        publish(root, detector, {"model.onnx": _halving_detector()})
     with InProcess(root) as server:
         followed = {
-            label: follow(ROOT, send) for label, send in requests_of(server, "pictures").items()
+            label: follow(ROOT, send, status)
+            for label, (send, status) in requests_of(server, "pictures").items()
         }
     for label, (modules, onward, calls, up) in followed.items():
         assert up == 0, f"{label}: {up} calls from inference.py back up into a protocol module"
@@ -64,3 +97,5 @@ def test_a_v2_request_passes_through_8_modules_and_nothing_calls_back_up(tmp_pat
     for step in ("app.py", "protocols/common.py", "protocols/v2_codec.py", "inference.py"):
         assert f"service/{step}" in onward, (step, onward)
     assert "service/backends/onnx.py" in modules
+    if flagged:  # the detector really ran in the batch job, and nothing else was queued
+        assert "service/monitoring/ood.py" in onward, onward
