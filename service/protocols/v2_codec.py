@@ -259,9 +259,10 @@ def check_header(name: str, shape: Any, datatype: Any, limits: Limits) -> tuple[
     )
     if not valid_shape:
         raise _bad(f"input {name!r} needs a 'shape' of non-negative integers", field=name)
-    if datatype != BYTES and datatype not in NUMERIC_TYPES:
+    # A string first: a JSON object or list is no key to look up (a 500, "unhashable type")
+    if not isinstance(datatype, str) or (datatype != BYTES and datatype not in NUMERIC_TYPES):
         raise _bad(
-            f"input {name!r} has datatype {datatype!r}",
+            f"input {name!r} has datatype {str(datatype)[:40]!r}",
             field=name,
             expected=f"one of {[BYTES, *NUMERIC_TYPES]}",
         )

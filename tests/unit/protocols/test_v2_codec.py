@@ -106,6 +106,9 @@ def test_binary_data_is_read_in_input_order(view) -> None:
             400,
         ),
         ([{"shape": [1, WIDTH]}], b"", "invalid_request", 400),
+        # a datatype no dictionary can look up (a 500, "unhashable type", once)
+        ([{**_x(), "datatype": {}}, _n()], b"", "invalid_request", 400),
+        ([{**_x(), "datatype": ["FP32"]}, _n()], b"", "invalid_request", 400),
     ],
 )
 def test_each_fault_is_refused_with_its_code(view, entries, binary, code, status) -> None:
