@@ -18,7 +18,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from service import auth
 from service.config import Settings
 from service.errors import RequestError
 from service.http import ClientGone, RawRequest, Reply, json_reply, read_body
@@ -26,11 +25,11 @@ from service.inference import Runtime, error_reply
 from service.inputs.body import parse_json
 
 
-def authorise(headers: dict[str, str], config: Settings) -> None:
+def authorise(headers: dict[str, str], runtime: Runtime) -> None:
     """Raises 403 when the API is off, 401 without the configured bearer token. With API
-    keys or JWTs on (``service.auth``), any admin key or token passes, the admin token
-    being one more admin key."""
-    guard = auth.current
+    keys or JWTs on (``service.auth``, the Runtime's guard), any admin key or token passes,
+    the admin token being one more admin key."""
+    guard, config = runtime.guard, runtime.config
     if guard is not None and guard.enabled:
         guard.check(headers, admin=True)
         return
@@ -97,7 +96,7 @@ def check_parameters(parameters: Any, call: str) -> None:
 
 async def index(request: RawRequest, runtime: Runtime) -> Reply:
     try:
-        authorise(request.headers, runtime.config)
+        authorise(request.headers, runtime)
         options = await _options(request, runtime)
     except RequestError as error:
         return error_reply(error)
@@ -109,7 +108,7 @@ async def index(request: RawRequest, runtime: Runtime) -> Reply:
 
 async def load(request: RawRequest, runtime: Runtime, name: str) -> Reply:
     try:
-        authorise(request.headers, runtime.config)
+        authorise(request.headers, runtime)
         check_parameters((await _options(request, runtime)).get("parameters"), "load")
         await runtime.registry.load(name)
     except RequestError as error:
@@ -121,7 +120,7 @@ async def load(request: RawRequest, runtime: Runtime, name: str) -> Reply:
 
 async def unload(request: RawRequest, runtime: Runtime, name: str) -> Reply:
     try:
-        authorise(request.headers, runtime.config)
+        authorise(request.headers, runtime)
         check_parameters((await _options(request, runtime)).get("parameters"), "unload")
         await runtime.registry.unload(name)
     except RequestError as error:
@@ -139,7 +138,7 @@ async def routing(request: RawRequest, runtime: Runtime, name: str) -> Reply:
     answer is the model's routing in force. The repository's config.yaml is the fleet-wide
     way: this call acts on the server that answers it, until that file changes."""
     try:
-        authorise(request.headers, runtime.config)
+        authorise(request.headers, runtime)
         options = await _options(request, runtime)
         unknown = sorted(k[:60] for k in options if k not in ROUTING_KEYS)
         if unknown or not options:

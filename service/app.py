@@ -54,7 +54,7 @@ class App:
             await self.bentoml_app(scope, receive, send)
             return
         match = TABLE.match(scope["method"], scope["path"])
-        guard = auth.current
+        guard = runtime.guard
         if match is None or not _ours(match, runtime):
             if guard is not None and guard.enabled:
                 refusal = auth.http_refusal(guard, _headers(scope), None, {"path": scope["path"]})

@@ -28,7 +28,7 @@ from service.config import Limits, Settings
 from service.descriptor import Version
 from service.errors import RequestError, Unavailable
 from service.http import ClientGone, RawRequest, Reply, json_reply
-from service.inputs.images import collect_sizes
+from service.inputs.images import Decoder
 from service.logs import client_request_id, request_id
 from service.metrics import Metrics
 from service.monitoring import Monitor
@@ -37,6 +37,7 @@ from service.rollout import ROUTING_KEY, VERSION_HEADER, Shadows
 from service.tracing import Tracing
 
 if TYPE_CHECKING:  # the registry's following imports service.admin, which imports this
+    from service.auth import Guard
     from service.registry.following import Registry
 
 logger = logging.getLogger(__name__)
@@ -92,12 +93,16 @@ class Runtime:
     registry: Registry
     tracing: Tracing | None = None  # None: off (the default), and no cost
     monitor: Monitor | None = None  # drift, OOD flags, payload logs (service.monitoring)
+    # Who may call what (service.auth): the service's, read once at start-up; None (tests,
+    # tools) or one with no keys configured leaves every route open.
+    guard: Guard | None = None
     # Inference requests in progress in this worker, counted from their body's last byte: a
     # request still sending its body holds only its connection (4,100 stalled uploads once
     # filled all 512 places and locked every client out until their 408s).
     in_flight: int = 0
     deadlines: Deadlines = field(init=False)
     shadows: Shadows = field(init=False)  # shadow traffic (service.rollout)
+    decoder: Decoder = field(init=False)  # the image decode pool, decode_threads threads
     _calls: dict[tuple[Any, ...], Any] = field(init=False, default_factory=dict)
     _calls_generation: int = field(init=False, default=-1)
 
@@ -106,6 +111,7 @@ class Runtime:
         self.shadows = Shadows(
             self.metrics, self.config.request_timeout_s, self.config.max_concurrency
         )
+        self.decoder = Decoder(self.config.decode_threads)
 
     def full(self) -> bool:
         return self.in_flight >= self.config.max_concurrency
@@ -275,12 +281,13 @@ class Serving:
         return body
 
     def decoding(self) -> Serving:
-        """``with`` around the protocol's decoding: the uploaded images' own sizes are
-        collected (for drift), too deep a body is refused, and the time is kept."""
+        """``with`` around the protocol's decoding: large images decode in the Runtime's
+        pool, their own sizes are collected (for drift), too deep a body is refused, and the
+        time is kept."""
         return self
 
     def __enter__(self) -> None:
-        self.sizes = collect_sizes()
+        self.sizes = self.runtime.decoder.start()  # this request's images decode in its pool
 
     def __exit__(self, kind: Any, error: BaseException | None, tb: Any) -> None:
         if isinstance(error, RecursionError):

@@ -293,7 +293,7 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def _authorise(self, context: Any) -> None:
         try:
-            admin.authorise(GrpcRequest(None, context).headers, self.runtime.config)
+            admin.authorise(GrpcRequest(None, context).headers, self.runtime)
         except RequestError as error:
             await _abort(context, error)
 
@@ -415,7 +415,7 @@ async def start(runtime: Runtime) -> grpc.aio.Server | None:
         logger.error("%s: this server serves HTTP only", error)
         return None
     limit = runtime.config.limits.max_body_bytes
-    guard = auth.current
+    guard = runtime.guard
     server = grpc.aio.server(
         interceptors=[auth.GrpcGuard(guard)] if guard is not None and guard.enabled else [],
         options=[
