@@ -242,14 +242,6 @@ class Version:
 
     # -- names the protocols use -----------------------------------------------------------
 
-    def v2_names(self) -> dict[str, str]:
-        """V2 model name -> signature: the model's own name for its default signature, and
-        ``<model>_<signature>`` for each signature when it has several."""
-        names = {self.name: self.default_signature}
-        if len(self.views) > 1:
-            names.update({f"{self.name}_{s}": s for s in self.views})
-        return names
-
     def tf_signature(self, name: str) -> str:
         """TF Serving's ``signature_name``: ``serving_default`` is the default signature."""
         return self.default_signature if name == TF_DEFAULT else name
@@ -274,7 +266,6 @@ class Version:
                 for name, view in self.views.items()
             },
             "default_signature": self.default_signature,
-            "v2_names": sorted(self.v2_names()),
             "labels": manifest.get("labels"),
             "preprocessing": manifest.get("preprocessing"),
             "decision": manifest.get("decision"),

@@ -36,7 +36,7 @@ from service.monitoring.names import OOD_SCORE
 from service.rollout import ROUTING_KEY, VERSION_HEADER, Shadows
 from service.tracing import Tracing
 
-if TYPE_CHECKING:  # the registry's following imports service.admin, which imports this
+if TYPE_CHECKING:  # annotations only: the Runtime is handed both
     from service.auth import Guard
     from service.registry.following import Registry
 
@@ -131,6 +131,7 @@ class Runtime:
         """A protocol's adapter (and its ``Call``) for a route, model and version, built once
         while the served models stay as they are (building one costs a few microseconds)."""
         if self._calls_generation != self.registry.generation or len(self._calls) > 4096:
+            # The served models changed: what was built from them (the V2 names too).
             self._calls.clear()
             self._calls_generation = self.registry.generation
         found = self._calls.get(key)

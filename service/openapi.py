@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from service.errors import CATALOGUE
 from service.interfaces.base import query_option
+from service.protocols import v2_names
 
 if TYPE_CHECKING:
     from service.inference import Runtime
@@ -313,14 +314,14 @@ def document(table: RouteTable, runtime: Runtime) -> dict[str, Any]:
             }
         ),
     }
-    v2_names = {**names, "name": sorted(registry.v2_index)}
+    v2_named = {**names, "name": sorted(v2_names.served(runtime))}
     paths: dict[str, dict[str, Any]] = {}
     for route in table:
         if route.doc is None or route.template == "/{name}/{signature}":
             continue
         for template in route.variants():
             parameters = _path_parameters(
-                template, v2_names if template.startswith("/v2/models") else names
+                template, v2_named if template.startswith("/v2/models") else names
             )
             entry = {**route.doc, "tags": list(route.tags)}
             if parameters:

@@ -21,6 +21,7 @@ import orjson
 from starlette.exceptions import HTTPException
 
 from service import auth, connection, logs, startup, tracing
+from service.admin import SharedState
 from service.app import AppService
 from service.backends.cpus import available_cpus
 from service.config import ConfigError, settings, unknown_variables
@@ -28,7 +29,7 @@ from service.inference import Runtime
 from service.logs import configure_logging
 from service.metrics import Metrics
 from service.monitoring import Monitor
-from service.protocols import grpc
+from service.protocols import grpc, v2_names
 from service.registry.following import Registry
 
 logger = logging.getLogger("service")
@@ -101,11 +102,12 @@ class KerasModels:
             logger.warning("environment variable %s is not a setting; ignored", name)
         metrics = Metrics()
         connection.on_refusal = metrics.connection_refused
-        registry = Registry(SETTINGS, metrics)
+        registry = Registry(SETTINGS, metrics, SharedState(SETTINGS))
         self.runtime = Runtime(SETTINGS, metrics, registry, tracing.from_environment(), guard=GUARD)
         self.runtime.monitor = Monitor(SETTINGS, registry)
         metrics.flushers.append(self.runtime.monitor.flush)
-        GUARD.resolve = lambda name: registry.v2_index.get(name, (name,))[0]
+        runtime = self.runtime
+        GUARD.resolve = lambda name: v2_names.served(runtime).get(name, (name,))[0]
         GUARD.start_metrics()
         metrics.flushers.append(GUARD.flush)
         self._watching: asyncio.Task[None] | None = None

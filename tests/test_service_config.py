@@ -177,13 +177,14 @@ def test_the_read_finder_sees_reads_and_nothing_else(tmp_path: Path) -> None:
 
 
 def test_decode_threads_size_the_runtimes_decoding_pool(tmp_path: Path) -> None:
+    from service.admin import SharedState
     from service.inference import Runtime
     from service.metrics import Metrics
     from service.registry.following import Registry
 
     settings = load_config({"SERVING_DECODE_THREADS": "3", "SERVING_STATE_DIR": str(tmp_path)})
     metrics = Metrics("decode_threads_test")  # its own names: one registry per process
-    runtime = Runtime(settings, metrics, Registry(settings, metrics))
+    runtime = Runtime(settings, metrics, Registry(settings, metrics, SharedState(settings)))
     try:
         assert runtime.decoder.pool._max_workers == 3
         assert Runtime(load_config({}), metrics, runtime.registry).decoder.pool._max_workers == (

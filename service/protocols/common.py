@@ -1,6 +1,5 @@
 """What the protocols share: the one inference route (``serve``) that runs each protocol's
-adapter top to bottom, version numbers from URLs, and the errors V2 and TF Serving clients
-read."""
+adapter top to bottom, and the errors V2 and TF Serving clients read."""
 
 from __future__ import annotations
 
@@ -13,7 +12,6 @@ from service.descriptor import Version
 from service.errors import RequestError
 from service.http import RawRequest, Reply, json_reply
 from service.inference import NOT_STARTED, Call, Decoded, Runtime, Serving
-from service.inputs.numbers import ascii_int
 
 if TYPE_CHECKING:
     pass
@@ -59,35 +57,6 @@ async def serve(request: RawRequest, runtime: Runtime | None, adapter: Adapter) 
     reply = call.errors(refusal) if refusal is not None else serving.reply
     assert reply is not None  # answered, or a 500 or 499 set on the way out
     return serving.finish(reply)
-
-
-class NotAVersion(int):
-    """A version that is not a number (``?version=v1``): no version has it, so the model's
-    own lookup answers 404 ``unknown_version`` with the versions it serves; it prints as the
-    client's text."""
-
-    text: str
-
-    def __new__(cls, text: str) -> NotAVersion:
-        number = super().__new__(cls, -1)
-        number.text = text[:40]
-        return number
-
-    def __repr__(self) -> str:
-        return repr(self.text)
-
-    __str__ = __repr__
-
-
-def version_number(text: str | None) -> int | None:
-    """A version from a URL or ``?version=``, or None when not given; anything but ASCII
-    digits (an empty value too) is a ``NotAVersion``, refused where the model is known."""
-    if text is None:
-        return None
-    number = ascii_int(text)
-    if number is None:
-        return NotAVersion(text)
-    return number
 
 
 def protocol_errors(error: RequestError) -> Reply:

@@ -35,7 +35,7 @@ from service.http import Reply
 from service.inference import Call, Decoded, Runtime
 from service.interfaces.base import BYTES
 from service.protocols import v2, v2_names
-from service.protocols.common import protocol_errors, serve, version_number
+from service.protocols.common import protocol_errors, serve
 from service.protocols.v2_codec import (
     TensorInput,
     V2Request,
@@ -44,7 +44,7 @@ from service.protocols.v2_codec import (
     read_feed,
     to_raw,
 )
-from service.registry.lookup import READY
+from service.registry.lookup import READY, version_number
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class GrpcInfer:
 
     def __init__(self, runtime: Runtime, message: Any) -> None:
         name = self.name = message.model_name
-        model, self.signature = v2_names.target(runtime.registry.v2_index, name)
+        model, self.signature = v2_names.target(runtime, name)
         number = version_number(message.model_version or None)
         label = f"/v2/models/{name}/infer"
         self.call = Call(model, number, self.signature, label, protocol_errors, "grpc")
@@ -184,7 +184,7 @@ async def _abort(context: grpc.aio.ServicerContext, error: RequestError | None) 
 
 
 def _model_reply(runtime: Runtime, name: str, version: str) -> tuple[Any, Any]:
-    model, signature = v2_names.target(runtime.registry.v2_index, name)
+    model, signature = v2_names.target(runtime, name)
     loaded = runtime.registry.resolve(model, version_number(version or None))
     assert loaded.version is not None
     return loaded, loaded.version.view(signature)

@@ -24,9 +24,17 @@ from service.inputs.body import parse_json
 from service.inputs.tensors import holds_boolean, might_hold_booleans
 from service.interfaces.base import BYTES, Columns, Tensor
 from service.monitoring.names import OOD_OUTPUTS
-from service.protocols.common import protocol_errors, serve, version_number
+from service.protocols.common import protocol_errors, serve
 from service.protocols.v2_codec import check_inputs
-from service.registry.lookup import FAILED, LOADING, READY, UNLOADING, Loaded, ServedModel
+from service.registry.lookup import (
+    FAILED,
+    LOADING,
+    READY,
+    UNLOADING,
+    Loaded,
+    ServedModel,
+    version_number,
+)
 
 DTYPES = {
     "BOOL": "DT_BOOL",

@@ -26,7 +26,8 @@ from service.inputs.numbers import ascii_int
 from service.inputs.tensors import holds_boolean, might_hold_booleans
 from service.interfaces.base import BYTES, NUMPY_TYPES, Columns, Tensor
 from service.protocols import v2_names
-from service.protocols.common import protocol_errors, serve, version_number
+from service.protocols.common import protocol_errors, serve
+from service.registry.lookup import version_number
 
 HEADER_LENGTH = "inference-header-content-length"
 BOOL = "BOOL"
@@ -566,7 +567,7 @@ class V2Infer:
     """A V2 infer request over HTTP, on the signature's shared batcher."""
 
     def __init__(self, runtime: Runtime, name: str, version: str | None) -> None:
-        model, self.signature = v2_names.target(runtime.registry.v2_index, name)
+        model, self.signature = v2_names.target(runtime, name)
         self.name = name
         label = f"/v2/models/{name}/infer"
         number = version_number(version)

@@ -97,6 +97,7 @@ class InProcess:
 
     def __enter__(self) -> InProcess:
         from service import app
+        from service.admin import SharedState
         from service.config import load_config
         from service.inference import Runtime
         from service.metrics import Metrics
@@ -104,7 +105,7 @@ class InProcess:
 
         settings = load_config(self.environ)
         metrics = Metrics(f"unit{next(_namespaces)}")  # its own names: one registry per process
-        self.registry = Registry(settings, metrics)
+        self.registry = Registry(settings, metrics, SharedState(settings))
         self.loop = asyncio.new_event_loop()
         self.loop.run_until_complete(self.registry.refresh())
         self.runtime = Runtime(settings, metrics, self.registry)

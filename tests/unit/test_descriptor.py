@@ -12,6 +12,7 @@ import pytest
 
 from service.descriptor import ManifestError, Version
 from service.errors import RequestError
+from service.protocols import v2_names
 from tests.unit.synthetic import CLASSES, WIDTH, manifest, signature, tensor
 
 DIGITS = [str(d) for d in range(CLASSES)]
@@ -28,7 +29,7 @@ def test_a_tensor_signature_is_served_as_plain_tensors(tmp_path: Path) -> None:
     assert not view.rich  # no native route of its own
     assert [(t.name, t.datatype, t.shape) for t in view.inputs] == [("x", "FP32", (-1, WIDTH))]
     assert [(t.name, t.datatype, t.shape) for t in view.outputs] == [("y", "FP32", (-1, CLASSES))]
-    assert version.v2_names() == {"m": "predict"}
+    assert v2_names.names(version) == {"m": "predict"}
     assert version.tf_signature("serving_default") == "predict"
     described = version.describe()
     assert described["signatures"]["predict"]["native_route"] is None
@@ -39,7 +40,7 @@ def test_several_signatures_get_a_v2_name_each(tmp_path: Path) -> None:
     signatures = {"predict": signature(), "embed": signature(outputs=[tensor("e", [-1, 2])])}
     version = _version(tmp_path, signatures=signatures)
     assert version.default_signature == "predict"  # the first
-    assert version.v2_names() == {"m": "predict", "m_predict": "predict", "m_embed": "embed"}
+    assert v2_names.names(version) == {"m": "predict", "m_predict": "predict", "m_embed": "embed"}
 
 
 def test_a_classifier_answer_is_rich_and_has_class_strings(tmp_path: Path) -> None:
