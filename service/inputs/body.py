@@ -11,10 +11,6 @@ from python_multipart.multipart import parse_options_header
 
 from service.errors import BadRequest, UnsupportedMediaType
 
-# Reading the body off the connection (and draining one nobody read) is service.http's;
-# these names stay importable from here for older imports.
-from service.http import ClientGone, read_body  # noqa: F401
-
 MULTIPART = "multipart/form-data"
 IMAGE_TYPES = ("image/png", "image/jpeg", "application/octet-stream")
 # One rule on every protocol: a JSON body is read as JSON whatever content type it declares

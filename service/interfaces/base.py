@@ -19,7 +19,7 @@ from service.backends import Feed, Outputs
 from service.config import Limits
 from service.errors import NotAcceptable, RequestError
 from service.http import JSON, Reply
-from service.inputs.body import UPLOAD_TYPES, media_type_of
+from service.inputs.body import UPLOAD_TYPES, media_type_of, unsupported
 from service.inputs.tensors import TensorContract
 
 if TYPE_CHECKING:
@@ -195,8 +195,6 @@ def envelope(version: Version, **content: Any) -> dict[str, Any]:
 
 
 def json_only(incoming: Incoming, kind: str) -> RequestError:
-    from service.inputs.body import unsupported
-
     return unsupported(incoming.media_type, f"{JSON} ({kind})")
 
 

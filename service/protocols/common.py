@@ -4,7 +4,7 @@ adapter top to bottom, and the errors V2 and TF Serving clients read."""
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from service.backends import Outputs
 from service.config import Limits
@@ -12,9 +12,6 @@ from service.descriptor import Version
 from service.errors import RequestError
 from service.http import RawRequest, Reply, json_reply
 from service.inference import NOT_STARTED, Call, Decoded, Runtime, Serving
-
-if TYPE_CHECKING:
-    pass
 
 
 class Adapter(Protocol):
