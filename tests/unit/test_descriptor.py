@@ -4,6 +4,7 @@ graph is opened); and the card-file reader against hostile names and swapped fil
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import re
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from service.descriptor import ManifestError, Version
 from service.errors import RequestError
+from service.interfaces.base import VersionFacts
 from service.protocols import v2_names
 from tests.unit.synthetic import CLASSES, WIDTH, manifest, signature, tensor
 
@@ -175,3 +177,22 @@ def test_a_card_gone_from_the_repository_is_not_found(tmp_path: Path) -> None:
     version = _with_files(tmp_path, {"model_card.md": b"# card\n"})
     (version.directory / "model_card.md").unlink()
     assert _refusal(version, "model_card.md") == ("not_found", 404)
+
+
+def test_a_version_provides_every_fact_the_interfaces_read(tmp_path: Path) -> None:
+    # The interfaces are written against VersionFacts, never importing the descriptor: a
+    # fact the descriptor stops providing must fail here, not on a request.
+    version = _version(tmp_path)
+    facts = {n for n in dir(VersionFacts) if not n.startswith("_")}
+    facts |= set(VersionFacts.__annotations__)
+    assert facts >= {"labels", "threshold", "contracts", "memo", "signatures"}
+    missing = [name for name in sorted(facts) if not _has_static(version, name)]
+    assert not missing, f"descriptor.Version lacks {missing}"
+
+
+def _has_static(value: object, name: str) -> bool:
+    try:
+        inspect.getattr_static(value, name)
+    except AttributeError:
+        return False
+    return True
