@@ -21,13 +21,6 @@ from tests.unit.synthetic import WIDTH, manifest, signature, tensor
 LIMITS = Limits()
 
 
-@pytest.fixture
-def view(tmp_path: Path):
-    inputs = [tensor("x", [-1, WIDTH]), tensor("n", [-1, 1], "int32")]
-    described = manifest("m", signatures={"predict": signature(inputs=inputs)})
-    return Version("m", 1, tmp_path, described).view("predict")
-
-
 def _message(*inputs: pb.ModelInferRequest.InferInputTensor, **fields) -> pb.ModelInferRequest:
     return pb.ModelInferRequest(model_name="m", inputs=list(inputs), **fields)
 
