@@ -112,7 +112,7 @@ def _first_segment(path: str) -> str:
 
 
 def _not_found(path: str) -> RequestError:
-    return RequestError("not_found", f"no route {path[:200]!r}", field="path", status=404)
+    return RequestError("not_found", f"no route {path[:200]!r}", field="path")
 
 
 def _headers(scope: Scope) -> dict[str, str]:
@@ -138,7 +138,6 @@ def _method_not_allowed(scope: Scope, match: Match) -> Reply:
         "method_not_allowed",
         f"method {scope['method']} not allowed on {scope['path'][:200]!r}",
         expected=allowed,
-        status=405,
         headers={"Allow": allowed},
     )
     return error_reply(error)

@@ -290,7 +290,6 @@ class Serving:
                 "too_deeply_nested",
                 "the body nests lists deeper than any tensor",
                 expected="arrays nested no deeper than the input's rank",
-                status=400,
             ) from None
         self.t2 = time.perf_counter()
 
@@ -369,7 +368,6 @@ class Serving:
                 "request_timeout",
                 f"no answer within {runtime.config.request_timeout_s:g} s",
                 expected="a request the model can answer in time; retry later",
-                status=504,
             )
         if error is None:
             reply = self.reply
@@ -418,7 +416,6 @@ def refuse_too_many_values(body: bytes, version: Version, limits: Limits) -> Non
             "too_many_values",
             f"the body holds more than {bound} values",
             expected=f"at most {limits.max_items_per_request} items of this model's inputs",
-            status=413,
         )
 
 

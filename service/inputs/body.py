@@ -116,9 +116,7 @@ def image_uploads(body: bytes, content_type: str) -> list[Upload]:
     else:
         raise unsupported(kind, f"{MULTIPART} with image files, a raw image/png or image/jpeg")
     if not uploads:
-        raise BadRequest(
-            "empty_batch", "no image in the request", expected="at least one image", status=400
-        )
+        raise BadRequest("empty_batch", "no image in the request", expected="at least one image")
     return uploads
 
 

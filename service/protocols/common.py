@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 from service.backends import Outputs
 from service.config import Limits
 from service.descriptor import Version
-from service.errors import RequestError
+from service.errors import RequestError, protocol_status
 from service.http import RawRequest, Reply, json_reply
 from service.inference import NOT_STARTED, Call, Decoded, Runtime, Serving
 from service.inputs.numbers import ascii_int
@@ -85,13 +85,17 @@ def version_number(text: str | None) -> int | None:
     return number
 
 
-def protocol_errors(error: RequestError) -> Reply:
+def protocol_errors(error: RequestError, protocol: str = "v2") -> Reply:
     """V2 and TF Serving clients know 400 and 404 (with ``{"error": ...}``); 408, 413, 503 and
-    504 keep their status (and Retry-After), as both protocols' own servers do. Their clients
-    show the ``error`` string alone, so it carries the whole reason (``RequestError.text``)."""
-    reply = json_reply({**error.body(), "error": error.text()}, status=error.status)
+    504 keep their status (and Retry-After), as both protocols' own servers do
+    (``errors.protocol_status``). Their clients show the ``error`` string alone, so it
+    carries the whole reason (``RequestError.text``)."""
+    status = protocol_status(error.code, protocol)
+    reply = json_reply({**error.body(), "error": error.text()}, status=status)
     reply.headers.update(error.headers)
     reply.error = error
-    if reply.status in (406, 415, 422):
-        reply.status = 400
     return reply
+
+
+def tfserving_errors(error: RequestError) -> Reply:
+    return protocol_errors(error, "tfserving")
