@@ -167,6 +167,7 @@ class RequestError(Exception):
         item: int | None = None,
         expected: str | None = None,
         headers: dict[str, str] | None = None,
+        request_id: str | None = None,
     ) -> None:
         super().__init__(message)
         declared = CATALOGUE.get(code)
@@ -180,6 +181,7 @@ class RequestError(Exception):
         self.item = item
         self.expected = expected
         self.headers = headers or {}
+        self.request_id = request_id  # answered with ``internal``: the log line to look for
 
     def text(self) -> str:
         """The whole reason in one line: the message, then the item and what was expected.
@@ -196,7 +198,7 @@ class RequestError(Exception):
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"error": self.message, "code": self.code}
-        for key in ("field", "item", "expected"):
+        for key in ("field", "item", "expected", "request_id"):
             value = getattr(self, key)
             if value is not None:
                 body[key] = value

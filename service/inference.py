@@ -382,7 +382,8 @@ class Serving:
             reply = Reply(b"", status=499)  # nobody is listening; counted, not sent
         elif isinstance(error, Exception):
             logger.error("%s failed", call.label, exc_info=error)
-            reply = json_reply({"error": "internal error", "request_id": self.rid}, status=500)
+            # The catalogue's 500: no path or traceback, the request id to find this log by
+            reply = call.errors(RequestError("internal", "internal error", request_id=self.rid))
         else:
             return False
         reply.headers["x-request-id"] = self.rid
