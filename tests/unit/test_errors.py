@@ -162,3 +162,28 @@ def test_openapi_lists_each_status_with_its_codes() -> None:
     assert "`unknown_signature`" not in v2_400
     assert "`unknown_signature`" in responses["404"]["description"]
     assert "`empty_batch`" in responses["422"]["description"]
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "code", "fault"),
+    [
+        ("/digits/predict", 422, "invalid_shape", None),
+        ("/v2/models/digits/infer", 400, "invalid_shape", None),  # V2 folds 422 to 400
+        ("/v1/models/digits:predict", 400, "unknown_signature", None),
+        ("/v1/models/nope:predict", 404, "unknown_model", None),
+        ("/v2/models/digits/infer", 400, "bad_framing", None),  # the connection layer's
+        ("/digits/predict", 400, "invalid_shape", "status 400"),
+        ("/v2/models/digits/infer", 404, "invalid_shape", "status 404"),
+        ("/digits/predict", 404, "unknown_signature", None),
+        ("/digits/predict", 400, "unknown_signature", "status 400"),
+        ("/digits/predict", 422, "made_up", "not in the error catalogue"),
+        ("/digits/predict", 422, None, "not in the error catalogue"),
+    ],
+)
+def test_the_hostile_corpus_checks_each_refusals_code_and_status(path, status, code, fault):
+    """reliability/scenarios/hostile.py: a 4xx JSON body is not enough; its code must be
+    catalogued and its status the catalogue's (as the path's protocol answers it)."""
+    from reliability.scenarios.hostile import refusal_fault
+
+    found = refusal_fault(path, status, code)
+    assert (found is None) if fault is None else (fault in (found or "")), found
