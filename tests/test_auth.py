@@ -49,6 +49,9 @@ KEYS = {  # id -> (key, models, admin, rate)
     "tiny": ("tiny-key-0123456789", ["digits"], False, {"per_second": 0.2, "burst": 2}),
 }
 ADMIN_TOKEN = "admin-token-0123456789"
+# A server given a keys file it cannot read stops at import, and bentoml prints that traceback
+# (test_a_typo_or_a_missing_keys_file_stops_bentoml_serve); any other is a fault.
+EXPECTED_TRACEBACKS = ("service.config.ConfigError:",)
 PIXELS = np.zeros((1, 28, 28), dtype=np.float32)
 V2_BODY = {
     "inputs": [{"name": "image", "shape": [1, 28, 28], "datatype": "FP32", "data": [0.0] * 784}]
