@@ -30,6 +30,7 @@ from tests.unit.synthetic import (
 from tests.unit.test_errors import GRPC_OF_HTTP
 
 TOKEN = "unit-admin-token"
+ADMIN = {"authorization": f"Bearer {TOKEN}"}
 LABELS = [f"class {i}" for i in range(10)]
 
 
@@ -211,3 +212,43 @@ def test_a_model_that_never_loads_is_not_ready_and_model_not_ready(service) -> N
     assert service.grpc("ModelReady", pb.ModelReadyRequest(name="affine")).ready is True
     http_only("not_ready")
     http_only("model_not_ready")
+
+
+def test_a_repository_that_cannot_be_reached_is_repository_unreachable(
+    tmp_path, monkeypatch
+) -> None:
+    """An S3 repository (moto's server, in this process) read once, then gone: the
+    repository API's load is 503 ``repository_unreachable`` with ``Retry-After``, and
+    gRPC's RepositoryModelLoad its catalogued UNAVAILABLE."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    store = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    store.start()
+    host, port = store.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    for name, value in {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    try:
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="models")
+        environ = {
+            "MODEL_REPOSITORY": "s3://models/repo",
+            "SERVING_ADMIN_TOKEN": TOKEN,
+            "SERVING_CACHE_DIR": str(tmp_path / "cache"),
+        }
+        with InProcess(tmp_path / "repo", **environ) as service:  # listed once: reachable
+            store.stop()
+            answer = service.request("POST", "/v2/repository/models/affine/load", headers=ADMIN)
+            body = expect_http(answer, "repository_unreachable", "v2")
+            assert int(answer.headers["retry-after"]) >= 1 and "unreachable" in body["error"]
+            request = pb.RepositoryModelLoadRequest(model_name="affine")
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                service.grpc("RepositoryModelLoad", request, tuple(ADMIN.items()))
+            assert raised.value.code() is grpc.StatusCode[CATALOGUE["repository_unreachable"].grpc]
+    finally:
+        store.stop()
