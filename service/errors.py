@@ -71,7 +71,6 @@ CATALOGUE: dict[str, Code] = {
     "request_too_large": Code(413, _BIG, "the pixels of all images of a request over the limit"),
     # 415
     "not_an_image": Code(415, _ARG, "not PNG or JPEG (GIF, WebP, BMP... are refused)"),
-    "unsupported_media_type": Code(415, _ARG, "a body of neither JSON, an image nor multipart"),
     # 422
     "invalid_shape": Code(422, _ARG, "a tensor or record of the wrong shape"),
     "invalid_dtype": Code(422, _ARG, "values of the wrong type for the tensor"),

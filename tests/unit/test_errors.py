@@ -120,7 +120,7 @@ def test_no_raise_site_states_a_status_of_its_own() -> None:
     [
         ("invalid_shape", "v2", 400),  # 422 folded: V2 clients know 400 and 404
         ("not_acceptable", "tfserving", 400),
-        ("unsupported_media_type", "v2", 400),
+        ("not_an_image", "v2", 400),
         ("unknown_signature", "tfserving", 400),  # TF Serving's own server: INVALID_ARGUMENT
         ("unknown_signature", "v2", 404),
         ("unknown_model", "tfserving", 404),
