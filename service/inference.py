@@ -194,10 +194,10 @@ def _metric_labels(runtime: Runtime, call: Call) -> tuple[str, str, str]:
 
 class Serving:
     """One inference request in progress, as ``async with``: request id, metrics, trace and
-    deadline from the start; on the way out, whatever was raised becomes the ``refusal``
-    (or a 500 ``reply``), and ``finish`` stamps and counts the answer. Between, the protocol
-    calls the steps in order: ``read``, its own decoding within ``decoding()``, ``run``,
-    ``answer``."""
+    deadline from the start; on the way out, whatever was raised becomes the ``refusal`` (a
+    fault of ours the catalogue's ``internal``), and ``finish`` stamps and counts the answer.
+    Between, the protocol calls the steps in order: ``read``, its own decoding within
+    ``decoding()``, ``run``, ``answer``."""
 
     __slots__ = (
         "admitted",

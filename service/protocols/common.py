@@ -57,7 +57,7 @@ async def serve(request: RawRequest, runtime: Runtime | None, adapter: Adapter) 
     # A refusal is written here, the protocol's way, so nothing below calls back up into it.
     refusal = serving.refusal
     reply = call.errors(refusal) if refusal is not None else serving.reply
-    assert reply is not None  # answered, or a 500 or 499 set on the way out
+    assert reply is not None  # answered, refused (a 500 too), or a 499 set on the way out
     return serving.finish(reply)
 
 
