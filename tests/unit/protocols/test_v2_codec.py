@@ -14,16 +14,9 @@ from service.config import Limits
 from service.descriptor import Version
 from service.errors import RequestError
 from service.protocols import v2_codec as codec
-from tests.unit.synthetic import CLASSES, WIDTH, manifest, signature, tensor
+from tests.unit.synthetic import CLASSES, WIDTH, manifest
 
 LIMITS = Limits()
-
-
-@pytest.fixture
-def view(tmp_path: Path):
-    inputs = [tensor("x", [-1, WIDTH]), tensor("n", [-1, 1], "int32")]
-    described = manifest("m", signatures={"predict": signature(inputs=inputs)})
-    return Version("m", 1, tmp_path, described).view("predict")
 
 
 def _refused(call, *args) -> RequestError:
