@@ -38,7 +38,6 @@ def authorise(headers: dict[str, str], runtime: Runtime) -> None:
         raise RequestError(
             "admin_disabled",
             "the model repository API is off: no SERVING_ADMIN_TOKEN is configured",
-            status=403,
         )
     given = headers.get("authorization", "")
     scheme, _, value = given.partition(" ")
@@ -48,7 +47,6 @@ def authorise(headers: dict[str, str], runtime: Runtime) -> None:
             "unauthorized",
             "a valid 'Authorization: Bearer <token>' header is needed",
             field="authorization",
-            status=401,
             headers={"WWW-Authenticate": 'Bearer realm="model-repository"'},
         )
 
@@ -60,7 +58,7 @@ async def _options(request: RawRequest, runtime: Runtime) -> dict:
         return {}
     document = parse_json(body)
     if not isinstance(document, dict):
-        raise RequestError("invalid_request", "the body must be a JSON object", status=400)
+        raise RequestError("invalid_request", "the body must be a JSON object")
     return document
 
 
@@ -76,9 +74,7 @@ def check_parameters(parameters: Any, call: str) -> None:
     if parameters is None:
         return
     if not isinstance(parameters, dict):
-        raise RequestError(
-            "invalid_request", "'parameters' must be an object", field="parameters", status=400
-        )
+        raise RequestError("invalid_request", "'parameters' must be an object", field="parameters")
     refused = sorted(k for k in parameters if k not in ACCEPTED_PARAMETERS[call])
     if refused:
         shown = [k[:60] for k in refused[:5]]
@@ -90,7 +86,6 @@ def check_parameters(parameters: Any, call: str) -> None:
             expected="publish a version with `training export`, then load it without parameters"
             if call == "load"
             else f"only {sorted(ACCEPTED_PARAMETERS[call])}",
-            status=400,
         )
 
 
@@ -147,7 +142,6 @@ async def routing(request: RawRequest, runtime: Runtime, name: str) -> Reply:
                 f"unknown fields {unknown}" if unknown else "nothing to set",
                 field="body",
                 expected='{"labels": {label: version}, "traffic": {label or version: weight}}',
-                status=400,
             )
         changes = {}
         for key in ROUTING_KEYS:
@@ -156,7 +150,6 @@ async def routing(request: RawRequest, runtime: Runtime, name: str) -> Reply:
                 if value is not None and not isinstance(value, dict):
                     raise RequestError(
                         "invalid_routing", f"{key!r} must be an object or null", field=key,
-                        status=400,
                     )  # fmt: skip
                 changes[key] = value
         changes = _checked_routing(changes)
@@ -180,7 +173,7 @@ def _checked_routing(changes: dict[str, Any]) -> dict[str, Any]:
         problem = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
         )
-        raise RequestError("invalid_routing", problem[:500], status=400) from None
+        raise RequestError("invalid_routing", problem[:500]) from None
     return {k: (getattr(parsed, k) if changes[k] is not None else None) for k in changes}
 
 

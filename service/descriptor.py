@@ -217,7 +217,6 @@ class Version:
                 f"{name} of {self.name!r} version {self.number} {problem}",
                 field="file",
                 expected="the file the version was published with; publish the version again",
-                status=503,
             )
 
         path = self.directory / name

@@ -201,10 +201,10 @@ def _metric_labels(runtime: Runtime, call: Call) -> tuple[str, str, str]:
 
 class Serving:
     """One inference request in progress, as ``async with``: request id, metrics, trace and
-    deadline from the start; on the way out, whatever was raised becomes the ``refusal``
-    (or a 500 ``reply``), and ``finish`` stamps and counts the answer. Between, the protocol
-    calls the steps in order: ``read``, its own decoding within ``decoding()``, ``run``,
-    ``answer``."""
+    deadline from the start; on the way out, whatever was raised becomes the ``refusal`` (a
+    fault of ours the catalogue's ``internal``), and ``finish`` stamps and counts the answer.
+    Between, the protocol calls the steps in order: ``read``, its own decoding within
+    ``decoding()``, ``run``, ``answer``."""
 
     __slots__ = (
         "admitted",
@@ -301,7 +301,6 @@ class Serving:
                 "too_deeply_nested",
                 "the body nests lists deeper than any tensor",
                 expected="arrays nested no deeper than the input's rank",
-                status=400,
             ) from None
         self.t2 = time.perf_counter()
 
@@ -382,7 +381,6 @@ class Serving:
                 "request_timeout",
                 f"no answer within {runtime.config.request_timeout_s:g} s",
                 expected="a request the model can answer in time; retry later",
-                status=504,
             )
         if error is None:
             assert self.reply is not None  # the protocol answered
@@ -396,7 +394,9 @@ class Serving:
             self.reply = Reply(b"", status=499)  # nobody is listening; counted, not sent
         elif isinstance(error, Exception):
             logger.error("%s failed", call.label, exc_info=error)
-            self.reply = json_reply({"error": "internal error", "request_id": self.rid}, status=500)
+            # The catalogue's 500, written by the protocol: no path or traceback, the
+            # request id to find this log by
+            self.refusal = RequestError("internal", "internal error", request_id=self.rid)
         else:
             return False
         return True
@@ -435,7 +435,6 @@ def refuse_too_many_values(body: bytes, version: Version, limits: Limits) -> Non
             "too_many_values",
             f"the body holds more than {bound} values",
             expected=f"at most {limits.max_items_per_request} items of this model's inputs",
-            status=413,
         )
 
 

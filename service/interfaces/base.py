@@ -19,9 +19,9 @@ import numpy as np
 from modelspec import Signature, TensorSpec
 from service.backends import Feed, Outputs
 from service.config import Limits
-from service.errors import NotAcceptable, RequestError
-from service.http import JSON, Reply
-from service.inputs.body import UPLOAD_TYPES, media_type_of, unsupported
+from service.errors import NotAcceptable
+from service.http import Reply
+from service.inputs.body import UPLOAD_TYPES, media_type_of
 from service.inputs.tensors import TensorContract
 
 BYTES = "BYTES"
@@ -219,10 +219,6 @@ class Answer:
 
 def envelope(version: VersionFacts, **content: Any) -> dict[str, Any]:
     return {"model": version.name, "version": version.number, **content}
-
-
-def json_only(incoming: Incoming, kind: str) -> RequestError:
-    return unsupported(incoming.media_type, f"{JSON} ({kind})")
 
 
 def accepts_json(incoming: Incoming, alternatives: Sequence[str] = ()) -> None:

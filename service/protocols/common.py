@@ -9,7 +9,7 @@ from typing import Protocol
 from service.backends import Outputs
 from service.config import Limits
 from service.descriptor import Version
-from service.errors import RequestError
+from service.errors import RequestError, protocol_status
 from service.http import RawRequest, Reply, json_reply
 from service.inference import NOT_STARTED, Call, Decoded, Runtime, Serving
 
@@ -52,17 +52,21 @@ async def serve(request: RawRequest, runtime: Runtime | None, adapter: Adapter) 
     # A refusal is written here, the protocol's way, so nothing below calls back up into it.
     refusal = serving.refusal
     reply = call.errors(refusal) if refusal is not None else serving.reply
-    assert reply is not None  # answered, or a 500 or 499 set on the way out
+    assert reply is not None  # answered, refused (a 500 too), or a 499 set on the way out
     return serving.finish(reply)
 
 
-def protocol_errors(error: RequestError) -> Reply:
+def protocol_errors(error: RequestError, protocol: str = "v2") -> Reply:
     """V2 and TF Serving clients know 400 and 404 (with ``{"error": ...}``); 408, 413, 503 and
-    504 keep their status (and Retry-After), as both protocols' own servers do. Their clients
-    show the ``error`` string alone, so it carries the whole reason (``RequestError.text``)."""
-    reply = json_reply({**error.body(), "error": error.text()}, status=error.status)
+    504 keep their status (and Retry-After), as both protocols' own servers do
+    (``errors.protocol_status``). Their clients show the ``error`` string alone, so it
+    carries the whole reason (``RequestError.text``)."""
+    status = protocol_status(error.code, protocol)
+    reply = json_reply({**error.body(), "error": error.text()}, status=status)
     reply.headers.update(error.headers)
     reply.error = error
-    if reply.status in (406, 415, 422):
-        reply.status = 400
     return reply
+
+
+def tfserving_errors(error: RequestError) -> Reply:
+    return protocol_errors(error, "tfserving")

@@ -96,7 +96,6 @@ def v2_request(message: Any, limits: Limits) -> V2Request:
             "invalid_request",
             f"{len(raw)} raw_input_contents for {len(message.inputs)} inputs",
             field="raw_input_contents",
-            status=400,
         )
     inputs = []
     for index, tensor in enumerate(message.inputs):
@@ -111,7 +110,6 @@ def v2_request(message: Any, limits: Limits) -> V2Request:
                     "invalid_request",
                     f"input {name!r}: both contents and raw_input_contents given",
                     field=name,
-                    status=400,
                 )
         elif datatype in CONTENTS:
             read.values = getattr(tensor.contents, CONTENTS[datatype])
@@ -121,7 +119,6 @@ def v2_request(message: Any, limits: Limits) -> V2Request:
                 f"input {name!r}: {datatype} has no typed contents field",
                 field=name,
                 expected="raw_input_contents",
-                status=400,
             )
         inputs.append(read)
     # gRPC answers are raw_output_contents; ``classification`` is an output's one option.

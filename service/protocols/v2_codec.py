@@ -284,7 +284,6 @@ def check_header(name: str, shape: Any, datatype: Any, limits: Limits) -> tuple[
             field=name,
             expected=f"at most {limits.max_items_per_request} items, "
             f"dimensions whose product is at most {limits.max_body_bytes}",
-            status=413,
         )
     return name, shape, datatype
 
@@ -301,7 +300,6 @@ def check_declared(headers: list[tuple[str, list[int], str]], view: SignatureVie
                 f"input {name!r} has shape {shape}",
                 field=name,
                 expected=f"at most {len(declared)} dimensions, as {list(declared)}",
-                status=400,
             )
         fixed = all(d >= 0 for d in declared[1:])
         per_item = prod(declared[1:])
@@ -311,7 +309,6 @@ def check_declared(headers: list[tuple[str, list[int], str]], view: SignatureVie
                 f"input {name!r} has shape {shape}",
                 field=name,
                 expected=f"{per_item} values per item, as {list(declared)}",
-                status=400,
             )
 
 
@@ -335,7 +332,6 @@ def _from_values(values: Any, name: str, shape: list[int], datatype: str) -> Any
             "invalid_request",
             f"input {name!r}: {len(values)} values for shape {shape}",
             field=name,
-            status=400,
         )
     target = NUMERIC_TYPES.get(datatype)
     if target is None:  # BYTES

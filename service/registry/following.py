@@ -375,7 +375,7 @@ class Registry(Lookup):
             )
         if name not in published or not published[name]:
             raise RequestError(
-                "unknown_model", f"no model {name!r} in the repository", field="name", status=404
+                "unknown_model", f"no model {name!r} in the repository", field="name"
             )
         # Under the lock: an unload arriving meanwhile waits for this load, then unloads,
         # instead of the two interleaving into a failure neither asked for.
@@ -388,9 +388,7 @@ class Registry(Lookup):
             self._write_state_file()
             await self._refresh(only=name)
         if model.latest() is None:
-            raise RequestError(
-                "load_failed", f"failed to load {name!r}: {model.reason}", status=400
-            )
+            raise RequestError("load_failed", f"failed to load {name!r}: {model.reason}")
         return model
 
     async def unload(self, name: str) -> ServedModel:
@@ -466,7 +464,7 @@ class Registry(Lookup):
                 ready = {v.number for v in model.ready_versions}
                 routing_for(merged, ready, {n: v.state for n, v in model.versions.items()})
             except ValueError as error:
-                raise RequestError("invalid_routing", str(error), status=400) from None
+                raise RequestError("invalid_routing", str(error)) from None
             model.override = override
             model.apply()
             self._overrides[name] = override
