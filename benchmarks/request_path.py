@@ -121,7 +121,11 @@ def main() -> None:
     for model in ("digits", "autoencoder"):  # digits' OOD detector, when trained beside it
         if (args.repository / model).is_dir():
             shutil.copytree(args.repository / model, repository / model)
-    with InProcess(repository) as server:
+    # Every batch on the event loop's thread, which is the one followed: on a loaded machine
+    # the warm-up can time a one-item batch over 1 ms and send it to a worker thread.
+    settings = repository.parent / "serving.yaml"
+    settings.write_text("models:\n  digits:\n    batching: {offload: false}\n")
+    with InProcess(repository, SERVING_CONFIG=str(settings)) as server:
         for label, (send, status) in requests_of(server).items():
             modules, onward, calls, up = follow(root, send, status)
             print(f"{label}: {len(modules)} modules, {calls} calls, {up} call-backs up")

@@ -343,10 +343,6 @@ class Settings(_Section):
         return usable_cpus if self.workers == "auto" else self.workers
 
 
-# Kept for the older name; everything reads ``Settings``.
-ServiceConfig = Settings
-
-
 # Settings a plain environment variable may set: SERVING_<NAME> (and MODEL_REPOSITORY);
 # nested ones (models) come from the file only.
 _SCALARS = [n for n in Settings.model_fields if n not in ("models", "limits", "config")]

@@ -154,9 +154,6 @@ class RequestError(Exception):
     point at the exact part of the request at fault.
     """
 
-    status = 422
-    grpc = _ARG
-
     def __init__(
         self,
         code: str,

@@ -15,8 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from math import prod
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -115,17 +114,6 @@ class Runtime:
 
     def full(self) -> bool:
         return self.in_flight >= self.config.max_concurrency
-
-    @contextmanager
-    def admitted(self) -> Iterator[None]:
-        """One more request in progress, or OVERLOADED (503) when as many as it takes are."""
-        if self.full():
-            raise OVERLOADED
-        self.in_flight += 1
-        try:
-            yield
-        finally:
-            self.in_flight -= 1
 
     def call(self, key: tuple[Any, ...], build: Callable[[], T]) -> T:
         """A protocol's adapter (and its ``Call``) for a route, model and version, built once

@@ -300,7 +300,7 @@ class EndpointMetrics:
         self._latency.observe(seconds, LATENCY_BUCKETS)
         self._statuses[status] = self._statuses.get(status, 0) + 1
 
-    def refused(self, reason: str, status: int = 422) -> None:
+    def refused(self, reason: str, status: int) -> None:
         counter = self._metrics.shed if status >= 500 else self._metrics.validation_errors
         counter.labels(self.model, self._path, self._protocol, reason).inc()
 

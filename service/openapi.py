@@ -166,7 +166,6 @@ V2_INFER = operation(
         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
     },
 )
-_ADMIN_BODY = {"application/json": {"schema": {"type": "object"}}}
 ADMIN_INDEX = operation(
     "Every model and version of the repository, with its state",
     _ADMIN,

@@ -34,6 +34,7 @@ from benchmarks.servers import Server
 from service.errors import CATALOGUE
 from tests.conftest import run_cli
 from tests.test_service import metric
+from tests.unit.test_error_codes import expect_http
 from tests.unit.test_errors import GRPC_OF_HTTP
 from tests.user_models import CLASSES, WIDTH, onnx_weights, tiny_onnx
 
@@ -43,22 +44,8 @@ AUTH = {"authorization": f"Bearer {TOKEN}"}
 TIMEOUT_S = 1.0
 BASE_TRIPS = 1500  # ~0.75 s a run here; the warm-up runs it four times
 SIDE = 256
-V2_AS_400 = (406, 415, 422)  # V2 and TF Serving answer these as 400
 HEADER_TIMEOUT_S = 2.0
 MAX_CONNECTIONS = 8
-
-
-def expect_http(response: httpx.Response, code: str, protocol: str = "native") -> dict:
-    """The response is the code's refusal, with the catalogue's status (as the protocol
-    answers it) and a JSON body naming the code."""
-    status = CATALOGUE[code].status
-    if protocol != "native" and status in V2_AS_400:
-        status = 400
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert body["code"] == code, body
-    return body
 
 
 def expect_grpc(raised: pytest.ExceptionInfo, code: str, text: str) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from python_multipart.multipart import parse_options_header
 
-from service.errors import BadRequest
+from service.errors import BadRequest, RequestError
 
 MULTIPART = "multipart/form-data"
 IMAGE_TYPES = ("image/png", "image/jpeg", "application/octet-stream")
@@ -111,5 +111,5 @@ def image_uploads(body: bytes, content_type: str) -> list[Upload]:
     else:
         uploads = [Upload("body", body)] if body else []
     if not uploads:
-        raise BadRequest("empty_batch", "no image in the request", expected="at least one image")
+        raise RequestError("empty_batch", "no image in the request", expected="at least one image")
     return uploads

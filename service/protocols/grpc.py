@@ -170,8 +170,9 @@ def status_of(error: RequestError) -> grpc.StatusCode:
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: RequestError | None) -> None:
-    """Abort with the refusal's catalogued status and its whole reason (``text``); a reply
-    written from no refusal (an internal fault, 500) is INTERNAL."""
+    """Abort with the refusal's catalogued status and its whole reason (``text``); a fault
+    of ours is the catalogue's ``internal`` refusal, so INTERNAL too. A reply of no refusal
+    is one nobody reads (the client gone, 499): INTERNAL, as gRPC cannot send nothing."""
     if error is None:
         await context.abort(grpc.StatusCode.INTERNAL, "internal error")
     # grpc-message travels as a header: HTTP/2 peers refuse headers past 16 KiB (and then

@@ -20,17 +20,29 @@ B = np.array([0.1, -0.2, 0.3], np.float32)
 _namespaces = itertools.count()
 
 
-def affine_onnx(x: str = "x", y: str = "y") -> bytes:
-    """``y = x @ W + b`` as an ONNX graph, batch first."""
+def onnx_model(
+    nodes: list[Any],
+    inputs: dict[str, list[Any]],
+    outputs: dict[str, list[Any]],
+    weights: dict[str, np.ndarray] | None = None,
+    types: dict[str, int] | None = None,
+) -> bytes:
+    """A checked ONNX graph of ``nodes`` as the pinned ONNX Runtime reads it (opset 17, IR
+    8): ``inputs`` and ``outputs`` by name and shape (float32 unless ``types`` says),
+    ``weights`` its initializers."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
+    def info(name: str, shape: list[Any]) -> Any:
+        kind = (types or {}).get(name, TensorProto.FLOAT)
+        return helper.make_tensor_value_info(name, kind, shape)
+
     graph = helper.make_graph(
-        [helper.make_node("MatMul", [x, "w"], ["h"]), helper.make_node("Add", ["h", "b"], [y])],
-        "affine",
-        [helper.make_tensor_value_info(x, TensorProto.FLOAT, ["batch", WIDTH])],
-        [helper.make_tensor_value_info(y, TensorProto.FLOAT, ["batch", CLASSES])],
-        [numpy_helper.from_array(W, "w"), numpy_helper.from_array(B, "b")],
+        nodes,
+        "synthetic",
+        [info(name, shape) for name, shape in inputs.items()],
+        [info(name, shape) for name, shape in outputs.items()],
+        [numpy_helper.from_array(value, name) for name, value in (weights or {}).items()],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8  # what the pinned ONNX Runtime reads
@@ -38,26 +50,52 @@ def affine_onnx(x: str = "x", y: str = "y") -> bytes:
     return model.SerializeToString()
 
 
+def affine_onnx(x: str = "x", y: str = "y") -> bytes:
+    """``y = x @ W + b`` as an ONNX graph, batch first."""
+    from onnx import helper
+
+    return onnx_model(
+        [helper.make_node("MatMul", [x, "w"], ["h"]), helper.make_node("Add", ["h", "b"], [y])],
+        {x: ["batch", WIDTH]},
+        {y: ["batch", CLASSES]},
+        {"w": W, "b": B},
+    )
+
+
 def failing_onnx() -> bytes:
     """``y = x[i, int(x[i, j])]`` (GatherElements on the row itself): zeros, the warm-up's
     feed, answer; a value past the row's 4 places makes ONNX Runtime fail the run ("indices
     element out of data bounds"), a fault of the model the service must answer 500."""
-    import onnx
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph(
+    return onnx_model(
         [
             helper.make_node("Cast", ["x"], ["i"], to=TensorProto.INT64),
             helper.make_node("GatherElements", ["x", "i"], ["y"], axis=1),
         ],
-        "failing",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", WIDTH])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", WIDTH])],
+        {"x": ["batch", WIDTH]},
+        {"y": ["batch", WIDTH]},
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
+
+
+def digits_onnx(x: str = "x", p: str = "p", weights: np.ndarray | None = None) -> bytes:
+    """28x28 pictures to 10 softmax scores, ``p = softmax(reshape(x, 784) @ weights)``: an
+    MNIST-shaped image model (a uniform answer with the default zero weights)."""
+    from onnx import helper
+
+    return onnx_model(
+        [
+            helper.make_node("Reshape", [x, "flat"], ["f"]),
+            helper.make_node("MatMul", ["f", "w"], ["h"]),
+            helper.make_node("Softmax", ["h"], [p], axis=1),
+        ],
+        {x: ["batch", 28, 28]},
+        {p: ["batch", 10]},
+        {
+            "flat": np.array([-1, 784], np.int64),
+            "w": np.zeros((784, 10), np.float32) if weights is None else weights,
+        },
+    )
 
 
 def tensor(name: str, shape: list[int], dtype: str = "float32", **extra: Any) -> dict[str, Any]:

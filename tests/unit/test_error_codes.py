@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 
 import grpc
-import numpy as np
 import pytest
 from PIL import Image
 from tritonclient.grpc import service_pb2 as pb
@@ -21,6 +20,7 @@ from tests.unit.synthetic import (
     WIDTH,
     InProcess,
     affine_onnx,
+    digits_onnx,
     failing_onnx,
     manifest,
     publish,
@@ -32,31 +32,6 @@ from tests.unit.test_errors import GRPC_OF_HTTP
 TOKEN = "unit-admin-token"
 ADMIN = {"authorization": f"Bearer {TOKEN}"}
 LABELS = [f"class {i}" for i in range(10)]
-
-
-def digits_onnx() -> bytes:
-    """``p = softmax(reshape(x, 784) @ 0)``: an MNIST-shaped image model (uniform answer)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    graph = helper.make_graph(
-        [
-            helper.make_node("Reshape", ["x", "flat"], ["f"]),
-            helper.make_node("MatMul", ["f", "w"], ["h"]),
-            helper.make_node("Softmax", ["h"], ["p"], axis=1),
-        ],
-        "digits",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 28, 28])],
-        [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["batch", 10])],
-        [
-            numpy_helper.from_array(np.array([-1, 784], np.int64), "flat"),
-            numpy_helper.from_array(np.zeros((784, 10), np.float32), "w"),
-        ],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +57,8 @@ def service(tmp_path_factory: pytest.TempPathFactory):
 
 
 def expect_http(answer, code: str, protocol: str = "native") -> dict:
+    """The answer is the code's refusal, with the catalogue's status (as the protocol
+    answers it) and a JSON body naming the code (tests/test_error_codes.py uses it too)."""
     status = CATALOGUE[code].status if protocol == "native" else protocol_status(code, protocol)
     assert answer.status_code == status, answer.text
     assert answer.headers["content-type"].startswith("application/json")

@@ -11,25 +11,28 @@ import pytest
 
 from service.errors import RequestError
 from service.inference import require_finite
-from tests.unit.synthetic import WIDTH, InProcess, affine_onnx, manifest, publish, signature, tensor
+from tests.unit.synthetic import (
+    WIDTH,
+    InProcess,
+    affine_onnx,
+    manifest,
+    onnx_model,
+    publish,
+    signature,
+    tensor,
+)
 
 
 def _scale_onnx(output: str, factor: float = 4.0) -> bytes:
     """``output = x * factor``, batch first."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
 
-    graph = helper.make_graph(
+    return onnx_model(
         [helper.make_node("Mul", ["x", "k"], [output])],
-        "scale",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", WIDTH])],
-        [helper.make_tensor_value_info(output, TensorProto.FLOAT, ["batch", WIDTH])],
-        [numpy_helper.from_array(np.array(factor, np.float32), "k")],
+        {"x": ["batch", WIDTH]},
+        {output: ["batch", WIDTH]},
+        {"k": np.array(factor, np.float32)},
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8  # what the pinned ONNX Runtime reads
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
 
 
 def test_require_finite_skips_ood_score_only_when_a_detector_scored() -> None:
@@ -60,19 +63,11 @@ def test_an_unpaired_models_own_ood_score_output_must_be_finite(tmp_path: Path) 
 
 def _sqrt_onnx() -> bytes:
     """A detector that gives NaN for negative inputs: ``r = sqrt(x)``."""
-    import onnx
-    from onnx import TensorProto, helper
+    from onnx import helper
 
-    graph = helper.make_graph(
-        [helper.make_node("Sqrt", ["x"], ["r"])],
-        "sqrt",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", WIDTH])],
-        [helper.make_tensor_value_info("r", TensorProto.FLOAT, ["batch", WIDTH])],
+    return onnx_model(
+        [helper.make_node("Sqrt", ["x"], ["r"])], {"x": ["batch", WIDTH]}, {"r": ["batch", WIDTH]}
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
 
 
 def test_items_the_detector_gives_nan_are_counted_whatever_their_place(tmp_path: Path) -> None:
@@ -106,19 +101,14 @@ def test_items_the_detector_gives_nan_are_counted_whatever_their_place(tmp_path:
 
 def _text_onnx() -> bytes:
     """A "detector" whose graph answers strings, though its manifest says float32."""
-    import onnx
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph(
+    return onnx_model(
         [helper.make_node("Cast", ["x"], ["r"], to=TensorProto.STRING)],
-        "text",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", WIDTH])],
-        [helper.make_tensor_value_info("r", TensorProto.STRING, ["batch", WIDTH])],
+        {"x": ["batch", WIDTH]},
+        {"r": ["batch", WIDTH]},
+        types={"r": TensorProto.STRING},
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
 
 
 def test_a_detector_answer_that_cannot_be_scored_leaves_the_batch_answered(
@@ -258,29 +248,22 @@ def test_a_pairing_that_cannot_be_planned_keeps_no_batch_alive(tmp_path: Path) -
 def _heavy_onnx(hidden: int = 1536) -> bytes:
     """A detector far slower than the model it flags: ``r = (x @ A) @ B @ C``, with a
     ``hidden``-square product (300 MFLOP at batch 64: milliseconds on any CPU)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
 
-    weights = {
-        "a": np.full((WIDTH, hidden), 0.01, np.float32),
-        "b": np.full((hidden, hidden), 1 / hidden, np.float32),
-        "c": np.full((hidden, WIDTH), 0.01, np.float32),
-    }
-    graph = helper.make_graph(
+    return onnx_model(
         [
             helper.make_node("MatMul", ["x", "a"], ["h1"]),
             helper.make_node("MatMul", ["h1", "b"], ["h2"]),
             helper.make_node("MatMul", ["h2", "c"], ["r"]),
         ],
-        "heavy",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", WIDTH])],
-        [helper.make_tensor_value_info("r", TensorProto.FLOAT, ["batch", WIDTH])],
-        [numpy_helper.from_array(value, name) for name, value in weights.items()],
+        {"x": ["batch", WIDTH]},
+        {"r": ["batch", WIDTH]},
+        {
+            "a": np.full((WIDTH, hidden), 0.01, np.float32),
+            "b": np.full((hidden, hidden), 1 / hidden, np.float32),
+            "c": np.full((hidden, WIDTH), 0.01, np.float32),
+        },
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
 
 
 def test_the_offload_decision_counts_the_detector_in_the_batch_job(tmp_path: Path) -> None:

@@ -12,53 +12,29 @@ import numpy as np
 import pytest
 
 from benchmarks.request_path import follow, requests_of
-from tests.unit.synthetic import InProcess, manifest, publish, signature, tensor
+from tests.unit.synthetic import (
+    InProcess,
+    digits_onnx,
+    manifest,
+    onnx_model,
+    publish,
+    signature,
+    tensor,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _digit_classifier() -> bytes:
-    """28x28 pictures to 10 softmax scores: flatten, one dense layer, softmax."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    weights = (np.arange(784 * 10, dtype=np.float32).reshape(784, 10) % 7 - 3) / 100
-    graph = helper.make_graph(
-        [
-            helper.make_node("Reshape", ["image", "flat_shape"], ["flat"]),
-            helper.make_node("MatMul", ["flat", "w"], ["logits"]),
-            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
-        ],
-        "digits_like",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 28, 28])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 10])],
-        [
-            numpy_helper.from_array(np.array([-1, 784], np.int64), "flat_shape"),
-            numpy_helper.from_array(weights, "w"),
-        ],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8  # what the pinned ONNX Runtime reads
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
-
-
 def _halving_detector() -> bytes:
     """28x28 pictures to their half: a "reconstruction" whose error grows with the ink."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
 
-    graph = helper.make_graph(
+    return onnx_model(
         [helper.make_node("Mul", ["image", "half"], ["rebuilt"])],
-        "halving",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 28, 28])],
-        [helper.make_tensor_value_info("rebuilt", TensorProto.FLOAT, ["batch", 28, 28])],
-        [numpy_helper.from_array(np.array(0.5, np.float32), "half")],
+        {"image": ["batch", 28, 28]},
+        {"rebuilt": ["batch", 28, 28]},
+        {"half": np.array(0.5, np.float32)},
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
 
 
 @pytest.mark.parametrize("flagged", [False, True], ids=["plain", "ood-flagged"])
@@ -76,14 +52,17 @@ def test_a_v2_request_passes_through_8_modules_and_nothing_calls_back_up(
         "pictures", signatures={"predict": predict}, labels=list("0123456789"), **pairing
     )
     root = tmp_path / "models"
-    publish(root, described, {"model.onnx": _digit_classifier()})
+    weights = (np.arange(784 * 10, dtype=np.float32).reshape(784, 10) % 7 - 3) / 100
+    publish(root, described, {"model.onnx": digits_onnx("image", "probabilities", weights)})
     if flagged:
         rebuild = signature(
             inputs=[tensor("image", [-1, 28, 28])], outputs=[tensor("rebuilt", [-1, 28, 28])]
         )
         detector = manifest("halving", signatures={"predict": rebuild})
         publish(root, detector, {"model.onnx": _halving_detector()})
-    with InProcess(root) as server:
+    settings = tmp_path / "serving.yaml"  # batches on the followed thread, however loaded
+    settings.write_text("models:\n  pictures:\n    batching: {offload: false}\n")
+    with InProcess(root, SERVING_CONFIG=str(settings)) as server:
         followed = {
             label: follow(ROOT, send, status)
             for label, (send, status) in requests_of(server, "pictures").items()
