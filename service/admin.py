@@ -239,7 +239,7 @@ class SharedState:
         temporary = path.with_suffix(".tmp")
         temporary.write_text(json.dumps(names))
         temporary.replace(path)
-        self._state_seen = path.stat().st_mtime
+        self._seen[STATE_FILE] = path.stat().st_mtime
 
     def write_routing(self, overrides: dict[str, Any]) -> None:
         """The API's labels and traffic by model, for every worker."""
@@ -247,14 +247,14 @@ class SharedState:
         temporary = path.with_suffix(".tmp")
         temporary.write_text(json.dumps(overrides))
         temporary.replace(path)
-        self._routing_seen = path.stat().st_mtime
+        self._seen[ROUTING_FILE] = path.stat().st_mtime
 
     def changed(self) -> bool:
         """Whether either file changed since this worker last read or wrote it."""
         directory = self.state_dir()
-        for name, seen in ((STATE_FILE, self._state_seen), (ROUTING_FILE, self._routing_seen)):
+        for name in (STATE_FILE, ROUTING_FILE):
             try:
-                if (directory / name).stat().st_mtime != seen:
+                if (directory / name).stat().st_mtime != self._seen.get(name):
                     return True
             except OSError:
                 continue

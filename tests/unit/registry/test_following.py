@@ -54,3 +54,22 @@ def test_the_version_policy_chooses_what_is_served(tmp_path: Path, policy, expec
         if expected[3] == 404:
             assert unknown.json()["code"] == "unknown_version"
             assert unknown.json()["expected"].startswith("one of [")
+
+
+def test_the_workers_shared_state_is_seen_by_the_others_only(tmp_path: Path) -> None:
+    """One worker's unload or routing change is seen by the others' once-a-second look
+    (``SharedState.changed``), not by the worker that wrote it; that look raised
+    AttributeError every second once the readers were merged, so no other worker followed
+    an API change until the next repository scan, or ever with ``poll_interval: 0``."""
+    from service.admin import SharedState
+    from service.config import Settings
+
+    writer, other = (SharedState(Settings(state_dir=tmp_path)) for _ in range(2))
+    assert not writer.changed() and not other.changed()  # no state files yet
+    writer.write_routing({"affine": {"labels": {"stable": 1}}})
+    writer.write_unloaded(["affine"])
+    assert not writer.changed(), "its own writes are no change to the writer"
+    assert other.changed()
+    assert other.routing() == {"affine": {"labels": {"stable": 1}}}
+    assert other.unloaded_names() == {"affine"}
+    assert not other.changed(), "both files read: nothing changed since"
