@@ -11,6 +11,7 @@ The API's unloads and routing are written to two small files all workers of the 
 
 from __future__ import annotations
 
+import fcntl
 import hmac
 import json
 import os
@@ -189,6 +190,18 @@ def _checked_routing(changes: dict[str, Any]) -> dict[str, Any]:
 
 STATE_FILE = "unloaded.json"  # the models unloaded through the API
 ROUTING_FILE = "routing.json"  # the repository API's labels and traffic, for every worker
+LOCK_FILE = "state.lock"  # held by a worker while it rewrites either file
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """What changes when a state file is rewritten: its mtime alone may not (the kernel's
+    clock ticks every few milliseconds, and two calls can land in one tick), the new file's
+    inode does (it replaces the old while that still exists)."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_mtime_ns, info.st_ino, info.st_size
 
 
 class SharedState:
@@ -198,7 +211,7 @@ class SharedState:
 
     def __init__(self, config: Settings) -> None:
         self.config = config
-        self._seen: dict[str, float] = {}  # file name -> its mtime when last read
+        self._seen: dict[str, tuple[int, int, int] | None] = {}  # file name -> its last _stamp
 
     def state_dir(self) -> Path:
         """Shared by this server's workers (they have one parent, the arbiter)."""
@@ -218,44 +231,65 @@ class SharedState:
         return found if isinstance(found, dict) else None
 
     def _changed(self, name: str) -> Any:
-        """The JSON in the state file ``name`` when its mtime changed since last read, else
-        None (none yet, unchanged, or unreadable)."""
+        """The JSON in the state file ``name`` when it changed since last read, else None
+        (none yet, unchanged, or unreadable)."""
         path = self.state_dir() / name
-        try:
-            mtime = path.stat().st_mtime
-        except OSError:
+        stamp = _stamp(path)
+        if stamp is None or self._seen.get(name) == stamp:
             return None
-        if self._seen.get(name) == mtime:
-            return None
-        self._seen[name] = mtime
+        self._seen[name] = stamp
         try:
             return json.loads(path.read_text())
         except (OSError, ValueError):
             return None
 
-    def write_unloaded(self, names: list[str]) -> None:
-        """The names of the models unloaded through the API, for every worker."""
-        path = self.state_dir() / STATE_FILE
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(names))
-        temporary.replace(path)
-        self._seen[STATE_FILE] = path.stat().st_mtime
+    def set_unloaded(self, name: str, unloaded: bool) -> None:
+        """Mark model ``name`` unloaded (or loaded again) for every worker."""
 
-    def write_routing(self, overrides: dict[str, Any]) -> None:
-        """The API's labels and traffic by model, for every worker."""
-        path = self.state_dir() / ROUTING_FILE
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(overrides))
-        temporary.replace(path)
-        self._seen[ROUTING_FILE] = path.stat().st_mtime
+        def change(found: Any) -> list[str]:
+            names = {n for n in found if isinstance(n, str)} if isinstance(found, list) else set()
+            (names.add if unloaded else names.discard)(name)
+            return sorted(names)
+
+        self._update(STATE_FILE, change)
+
+    def set_routing(self, name: str, override: dict[str, Any]) -> None:
+        """The API's labels and traffic of model ``name``, for every worker."""
+
+        def change(found: Any) -> dict[str, Any]:
+            return {**(found if isinstance(found, dict) else {}), name: override}
+
+        self._update(ROUTING_FILE, change)
+
+    def _update(self, name: str, change: Any) -> None:
+        """Rewrite the state file ``name`` as ``change`` makes it from what the file holds
+        now, under the state folder's lock: each worker used to write its own whole view, so
+        a call answered by one worker undid another's made less than a poll (a second)
+        before, which it had not read yet (two unloads at once: one model came back)."""
+        directory = self.state_dir()
+        path = directory / name
+        with open(directory / LOCK_FILE, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            before = _stamp(path)
+            try:
+                found = json.loads(path.read_text())
+            except (OSError, ValueError):
+                found = None
+            # A temporary file of this writer's own: two workers shared one name.
+            handle, temporary = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
+            with os.fdopen(handle, "w") as out:
+                json.dump(change(found), out)
+            os.replace(temporary, path)
+            # What another worker wrote since this one last read is still to be read (and
+            # applied by the next look), unless there was nothing new.
+            if self._seen.get(name) == before:
+                self._seen[name] = _stamp(path)
 
     def changed(self) -> bool:
         """Whether either file changed since this worker last read or wrote it."""
         directory = self.state_dir()
         for name in (STATE_FILE, ROUTING_FILE):
-            try:
-                if (directory / name).stat().st_mtime != self._seen.get(name):
-                    return True
-            except OSError:
-                continue
+            stamp = _stamp(directory / name)
+            if stamp is not None and stamp != self._seen.get(name):
+                return True
         return False

@@ -357,9 +357,6 @@ class Registry(Lookup):
         for name in names - set(self.models):
             self._model(name).unloaded = True
 
-    def _write_state_file(self) -> None:
-        self.shared.write_unloaded(sorted(n for n, m in self.models.items() if m.unloaded))
-
     async def load(self, name: str) -> ServedModel:
         """The repository API's load: the policy's versions of ``name``, now (failed ones
         are tried again). Raises RequestError when none could be made ready."""
@@ -383,7 +380,7 @@ class Registry(Lookup):
             for loaded in model.versions.values():
                 if loaded.state == FAILED:
                     loaded.stamp = (-1, -1)  # differs from any real stamp: try again
-            self._write_state_file()
+            self.shared.set_unloaded(name, False)
             await self._refresh(only=name)
         if model.latest() is None:
             raise RequestError(
@@ -397,7 +394,7 @@ class Registry(Lookup):
         model = self.find(name)
         async with self._lock:
             model.unloaded = True
-            self._write_state_file()
+            self.shared.set_unloaded(name, True)
             for number, loaded in model.versions.items():
                 if loaded.state == READY:
                     loaded.retire()
@@ -468,7 +465,7 @@ class Registry(Lookup):
             model.override = override
             model.apply()
             self._overrides[name] = override
-            self.shared.write_routing(self._overrides)
+            self.shared.set_routing(name, override)
         return model
 
     def close(self) -> None:

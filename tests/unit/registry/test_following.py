@@ -66,10 +66,37 @@ def test_the_workers_shared_state_is_seen_by_the_others_only(tmp_path: Path) -> 
 
     writer, other = (SharedState(Settings(state_dir=tmp_path)) for _ in range(2))
     assert not writer.changed() and not other.changed()  # no state files yet
-    writer.write_routing({"affine": {"labels": {"stable": 1}}})
-    writer.write_unloaded(["affine"])
+    writer.set_routing("affine", {"labels": {"stable": 1}})
+    writer.set_unloaded("affine", True)
     assert not writer.changed(), "its own writes are no change to the writer"
     assert other.changed()
     assert other.routing() == {"affine": {"labels": {"stable": 1}}}
     assert other.unloaded_names() == {"affine"}
     assert not other.changed(), "both files read: nothing changed since"
+
+
+def test_two_workers_changes_made_at_once_are_both_kept(tmp_path: Path) -> None:
+    """A worker that changes the state before it read another's change (less than a second
+    after it) adds to that change, and still reads it: each wrote its own whole view before,
+    so an unload answered by one worker undid the other's unload made just before."""
+    from service.admin import SharedState
+    from service.config import Settings
+
+    first, second = (SharedState(Settings(state_dir=tmp_path)) for _ in range(2))
+    first.set_unloaded("affine", True)
+    first.set_routing("affine", {"labels": {"stable": 1}})
+    second.set_unloaded("other", True)  # before its once-a-second look read first's
+    second.set_routing("other", {"traffic": {"1": 100}})
+    assert second.changed(), "first's changes are still to be read by second"
+    assert second.unloaded_names() == {"affine", "other"}
+    assert second.routing() == {
+        "affine": {"labels": {"stable": 1}},
+        "other": {"traffic": {"1": 100}},
+    }
+    assert first.changed() and first.unloaded_names() == {"affine", "other"}
+    assert set(first.routing() or {}) == {"affine", "other"}
+    first.set_unloaded("affine", False)
+    assert not first.changed()
+    assert second.changed() and second.unloaded_names() == {"other"}
+    leftovers = sorted(p.name for p in tmp_path.iterdir())
+    assert leftovers == ["routing.json", "state.lock", "unloaded.json"], leftovers
