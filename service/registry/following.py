@@ -261,8 +261,7 @@ class Registry(Lookup):
             # Availability first: a dropped version serves on until a wanted one is ready
             # (unless the model left the repository or was unloaded on purpose).
             if loaded.state == READY and (ready_wanted or not present or model.unloaded):
-                loaded.retire()
-                self._event(model.name, number, "unloaded")
+                self._retired(model.name, loaded)
             if number not in present and loaded.state in (FAILED, UNLOADED):
                 del model.versions[number]  # gone from the repository: forgotten
         model.settle()
@@ -328,9 +327,16 @@ class Registry(Lookup):
 
     def _event(self, model: str, number: int, event: str) -> None:
         self.metrics.model_events.labels(model, event).inc()
-        if event == "unloaded":
-            self.metrics.model_info.labels(model, str(number), "", "").set(0)
-            self.metrics.model_serving_since.labels(model, str(number)).set(0)
+
+    def _retired(self, model: str, loaded: Loaded) -> None:
+        """A ready version stops taking requests: its info series (the one its load set to
+        1, with its backend and provider: a series with empty ones left that at 1, so every
+        retired version still showed as loaded) and its serving-since go to 0."""
+        loaded.retire()
+        self._event(model, loaded.number, "unloaded")
+        number = str(loaded.number)
+        self.metrics.model_info.labels(model, number, loaded.backend, loaded.provider).set(0)
+        self.metrics.model_serving_since.labels(model, number).set(0)
 
     def _index(self) -> None:
         """Settle every model after the served models changed, and name them for V2."""
@@ -395,10 +401,9 @@ class Registry(Lookup):
         async with self._lock:
             model.unloaded = True
             self.shared.set_unloaded(name, True)
-            for number, loaded in model.versions.items():
+            for loaded in model.versions.values():
                 if loaded.state == READY:
-                    loaded.retire()
-                    self._event(name, number, "unloaded")
+                    self._retired(name, loaded)
             model.settle()
             self.metrics.model_ready.labels(name).set(0)
             self._index()
