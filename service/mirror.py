@@ -17,12 +17,15 @@ verified versions its cache already holds, or is not ready, saying why.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
 import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,7 @@ from service.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 ETAG_SUFFIX = ".etag"  # beside each cached version: the manifest ETag it was copied at
+LOCK_FILE = ".lock"  # held while one worker copies into the cache or evicts from it
 STALE_PARTIAL_S = 3600  # a half-copied folder this old was left by a process that died
 
 
@@ -163,7 +167,7 @@ class Mirror:
         directory = self.cache_dir / name / str(number)
         etag = self.stamps.get((name, number))
         marker = directory.parent / f".{number}{ETAG_SUFFIX}"
-        with self._lock:
+        with self._lock, self._shared_lock():
             if directory.is_dir() and (etag is None or _read(marker) == etag):
                 return directory  # verified when copied; the load verifies it again
             if etag is None:
@@ -185,6 +189,17 @@ class Mirror:
             logger.info("copied %s/%s/%d into the cache", self.remote.url, name, number)
             return directory
 
+    @contextlib.contextmanager
+    def _shared_lock(self) -> Iterator[None]:
+        """The cache folder's lock, held by one process (worker) at a time while it copies
+        or evicts: the workers of a server share the cache, and without it each copied
+        every new version itself (N downloads for N workers), counted the others' copies in
+        progress against the cache's bound (a version refused as too large at random), and
+        replaced the folder another worker was loading from."""
+        with open(self.cache_dir / LOCK_FILE, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            yield
+
     # -- the cache ------------------------------------------------------------------------------
 
     def size(self, excluding: Path | None = None) -> int:
@@ -202,7 +217,7 @@ class Mirror:
         is for the other workers sharing the cache: one whose last scan is older may not
         know yet of a version another has just copied and is loading."""
         now = time.time()
-        with self._lock:
+        with self._lock, self._shared_lock():
             for model_dir in [p for p in self.cache_dir.iterdir() if p.is_dir()]:
                 for entry in list(model_dir.iterdir()):
                     if entry.name.startswith(".partial-"):
