@@ -190,15 +190,20 @@ class Mirror:
             return directory
 
     @contextlib.contextmanager
-    def _shared_lock(self) -> Iterator[None]:
+    def _shared_lock(self, wait: bool = True) -> Iterator[bool]:
         """The cache folder's lock, held by one process (worker) at a time while it copies
         or evicts: the workers of a server share the cache, and without it each copied
         every new version itself (N downloads for N workers), counted the others' copies in
         progress against the cache's bound (a version refused as too large at random), and
-        replaced the folder another worker was loading from."""
-        with open(self.cache_dir / LOCK_FILE, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-            yield
+        replaced the folder another worker was loading from. Yields whether it is held
+        (``wait=False``: not when another worker holds it)."""
+        with open(self.cache_dir / LOCK_FILE, "a") as lock:  # released when it closes
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            yield True
 
     # -- the cache ------------------------------------------------------------------------------
 
@@ -217,7 +222,9 @@ class Mirror:
         is for the other workers sharing the cache: one whose last scan is older may not
         know yet of a version another has just copied and is loading."""
         now = time.time()
-        with self._lock, self._shared_lock():
+        with self._lock, self._shared_lock(wait=False) as held:
+            if not held:  # another worker is copying (a large model: minutes): next scan
+                return
             for model_dir in [p for p in self.cache_dir.iterdir() if p.is_dir()]:
                 for entry in list(model_dir.iterdir()):
                     if entry.name.startswith(".partial-"):
