@@ -25,6 +25,7 @@ version is new or republished.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -110,6 +111,29 @@ class Listing:
             if repository.valid_name(name) and repository.valid_version(number):
                 found.setdefault(name, {})[int(number)] = info.etag
         return found
+
+    def version_stamps(self) -> dict[tuple[str, int], str]:
+        """(model, published version) -> what changes when any object of the version does:
+        its manifest's ETag, and a digest of every object's key, size and ETag below it. The
+        manifest's alone missed a file that arrives after it (a copy tool uploading in any
+        order): the version, refused as incomplete, stayed refused once whole."""
+        published = self.versions()
+        found: dict[tuple[str, int], list[str]] = {}
+        for key, info in self.objects.items():
+            parts = key.split("/", 2)
+            if len(parts) == 3 and repository.valid_version(parts[1]):
+                number = int(parts[1])
+                if number in published.get(parts[0], {}):
+                    found.setdefault((parts[0], number), []).append(
+                        f"{key}\0{info.size}\0{info.etag}"
+                    )
+        return {
+            (name, number): etag
+            + "+"
+            + hashlib.sha256("\n".join(sorted(found[(name, number)])).encode()).hexdigest()[:16]
+            for name, versions in published.items()
+            for number, etag in versions.items()
+        }
 
     def numbers_used(self, name: str) -> set[int]:
         """Every number under ``name/`` with any object, manifest or not (an upload cut

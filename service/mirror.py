@@ -35,7 +35,7 @@ from modelspec.storage import Listing, Remote, StorageError
 from service.metrics import Metrics
 
 logger = logging.getLogger(__name__)
-ETAG_SUFFIX = ".etag"  # beside each cached version: the manifest ETag it was copied at
+ETAG_SUFFIX = ".etag"  # beside each cached version: its stamp when copied (Listing.version_stamps)
 LOCK_FILE = ".lock"  # held while one worker copies into the cache or evicts from it
 STALE_PARTIAL_S = 3600  # a half-copied folder this old was left by a process that died
 
@@ -100,12 +100,9 @@ class Mirror:
         self.metrics.repository_up.labels(self.remote.url).set(1)
         self.metrics.repository_polls.labels(self.remote.url, "ok").inc()
         published: dict[str, dict[int, Path]] = {}
-        stamps = {}
-        for name, versions in listing.versions().items():
-            for number, etag in versions.items():
-                published.setdefault(name, {})[number] = self.cache_dir / name / str(number)
-                stamps[(name, number)] = etag
-        self.stamps = stamps
+        self.stamps = listing.version_stamps()
+        for name, number in self.stamps:
+            published.setdefault(name, {})[number] = self.cache_dir / name / str(number)
         return published
 
     def _failed(self, error: str) -> None:
@@ -151,7 +148,8 @@ class Mirror:
         return True, data
 
     def stamp(self, name: str, number: int) -> Any:
-        """What changes when the version is published again: its manifest's ETag."""
+        """What changes when the version is published again, or a file of it arrives late:
+        its manifest's ETag and a digest of its objects (``Listing.version_stamps``)."""
         return self.stamps.get((name, number), "cached")
 
     @property

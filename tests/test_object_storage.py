@@ -383,6 +383,35 @@ def test_a_replica_follows_s3_verifies_every_version_and_survives_an_outage(
         # Retired versions leave the cache (after the grace other workers get).
         wait_for(lambda: not (cache / "tiny" / "4").exists(), 30, "version 4 evicted")
 
+        # A version copied by a tool that uploads in any order (`aws s3 cp --recursive`): its
+        # manifest before one of its files. Refused while the file is missing, served once it
+        # arrives (the failure was kept until the manifest itself changed: never, here).
+        early = dict(json.loads(bytes(obstore.get(remote.store, "tiny/1/manifest.json").bytes())))
+        early["version"] = 10
+        obstore.put(remote.store, "tiny/10/manifest.json", json.dumps(early).encode())
+        obstore.put(
+            remote.store,
+            "tiny/10/model_card.md",
+            obstore.get(remote.store, "tiny/1/model_card.md").bytes(),
+        )
+        wait_for(
+            lambda: any(
+                v["version"] == 10 and v["state"] == "failed" and "missing" in v["reason"]
+                for v in served(client)["models"][0]["versions"]
+            ),
+            60,
+            "version 10 refused while a file is missing",
+        )
+        obstore.put(
+            remote.store,
+            "tiny/10/model.onnx",
+            obstore.get(remote.store, "tiny/1/model.onnx").bytes(),
+        )
+        wait_for(lambda: infer(client) == ("10", 2.0), 60, "version 10 served once whole")
+        for key in [k for k in remote.list().objects if k.startswith("tiny/10/")]:
+            obstore.delete(remote.store, key)
+        wait_for(lambda: infer(client) == ("1", 2.0), 60, "rolled back to version 1 again")
+
         # The store goes away: the replica serves on, stays ready, and says why.
         moto.stop()
         wait_for(lambda: served(client)["repository"]["error"], 30, "the outage reported")
