@@ -31,7 +31,9 @@ from PIL import Image
 PROTOCOL_MODULES = ("service/native.py", "service/protocols/")
 
 
-def follow(root: Path, send: Callable[[], Any]) -> tuple[list[str], list[str], int, int]:
+def follow(
+    root: Path, send: Callable[[], Any], status: int = 200
+) -> tuple[list[str], list[str], int, int]:
     send()  # warm: adapters built, memos filled
     modules: set[str] = set()
     onward: set[str] = set()  # modules the request passes through: they call another one
@@ -62,13 +64,14 @@ def follow(root: Path, send: Callable[[], Any]) -> tuple[list[str], list[str], i
         response = send()
     finally:
         sys.setprofile(None)
-    assert response.status_code == 200, response.text
+    assert response.status_code == status, response.text
     return sorted(modules), sorted(onward), counts["calls"], counts["up"]
 
 
-def requests_of(server: Any, model: str = "digits") -> dict[str, Callable[[], Any]]:
-    """The two requests followed, for an ``InProcess`` server serving ``model`` (an image
-    classifier of 28x28 pictures, as digits)."""
+def requests_of(server: Any, model: str = "digits") -> dict[str, tuple[Callable[[], Any], int]]:
+    """The requests followed and the status each gets, for an ``InProcess`` server serving
+    ``model`` (an image classifier of 28x28 pictures, as digits): V2 JSON and a PNG, each
+    answered and refused (a refusal is written by the protocol: its own path down)."""
     picture = io.BytesIO()
     pixels = (np.arange(784) % 255).astype("uint8").reshape(28, 28)
     Image.fromarray(pixels).save(picture, "PNG")
@@ -85,11 +88,21 @@ def requests_of(server: Any, model: str = "digits") -> dict[str, Callable[[], An
         ],
         "outputs": [{"name": meta["outputs"][0]["name"]}],
     }
+    wrong = {"inputs": [{**body["inputs"][0], "shape": [1, 27, 29]}]}
     v2, native = f"/v2/models/{model}/infer", f"/{model}/predict"
     return {
-        f"V2 JSON {v2}": lambda: server.request("POST", v2, json=body),
-        f"native PNG {native}": lambda: server.request(
-            "POST", native, files={"image": ("d.png", picture.getvalue())}
+        f"V2 JSON {v2}": (lambda: server.request("POST", v2, json=body), 200),
+        f"native PNG {native}": (
+            lambda: server.request("POST", native, files={"image": ("d.png", picture.getvalue())}),
+            200,
+        ),
+        f"V2 JSON {v2}, refused (wrong shape)": (
+            lambda: server.request("POST", v2, json=wrong),
+            400,
+        ),
+        f"native PNG {native}, refused (not an image)": (
+            lambda: server.request("POST", native, files={"image": ("d.png", b"not a png")}),
+            415,
         ),
     }
 
@@ -109,8 +122,8 @@ def main() -> None:
         if (args.repository / model).is_dir():
             shutil.copytree(args.repository / model, repository / model)
     with InProcess(repository) as server:
-        for label, send in requests_of(server).items():
-            modules, onward, calls, up = follow(root, send)
+        for label, (send, status) in requests_of(server).items():
+            modules, onward, calls, up = follow(root, send, status)
             print(f"{label}: {len(modules)} modules, {calls} calls, {up} call-backs up")
             print("   ", " ".join(m.removeprefix("service/") for m in modules))
             print(f"  passing through {len(onward)} (the others are called and return):")

@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import ClassVar
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE = "service.service:KerasModels"
@@ -43,6 +44,8 @@ class Server:
     other server sharing that home.
     """
 
+    started: ClassVar[list[Server]] = []  # every one this process started, in order
+
     def __init__(
         self,
         target: str = SERVICE,
@@ -66,6 +69,11 @@ class Server:
         if "BENTOML_HOME" not in (env or {}):
             self._own_home = tempfile.mkdtemp(prefix="bentoml-home-")
             self.env["BENTOML_HOME"] = self._own_home
+        # Always a log: the tests read every server's for tracebacks (tests/conftest.py).
+        if log is None:
+            handle, name = tempfile.mkstemp(prefix="serve-", suffix=".log")
+            os.close(handle)
+            log = Path(name)
         self.log_path = log
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -74,15 +82,16 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> Server:
-        log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", self.target, "--port", str(self.port)],
-            cwd=self.cwd,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        Server.started.append(self)
+        with open(self.log_path, "wb") as log:  # the child keeps its own copy
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "bentoml", "serve", self.target, "--port", str(self.port)],
+                cwd=self.cwd,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         return self
 
     def wait_until(self, path: str, status: int = 200, timeout: float = 600.0) -> float:

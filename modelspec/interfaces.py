@@ -33,6 +33,15 @@ ANSWERS: dict[str, str] = {
     "image": "each item as a 28x28 image: floats, or PNG",
 }
 TENSOR = "tensor"
+# How drift reads each input kind's items (``modelspec.reference``'s extractors): as pictures
+# (brightness, contrast, ink), as the record fields behind the encoding, or (None) by size:
+# a column per value up to ``COLUMN_LIMIT`` values an item, summarised as a picture above.
+DRIFT_FEATURES: dict[str, str | None] = {
+    "tensor": None,
+    "mnist_image": "image",
+    "rgb_photo": "image",
+    "bank_record": "bank_record",
+}
 
 # Manifests written before interfaces were recorded: the four seed models' own.
 LEGACY: dict[tuple[str, str], tuple[str, str]] = {

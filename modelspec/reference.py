@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from modelspec.interfaces import DRIFT_FEATURES
+
 REFERENCE_FILE = "reference.json"
 FORMAT = 1
 COLUMN_LIMIT = 32  # more values per item than this: summarised as an image
@@ -78,11 +80,12 @@ def categorical_feature(indices: np.ndarray, categories: Sequence[str]) -> dict[
 
 
 def extractor_kind(input_kind: str, item_size: int) -> str:
-    if input_kind == "bank_record":
-        return "bank_record"
-    if input_kind in ("mnist_image", "rgb_photo") or item_size > COLUMN_LIMIT:
-        return "image"
-    return "columns"
+    """The features drift keeps of a signature's items: what its input kind declares
+    (``modelspec.interfaces.DRIFT_FEATURES``), else by the item's size."""
+    declared = DRIFT_FEATURES.get(input_kind)
+    if declared is not None:
+        return declared
+    return "image" if item_size > COLUMN_LIMIT else "columns"
 
 
 def build(

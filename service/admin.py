@@ -16,6 +16,8 @@ import hmac
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -190,18 +192,6 @@ def _checked_routing(changes: dict[str, Any]) -> dict[str, Any]:
 
 STATE_FILE = "unloaded.json"  # the models unloaded through the API
 ROUTING_FILE = "routing.json"  # the repository API's labels and traffic, for every worker
-LOCK_FILE = "state.lock"  # held by a worker while it rewrites either file
-
-
-def _stamp(path: Path) -> tuple[int, int, int] | None:
-    """What changes when a state file is rewritten: its mtime alone may not (the kernel's
-    clock ticks every few milliseconds, and two calls can land in one tick), the new file's
-    inode does (it replaces the old while that still exists)."""
-    try:
-        info = path.stat()
-    except OSError:
-        return None
-    return info.st_mtime_ns, info.st_ino, info.st_size
 
 
 class SharedState:
@@ -211,7 +201,7 @@ class SharedState:
 
     def __init__(self, config: Settings) -> None:
         self.config = config
-        self._seen: dict[str, tuple[int, int, int] | None] = {}  # file name -> its last _stamp
+        self._seen: dict[str, float] = {}  # file name -> its mtime when last read
 
     def state_dir(self) -> Path:
         """Shared by this server's workers (they have one parent, the arbiter)."""
@@ -231,65 +221,77 @@ class SharedState:
         return found if isinstance(found, dict) else None
 
     def _changed(self, name: str) -> Any:
-        """The JSON in the state file ``name`` when it changed since last read, else None
-        (none yet, unchanged, or unreadable)."""
+        """The JSON in the state file ``name`` when its mtime changed since last read, else
+        None (none yet, unchanged, or unreadable)."""
         path = self.state_dir() / name
-        stamp = _stamp(path)
-        if stamp is None or self._seen.get(name) == stamp:
+        try:
+            mtime = path.stat().st_mtime
+        except OSError:
             return None
-        self._seen[name] = stamp
+        if self._seen.get(name) == mtime:
+            return None
+        self._seen[name] = mtime
         try:
             return json.loads(path.read_text())
         except (OSError, ValueError):
             return None
 
-    def set_unloaded(self, name: str, unloaded: bool) -> None:
-        """Mark model ``name`` unloaded (or loaded again) for every worker."""
-
-        def change(found: Any) -> list[str]:
+    def update_unloaded(self, name: str, unloaded: bool) -> None:
+        """Mark ``name`` unloaded through the API (or loaded again), for every worker."""
+        with self._locked():
+            found = self._read(STATE_FILE)
             names = {n for n in found if isinstance(n, str)} if isinstance(found, list) else set()
-            (names.add if unloaded else names.discard)(name)
-            return sorted(names)
+            if unloaded:
+                names.add(name)
+            else:
+                names.discard(name)
+            self._write(STATE_FILE, sorted(names))
 
-        self._update(STATE_FILE, change)
+    def update_routing(self, name: str, override: dict[str, Any]) -> None:
+        """The API's labels and traffic of ``name``, for every worker."""
+        with self._locked():
+            found = self._read(ROUTING_FILE)
+            overrides = found if isinstance(found, dict) else {}
+            overrides[name] = override
+            self._write(ROUTING_FILE, overrides)
 
-    def set_routing(self, name: str, override: dict[str, Any]) -> None:
-        """The API's labels and traffic of model ``name``, for every worker."""
+    # Each update is read, changed and written under a lock the workers share: a worker
+    # that wrote its whole view of the file undid a call another worker took since its last
+    # poll (two unloads a few ms apart on two workers kept one, 5 tries in 6).
 
-        def change(found: Any) -> dict[str, Any]:
-            return {**(found if isinstance(found, dict) else {}), name: override}
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        with open(self.state_dir() / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # held for one small read and write
+            yield
 
-        self._update(ROUTING_FILE, change)
+    def _read(self, name: str) -> Any:
+        try:
+            return json.loads((self.state_dir() / name).read_text())
+        except (OSError, ValueError):
+            return None
 
-    def _update(self, name: str, change: Any) -> None:
-        """Rewrite the state file ``name`` as ``change`` makes it from what the file holds
-        now, under the state folder's lock: each worker used to write its own whole view, so
-        a call answered by one worker undid another's made less than a poll (a second)
-        before, which it had not read yet (two unloads at once: one model came back)."""
-        directory = self.state_dir()
-        path = directory / name
-        with open(directory / LOCK_FILE, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-            before = _stamp(path)
-            try:
-                found = json.loads(path.read_text())
-            except (OSError, ValueError):
-                found = None
-            # A temporary file of this writer's own: two workers shared one name.
-            handle, temporary = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
-            with os.fdopen(handle, "w") as out:
-                json.dump(change(found), out)
-            os.replace(temporary, path)
-            # What another worker wrote since this one last read is still to be read (and
-            # applied by the next look), unless there was nothing new.
-            if self._seen.get(name) == before:
-                self._seen[name] = _stamp(path)
+    def _write(self, name: str, document: Any) -> None:
+        """Write the state file ``name``; it counts as read only when no other worker wrote
+        it since this one last read it (else the next poll applies what they changed)."""
+        path = self.state_dir() / name
+        try:
+            before = path.stat().st_mtime
+        except OSError:
+            before = None
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(document))
+        temporary.replace(path)
+        if before == self._seen.get(name):
+            self._seen[name] = path.stat().st_mtime
 
     def changed(self) -> bool:
         """Whether either file changed since this worker last read or wrote it."""
         directory = self.state_dir()
         for name in (STATE_FILE, ROUTING_FILE):
-            stamp = _stamp(directory / name)
-            if stamp is not None and stamp != self._seen.get(name):
-                return True
+            try:
+                if (directory / name).stat().st_mtime != self._seen.get(name):
+                    return True
+            except OSError:
+                continue
         return False

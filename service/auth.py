@@ -642,7 +642,9 @@ class GrpcGuard(grpc.aio.ServerInterceptor):
 
         async def checked(request: Any, context: Any) -> Any:
             headers = {k.lower(): v for k, v in (context.invocation_metadata() or ())}
-            model = getattr(request, field_name) if field_name else None
+            # An undecodable message (``grpc.Undecodable``) names no model: the caller is
+            # checked all the same, then the servicer refuses the bytes (INVALID_ARGUMENT).
+            model = getattr(request, field_name, None) if field_name else None
             try:
                 guard.check(headers, model)
             except RequestError as error:

@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from modelspec import storage
+from service.inputs.numbers import ascii_int
 
 PREFIX = "SERVING_"
 
@@ -144,7 +145,9 @@ def check_routing(
             raise ValueError(f"label {label!r}: version {number} is not a version (>= 1)")
 
     def target(text: str, where: str) -> None:
-        if text not in labels and not (text.isascii() and text.isdigit() and int(text) >= 1):
+        # ascii_int: digits only, at most 18 of them (int() of thousands raised its own
+        # "Exceeds the limit (4300 digits)" message)
+        if text not in labels and not (ascii_int(text) or 0) >= 1:
             raise ValueError(
                 f"{where} {text[:70]!r} is neither a label of {sorted(labels)} nor a version"
             )

@@ -194,9 +194,10 @@ def _metric_labels(runtime: Runtime, call: Call) -> tuple[str, str, str]:
 
 class Serving:
     """One inference request in progress, as ``async with``: request id, metrics, trace and
-    deadline from the start; on the way out, whatever was raised becomes the protocol's
-    refusal (``Call.errors``) and ``reply`` is the answer. Between, the protocol calls the
-    steps in order: ``read``, its own decoding within ``decoding()``, ``run``, ``answer``."""
+    deadline from the start; on the way out, whatever was raised becomes the ``refusal``
+    (or a 500 ``reply``), and ``finish`` stamps and counts the answer. Between, the protocol
+    calls the steps in order: ``read``, its own decoding within ``decoding()``, ``run``,
+    ``answer``."""
 
     __slots__ = (
         "admitted",
@@ -210,6 +211,7 @@ class Serving:
         "outputs",
         "ran",
         "recorder",
+        "refusal",
         "reply",
         "request",
         "rid",
@@ -239,6 +241,7 @@ class Serving:
         self.loaded: Any = None
         self.admitted = False
         self.reply: Reply | None = None
+        self.refusal: RequestError | None = None  # why the request is refused, if it is
 
     async def __aenter__(self) -> Serving:
         return self
@@ -349,7 +352,9 @@ class Serving:
         self.reply = reply
 
     async def __aexit__(self, kind: Any, error: BaseException | None, tb: Any) -> bool:
-        """Client errors become 4xx JSON, nothing escapes as a crash."""
+        """What the steps raised becomes the way out, nothing escapes as a crash: a client's
+        error is the ``refusal`` the protocol writes (``serve``, with ``Call.errors``), a
+        fault of ours a 500 that names no path and no traceback."""
         runtime, call, recorder, traced = self.runtime, self.call, self.recorder, self.traced
         if self.admitted:
             runtime.in_flight -= 1
@@ -372,31 +377,35 @@ class Serving:
                 status=504,
             )
         if error is None:
-            reply = self.reply
-            assert reply is not None  # the protocol answered
+            assert self.reply is not None  # the protocol answered
         elif isinstance(error, RequestError):
             recorder.refused(error.code, error.status)
             logger.info(
                 "%s %s refused: %s (%s)", call.label, error.status, error.code, error.message
             )
-            reply = call.errors(error)
+            self.refusal = error
         elif isinstance(error, ClientGone):
-            reply = Reply(b"", status=499)  # nobody is listening; counted, not sent
+            self.reply = Reply(b"", status=499)  # nobody is listening; counted, not sent
         elif isinstance(error, Exception):
             logger.error("%s failed", call.label, exc_info=error)
-            reply = json_reply({"error": "internal error", "request_id": self.rid}, status=500)
+            self.reply = json_reply({"error": "internal error", "request_id": self.rid}, status=500)
         else:
             return False
+        return True
+
+    def finish(self, reply: Reply) -> Reply:
+        """The answer as it leaves, whichever it is: its request id and trace header, and
+        its status counted and logged."""
         reply.headers["x-request-id"] = self.rid
+        traced = self.traced
         if traced is not None:
             reply.headers["traceparent"] = traced.traceparent()
             traced.finish(reply.status)
         elapsed = time.perf_counter() - self.started
-        recorder.answered(reply.status, elapsed)
-        if runtime.config.access_log:
-            logger.info("%s %d %.2f ms", call.label, reply.status, elapsed * 1000)
-        self.reply = reply
-        return True
+        self.recorder.answered(reply.status, elapsed)
+        if self.runtime.config.access_log:
+            logger.info("%s %d %.2f ms", self.call.label, reply.status, elapsed * 1000)
+        return reply
 
 
 def _is_json(body: bytes) -> bool:

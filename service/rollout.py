@@ -49,6 +49,7 @@ from service.config import ModelConfig, ModelFileConfig, check_routing
 from service.monitoring.names import OOD_OUTPUTS
 
 if TYPE_CHECKING:
+    from service.batching import Batcher
     from service.descriptor import Version
     from service.metrics import Metrics
     from service.registry.lookup import Loaded, ServedModel
@@ -300,7 +301,7 @@ class Shadows:
             return
         target = model.versions.get(routing.shadow_version)
         stats = self.pair(model.name, live.number, routing.shadow_version)
-        batcher = target.batchers.get(signature) if target is not None else None
+        batcher = target.shadow_batcher(signature) if target is not None else None
         reason = None
         if target is None or target.version is None or batcher is None:
             reason = "unavailable"
@@ -314,7 +315,7 @@ class Shadows:
         self.in_flight += 1
         target.begin()
         task = asyncio.get_running_loop().create_task(
-            self._run(model.name, live, target, signature, feed, outputs, stats)
+            self._run(model.name, live, target, batcher, signature, feed, outputs, stats)
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -324,6 +325,7 @@ class Shadows:
         model: str,
         live: Loaded,
         target: Loaded,
+        batcher: Batcher,
         signature: str,
         feed: dict[str, np.ndarray],
         outputs: dict[str, np.ndarray],
@@ -332,7 +334,7 @@ class Shadows:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.timeout_s):
-                ran = await target.batchers[signature].infer(feed)
+                ran = await batcher.infer(feed)
             assert live.version is not None and target.version is not None
             self._compare(live, target, signature, outputs, ran.outputs, stats)
             stats.compared += 1

@@ -82,7 +82,7 @@ async def model_file(
     """A served version's model card or one of its plots: only files its manifest lists."""
     try:
         model = runtime.registry.find(name)
-        number = model.number_of(version_number(version) or -1)  # a number or a label
+        number = model.number_of(version_number(version) or 0)  # a number or a label
         loaded = model.versions.get(number)
         if loaded is None or loaded.state != READY or loaded.version is None:
             raise model.unknown_version(number)

@@ -267,3 +267,58 @@ def service_url(service) -> str:
 @pytest.fixture(scope="session")
 def grpc_url(service) -> str:
     return f"127.0.0.1:{service.grpc_port}"
+
+
+# Every server a test starts (benchmarks.servers.Server) is read for tracebacks when its test
+# file ends: an exception in a background loop (a poll that raises every second) answers no
+# request wrongly, so no request-level assert sees it. A file that provokes one on purpose
+# lists a fragment of each expected traceback's last line in ``EXPECTED_TRACEBACKS``.
+_log_read_to: dict[Path, int] = {}
+
+
+def new_tracebacks() -> list[str]:
+    """The tracebacks written to any started server's log since the last call: each as its
+    log's name, its last line, and the lines leading to it."""
+    from benchmarks.servers import Server
+
+    found = []
+    for server in Server.started:
+        path = server.log_path
+        if not path.is_file():
+            continue
+        start = _log_read_to.get(path, 0)
+        if path.stat().st_size < start:  # started again: a new log
+            start = 0
+        with open(path, "rb") as log:
+            log.seek(start)
+            text = log.read()
+        _log_read_to[path] = start + len(text)
+        lines = text.decode(errors="replace").splitlines()
+        for i, line in enumerate(lines):
+            if not line.startswith("Traceback (most recent call last):"):
+                continue
+            end = i + 1
+            while end < len(lines) and (not lines[end].strip() or lines[end][0] in " \t"):
+                end += 1
+            last = lines[end] if end < len(lines) else "(cut off)"
+            found.append(f"{path}: {last}\n" + "\n".join(lines[max(i - 1, end - 12) : end + 1]))
+    return found
+
+
+@pytest.fixture(autouse=True, scope="module")
+def servers_log_no_unexpected_traceback(request: pytest.FixtureRequest):
+    yield
+    expected = getattr(request.module, "EXPECTED_TRACEBACKS", ())
+    found = [t for t in new_tracebacks() if not any(e in t.split("\n", 1)[0] for e in expected)]
+    if not found:
+        return
+    report = os.environ.get("TEST_SERVER_TRACEBACKS_REPORT")
+    if report:  # collect them all, failing nothing (finding which files need a list)
+        with open(report, "a") as out:
+            out.write(f"== {request.module.__name__}\n" + "\n\n".join(found) + "\n")
+        return
+    pytest.fail(
+        f"{len(found)} unexpected traceback(s) in the logs of servers this file started:\n\n"
+        + "\n\n".join(found[:5]),
+        pytrace=False,
+    )

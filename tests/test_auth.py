@@ -48,6 +48,9 @@ KEYS = {  # id -> (key, models, admin, rate)
     "tiny": ("tiny-key-0123456789", ["digits"], False, {"per_second": 0.2, "burst": 2}),
 }
 ADMIN_TOKEN = "admin-token-0123456789"
+# A server given a keys file it cannot read stops at import, and bentoml prints that traceback
+# (test_a_typo_or_a_missing_keys_file_stops_bentoml_serve); any other is a fault.
+EXPECTED_TRACEBACKS = ("service.config.ConfigError:",)
 PIXELS = np.zeros((1, 28, 28), dtype=np.float32)
 V2_BODY = {
     "inputs": [{"name": "image", "shape": [1, 28, 28], "datatype": "FP32", "data": [0.0] * 784}]
@@ -512,6 +515,28 @@ def test_tritonclient_http_and_grpc_over_tls_with_keys(secured, pki) -> None:
             plain.is_server_live(client_timeout=10)
     finally:
         plain.close()
+
+
+def test_an_undecodable_grpc_message_is_refused_as_without_keys(secured, pki) -> None:
+    """With keys on, a method naming a model (its interceptor reads the model's field) got
+    bytes that are no message: UNKNOWN "Unexpected <class 'AttributeError'>" and a
+    traceback, where the same bytes without keys are INVALID_ARGUMENT. The credential is
+    checked first, as for any call; then the bytes are refused."""
+    from tests.test_hostile import _raw_call
+
+    with grpc.secure_channel(
+        f"127.0.0.1:{secured.grpc_port}", grpc.ssl_channel_credentials(pki["ca"].read_bytes())
+    ) as channel:
+        for method in ("ModelInfer", "ModelMetadata", "ModelReady", "ModelConfig"):
+            found = {}
+            for who, metadata in (("shop", list(_key("shop").items())), ("nobody", [])):
+                error = _raw_call(channel, method, b"\xff\xff\xff\xff", metadata)
+                assert isinstance(error, grpc.RpcError), (method, who)
+                found[who] = (error.code(), error.details())
+            assert found["shop"][0] == grpc.StatusCode.INVALID_ARGUMENT, (method, found)
+            assert "not a valid" in found["shop"][1], (method, found)
+            assert found["nobody"][0] == grpc.StatusCode.UNAUTHENTICATED, (method, found)
+    assert "Traceback" not in secured.log_path.read_text(errors="replace")
 
 
 def test_quota_runs_out_and_comes_back(client: httpx.Client, secured, pki) -> None:

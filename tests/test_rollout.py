@@ -144,6 +144,22 @@ def test_config_yaml_wins_over_serving_yaml_key_by_key_and_the_api_over_both(tmp
         merge(base, read_file(b"labels: {beta: 3}\n"), None)  # traffic's labels gone
 
 
+def test_a_version_of_thousands_of_digits_is_no_version() -> None:
+    """A weight or shadow target of 5,000 digits (config.yaml, or the repository API's
+    routing call) was refused with Python's own "Exceeds the limit (4300 digits) for integer
+    string conversion"; it is a target that is neither a label nor a version, as any other."""
+    from service.config import ModelConfig, ShadowConfig, check_routing
+
+    huge = "9" * 5000
+    with pytest.raises(ValueError, match="neither a label") as refused:
+        check_routing({}, {huge: 1.0}, None)
+    assert "4300" not in str(refused.value) and len(str(refused.value)) < 300
+    with pytest.raises(ValueError, match="neither a label"):
+        check_routing({}, {}, ShadowConfig(target=huge, sample=0.5))
+    check_routing({"stable": 1}, {"1": 1.0, "stable": 2.0}, None)  # versions, labels: fine
+    assert ModelConfig(traffic={"123456789012345678": 1}).traffic  # 18 digits: a version
+
+
 def test_a_sticky_key_moves_only_with_the_slice_of_weight_that_moves() -> None:
     from service.config import ModelConfig
     from service.rollout import routing_for
@@ -524,3 +540,25 @@ def test_the_dashboard_and_rules_query_rollout_series_that_exist(client) -> None
         if line and not line.startswith("#")
     }
     assert wanted | {"serving_model_config_valid"} <= exposed, sorted(wanted - exposed)
+
+
+def test_a_specific_version_policy_serves_those_versions_only(client, repo, digits_x) -> None:
+    """``specific`` on the running server, followed from ``config.yaml``: versions 1 and 3
+    answer, by number and by label; 2 is unloaded and refused as unknown; a request naming
+    none goes to the newest served, 3."""
+    ready = lambda d: sorted(v["version"] for v in d["versions"] if v["state"] == "ready")  # noqa: E731
+    configure(repo, client, "version_policy: {specific: [1, 3]}\nlabels: {stable: 1}\n",
+              until=lambda d: ready(d) == [1, 3])  # fmt: skip
+    x = digits_x[:2]
+    for number in (1, 3):
+        answer = predict(client, x, f"?version={number}")
+        assert answer.status_code == 200 and answer.headers["x-model-version"] == str(number)
+    assert predict(client, x).headers["x-model-version"] == "3"
+    assert predict(client, x, "?version=stable").headers["x-model-version"] == "1"
+    refused = predict(client, x, "?version=2")
+    assert refused.status_code == 404 and refused.json()["code"] == "unknown_version"
+    entry = {"name": "image", "shape": [2, 28, 28], "datatype": "FP32", "data": x.ravel().tolist()}
+    v2 = client.post("/v2/models/digits/versions/2/infer", json={"inputs": [entry]})
+    assert v2.status_code == 404 and v2.json()["code"] == "unknown_version", v2.text
+    assert client.get("/v2/models/digits/versions/3/ready").status_code == 200
+    configure(repo, client, BASE, until=lambda d: ready(d) == [1, 2, 3, 4, 5])

@@ -36,11 +36,12 @@ class Adapter(Protocol):
 async def serve(request: RawRequest, runtime: Runtime | None, adapter: Adapter) -> Reply:
     """One inference request, top to bottom: read -> decode (and validate) -> batch and run
     -> encode. ``Serving`` keeps the request id, metrics, trace and deadline around the steps
-    and turns what they raise into the protocol's refusal."""
+    and turns what they raise into a refusal, written here in the protocol's way."""
     call = adapter.call
     if runtime is None:
         return call.errors(NOT_STARTED)
-    async with Serving(request, call, runtime) as serving:
+    serving = Serving(request, call, runtime)
+    async with serving:
         body = await serving.read()
         version, limits = serving.version, runtime.config.limits
         # Counted against the queue only while decoding: a request still sending its body
@@ -53,7 +54,11 @@ async def serve(request: RawRequest, runtime: Runtime | None, adapter: Adapter) 
                 decoded = await decoding
         outputs = await serving.run(decoded)
         serving.answer(adapter.encode(outputs, decoded, version), decoded)
-    return serving.reply  # type: ignore[return-value]  # set on every way out
+    # A refusal is written here, the protocol's way, so nothing below calls back up into it.
+    refusal = serving.refusal
+    reply = call.errors(refusal) if refusal is not None else serving.reply
+    assert reply is not None  # answered, or a 500 or 499 set on the way out
+    return serving.finish(reply)
 
 
 class NotAVersion(int):

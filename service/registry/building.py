@@ -106,18 +106,17 @@ class Builder:
             loaded.backend, loaded.provider = backend.name, backend.provider
             loaded.backends[name] = backend
             run, run_offloaded = backend.run, offloaded.run
+            on_batch = self.metrics.batch_recorder(model.name, name)
             if view.flagged:
                 # The OOD detector runs in the same batch job, after the model
                 # (service.monitoring.ood): no second batcher round trip per request.
+                # Shadow traffic takes a batcher of the model alone (Loaded.shadow_batchers).
+                loaded.shadow_batchers[name] = Batcher(
+                    run, batching, on_batch, offload_from, run_offloaded
+                )
                 run = self.detectors.scoring(version, run)
                 run_offloaded = self.detectors.scoring(version, run_offloaded)
-            loaded.batchers[name] = Batcher(
-                run,
-                batching,
-                on_batch=self.metrics.batch_recorder(model.name, name),
-                offload_from=offload_from,
-                run_offloaded=run_offloaded,
-            )
+            loaded.batchers[name] = Batcher(run, batching, on_batch, offload_from, run_offloaded)
         loaded.version = version
 
     def _threads(self, offload: bool) -> int:

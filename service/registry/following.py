@@ -209,7 +209,8 @@ class Registry(Lookup):
             await self._refresh(only)
 
     async def _refresh(self, only: str | None) -> None:
-        await self._read_state_file()
+        if await self._read_state_file():
+            only = None  # another worker's call changed other models too: sync them all
         published = await asyncio.to_thread(self._published)
         if published is None:  # the store is unreachable: serve on as we are
             return
@@ -354,7 +355,8 @@ class Registry(Lookup):
 
     # -- the repository API ---------------------------------------------------------------
 
-    async def _read_state_file(self) -> None:
+    async def _read_state_file(self) -> bool:
+        """What other workers' repository API calls changed; whether anything did."""
         overrides = await asyncio.to_thread(self.shared.routing)
         if overrides is not None:
             for name, model in self.models.items():
@@ -364,11 +366,12 @@ class Registry(Lookup):
             self._overrides = overrides
         names = await asyncio.to_thread(self.shared.unloaded_names)
         if names is None:
-            return
+            return overrides is not None
         for name, model in self.models.items():
             model.unloaded = name in names
         for name in names - set(self.models):
             self._model(name).unloaded = True
+        return True
 
     async def load(self, name: str) -> ServedModel:
         """The repository API's load: the policy's versions of ``name``, now (failed ones
@@ -393,7 +396,7 @@ class Registry(Lookup):
             for loaded in model.versions.values():
                 if loaded.state == FAILED:
                     loaded.stamp = (-1, -1)  # differs from any real stamp: try again
-            self.shared.set_unloaded(name, False)
+            await asyncio.to_thread(self.shared.update_unloaded, name, False)
             await self._refresh(only=name)
         if model.latest() is None:
             raise RequestError(
@@ -407,7 +410,7 @@ class Registry(Lookup):
         model = self.find(name)
         async with self._lock:
             model.unloaded = True
-            self.shared.set_unloaded(name, True)
+            await asyncio.to_thread(self.shared.update_unloaded, name, True)
             for loaded in model.versions.values():
                 if loaded.state == READY:
                     self._retired(name, loaded)
@@ -477,7 +480,7 @@ class Registry(Lookup):
             model.override = override
             model.apply()
             self._overrides[name] = override
-            self.shared.set_routing(name, override)
+            await asyncio.to_thread(self.shared.update_routing, name, override)
         return model
 
     def close(self) -> None:

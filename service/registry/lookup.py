@@ -45,6 +45,10 @@ class Loaded:
     version: Version | None = None
     backends: dict[str, Backend] = field(default_factory=dict)
     batchers: dict[str, Batcher] = field(default_factory=dict)
+    # Shadow traffic's, where it differs: a flagged signature's batch job without its OOD
+    # detector (a shadow's flags are never compared, service.rollout), so a shadow at sample
+    # 1.0 does not run the detector a second time for every live request.
+    shadow_batchers: dict[str, Batcher] = field(default_factory=dict)
     backend: str | None = None
     provider: str | None = None
     load_seconds: float | None = None
@@ -66,10 +70,14 @@ class Loaded:
             if self.in_flight == 0:
                 self.close()
 
+    def shadow_batcher(self, signature: str) -> Batcher | None:
+        return self.shadow_batchers.get(signature) or self.batchers.get(signature)
+
     def close(self) -> None:
-        for batcher in self.batchers.values():
+        for batcher in (*self.batchers.values(), *self.shadow_batchers.values()):
             batcher.close()
         self.batchers.clear()
+        self.shadow_batchers.clear()
         self.backends.clear()
         self.state = UNLOADED
         logger.info("model %s version %d unloaded", self.model, self.number)

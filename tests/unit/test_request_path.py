@@ -85,7 +85,8 @@ def test_a_v2_request_passes_through_8_modules_and_nothing_calls_back_up(
         publish(root, detector, {"model.onnx": _halving_detector()})
     with InProcess(root) as server:
         followed = {
-            label: follow(ROOT, send) for label, send in requests_of(server, "pictures").items()
+            label: follow(ROOT, send, status)
+            for label, (send, status) in requests_of(server, "pictures").items()
         }
     for label, (modules, onward, calls, up) in followed.items():
         assert up == 0, f"{label}: {up} calls from inference.py back up into a protocol module"

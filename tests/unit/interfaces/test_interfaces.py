@@ -202,3 +202,38 @@ def test_a_new_input_kind_brings_its_own_rules(tmp_path: Path, monkeypatch) -> N
     fine = signature(inputs=[tensor("wave", [-1, 16000])], input_kind="audio")
     view = _version(tmp_path, signatures={"p": fine}).view("p")
     assert view.rich and [o["name"] for o in view.kind.query_options] == ["rate"]
+
+
+def test_every_input_kind_and_answer_is_declared_alike_everywhere() -> None:
+    """A kind's name is declared in ``modelspec/interfaces.py``; the manifest schema's enums,
+    its drift features and the service's classes must name the same ones (adding a kind
+    touches each; this says which one was forgotten)."""
+    import json
+
+    from modelspec import interfaces as spec
+    from service import interfaces as served
+
+    root = Path(__file__).resolve().parents[3]
+    schema = json.loads((root / "modelspec" / "manifest.schema.json").read_text())
+    declared = _enums(schema, "interface")
+    assert declared["input"] == list(spec.INPUT_KINDS), "manifest.schema.json's input enum"
+    assert declared["answer"] == list(spec.ANSWERS), "manifest.schema.json's answer enum"
+    assert list(spec.DRIFT_FEATURES) == list(spec.INPUT_KINDS), "DRIFT_FEATURES"
+    assert set(served.INPUT_KINDS) == set(spec.INPUT_KINDS), "service/interfaces' classes"
+    assert set(served.ANSWERS) == set(spec.ANSWERS), "service/interfaces' answers"
+
+
+def _enums(schema: object, key: str) -> dict[str, list[str]]:
+    """The enums under the first ``key`` object's properties, wherever it is nested."""
+    if isinstance(schema, dict):
+        found = schema.get("properties", {}).get(key)
+        if isinstance(found, dict) and "properties" in found:
+            return {name: p["enum"] for name, p in found["properties"].items() if "enum" in p}
+        for value in schema.values():
+            if enums := _enums(value, key):
+                return enums
+    if isinstance(schema, list):
+        for value in schema:
+            if enums := _enums(value, key):
+                return enums
+    return {}
