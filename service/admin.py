@@ -21,7 +21,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from service import auth
 from service.config import Settings
 from service.errors import RequestError
 from service.http import ClientGone, RawRequest, Reply, json_reply, read_body
@@ -29,11 +28,11 @@ from service.inference import Runtime, error_reply
 from service.inputs.body import parse_json
 
 
-def authorise(headers: dict[str, str], config: Settings) -> None:
+def authorise(headers: dict[str, str], runtime: Runtime) -> None:
     """Raises 403 when the API is off, 401 without the configured bearer token. With API
-    keys or JWTs on (``service.auth``), any admin key or token passes, the admin token
-    being one more admin key."""
-    guard = auth.current
+    keys or JWTs on (``service.auth``, the Runtime's guard), any admin key or token passes,
+    the admin token being one more admin key."""
+    guard, config = runtime.guard, runtime.config
     if guard is not None and guard.enabled:
         guard.check(headers, admin=True)
         return
@@ -42,7 +41,6 @@ def authorise(headers: dict[str, str], config: Settings) -> None:
         raise RequestError(
             "admin_disabled",
             "the model repository API is off: no SERVING_ADMIN_TOKEN is configured",
-            status=403,
         )
     given = headers.get("authorization", "")
     scheme, _, value = given.partition(" ")
@@ -52,7 +50,6 @@ def authorise(headers: dict[str, str], config: Settings) -> None:
             "unauthorized",
             "a valid 'Authorization: Bearer <token>' header is needed",
             field="authorization",
-            status=401,
             headers={"WWW-Authenticate": 'Bearer realm="model-repository"'},
         )
 
@@ -64,7 +61,7 @@ async def _options(request: RawRequest, runtime: Runtime) -> dict:
         return {}
     document = parse_json(body)
     if not isinstance(document, dict):
-        raise RequestError("invalid_request", "the body must be a JSON object", status=400)
+        raise RequestError("invalid_request", "the body must be a JSON object")
     return document
 
 
@@ -80,9 +77,7 @@ def check_parameters(parameters: Any, call: str) -> None:
     if parameters is None:
         return
     if not isinstance(parameters, dict):
-        raise RequestError(
-            "invalid_request", "'parameters' must be an object", field="parameters", status=400
-        )
+        raise RequestError("invalid_request", "'parameters' must be an object", field="parameters")
     refused = sorted(k for k in parameters if k not in ACCEPTED_PARAMETERS[call])
     if refused:
         shown = [k[:60] for k in refused[:5]]
@@ -94,13 +89,12 @@ def check_parameters(parameters: Any, call: str) -> None:
             expected="publish a version with `training export`, then load it without parameters"
             if call == "load"
             else f"only {sorted(ACCEPTED_PARAMETERS[call])}",
-            status=400,
         )
 
 
 async def index(request: RawRequest, runtime: Runtime) -> Reply:
     try:
-        authorise(request.headers, runtime.config)
+        authorise(request.headers, runtime)
         options = await _options(request, runtime)
     except RequestError as error:
         return error_reply(error)
@@ -112,7 +106,7 @@ async def index(request: RawRequest, runtime: Runtime) -> Reply:
 
 async def load(request: RawRequest, runtime: Runtime, name: str) -> Reply:
     try:
-        authorise(request.headers, runtime.config)
+        authorise(request.headers, runtime)
         check_parameters((await _options(request, runtime)).get("parameters"), "load")
         await runtime.registry.load(name)
     except RequestError as error:
@@ -124,7 +118,7 @@ async def load(request: RawRequest, runtime: Runtime, name: str) -> Reply:
 
 async def unload(request: RawRequest, runtime: Runtime, name: str) -> Reply:
     try:
-        authorise(request.headers, runtime.config)
+        authorise(request.headers, runtime)
         check_parameters((await _options(request, runtime)).get("parameters"), "unload")
         await runtime.registry.unload(name)
     except RequestError as error:
@@ -142,7 +136,7 @@ async def routing(request: RawRequest, runtime: Runtime, name: str) -> Reply:
     answer is the model's routing in force. The repository's config.yaml is the fleet-wide
     way: this call acts on the server that answers it, until that file changes."""
     try:
-        authorise(request.headers, runtime.config)
+        authorise(request.headers, runtime)
         options = await _options(request, runtime)
         unknown = sorted(k[:60] for k in options if k not in ROUTING_KEYS)
         if unknown or not options:
@@ -151,7 +145,6 @@ async def routing(request: RawRequest, runtime: Runtime, name: str) -> Reply:
                 f"unknown fields {unknown}" if unknown else "nothing to set",
                 field="body",
                 expected='{"labels": {label: version}, "traffic": {label or version: weight}}',
-                status=400,
             )
         changes = {}
         for key in ROUTING_KEYS:
@@ -160,7 +153,6 @@ async def routing(request: RawRequest, runtime: Runtime, name: str) -> Reply:
                 if value is not None and not isinstance(value, dict):
                     raise RequestError(
                         "invalid_routing", f"{key!r} must be an object or null", field=key,
-                        status=400,
                     )  # fmt: skip
                 changes[key] = value
         changes = _checked_routing(changes)
@@ -184,7 +176,7 @@ def _checked_routing(changes: dict[str, Any]) -> dict[str, Any]:
         problem = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
         )
-        raise RequestError("invalid_routing", problem[:500], status=400) from None
+        raise RequestError("invalid_routing", problem[:500]) from None
     return {k: (getattr(parsed, k) if changes[k] is not None else None) for k in changes}
 
 

@@ -21,6 +21,7 @@ from service import auth
 from service.errors import RequestError
 from service.http import ClientGone, RawRequest, Reply, json_reply
 from service.inference import OVERLOADED, Runtime, error_reply
+from service.logs import client_request_id, request_id
 from service.metrics import protocol_of
 from service.routes import TABLE
 from service.routing import Match
@@ -54,7 +55,7 @@ class App:
             await self.bentoml_app(scope, receive, send)
             return
         match = TABLE.match(scope["method"], scope["path"])
-        guard = auth.current
+        guard = runtime.guard
         if match is None or not _ours(match, runtime):
             if guard is not None and guard.enabled:
                 refusal = auth.http_refusal(guard, _headers(scope), None, {"path": scope["path"]})
@@ -85,8 +86,11 @@ class App:
             except ClientGone:  # left mid-body (any route that reads one): nobody to answer
                 return
             except Exception:  # a fault of ours: logged, and no path or traceback answered
+                rid = client_request_id(request.headers.get("x-request-id"))
+                request_id.set(rid)  # the log line carries the id the answer gives
                 logger.exception("%s %s failed", scope["method"], scope["path"][:200])
-                reply = error_reply(RequestError("internal", "internal error"))
+                reply = error_reply(RequestError("internal", "internal error", request_id=rid))
+                reply.headers["x-request-id"] = rid
         elif runtime.full():  # shed before reading the body; counted again once it is read
             reply = error_reply(OVERLOADED)
             protocol = protocol_of(scope["path"])
@@ -112,7 +116,7 @@ def _first_segment(path: str) -> str:
 
 
 def _not_found(path: str) -> RequestError:
-    return RequestError("not_found", f"no route {path[:200]!r}", field="path", status=404)
+    return RequestError("not_found", f"no route {path[:200]!r}", field="path")
 
 
 def _headers(scope: Scope) -> dict[str, str]:
@@ -138,7 +142,6 @@ def _method_not_allowed(scope: Scope, match: Match) -> Reply:
         "method_not_allowed",
         f"method {scope['method']} not allowed on {scope['path'][:200]!r}",
         expected=allowed,
-        status=405,
         headers={"Allow": allowed},
     )
     return error_reply(error)

@@ -52,10 +52,6 @@ JWT_LEEWAY_S = 30  # clock skew allowed on exp, nbf and iat
 JWT_CACHE_SIZE = 10_000  # verified tokens kept (each a few hundred bytes)
 WATCH_INTERVAL_S = 1.0
 
-# Set once per worker by the service (service.service); None until then (tests, tools).
-current: Guard | None = None
-
-
 # -- the keys file --------------------------------------------------------------------------
 
 

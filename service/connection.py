@@ -51,7 +51,9 @@ logger = logging.getLogger(__name__)
 
 LINGER_S = 2.0  # how long a refused connection's remaining bytes are read and dropped
 
-# Set once per worker by the service (its metrics are built after this module loads).
+# Set once per worker by the service, once its metrics exist (after ``install``). Like
+# ``BoundedHttpProtocol.limits``, a module-level hook because uvicorn builds each protocol
+# itself, so nothing can be handed to one; it carries no setting.
 on_refusal: Callable[[str], None] = lambda reason: None  # noqa: E731
 
 
@@ -121,7 +123,9 @@ def install(limits: Limits) -> None:
 
 
 class BoundedHttpProtocol(HttpToolsProtocol):
-    limits = Limits()  # the settings' limits, from ``install``
+    # The settings' limits, from ``install``: a class attribute because uvicorn builds each
+    # protocol itself (from the name in HTTP_PROTOCOLS), so they cannot be handed to one.
+    limits = Limits()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -217,7 +217,6 @@ class Version:
                 f"{name} of {self.name!r} version {self.number} {problem}",
                 field="file",
                 expected="the file the version was published with; publish the version again",
-                status=503,
             )
 
         path = self.directory / name
@@ -241,14 +240,6 @@ class Version:
         return data
 
     # -- names the protocols use -----------------------------------------------------------
-
-    def v2_names(self) -> dict[str, str]:
-        """V2 model name -> signature: the model's own name for its default signature, and
-        ``<model>_<signature>`` for each signature when it has several."""
-        names = {self.name: self.default_signature}
-        if len(self.views) > 1:
-            names.update({f"{self.name}_{s}": s for s in self.views})
-        return names
 
     def tf_signature(self, name: str) -> str:
         """TF Serving's ``signature_name``: ``serving_default`` is the default signature."""
@@ -274,7 +265,6 @@ class Version:
                 for name, view in self.views.items()
             },
             "default_signature": self.default_signature,
-            "v2_names": sorted(self.v2_names()),
             "labels": manifest.get("labels"),
             "preprocessing": manifest.get("preprocessing"),
             "decision": manifest.get("decision"),

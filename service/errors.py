@@ -25,10 +25,8 @@ class Code:
 
 _ARG, _FOUND, _BIG, _GONE = "INVALID_ARGUMENT", "NOT_FOUND", "RESOURCE_EXHAUSTED", "UNAVAILABLE"
 _LATE, _NO = "DEADLINE_EXCEEDED", "UNIMPLEMENTED"
-# Grouped by HTTP status. A handful of raise sites answer another status for the same code,
-# as their protocol's own servers do (TF Serving answers 400 where we answer 422, V2's
-# reader 400 for a shape that does not match its data): they pass ``status=``. V2 and TF
-# Serving also answer 400 for 406, 415 and 422 (``protocols.common.protocol_errors``).
+# Grouped by HTTP status. A code's status is declared here only: raise sites name the code.
+# Where a protocol's clients expect another status, ``PROTOCOL_STATUS`` says so by name.
 CATALOGUE: dict[str, Code] = {
     # 400
     "invalid_json": Code(400, _ARG, "the body is not JSON (NaN and Infinity literals included)"),
@@ -73,7 +71,6 @@ CATALOGUE: dict[str, Code] = {
     "request_too_large": Code(413, _BIG, "the pixels of all images of a request over the limit"),
     # 415
     "not_an_image": Code(415, _ARG, "not PNG or JPEG (GIF, WebP, BMP... are refused)"),
-    "unsupported_media_type": Code(415, _ARG, "a body of neither JSON, an image nor multipart"),
     # 422
     "invalid_shape": Code(422, _ARG, "a tensor or record of the wrong shape"),
     "invalid_dtype": Code(422, _ARG, "values of the wrong type for the tensor"),
@@ -124,6 +121,22 @@ CATALOGUE: dict[str, Code] = {
 }
 
 
+# What V2 and TF Serving answer instead of the catalogue's status, as their own servers do
+# (applied by ``protocols.common.protocol_errors``; gRPC keeps the code's gRPC status). Both
+# answer 400 for 406, 415 and 422 (their clients know 400 and 404), and TF Serving answers
+# an unknown ``signature_name`` 400: its server reports it INVALID_ARGUMENT, a field of the
+# request's body that is wrong, where the native and V2 routes, which name the signature in
+# the URL, answer 404.
+FOLDED_TO_400 = (406, 415, 422)
+PROTOCOL_STATUS: dict[str, dict[str, int]] = {"tfserving": {"unknown_signature": 400}}
+
+
+def protocol_status(code: str, protocol: str) -> int:
+    """The HTTP status a client of ``protocol`` (``v2``, ``tfserving``) gets for ``code``."""
+    status = PROTOCOL_STATUS.get(protocol, {}).get(code, CATALOGUE[code].status)
+    return 400 if status in FOLDED_TO_400 else status
+
+
 def readme_table() -> str:
     """The README's error table (section Bad input), one row per code, from ``CATALOGUE``."""
     rows = ["| status | code | gRPC | meaning |", "|---|---|---|---|"]
@@ -136,8 +149,8 @@ class RequestError(Exception):
     """A request the service will not run, with the HTTP status and the facts a client needs.
 
     ``code`` is stable and machine-readable (it also labels the validation-error metric) and
-    declared in ``CATALOGUE``, which gives the HTTP and gRPC statuses (``status=`` overrides
-    the HTTP one where a protocol answers another); ``field``, ``item`` and ``expected``
+    declared in ``CATALOGUE``, which alone gives the HTTP and gRPC statuses (a protocol that
+    answers another does so in ``protocol_status``); ``field``, ``item`` and ``expected``
     point at the exact part of the request at fault.
     """
 
@@ -152,14 +165,14 @@ class RequestError(Exception):
         field: str | None = None,
         item: int | None = None,
         expected: str | None = None,
-        status: int | None = None,
         headers: dict[str, str] | None = None,
+        request_id: str | None = None,
     ) -> None:
         super().__init__(message)
         declared = CATALOGUE.get(code)
         if declared is None:
             raise ValueError(f"error code {code!r} is not declared in service.errors.CATALOGUE")
-        self.status = declared.status if status is None else status
+        self.status = declared.status
         self.grpc = declared.grpc
         self.code = code
         self.message = message
@@ -167,6 +180,7 @@ class RequestError(Exception):
         self.item = item
         self.expected = expected
         self.headers = headers or {}
+        self.request_id = request_id  # answered with ``internal``: the log line to look for
 
     def text(self) -> str:
         """The whole reason in one line: the message, then the item and what was expected.
@@ -183,7 +197,7 @@ class RequestError(Exception):
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"error": self.message, "code": self.code}
-        for key in ("field", "item", "expected"):
+        for key in ("field", "item", "expected", "request_id"):
             value = getattr(self, key)
             if value is not None:
                 body[key] = value

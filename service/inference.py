@@ -28,7 +28,7 @@ from service.config import Limits, Settings
 from service.descriptor import Version
 from service.errors import RequestError, Unavailable
 from service.http import ClientGone, RawRequest, Reply, json_reply
-from service.inputs.images import collect_sizes
+from service.inputs.images import Decoder
 from service.logs import client_request_id, request_id
 from service.metrics import Metrics
 from service.monitoring import Monitor
@@ -36,7 +36,8 @@ from service.monitoring.names import OOD_SCORE
 from service.rollout import ROUTING_KEY, VERSION_HEADER, Shadows
 from service.tracing import Tracing
 
-if TYPE_CHECKING:  # the registry's following imports service.admin, which imports this
+if TYPE_CHECKING:  # annotations only: the Runtime is handed both
+    from service.auth import Guard
     from service.registry.following import Registry
 
 logger = logging.getLogger(__name__)
@@ -92,12 +93,16 @@ class Runtime:
     registry: Registry
     tracing: Tracing | None = None  # None: off (the default), and no cost
     monitor: Monitor | None = None  # drift, OOD flags, payload logs (service.monitoring)
+    # Who may call what (service.auth): the service's, read once at start-up; None (tests,
+    # tools) or one with no keys configured leaves every route open.
+    guard: Guard | None = None
     # Inference requests in progress in this worker, counted from their body's last byte: a
     # request still sending its body holds only its connection (4,100 stalled uploads once
     # filled all 512 places and locked every client out until their 408s).
     in_flight: int = 0
     deadlines: Deadlines = field(init=False)
     shadows: Shadows = field(init=False)  # shadow traffic (service.rollout)
+    decoder: Decoder = field(init=False)  # the image decode pool, decode_threads threads
     _calls: dict[tuple[Any, ...], Any] = field(init=False, default_factory=dict)
     _calls_generation: int = field(init=False, default=-1)
 
@@ -106,6 +111,7 @@ class Runtime:
         self.shadows = Shadows(
             self.metrics, self.config.request_timeout_s, self.config.max_concurrency
         )
+        self.decoder = Decoder(self.config.decode_threads)
 
     def full(self) -> bool:
         return self.in_flight >= self.config.max_concurrency
@@ -125,6 +131,7 @@ class Runtime:
         """A protocol's adapter (and its ``Call``) for a route, model and version, built once
         while the served models stay as they are (building one costs a few microseconds)."""
         if self._calls_generation != self.registry.generation or len(self._calls) > 4096:
+            # The served models changed: what was built from them (the V2 names too).
             self._calls.clear()
             self._calls_generation = self.registry.generation
         found = self._calls.get(key)
@@ -194,10 +201,10 @@ def _metric_labels(runtime: Runtime, call: Call) -> tuple[str, str, str]:
 
 class Serving:
     """One inference request in progress, as ``async with``: request id, metrics, trace and
-    deadline from the start; on the way out, whatever was raised becomes the ``refusal``
-    (or a 500 ``reply``), and ``finish`` stamps and counts the answer. Between, the protocol
-    calls the steps in order: ``read``, its own decoding within ``decoding()``, ``run``,
-    ``answer``."""
+    deadline from the start; on the way out, whatever was raised becomes the ``refusal`` (a
+    fault of ours the catalogue's ``internal``), and ``finish`` stamps and counts the answer.
+    Between, the protocol calls the steps in order: ``read``, its own decoding within
+    ``decoding()``, ``run``, ``answer``."""
 
     __slots__ = (
         "admitted",
@@ -278,12 +285,13 @@ class Serving:
         return body
 
     def decoding(self) -> Serving:
-        """``with`` around the protocol's decoding: the uploaded images' own sizes are
-        collected (for drift), too deep a body is refused, and the time is kept."""
+        """``with`` around the protocol's decoding: large images decode in the Runtime's
+        pool, their own sizes are collected (for drift), too deep a body is refused, and the
+        time is kept."""
         return self
 
     def __enter__(self) -> None:
-        self.sizes = collect_sizes()
+        self.sizes = self.runtime.decoder.start()  # this request's images decode in its pool
 
     def __exit__(self, kind: Any, error: BaseException | None, tb: Any) -> None:
         if isinstance(error, RecursionError):
@@ -293,7 +301,6 @@ class Serving:
                 "too_deeply_nested",
                 "the body nests lists deeper than any tensor",
                 expected="arrays nested no deeper than the input's rank",
-                status=400,
             ) from None
         self.t2 = time.perf_counter()
 
@@ -374,7 +381,6 @@ class Serving:
                 "request_timeout",
                 f"no answer within {runtime.config.request_timeout_s:g} s",
                 expected="a request the model can answer in time; retry later",
-                status=504,
             )
         if error is None:
             assert self.reply is not None  # the protocol answered
@@ -388,7 +394,9 @@ class Serving:
             self.reply = Reply(b"", status=499)  # nobody is listening; counted, not sent
         elif isinstance(error, Exception):
             logger.error("%s failed", call.label, exc_info=error)
-            self.reply = json_reply({"error": "internal error", "request_id": self.rid}, status=500)
+            # The catalogue's 500, written by the protocol: no path or traceback, the
+            # request id to find this log by
+            self.refusal = RequestError("internal", "internal error", request_id=self.rid)
         else:
             return False
         return True
@@ -427,7 +435,6 @@ def refuse_too_many_values(body: bytes, version: Version, limits: Limits) -> Non
             "too_many_values",
             f"the body holds more than {bound} values",
             expected=f"at most {limits.max_items_per_request} items of this model's inputs",
-            status=413,
         )
 
 

@@ -21,7 +21,8 @@ from service.inference import Call, Decoded, Runtime, error_reply
 from service.inputs.tensors import might_hold_booleans
 from service.interfaces import TENSOR_ANSWER, TENSOR_INPUT
 from service.interfaces.base import Incoming
-from service.protocols.common import serve, version_number
+from service.protocols.common import serve
+from service.registry.lookup import version_number
 
 
 def _incoming(request: RawRequest, body: bytes, limits: Limits) -> Incoming:

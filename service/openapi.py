@@ -13,8 +13,9 @@ import importlib.metadata
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
-from service.errors import CATALOGUE
+from service.errors import CATALOGUE, protocol_status
 from service.interfaces.base import query_option
+from service.protocols import v2_names
 
 if TYPE_CHECKING:
     from service.inference import Runtime
@@ -37,26 +38,30 @@ _ERROR = {
         "expected": {"type": "string", "description": "what would have been accepted"},
     },
 }
-# Answered 400 by V2 and TF Serving (``protocols.common.protocol_errors``).
-_AS_400 = (406, 415, 422)
 _LOOKUP = (400, 404, 503)
 _INFER = (400, 404, 406, 408, 413, 415, 422, 503, 504)
 _PROTOCOL = (400, 404, 408, 413, 503, 504)
 _ADMIN = (400, 401, 403, 404, 408, 413)
 
 
-def _status_text(status: int, statuses: tuple[int, ...]) -> str:
-    """A status's codes and their meanings, from the error catalogue; a protocol route's 400
-    (one that lists no 422) also carries the codes V2 and TF Serving answer as 400."""
-    folded = (status, *_AS_400) if status == 400 and 422 not in statuses else (status,)
-    codes = [f"`{n}`: {c.meaning}" for n, c in CATALOGUE.items() if c.status in folded]
+def _status_text(status: int, statuses: tuple[int, ...], protocol: str | None = None) -> str:
+    """A status's codes and their meanings, from the error catalogue; a protocol route's (one
+    that lists no 422) as its clients get them (``errors.protocol_status``: 406, 415 and 422
+    answered 400, TF Serving's ``unknown_signature`` 400)."""
+    if protocol is None and 422 not in statuses:
+        protocol = "v2"
+    codes = [
+        f"`{n}`: {c.meaning}"
+        for n, c in CATALOGUE.items()
+        if (c.status if protocol is None else protocol_status(n, protocol)) == status
+    ]
     return f"{HTTPStatus(status).phrase}. " + "; ".join(codes)
 
 
-def _errors(statuses: tuple[int, ...]) -> dict[str, Any]:
+def _errors(statuses: tuple[int, ...], protocol: str | None = None) -> dict[str, Any]:
     return {
         str(s): {
-            "description": _status_text(s, statuses),
+            "description": _status_text(s, statuses, protocol),
             "content": {"application/json": {"schema": _ERROR}},
         }
         for s in statuses
@@ -74,10 +79,11 @@ def operation(
     body: dict[str, Any] | None = None,
     description: str | None = None,
     query: list[dict[str, Any]] | None = None,
+    protocol: str | None = None,
 ) -> dict[str, Any]:
     found: dict[str, Any] = {
         "summary": summary,
-        "responses": {"200": ok or _ok("OK"), **_errors(errors)},
+        "responses": {"200": ok or _ok("OK"), **_errors(errors, protocol)},
     }
     if description:
         found["description"] = description
@@ -198,8 +204,10 @@ ADMIN_ROUTING = operation(
     "until config.yaml changes; `null` clears a key. 400 `invalid_routing` for a label or "
     "weight naming a version that is not ready.",
 )
-TF_STATUS = operation("Model status: every version's state (TF Serving)", _LOOKUP)
-TF_METADATA = operation("Signature definitions (TF Serving)", _LOOKUP)
+TF_STATUS = operation(
+    "Model status: every version's state (TF Serving)", _LOOKUP, protocol="tfserving"
+)
+TF_METADATA = operation("Signature definitions (TF Serving)", _LOOKUP, protocol="tfserving")
 TF_PREDICT = operation(
     "Predict: row (instances) or columnar (inputs) format",
     _PROTOCOL,
@@ -216,6 +224,7 @@ TF_PREDICT = operation(
             }
         }
     },
+    protocol="tfserving",
 )
 _TEXT = {"type": "string"}
 _BENTOML = {
@@ -313,14 +322,14 @@ def document(table: RouteTable, runtime: Runtime) -> dict[str, Any]:
             }
         ),
     }
-    v2_names = {**names, "name": sorted(registry.v2_index)}
+    v2_named = {**names, "name": sorted(v2_names.served(runtime))}
     paths: dict[str, dict[str, Any]] = {}
     for route in table:
         if route.doc is None or route.template == "/{name}/{signature}":
             continue
         for template in route.variants():
             parameters = _path_parameters(
-                template, v2_names if template.startswith("/v2/models") else names
+                template, v2_named if template.startswith("/v2/models") else names
             )
             entry = {**route.doc, "tags": list(route.tags)}
             if parameters:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from service import openapi
 from service.http import Reply
 from service.interfaces.base import BYTES
+from service.protocols import v2_names
 
 if TYPE_CHECKING:
     from service.inference import Runtime
@@ -55,7 +56,7 @@ def _models(runtime: Runtime) -> str:
                 f"<li><b>{html.escape(name)}</b>: takes {html.escape(view.kind.summary)}; "
                 f"answers {html.escape(view.answer.summary)}. {native}</li>"
             )
-        v2 = ", ".join(f"<code>{html.escape(n)}</code>" for n in sorted(version.v2_names()))
+        v2 = ", ".join(f"<code>{html.escape(n)}</code>" for n in sorted(v2_names.names(version)))
         served = ", ".join(str(v.number) for v in model.ready_versions)
         card = f"/models/{model.name}/versions/{latest.number}/card"
         rows.append(

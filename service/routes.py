@@ -14,9 +14,8 @@ from service import admin, native, openapi, page
 from service.errors import NotFound, RequestError
 from service.http import RawRequest, Reply, json_reply
 from service.inference import Runtime, error_reply
-from service.protocols import tfserving, v2, v2_codec
-from service.protocols.common import version_number
-from service.registry.lookup import READY
+from service.protocols import tfserving, v2, v2_codec, v2_names
+from service.registry.lookup import READY, version_number
 from service.routing import Route, RouteTable
 
 MODELS, V2, TF, ADMIN, DOCS = (
@@ -30,6 +29,9 @@ MODELS, V2, TF, ADMIN, DOCS = (
 
 def _described(model: Any, runtime: Runtime) -> dict[str, Any]:
     described = model.describe()
+    latest = model.latest()
+    if latest is not None and latest.version is not None:  # the V2 protocol's names for it
+        described["v2_names"] = sorted(v2_names.names(latest.version))
     described["shadow"] = runtime.shadows.describe(model)  # this worker's comparisons
     if runtime.monitor is not None:
         described["drift"] = runtime.monitor.describe(model)

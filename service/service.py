@@ -21,15 +21,15 @@ import orjson
 from starlette.exceptions import HTTPException
 
 from service import auth, connection, logs, startup, tracing
+from service.admin import SharedState
 from service.app import AppService
 from service.backends.cpus import available_cpus
 from service.config import ConfigError, settings, unknown_variables
 from service.inference import Runtime
-from service.inputs import images
 from service.logs import configure_logging
 from service.metrics import Metrics
 from service.monitoring import Monitor
-from service.protocols import grpc
+from service.protocols import grpc, v2_names
 from service.registry.following import Registry
 
 logger = logging.getLogger("service")
@@ -101,16 +101,15 @@ class KerasModels:
         for name in unknown_variables(dict(os.environ)):
             logger.warning("environment variable %s is not a setting; ignored", name)
         metrics = Metrics()
-        images.start_pool(SETTINGS.decode_threads)
         connection.on_refusal = metrics.connection_refused
-        registry = Registry(SETTINGS, metrics)
-        self.runtime = Runtime(SETTINGS, metrics, registry, tracing.from_environment())
+        registry = Registry(SETTINGS, metrics, SharedState(SETTINGS))
+        self.runtime = Runtime(SETTINGS, metrics, registry, tracing.from_environment(), guard=GUARD)
         self.runtime.monitor = Monitor(SETTINGS, registry)
         metrics.flushers.append(self.runtime.monitor.flush)
-        GUARD.resolve = lambda name: registry.v2_index.get(name, (name,))[0]
+        runtime = self.runtime
+        GUARD.resolve = lambda name: v2_names.served(runtime).get(name, (name,))[0]
         GUARD.start_metrics()
         metrics.flushers.append(GUARD.flush)
-        auth.current = GUARD
         self._watching: asyncio.Task[None] | None = None
         self._polling: asyncio.Task[None] | None = None  # held so the task is not collected
         self._grpc: Any = None
@@ -155,5 +154,6 @@ class KerasModels:
         if self.runtime.monitor is not None:
             self.runtime.monitor.stop()  # the payload records queued are written first
         self.runtime.registry.close()
+        self.runtime.decoder.close()
         if self.runtime.tracing is not None:
             self.runtime.tracing.shutdown()  # exports the spans still buffered

@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import shutil
+import socket
 import threading
 import time
 from pathlib import Path
@@ -33,6 +34,7 @@ from benchmarks.servers import Server
 from service.errors import CATALOGUE
 from tests.conftest import run_cli
 from tests.test_service import metric
+from tests.unit.test_errors import GRPC_OF_HTTP
 from tests.user_models import CLASSES, WIDTH, onnx_weights, tiny_onnx
 
 pytestmark = pytest.mark.slow
@@ -42,6 +44,8 @@ TIMEOUT_S = 1.0
 BASE_TRIPS = 1500  # ~0.75 s a run here; the warm-up runs it four times
 SIDE = 256
 V2_AS_400 = (406, 415, 422)  # V2 and TF Serving answer these as 400
+HEADER_TIMEOUT_S = 2.0
+MAX_CONNECTIONS = 8
 
 
 def expect_http(response: httpx.Response, code: str, protocol: str = "native") -> dict:
@@ -213,6 +217,10 @@ def edge(tmp_path_factory: pytest.TempPathFactory):
         "SERVING_REQUEST_TIMEOUT_S": str(TIMEOUT_S),
         "SERVING_MAX_CONCURRENCY": "1",
         "SERVING_WORKERS": "1",
+        # The connection layer's codes: headers due within 2 s, and few connections (this
+        # file's clients hold at most 3 at once: a request in a thread beside a probe loop)
+        "SERVING_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
+        "SERVING_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
     }
     log = work / "serve.log"
     with Server(env=env, log=log) as server:
@@ -390,3 +398,72 @@ def test_a_model_that_cannot_be_loaded_is_load_failed(edge) -> None:
     expect_http(
         client.post("/models/broken/predict", json={"inputs": _row(1.0)}), "model_unavailable"
     )
+
+
+# -- the connection layer's codes (raw sockets: no client would send these) -----------------
+
+
+def _answer(sock: socket.socket) -> tuple[int, dict[str, str], dict]:
+    """The one answer the connection layer sends before it closes the connection."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, json.loads(body)
+
+
+def _connection_code(status: int, headers: dict[str, str], body: dict, code: str) -> None:
+    assert (status, body["code"]) == (CATALOGUE[code].status, code), (status, body)
+    assert headers["content-type"] == "application/json" and headers["connection"] == "close"
+    # A refusal of an HTTP/1.1 connection: gRPC's HTTP/2 has its own limits and never sees
+    # it. Its catalogued gRPC status is the one its HTTP status maps to.
+    assert CATALOGUE[code].grpc == GRPC_OF_HTTP[CATALOGUE[code].status]
+
+
+def test_headers_that_never_end_are_header_timeout(edge) -> None:
+    client, _, _ = edge
+    before = metric(client, "serving_connection_refusals_total", reason="header_timeout")
+    with socket.create_connection(("127.0.0.1", client.base_url.port), timeout=30) as sock:
+        started = time.monotonic()
+        sock.sendall(b"GET /livez HTTP/1.1\r\nhost: x\r\n")  # no blank line: never ends
+        status, headers, body = _answer(sock)
+        took = time.monotonic() - started
+    _connection_code(status, headers, body, "header_timeout")
+    assert took >= HEADER_TIMEOUT_S * 0.9, f"answered after {took:.2f} s, before the timeout"
+    after = metric(client, "serving_connection_refusals_total", reason="header_timeout")
+    assert after == before + 1, (before, after)
+
+
+def test_connections_past_the_limit_are_too_many_connections(edge) -> None:
+    """Open connections, each answered and kept alive, until one is refused: within the limit
+    plus this file's pooled ones, with 503 ``too_many_connections`` and ``Retry-After: 1``."""
+    client, _, _ = edge
+    port = client.base_url.port
+    held: list[socket.socket] = []
+    refused = None
+    try:
+        for _ in range(MAX_CONNECTIONS + 4):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+            held.append(sock)
+            sock.sendall(b"GET /livez HTTP/1.1\r\nhost: x\r\n\r\n")
+            reply = sock.recv(65536)
+            if not reply.startswith(b"HTTP/1.1 200"):
+                rest = b""
+                while chunk := sock.recv(65536):
+                    rest += chunk
+                refused = reply + rest
+                break
+        assert refused is not None, f"{len(held)} connections open, none refused"
+        assert len(held) > MAX_CONNECTIONS - 3, f"refused at connection {len(held)}"
+    finally:
+        for sock in held:
+            sock.close()
+    head, _, body = refused.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    _connection_code(int(lines[0].split()[1]), headers, json.loads(body), "too_many_connections")
+    assert headers["retry-after"] == "1"
+    time.sleep(0.5)  # the closed connections leave the worker's count
+    assert client.get("/livez").status_code == 200

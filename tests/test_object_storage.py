@@ -235,6 +235,7 @@ def test_a_models_config_yaml_is_followed_from_the_bucket(
     import obstore
     from prometheus_client import REGISTRY
 
+    from service.admin import SharedState
     from service.config import load_config
     from service.metrics import Metrics
     from service.registry.following import Registry
@@ -250,7 +251,7 @@ def test_a_models_config_yaml_is_followed_from_the_bucket(
             "SERVING_STATE_DIR": str(tmp_path / "state"),
         }
     )
-    registry = Registry(settings, Metrics("rollout_s3"))
+    registry = Registry(settings, Metrics("rollout_s3"), SharedState(settings))
 
     def gets() -> float:
         labels = {"repository": url, "operation": "get"}

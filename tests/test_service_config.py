@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from service.backends.cpus import available_cpus
 from service.config import (
     BatchingConfig,
     ConfigError,
@@ -18,7 +19,6 @@ from service.config import (
     load_config,
     unknown_variables,
 )
-from service.inputs import images
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -176,9 +176,19 @@ def test_the_read_finder_sees_reads_and_nothing_else(tmp_path: Path) -> None:
     assert setting_reads([code]) == {"request_timeout_s", "max_body_bytes"}
 
 
-def test_decode_threads_size_the_decoding_pool() -> None:
+def test_decode_threads_size_the_runtimes_decoding_pool(tmp_path: Path) -> None:
+    from service.admin import SharedState
+    from service.inference import Runtime
+    from service.metrics import Metrics
+    from service.registry.following import Registry
+
+    settings = load_config({"SERVING_DECODE_THREADS": "3", "SERVING_STATE_DIR": str(tmp_path)})
+    metrics = Metrics("decode_threads_test")  # its own names: one registry per process
+    runtime = Runtime(settings, metrics, Registry(settings, metrics, SharedState(settings)))
     try:
-        assert images.start_pool(3) is images.decode_pool()
-        assert images.decode_pool()._max_workers == 3
+        assert runtime.decoder.pool._max_workers == 3
+        assert Runtime(load_config({}), metrics, runtime.registry).decoder.pool._max_workers == (
+            available_cpus()
+        )
     finally:
-        images.start_pool(None)
+        runtime.decoder.close()

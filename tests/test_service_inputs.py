@@ -201,9 +201,13 @@ def test_a_long_multipart_boundary_is_a_400() -> None:
     assert caught.value.status == 400 and caught.value.code == "invalid_multipart"
 
 
-def test_wrong_content_type_is_415() -> None:
-    with pytest.raises(UnsupportedMediaType):
-        image_uploads(b"abc", "text/plain")
+def test_bytes_that_are_no_image_are_415_whatever_their_declared_type() -> None:
+    """A declared type is never refused by itself (README): the bytes are read as the file
+    they are, and refused as no image (``unsupported_media_type`` is gone: unreachable)."""
+    (upload,) = image_uploads(b"abc", "text/plain")
+    with pytest.raises(UnsupportedMediaType) as caught:
+        open_image(upload, 0, max_pixels=40_000_000)
+    assert (caught.value.code, caught.value.status) == ("not_an_image", 415)
 
 
 def test_digit_pictures_are_normalised_like_mnist() -> None:

@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from benchmarks.payloads import mnist_test
 from modelspec import digits
+from service.admin import SharedState
 from service.app import App
 from service.config import load_config
 from service.inference import Runtime
@@ -39,7 +40,7 @@ def traced(quick_repository: Path, tmp_path_factory: pytest.TempPathFactory):
     environ = {"MODEL_REPOSITORY": str(quick_repository), "SERVING_CONFIG": str(config)}
     settings = load_config({**environ, "SERVING_GRPC_PORT": "0"})
     metrics = Metrics()
-    registry = Registry(settings, metrics)
+    registry = Registry(settings, metrics, SharedState(settings))
     loop = asyncio.new_event_loop()
     loop.run_until_complete(registry.refresh())
     runtime = Runtime(settings, metrics, registry, Tracing.with_exporter(exporter, batch=False))

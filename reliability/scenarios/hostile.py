@@ -15,6 +15,8 @@ from reliability import framing
 from reliability.corpus import REFUSED, Hostile
 from reliability.report import ScenarioResult
 from reliability.traffic import Exchange, answer_is_correct
+from service.errors import CATALOGUE, protocol_status
+from service.metrics import protocol_of
 
 
 def send(
@@ -53,6 +55,23 @@ def same_answer(first: bytes, second: bytes) -> bool:
     return a_words == b_words and np.allclose(a_numbers, b_numbers, atol=1e-4)
 
 
+def refusal_fault(path: str, status: int, code: Any) -> str | None:
+    """None when ``code`` is in the error catalogue and ``status`` is what the catalogue
+    answers for it: its own status, or the one the path's protocol answers instead (V2 and
+    TF Serving, ``errors.protocol_status``: their refusals carry the same ``code`` field; a
+    refusal before any protocol reads the request, at the connection or the route table,
+    keeps the catalogue's)."""
+    if code not in CATALOGUE:
+        return f"code {code!r} is not in the error catalogue"
+    protocol = protocol_of(path)
+    allowed = {CATALOGUE[code].status}
+    if protocol != "native":
+        allowed.add(protocol_status(code, protocol))
+    if status not in allowed:
+        return f"status {status} for {code!r}, the catalogue says {sorted(allowed)}"
+    return None
+
+
 def check_case(server: Server, case: Hostile) -> str | None:
     """None when the case got the answer it must get; else what went wrong."""
     status, headers, body = send(server, case.method, case.path, case.body, case.headers)
@@ -62,10 +81,13 @@ def check_case(server: Server, case: Hostile) -> str | None:
         if not headers.get("content-type", "").startswith("application/json"):
             return f"content type {headers.get('content-type')}"
         try:
-            error = json.loads(body)["error"]
+            error = json.loads(body)
+            message, code = error["error"], error["code"]
         except (ValueError, KeyError, TypeError):
-            return "no JSON error body"
-        return None if isinstance(error, str) and error else "empty error"
+            return "no JSON error body with its code"
+        if not isinstance(message, str) or not message:
+            return "empty error"
+        return refusal_fault(case.path, status, code)
     twin_status, _, twin_body = send(server, case.method, case.path, *case.twin)
     if status != 200 or twin_status != 200:
         return f"statuses {status} and {twin_status} (twin)"

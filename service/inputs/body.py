@@ -9,11 +9,7 @@ from typing import Any
 import orjson
 from python_multipart.multipart import parse_options_header
 
-from service.errors import BadRequest, UnsupportedMediaType
-
-# Reading the body off the connection (and draining one nobody read) is service.http's;
-# these names stay importable from here for older imports.
-from service.http import ClientGone, read_body  # noqa: F401
+from service.errors import BadRequest
 
 MULTIPART = "multipart/form-data"
 IMAGE_TYPES = ("image/png", "image/jpeg", "application/octet-stream")
@@ -107,25 +103,13 @@ def parse_multipart(body: bytes, content_type: str) -> list[Upload]:
 
 
 def image_uploads(body: bytes, content_type: str) -> list[Upload]:
-    """Images from a multipart form (one or many files) or a raw image body."""
-    kind = media_type_of(content_type)
-    if kind == MULTIPART:
+    """Images from a multipart form (one or many files) or a raw image body (any other
+    declared type: a body that is not JSON is read as files, ``Incoming.is_json``; a
+    declared content type is never refused by itself, README)."""
+    if media_type_of(content_type) == MULTIPART:
         uploads = parse_multipart(body, content_type)
-    elif kind in IMAGE_TYPES:
-        uploads = [Upload("body", body)] if body else []
     else:
-        raise unsupported(kind, f"{MULTIPART} with image files, a raw image/png or image/jpeg")
+        uploads = [Upload("body", body)] if body else []
     if not uploads:
-        raise BadRequest(
-            "empty_batch", "no image in the request", expected="at least one image", status=400
-        )
+        raise BadRequest("empty_batch", "no image in the request", expected="at least one image")
     return uploads
-
-
-def unsupported(kind: str, expected: str) -> UnsupportedMediaType:
-    return UnsupportedMediaType(
-        "unsupported_media_type",
-        f"content type {kind or '(none)'!r} is not accepted here",
-        field="content-type",
-        expected=expected,
-    )

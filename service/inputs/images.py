@@ -8,8 +8,11 @@ small images (a thread hop costs more than a 28x28 PNG) and in the decode thread
 otherwise: Pillow releases the GIL while it decodes and resizes, so the event loop keeps
 answering ``/livez``, other models and other requests meanwhile.
 
-Each decoded image's own size (upright, before the resize) goes to the request's size list
-(``collect_sizes``) for the drift check of photo sizes: the resized pixels no longer show it.
+The decode pool belongs to a ``Decoder``, built from the settings (``decode_threads``) with
+each worker's ``Runtime``; a request's decoding starts with ``Decoder.start``, so its images
+decode in that pool. Each decoded image's own size (upright, before the resize) goes to the
+request's size list (returned by ``start``) for the drift check of photo sizes: the resized
+pixels no longer show it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -41,38 +45,42 @@ INLINE_PIXELS = 100_000
 # missing ones with grey without an error.
 JPEG_MIN_BITS_PER_BLOCK = 1
 
-_pool: ThreadPoolExecutor | None = None  # one per process: its threads are the process's
 Sizes = list[tuple[int, int]]
-# The list the current request's decoded images add their (width, height) to. A list set in
-# the request's context rather than a value handed back: the decoder sits under every
-# protocol's parser, and a large JSON body is decoded in another thread's event loop, whose
-# context is a copy that still refers to the same list.
-_sizes: ContextVar[Sizes | None] = ContextVar("image_sizes", default=None)
 
 
-def collect_sizes() -> Sizes:
-    """A new list, to which the images the current request decodes from now on add their
-    original (width, height), in item order; stays empty for tensors sent as numbers."""
-    sizes: Sizes = []
-    _sizes.set(sizes)
-    return sizes
+class Decoding(NamedTuple):
+    """The current request's decoding: the pool its large images decode in, and the list
+    its decoded images add their (width, height) to."""
+
+    pool: ThreadPoolExecutor
+    sizes: Sizes
 
 
-def start_pool(threads: int | None) -> ThreadPoolExecutor:
-    """The threads that decode large images: ``threads`` of them (``decode_threads`` of
-    the settings; None: one per usable CPU). The service starts it once per worker, before
-    any request; a pool started before is shut down once its work is done."""
-    global _pool
-    if _pool is not None:
-        _pool.shutdown(wait=False)
-    _pool = ThreadPoolExecutor(threads or available_cpus(), thread_name_prefix="decode")
-    return _pool
+# Set in the request's context by ``Decoder.start`` rather than handed down: the decoder sits
+# under every protocol's parser and every input kind, and a large JSON body is decoded in
+# another thread's event loop, whose context is a copy that still refers to the same list.
+_decoding: ContextVar[Decoding | None] = ContextVar("image_decoding", default=None)
 
 
-def decode_pool() -> ThreadPoolExecutor:
-    """The decoding pool; one per usable CPU when none was started (a Runtime built
-    outside the service, as in tests)."""
-    return _pool or start_pool(None)
+class Decoder:
+    """The threads that decode large images: ``threads`` of them (``decode_threads`` of the
+    settings; None: one per usable CPU), made lazily by the pool as decodes arrive. One per
+    worker, built with its ``Runtime``."""
+
+    def __init__(self, threads: int | None) -> None:
+        self.pool = ThreadPoolExecutor(threads or available_cpus(), thread_name_prefix="decode")
+
+    def start(self) -> Sizes:
+        """A request's decoding begins: its large images decode in this pool, and each
+        image it decodes from now on adds its original (width, height) to the list returned,
+        in item order (empty for tensors sent as numbers)."""
+        decoding = Decoding(self.pool, [])
+        _decoding.set(decoding)
+        return decoding.sizes
+
+    def close(self) -> None:
+        """No new decodes; those under way finish."""
+        self.pool.shutdown(wait=False)
 
 
 def open_image(upload: Upload, item: int, max_pixels: int) -> Image.Image:
@@ -196,8 +204,11 @@ async def decode_images(uploads: Sequence[Upload], prepare: Prepare, limits: Lim
             field="images",
             expected=f"at most {limits.max_request_pixels} pixels in one request",
         )
-    sizes = _sizes.get()
+    decoding = _decoding.get()
+    sizes = decoding.sizes if decoding is not None else None
     if pixels <= INLINE_PIXELS:
         return np.stack(_decode_all(opened, prepare, sizes))
+    # Outside a request (tools, tests of the decoder alone): the loop's default executor.
+    pool = decoding.pool if decoding is not None else None
     loop = asyncio.get_running_loop()
-    return np.stack(await loop.run_in_executor(decode_pool(), _decode_all, opened, prepare, sizes))
+    return np.stack(await loop.run_in_executor(pool, _decode_all, opened, prepare, sizes))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import io
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -25,14 +25,12 @@ from service.interfaces.base import (
     Answer,
     Incoming,
     Tensor,
+    VersionFacts,
     accepts_json,
     envelope,
     query_option,
 )
 from service.monitoring.names import IN_DISTRIBUTION, OOD_SCORE
-
-if TYPE_CHECKING:
-    from service.descriptor import Version
 
 DEFAULT_TOP_K = 3
 _FLOATS = {"type": "array", "items": {"type": "number"}}
@@ -50,7 +48,7 @@ def _envelope_schema(**properties: Any) -> dict[str, Any]:
     }
 
 
-def only_output(outputs: Outputs, version: Version, signature: str) -> np.ndarray:
+def only_output(outputs: Outputs, version: VersionFacts, signature: str) -> np.ndarray:
     return outputs[version.signatures[signature].outputs[0].name]
 
 
@@ -85,7 +83,7 @@ class _Classifier(Answer):
         labels = tuple(manifest.get("labels", ()))
         return tuple(Tensor.of(t, classes=labels) for t in signature.outputs)
 
-    def classes(self, outputs: Outputs, version: Version) -> np.ndarray:
+    def classes(self, outputs: Outputs, version: VersionFacts) -> np.ndarray:
         # The model's one output comes first; a detector's OOD flags may follow it.
         probabilities = next(iter(outputs.values()))
         return probabilities.argmax(axis=1)
@@ -96,7 +94,7 @@ class DigitAnswer(_Classifier):
     summary = "each item's digit and its 10 probabilities"
 
     def native(
-        self, outputs: Outputs, incoming: Incoming, version: Version, signature: str
+        self, outputs: Outputs, incoming: Incoming, version: VersionFacts, signature: str
     ) -> Reply:
         probabilities = only_output(outputs, version, signature)
         best = probabilities.argmax(axis=1)
@@ -105,7 +103,7 @@ class DigitAnswer(_Classifier):
         ]
         return json_reply(envelope(version, predictions=with_flags(predictions, outputs)))
 
-    def native_response(self, version: Version, signature: str) -> dict[str, Any]:
+    def native_response(self, version: VersionFacts, signature: str) -> dict[str, Any]:
         return _envelope_schema(
             predictions=_list_of(digit={"type": "integer"}, probabilities=_FLOATS)
         )
@@ -129,12 +127,12 @@ class TopLabels(_Classifier):
     summary = "each item's label and the top-k labels with probabilities (?top_k=, default 3)"
     query_options = (query_option("top_k", {"type": "integer", "minimum": 1}, "labels per item"),)
 
-    def check_native(self, incoming: Incoming, version: Version) -> None:
+    def check_native(self, incoming: Incoming, version: VersionFacts) -> None:
         super().check_native(incoming, version)
         top_k_option(incoming.query, len(version.labels))
 
     def native(
-        self, outputs: Outputs, incoming: Incoming, version: Version, signature: str
+        self, outputs: Outputs, incoming: Incoming, version: VersionFacts, signature: str
     ) -> Reply:
         labels = version.labels
         probabilities = only_output(outputs, version, signature)
@@ -149,7 +147,7 @@ class TopLabels(_Classifier):
         ]
         return json_reply(envelope(version, predictions=with_flags(predictions, outputs)))
 
-    def native_response(self, version: Version, signature: str) -> dict[str, Any]:
+    def native_response(self, version: VersionFacts, signature: str) -> dict[str, Any]:
         label = {"type": "string", "enum": list(version.labels)}
         return _envelope_schema(
             predictions=_list_of(
@@ -179,16 +177,16 @@ class Decision(Answer):
         (probability,) = signature.outputs
         return (Tensor.of(probability), Tensor(self.LABEL, BYTES, (-1,)))
 
-    def classes(self, outputs: Outputs, version: Version) -> np.ndarray:
+    def classes(self, outputs: Outputs, version: VersionFacts) -> np.ndarray:
         probability = next(iter(outputs.values()))  # OOD flags, if any, follow it
         return (probability[:, 0] >= version.threshold).astype(np.int64)
 
-    def present(self, outputs: Outputs, version: Version) -> dict[str, np.ndarray]:
+    def present(self, outputs: Outputs, version: VersionFacts) -> dict[str, np.ndarray]:
         labels = np.asarray(version.labels, dtype=object)
         return {**outputs, self.LABEL: labels[self.classes(outputs, version)]}
 
     def native(
-        self, outputs: Outputs, incoming: Incoming, version: Version, signature: str
+        self, outputs: Outputs, incoming: Incoming, version: VersionFacts, signature: str
     ) -> Reply:
         threshold = version.threshold
         labels = version.labels
@@ -201,7 +199,7 @@ class Decision(Answer):
         predictions = with_flags(predictions, outputs)
         return json_reply(envelope(version, threshold=threshold, predictions=predictions))
 
-    def native_response(self, version: Version, signature: str) -> dict[str, Any]:
+    def native_response(self, version: VersionFacts, signature: str) -> dict[str, Any]:
         return _envelope_schema(
             threshold={"type": "number"},
             predictions=_list_of(
@@ -217,11 +215,11 @@ class Code(Answer):
     summary = "each item's code"
 
     def native(
-        self, outputs: Outputs, incoming: Incoming, version: Version, signature: str
+        self, outputs: Outputs, incoming: Incoming, version: VersionFacts, signature: str
     ) -> Reply:
         return json_reply(envelope(version, codes=only_output(outputs, version, signature)))
 
-    def native_response(self, version: Version, signature: str) -> dict[str, Any]:
+    def native_response(self, version: VersionFacts, signature: str) -> dict[str, Any]:
         (code,) = version.signatures[signature].outputs
         return _envelope_schema(codes={**_MATRIX, "description": f"(N, {code.shape[-1]})"})
 
@@ -265,11 +263,11 @@ class ImageAnswer(Answer):
         ),
     )
 
-    def check_native(self, incoming: Incoming, version: Version) -> None:
+    def check_native(self, incoming: Incoming, version: VersionFacts) -> None:
         wants_png(incoming)
 
     def native(
-        self, outputs: Outputs, incoming: Incoming, version: Version, signature: str
+        self, outputs: Outputs, incoming: Incoming, version: VersionFacts, signature: str
     ) -> Reply:
         images = only_output(outputs, version, signature)
         if not wants_png(incoming):
@@ -279,7 +277,7 @@ class ImageAnswer(Answer):
         encoded = [base64.b64encode(to_png(r)).decode("ascii") for r in images]
         return json_reply(envelope(version, images=encoded))
 
-    def native_response(self, version: Version, signature: str) -> dict[str, Any]:
+    def native_response(self, version: VersionFacts, signature: str) -> dict[str, Any]:
         return _envelope_schema(
             reconstructions={**_MATRIX, "description": "(N, 784) in [0, 1]"},
             images={"type": "array", "items": {"type": "string"}, "description": "base64 PNGs"},

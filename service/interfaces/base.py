@@ -3,27 +3,26 @@
 An input kind turns requests into a graph's feed: named protocol tensors (V2, TF Serving,
 ``/models/{name}/predict``) and, for rich kinds, native bodies (images, records). An answer
 turns the graph's outputs into protocol tensors and native answers. Both are stateless:
-everything about a model comes from its ``Version`` (its manifest, labels, encoder...).
+everything about a model comes from the facts of its version (``VersionFacts``: its manifest,
+labels, contracts...), which ``service.descriptor.Version`` provides; the interfaces never
+import the descriptor, which builds on them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from modelspec import Signature, TensorSpec
 from service.backends import Feed, Outputs
 from service.config import Limits
-from service.errors import NotAcceptable, RequestError
-from service.http import JSON, Reply
+from service.errors import NotAcceptable
+from service.http import Reply
 from service.inputs.body import UPLOAD_TYPES, media_type_of
 from service.inputs.tensors import TensorContract
-
-if TYPE_CHECKING:
-    from service.descriptor import Version
 
 BYTES = "BYTES"
 V2_TYPES: dict[str, str] = {
@@ -76,6 +75,34 @@ class Tensor:
         sample = tuple(None if d < 0 else d for d in self.shape[1:])
         low, high = self.range or (None, None)
         return TensorContract((sample,), low, high, self.dtype or np.dtype(np.float32))
+
+
+class VersionFacts(Protocol):
+    """What the interfaces read of a model version, and nothing more: its manifest's facts
+    (``service.descriptor.Version`` provides them)."""
+
+    name: str
+    number: int
+    manifest: dict[str, Any]  # the manifest as published (the records' encoder...)
+    signatures: dict[str, Signature]  # each signature's graph inputs and outputs
+
+    @property
+    def labels(self) -> list[str]:
+        """The class names, in output order."""
+        ...
+
+    @property
+    def threshold(self) -> float:
+        """The decision threshold of a one-probability classifier."""
+        ...
+
+    def contracts(self, signature: str) -> dict[str, TensorContract]:
+        """Each graph input of ``signature`` as a contract (dtype, shape, range)."""
+        ...
+
+    def memo(self, key: Any, build: Callable[[], Any]) -> Any:
+        """What an interface derives from the version once, kept with it."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -132,17 +159,17 @@ class InputKind:
         return tuple(Tensor.of(t) for t in signature.inputs)
 
     async def from_columns(
-        self, columns: Columns, version: Version, signature: str, limits: Limits
+        self, columns: Columns, version: VersionFacts, signature: str, limits: Limits
     ) -> Feed:
         raise NotImplementedError
 
-    async def from_native(self, incoming: Incoming, version: Version, signature: str) -> Feed:
+    async def from_native(self, incoming: Incoming, version: VersionFacts, signature: str) -> Feed:
         raise NotImplementedError
 
     def check_native(self, incoming: Incoming) -> None:
         """Query options, checked before any work (a typo must not pass silently)."""
 
-    def native_request(self, version: Version, signature: str) -> dict[str, Any]:
+    def native_request(self, version: VersionFacts, signature: str) -> dict[str, Any]:
         """The OpenAPI ``requestBody.content`` of the native route."""
         raise NotImplementedError
 
@@ -168,36 +195,30 @@ class Answer:
     ) -> tuple[Tensor, ...]:
         return tuple(Tensor.of(t) for t in signature.outputs)
 
-    def present(self, outputs: Outputs, version: Version) -> dict[str, np.ndarray]:
+    def present(self, outputs: Outputs, version: VersionFacts) -> dict[str, np.ndarray]:
         """The protocol outputs: the graph's, plus what this answer derives (a label...)."""
         return outputs
 
-    def classes(self, outputs: Outputs, version: Version) -> np.ndarray | None:
+    def classes(self, outputs: Outputs, version: VersionFacts) -> np.ndarray | None:
         """Predicted class indices, for the per-class metric; None when not a classifier."""
         return None
 
-    def check_native(self, incoming: Incoming, version: Version) -> None:
+    def check_native(self, incoming: Incoming, version: VersionFacts) -> None:
         """Query options and Accept, checked before any work; JSON answers by default."""
         accepts_json(incoming)
 
     def native(
-        self, outputs: Outputs, incoming: Incoming, version: Version, signature: str
+        self, outputs: Outputs, incoming: Incoming, version: VersionFacts, signature: str
     ) -> Reply:
         raise NotImplementedError
 
-    def native_response(self, version: Version, signature: str) -> dict[str, Any]:
+    def native_response(self, version: VersionFacts, signature: str) -> dict[str, Any]:
         """The OpenAPI schema of the native 200 answer."""
         raise NotImplementedError
 
 
-def envelope(version: Version, **content: Any) -> dict[str, Any]:
+def envelope(version: VersionFacts, **content: Any) -> dict[str, Any]:
     return {"model": version.name, "version": version.number, **content}
-
-
-def json_only(incoming: Incoming, kind: str) -> RequestError:
-    from service.inputs.body import unsupported
-
-    return unsupported(incoming.media_type, f"{JSON} ({kind})")
 
 
 def accepts_json(incoming: Incoming, alternatives: Sequence[str] = ()) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -22,10 +22,14 @@ from service.errors import RequestError
 from service.inputs.body import Upload, image_uploads, parse_json
 from service.inputs.images import decode_images
 from service.inputs.tensors import TensorContract, parse_tensor, unwrap
-from service.interfaces.base import Columns, Incoming, InputKind, Tensor, query_option
-
-if TYPE_CHECKING:
-    from service.descriptor import Version
+from service.interfaces.base import (
+    Columns,
+    Incoming,
+    InputKind,
+    Tensor,
+    VersionFacts,
+    query_option,
+)
 
 Prepare = Callable[[Image.Image], np.ndarray]
 _FILES = {"type": "string", "format": "binary"}
@@ -72,18 +76,18 @@ class ImageInput(InputKind):
         (spec,) = signature.inputs
         return (Tensor.of(spec, images=True),)
 
-    def contract(self, version: Version, signature: str) -> TensorContract:
+    def contract(self, version: VersionFacts, signature: str) -> TensorContract:
         """The graph input's contract, with the other sample shapes numbers may take."""
         (contract,) = version.contracts(signature).values()
         return contract
 
-    def prepare(self, version: Version, signature: str, query: dict[str, str]) -> Prepare:
+    def prepare(self, version: VersionFacts, signature: str, query: dict[str, str]) -> Prepare:
         raise NotImplementedError
 
     async def _from_files(
         self,
         uploads: list[Upload],
-        version: Version,
+        version: VersionFacts,
         signature: str,
         limits: Limits,
         query: dict[str, str],
@@ -96,7 +100,7 @@ class ImageInput(InputKind):
         return prepared.astype(np.float32)
 
     async def from_columns(
-        self, columns: Columns, version: Version, signature: str, limits: Limits
+        self, columns: Columns, version: VersionFacts, signature: str, limits: Limits
     ) -> Feed:
         ((name, column),) = columns.items()
         if is_files(column, name):
@@ -106,7 +110,7 @@ class ImageInput(InputKind):
         limit = limits.max_items_per_request
         return {name: parse_tensor(column, contract, limit, field=name, check_booleans=False)}
 
-    async def from_native(self, incoming: Incoming, version: Version, signature: str) -> Feed:
+    async def from_native(self, incoming: Incoming, version: VersionFacts, signature: str) -> Feed:
         (name,) = version.contracts(signature)
         if incoming.is_json:
             value = unwrap(parse_json(incoming.body, incoming.content_type))
@@ -118,7 +122,7 @@ class ImageInput(InputKind):
         limits, query = incoming.limits, incoming.query
         return {name: await self._from_files(uploads, version, signature, limits, query)}
 
-    def native_request(self, version: Version, signature: str) -> dict[str, Any]:
+    def native_request(self, version: VersionFacts, signature: str) -> dict[str, Any]:
         contract = self.contract(version, signature)
         tensor = {
             "type": "object",
@@ -157,7 +161,7 @@ class MnistImage(ImageInput):
     )
     SIDE = digits.IMAGE_SIZE
 
-    def contract(self, version: Version, signature: str) -> TensorContract:
+    def contract(self, version: VersionFacts, signature: str) -> TensorContract:
         def build() -> TensorContract:
             graph = super(MnistImage, self).contract(version, signature)
             square, flat = (self.SIDE, self.SIDE), (self.SIDE * self.SIDE,)
@@ -169,7 +173,7 @@ class MnistImage(ImageInput):
     def check_native(self, incoming: Incoming) -> None:
         _invert(incoming.query)
 
-    def prepare(self, version: Version, signature: str, query: dict[str, str]) -> Prepare:
+    def prepare(self, version: VersionFacts, signature: str, query: dict[str, str]) -> Prepare:
         invert = _invert(query)
         return lambda image: digits.prepare_image(image, invert)
 
@@ -190,6 +194,6 @@ class RgbPhoto(ImageInput):
         if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 3 or not shape[1]:
             raise ValueError("rgb_photo needs (N, size, size, 3)")
 
-    def prepare(self, version: Version, signature: str, query: dict[str, str]) -> Prepare:
+    def prepare(self, version: VersionFacts, signature: str, query: dict[str, str]) -> Prepare:
         size = self.contract(version, signature).shapes[0][0]  # (size, size, 3), checked at load
         return lambda image: flowers.prepare_image(image, size)

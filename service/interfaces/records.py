@@ -10,7 +10,7 @@ training data's limits.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -29,10 +29,8 @@ from service.interfaces.base import (
     Incoming,
     InputKind,
     Tensor,
+    VersionFacts,
 )
-
-if TYPE_CHECKING:
-    from service.descriptor import Version
 
 
 def _scalar(value: Any) -> Any:
@@ -80,7 +78,7 @@ def column_values(name: str, column: Column) -> list[Any]:
     return values
 
 
-def encoder_of(version: Version) -> BankEncoder:
+def encoder_of(version: VersionFacts) -> BankEncoder:
     """The version's record encoder (its manifest's ``preprocessing.encoder``), built once."""
     return version.memo(
         ("bank encoder",),
@@ -105,7 +103,7 @@ class BankRecord(InputKind):
         )
 
     async def from_columns(
-        self, columns: Columns, version: Version, signature: str, limits: Limits
+        self, columns: Columns, version: VersionFacts, signature: str, limits: Limits
     ) -> Feed:
         values = {name: column_values(name, column) for name, column in columns.items()}
         counts = {len(v) for v in values.values()}
@@ -120,17 +118,17 @@ class BankRecord(InputKind):
         records = [{name: v[i] for name, v in values.items()} for i in range(count)]
         return self._feed(records, version, signature, limits)
 
-    async def from_native(self, incoming: Incoming, version: Version, signature: str) -> Feed:
+    async def from_native(self, incoming: Incoming, version: VersionFacts, signature: str) -> Feed:
         records = unwrap_records(parse_json(incoming.body, incoming.content_type))
         return self._feed(records, version, signature, incoming.limits)
 
     @staticmethod
-    def _feed(records: list[Any], version: Version, signature: str, limits: Limits) -> Feed:
+    def _feed(records: list[Any], version: VersionFacts, signature: str, limits: Limits) -> Feed:
         (name,) = version.contracts(signature)
         features = encode_records(records, encoder_of(version), limits.max_items_per_request)
         return {name: features}
 
-    def native_request(self, version: Version, signature: str) -> dict[str, Any]:
+    def native_request(self, version: VersionFacts, signature: str) -> dict[str, Any]:
         record = {
             "type": "object",
             "description": "the raw bank-full.csv columns (all of them, no others)",

@@ -6,7 +6,7 @@ Every signature of every model is served this way (V2, TF Serving and
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from service.backends import Feed, Outputs
 from service.config import Limits
@@ -19,11 +19,9 @@ from service.interfaces.base import (
     Columns,
     Incoming,
     InputKind,
+    VersionFacts,
     envelope,
 )
-
-if TYPE_CHECKING:
-    from service.descriptor import Version
 
 
 def same_batch(feed: Feed) -> Feed:
@@ -41,7 +39,7 @@ def same_batch(feed: Feed) -> Feed:
 
 def parse_columns(
     columns: Columns,
-    version: Version,
+    version: VersionFacts,
     signature: str,
     limits: Limits,
     check_booleans: bool,
@@ -71,7 +69,7 @@ def parse_columns(
     return same_batch(feed)
 
 
-def named_inputs(value: Any, version: Version, signature: str) -> Columns:
+def named_inputs(value: Any, version: VersionFacts, signature: str) -> Columns:
     """``{"inputs": {name: tensor}}``, or ``{"inputs": tensor}`` for a one-input signature."""
     names = list(version.contracts(signature))
     if isinstance(value, dict):
@@ -101,19 +99,19 @@ class TensorInput(InputKind):
     summary = "named tensors"
 
     async def from_columns(
-        self, columns: Columns, version: Version, signature: str, limits: Limits
+        self, columns: Columns, version: VersionFacts, signature: str, limits: Limits
     ) -> Feed:
         # Booleans were searched for by the protocol's reader, which has the raw body.
         return parse_columns(columns, version, signature, limits, check_booleans=False)
 
-    async def from_native(self, incoming: Incoming, version: Version, signature: str) -> Feed:
+    async def from_native(self, incoming: Incoming, version: VersionFacts, signature: str) -> Feed:
         value = unwrap(parse_json(incoming.body, incoming.content_type), allowed=(FIELD,))
         columns = named_inputs(value, version, signature)
         limits, check = incoming.limits, incoming.check_booleans
         bare = not isinstance(value, dict)
         return parse_columns(columns, version, signature, limits, check, bare)
 
-    def native_request(self, version: Version, signature: str) -> dict[str, Any]:
+    def native_request(self, version: VersionFacts, signature: str) -> dict[str, Any]:
         contracts = version.contracts(signature)
         described = {
             name: {"type": "array", "description": c.describe()} for name, c in contracts.items()
@@ -147,11 +145,11 @@ class TensorAnswer(Answer):
     one_output = False
 
     def native(
-        self, outputs: Outputs, incoming: Incoming, version: Version, signature: str
+        self, outputs: Outputs, incoming: Incoming, version: VersionFacts, signature: str
     ) -> Reply:
         return json_reply(envelope(version, signature=signature, outputs=outputs))
 
-    def native_response(self, version: Version, signature: str) -> dict[str, Any]:
+    def native_response(self, version: VersionFacts, signature: str) -> dict[str, Any]:
         names = [t.name for t in version.signatures[signature].outputs]
         return {
             "type": "object",

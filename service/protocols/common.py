@@ -1,22 +1,17 @@
 """What the protocols share: the one inference route (``serve``) that runs each protocol's
-adapter top to bottom, version numbers from URLs, and the errors V2 and TF Serving clients
-read."""
+adapter top to bottom, and the errors V2 and TF Serving clients read."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from service.backends import Outputs
 from service.config import Limits
 from service.descriptor import Version
-from service.errors import RequestError
+from service.errors import RequestError, protocol_status
 from service.http import RawRequest, Reply, json_reply
 from service.inference import NOT_STARTED, Call, Decoded, Runtime, Serving
-from service.inputs.numbers import ascii_int
-
-if TYPE_CHECKING:
-    pass
 
 
 class Adapter(Protocol):
@@ -57,46 +52,21 @@ async def serve(request: RawRequest, runtime: Runtime | None, adapter: Adapter) 
     # A refusal is written here, the protocol's way, so nothing below calls back up into it.
     refusal = serving.refusal
     reply = call.errors(refusal) if refusal is not None else serving.reply
-    assert reply is not None  # answered, or a 500 or 499 set on the way out
+    assert reply is not None  # answered, refused (a 500 too), or a 499 set on the way out
     return serving.finish(reply)
 
 
-class NotAVersion(int):
-    """A version that is not a number (``?version=v1``): no version has it, so the model's
-    own lookup answers 404 ``unknown_version`` with the versions it serves; it prints as the
-    client's text."""
-
-    text: str
-
-    def __new__(cls, text: str) -> NotAVersion:
-        number = super().__new__(cls, -1)
-        number.text = text[:40]
-        return number
-
-    def __repr__(self) -> str:
-        return repr(self.text)
-
-    __str__ = __repr__
-
-
-def version_number(text: str | None) -> int | None:
-    """A version from a URL or ``?version=``, or None when not given; anything but ASCII
-    digits (an empty value too) is a ``NotAVersion``, refused where the model is known."""
-    if text is None:
-        return None
-    number = ascii_int(text)
-    if number is None:
-        return NotAVersion(text)
-    return number
-
-
-def protocol_errors(error: RequestError) -> Reply:
+def protocol_errors(error: RequestError, protocol: str = "v2") -> Reply:
     """V2 and TF Serving clients know 400 and 404 (with ``{"error": ...}``); 408, 413, 503 and
-    504 keep their status (and Retry-After), as both protocols' own servers do. Their clients
-    show the ``error`` string alone, so it carries the whole reason (``RequestError.text``)."""
-    reply = json_reply({**error.body(), "error": error.text()}, status=error.status)
+    504 keep their status (and Retry-After), as both protocols' own servers do
+    (``errors.protocol_status``). Their clients show the ``error`` string alone, so it
+    carries the whole reason (``RequestError.text``)."""
+    status = protocol_status(error.code, protocol)
+    reply = json_reply({**error.body(), "error": error.text()}, status=status)
     reply.headers.update(error.headers)
     reply.error = error
-    if reply.status in (406, 415, 422):
-        reply.status = 400
     return reply
+
+
+def tfserving_errors(error: RequestError) -> Reply:
+    return protocol_errors(error, "tfserving")

@@ -35,7 +35,7 @@ from service.http import Reply
 from service.inference import Call, Decoded, Runtime
 from service.interfaces.base import BYTES
 from service.protocols import v2, v2_names
-from service.protocols.common import protocol_errors, serve, version_number
+from service.protocols.common import protocol_errors, serve
 from service.protocols.v2_codec import (
     TensorInput,
     V2Request,
@@ -44,7 +44,7 @@ from service.protocols.v2_codec import (
     read_feed,
     to_raw,
 )
-from service.registry.lookup import READY
+from service.registry.lookup import READY, version_number
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,6 @@ def v2_request(message: Any, limits: Limits) -> V2Request:
             "invalid_request",
             f"{len(raw)} raw_input_contents for {len(message.inputs)} inputs",
             field="raw_input_contents",
-            status=400,
         )
     inputs = []
     for index, tensor in enumerate(message.inputs):
@@ -111,7 +110,6 @@ def v2_request(message: Any, limits: Limits) -> V2Request:
                     "invalid_request",
                     f"input {name!r}: both contents and raw_input_contents given",
                     field=name,
-                    status=400,
                 )
         elif datatype in CONTENTS:
             read.values = getattr(tensor.contents, CONTENTS[datatype])
@@ -121,7 +119,6 @@ def v2_request(message: Any, limits: Limits) -> V2Request:
                 f"input {name!r}: {datatype} has no typed contents field",
                 field=name,
                 expected="raw_input_contents",
-                status=400,
             )
         inputs.append(read)
     # gRPC answers are raw_output_contents; ``classification`` is an output's one option.
@@ -142,7 +139,7 @@ class GrpcInfer:
 
     def __init__(self, runtime: Runtime, message: Any) -> None:
         name = self.name = message.model_name
-        model, self.signature = v2_names.target(runtime.registry.v2_index, name)
+        model, self.signature = v2_names.target(runtime, name)
         number = version_number(message.model_version or None)
         label = f"/v2/models/{name}/infer"
         self.call = Call(model, number, self.signature, label, protocol_errors, "grpc")
@@ -184,7 +181,7 @@ async def _abort(context: grpc.aio.ServicerContext, error: RequestError | None) 
 
 
 def _model_reply(runtime: Runtime, name: str, version: str) -> tuple[Any, Any]:
-    model, signature = v2_names.target(runtime.registry.v2_index, name)
+    model, signature = v2_names.target(runtime, name)
     loaded = runtime.registry.resolve(model, version_number(version or None))
     assert loaded.version is not None
     return loaded, loaded.version.view(signature)
@@ -293,7 +290,7 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def _authorise(self, context: Any) -> None:
         try:
-            admin.authorise(GrpcRequest(None, context).headers, self.runtime.config)
+            admin.authorise(GrpcRequest(None, context).headers, self.runtime)
         except RequestError as error:
             await _abort(context, error)
 
@@ -415,7 +412,7 @@ async def start(runtime: Runtime) -> grpc.aio.Server | None:
         logger.error("%s: this server serves HTTP only", error)
         return None
     limit = runtime.config.limits.max_body_bytes
-    guard = auth.current
+    guard = runtime.guard
     server = grpc.aio.server(
         interceptors=[auth.GrpcGuard(guard)] if guard is not None and guard.enabled else [],
         options=[

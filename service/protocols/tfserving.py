@@ -24,9 +24,17 @@ from service.inputs.body import parse_json
 from service.inputs.tensors import holds_boolean, might_hold_booleans
 from service.interfaces.base import BYTES, Columns, Tensor
 from service.monitoring.names import OOD_OUTPUTS
-from service.protocols.common import protocol_errors, serve, version_number
+from service.protocols.common import serve, tfserving_errors
 from service.protocols.v2_codec import check_inputs
-from service.registry.lookup import FAILED, LOADING, READY, UNLOADING, Loaded, ServedModel
+from service.registry.lookup import (
+    FAILED,
+    LOADING,
+    READY,
+    UNLOADING,
+    Loaded,
+    ServedModel,
+    version_number,
+)
 
 DTYPES = {
     "BOOL": "DT_BOOL",
@@ -121,7 +129,6 @@ def signature_of(version: Version, name: Any) -> SignatureView:
             f"model {version.name!r} has no signature {name[:60]!r}",
             field="signature_name",
             expected=str([TF_DEFAULT, *version.views]),
-            status=400,  # TF Serving's own answer
         )
     return view
 
@@ -152,7 +159,6 @@ def read_request(body: bytes, version: Version) -> tuple[SignatureView, Columns,
                     f"input {tensor.name!r} holds booleans",
                     field=tensor.name,
                     expected="numbers",
-                    status=400,  # TF Serving's own answer
                 )
     return view, columns, rows
 
@@ -190,7 +196,7 @@ class TfPredict:
     def __init__(self, name: str, version: str | None) -> None:
         label = f"/v1/models/{name}:predict"
         number = version_number(version)
-        self.call = Call(name, number, "", label, protocol_errors, "tfserving")
+        self.call = Call(name, number, "", label, tfserving_errors, "tfserving")
 
     async def decode(
         self, request: RawRequest, body: bytes, served: Version, limits: Limits
@@ -214,7 +220,7 @@ async def predict(
     try:
         adapter = runtime.call(("tf", name, version), lambda: TfPredict(name, version))
     except RequestError as error:
-        return protocol_errors(error)
+        return tfserving_errors(error)
     return await serve(request, runtime, adapter)
 
 
@@ -297,7 +303,7 @@ async def status(
     try:
         return json_reply(model_status(runtime.registry.find(name), version_number(version)))
     except RequestError as error:
-        return protocol_errors(error)
+        return tfserving_errors(error)
 
 
 async def metadata(
@@ -306,6 +312,6 @@ async def metadata(
     try:
         loaded = runtime.registry.resolve(name, version_number(version))
     except RequestError as error:
-        return protocol_errors(error)
+        return tfserving_errors(error)
     assert loaded.version is not None
     return json_reply(model_metadata(loaded.version))

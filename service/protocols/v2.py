@@ -1,6 +1,6 @@
 """Open Inference Protocol (V2, KServe / Triton REST) on the service's own port.
 
-Every signature of every served model is a V2 model (``descriptor.Version.v2_names``): its
+Every signature of every served model is a V2 model (``v2_names.names``): its
 inputs and outputs are the signature's protocol tensors. This module answers the metadata,
 health and configuration endpoints; inference (``infer``) lives with the tensor reader and
 writer in ``v2_codec``, so a V2 request crosses one protocol module. Errors are
@@ -18,8 +18,8 @@ from service.http import RawRequest, Reply, json_reply
 from service.inference import Runtime
 from service.interfaces.base import BYTES
 from service.protocols import v2_names
-from service.protocols.common import protocol_errors, version_number
-from service.registry.lookup import READY, Loaded
+from service.protocols.common import protocol_errors
+from service.registry.lookup import READY, Loaded, version_number
 
 SERVER_NAME = "keras-model-serving"
 EXTENSIONS = [
@@ -36,7 +36,7 @@ PLATFORMS = {"onnx": "onnxruntime_onnx", "saved_model": "tensorflow_savedmodel"}
 
 
 def _target(runtime: Runtime, name: str, version: str | None) -> tuple[Loaded, SignatureView]:
-    model, signature = v2_names.target(runtime.registry.v2_index, name)
+    model, signature = v2_names.target(runtime, name)
     loaded = runtime.registry.resolve(model, version_number(version))
     assert loaded.version is not None
     return loaded, loaded.version.view(signature)
@@ -133,7 +133,7 @@ async def ready(
     request: RawRequest, runtime: Runtime, name: str, version: str | None = None
 ) -> Reply:
     try:
-        model_name, _ = v2_names.target(runtime.registry.v2_index, name)
+        model_name, _ = v2_names.target(runtime, name)
         model = runtime.registry.find(model_name)
         number = version_number(version)
         if number is not None:

@@ -26,7 +26,8 @@ from service.inputs.numbers import ascii_int
 from service.inputs.tensors import holds_boolean, might_hold_booleans
 from service.interfaces.base import BYTES, NUMPY_TYPES, Columns, Tensor
 from service.protocols import v2_names
-from service.protocols.common import protocol_errors, serve, version_number
+from service.protocols.common import protocol_errors, serve
+from service.registry.lookup import version_number
 
 HEADER_LENGTH = "inference-header-content-length"
 BOOL = "BOOL"
@@ -284,7 +285,6 @@ def check_header(name: str, shape: Any, datatype: Any, limits: Limits) -> tuple[
             field=name,
             expected=f"at most {limits.max_items_per_request} items, "
             f"dimensions whose product is at most {limits.max_body_bytes}",
-            status=413,
         )
     return name, shape, datatype
 
@@ -301,7 +301,6 @@ def check_declared(headers: list[tuple[str, list[int], str]], view: SignatureVie
                 f"input {name!r} has shape {shape}",
                 field=name,
                 expected=f"at most {len(declared)} dimensions, as {list(declared)}",
-                status=400,
             )
         fixed = all(d >= 0 for d in declared[1:])
         per_item = prod(declared[1:])
@@ -311,7 +310,6 @@ def check_declared(headers: list[tuple[str, list[int], str]], view: SignatureVie
                 f"input {name!r} has shape {shape}",
                 field=name,
                 expected=f"{per_item} values per item, as {list(declared)}",
-                status=400,
             )
 
 
@@ -336,7 +334,6 @@ def _from_values(values: Any, name: str, shape: list[int], datatype: str) -> Any
             "invalid_request",
             f"input {name!r}: {len(values)} values for shape {shape}",
             field=name,
-            status=400,
         )
     values = list(values)
     target = NUMERIC_TYPES.get(datatype)
@@ -573,7 +570,7 @@ class V2Infer:
     """A V2 infer request over HTTP, on the signature's shared batcher."""
 
     def __init__(self, runtime: Runtime, name: str, version: str | None) -> None:
-        model, self.signature = v2_names.target(runtime.registry.v2_index, name)
+        model, self.signature = v2_names.target(runtime, name)
         self.name = name
         label = f"/v2/models/{name}/infer"
         number = version_number(version)

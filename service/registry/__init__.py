@@ -5,6 +5,7 @@
   the repository API's loads and unloads).
 - ``building``: a published version folder made into a runnable, warmed version.
 
-The repository API's shared state file is ``service.admin.SharedState``; the V2 model names
-are ``service.protocols.v2_names``.
+The repository API's shared state file is ``service.admin.SharedState``, handed to the
+``Registry``; the V2 model names are the V2 protocol's (``service.protocols.v2_names``), built
+again when ``Registry.generation`` changes.
 """

@@ -24,17 +24,15 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelspec import repository
 from modelspec.storage import StorageError
-from service.admin import SharedState
 from service.config import Settings
 from service.errors import RequestError, Unavailable
 from service.metrics import Metrics
 from service.mirror import Mirror
 from service.monitoring.ood import Detectors
-from service.protocols import v2_names
 from service.registry.building import Builder
 from service.registry.lookup import (
     FAILED,
@@ -47,6 +45,9 @@ from service.registry.lookup import (
     ServedModel,
 )
 from service.rollout import merge, read_file, routing_for
+
+if TYPE_CHECKING:  # handed in: service.admin answers requests, so it imports service.inference
+    from service.admin import SharedState
 
 # The registry's log lines keep the logger name they had before it was split in three.
 logger = logging.getLogger("service.models")
@@ -106,17 +107,18 @@ def _stamp(directory: Path) -> tuple[tuple[str, int, int], ...]:
 class Registry(Lookup):
     """Every model this process serves, and the work of keeping them in step."""
 
-    def __init__(self, config: Settings, metrics: Metrics) -> None:
+    def __init__(self, config: Settings, metrics: Metrics, shared: SharedState) -> None:
         self.config = config
         self.metrics = metrics
         # The OOD detectors score in the batch jobs the builder makes, looking the detector
         # up here on every batch (service.monitoring.ood); the Monitor reads their state.
         self.detectors = Detectors(self)
         self.builder = Builder(config, metrics, self.detectors)
-        self.shared = SharedState(config)
+        self.shared = shared  # the repository API's unloads and routing, for every worker
         self.models: dict[str, ServedModel] = {}
-        self.v2_index: dict[str, tuple[str, str]] = {}
-        self.generation = 0  # changes whenever the served models or their names change
+        # Changes whenever the served models or their names change: what is built from them
+        # (the protocols' adapters, the V2 names: ``Runtime.call``) is built again.
+        self.generation = 0
         self._lock = asyncio.Lock()
         self._overrides: dict[str, Any] = {}
         remote = config.remote
@@ -347,10 +349,10 @@ class Registry(Lookup):
         self.metrics.model_serving_since.labels(model, number).set(0)
 
     def _index(self) -> None:
-        """Settle every model after the served models changed, and name them for V2."""
+        """Settle every model after the served models changed; what is built from them is
+        built again (``generation``)."""
         for model in self.models.values():
             model.settle()
-        self.v2_index = v2_names.index(self.models.values())
         self.generation += 1
 
     # -- the repository API ---------------------------------------------------------------
@@ -386,7 +388,7 @@ class Registry(Lookup):
             )
         if name not in published or not published[name]:
             raise RequestError(
-                "unknown_model", f"no model {name!r} in the repository", field="name", status=404
+                "unknown_model", f"no model {name!r} in the repository", field="name"
             )
         # Under the lock: an unload arriving meanwhile waits for this load, then unloads,
         # instead of the two interleaving into a failure neither asked for.
@@ -399,9 +401,7 @@ class Registry(Lookup):
             await asyncio.to_thread(self.shared.update_unloaded, name, False)
             await self._refresh(only=name)
         if model.latest() is None:
-            raise RequestError(
-                "load_failed", f"failed to load {name!r}: {model.reason}", status=400
-            )
+            raise RequestError("load_failed", f"failed to load {name!r}: {model.reason}")
         return model
 
     async def unload(self, name: str) -> ServedModel:
@@ -476,7 +476,7 @@ class Registry(Lookup):
                 ready = {v.number for v in model.ready_versions}
                 routing_for(merged, ready, {n: v.state for n, v in model.versions.items()})
             except ValueError as error:
-                raise RequestError("invalid_routing", str(error), status=400) from None
+                raise RequestError("invalid_routing", str(error)) from None
             model.override = override
             model.apply()
             self._overrides[name] = override

@@ -18,7 +18,7 @@ from service.batching import Batcher
 from service.config import ModelConfig, Settings
 from service.descriptor import Version
 from service.errors import NotFound, Unavailable
-from service.protocols.common import NotAVersion
+from service.inputs.numbers import ascii_int
 from service.rollout import Routing, merge, routing_for
 
 if TYPE_CHECKING:
@@ -31,6 +31,36 @@ LOADING, READY, FAILED, UNLOADING, UNLOADED = "loading", "ready", "failed", "unl
 # A model folder holding no published version (an export under way, or one that failed
 # half-way): shown in /models, but it does not hold the service out of readiness (below).
 EMPTY = "no_published_version"
+
+
+class NotAVersion(int):
+    """A version that is not a number (``?version=v1``): no version has it, so the model's
+    own lookup answers 404 ``unknown_version`` with the versions it serves; it prints as the
+    client's text."""
+
+    text: str
+
+    def __new__(cls, text: str) -> NotAVersion:
+        number = super().__new__(cls, -1)
+        number.text = text[:40]
+        return number
+
+    def __repr__(self) -> str:
+        return repr(self.text)
+
+    __str__ = __repr__
+
+
+def version_number(text: str | None) -> int | None:
+    """A version from a URL or ``?version=`` (every protocol reads them so), or None when
+    not given; anything but ASCII digits (an empty value too) is a ``NotAVersion``, refused
+    where the model is known."""
+    if text is None:
+        return None
+    number = ascii_int(text)
+    if number is None:
+        return NotAVersion(text)
+    return number
 
 
 @dataclass

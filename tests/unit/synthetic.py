@@ -38,6 +38,28 @@ def affine_onnx(x: str = "x", y: str = "y") -> bytes:
     return model.SerializeToString()
 
 
+def failing_onnx() -> bytes:
+    """``y = x[i, int(x[i, j])]`` (GatherElements on the row itself): zeros, the warm-up's
+    feed, answer; a value past the row's 4 places makes ONNX Runtime fail the run ("indices
+    element out of data bounds"), a fault of the model the service must answer 500."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["x"], ["i"], to=TensorProto.INT64),
+            helper.make_node("GatherElements", ["x", "i"], ["y"], axis=1),
+        ],
+        "failing",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", WIDTH])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", WIDTH])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
 def tensor(name: str, shape: list[int], dtype: str = "float32", **extra: Any) -> dict[str, Any]:
     return {"name": name, "shape": shape, "dtype": dtype, **extra}
 
@@ -97,6 +119,7 @@ class InProcess:
 
     def __enter__(self) -> InProcess:
         from service import app
+        from service.admin import SharedState
         from service.config import load_config
         from service.inference import Runtime
         from service.metrics import Metrics
@@ -104,16 +127,39 @@ class InProcess:
 
         settings = load_config(self.environ)
         metrics = Metrics(f"unit{next(_namespaces)}")  # its own names: one registry per process
-        self.registry = Registry(settings, metrics)
+        self.registry = Registry(settings, metrics, SharedState(settings))
         self.loop = asyncio.new_event_loop()
         self.loop.run_until_complete(self.registry.refresh())
         self.runtime = Runtime(settings, metrics, self.registry)
         self.app = app.App(_nothing_else, self.runtime)
+        self._grpc: Any = None
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._grpc is not None:
+            self.loop.run_until_complete(self._grpc.stop(None))
         self.registry.close()
         self.loop.close()
+
+    def grpc(self, method: str, message: Any, metadata: tuple[tuple[str, str], ...] = ()) -> Any:
+        """One call of the service's real gRPC servicer over a real channel: a server of this
+        process on a free port of 127.0.0.1, started at the first call."""
+        import grpc
+
+        from service.protocols import grpc as ours
+
+        async def go() -> Any:
+            if self._grpc is None:
+                server = grpc.aio.server()
+                server.add_generic_rpc_handlers((ours.handlers(ours.Servicer(self.runtime)),))
+                self._grpc_port = server.add_insecure_port("127.0.0.1:0")
+                await server.start()
+                self._grpc = server
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{self._grpc_port}") as channel:
+                stub = ours.pb_grpc.GRPCInferenceServiceStub(channel)
+                return await getattr(stub, method)(message, metadata=metadata)
+
+        return self.loop.run_until_complete(go())
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         async def go() -> httpx.Response:

@@ -4,6 +4,7 @@ graph is opened); and the card-file reader against hostile names and swapped fil
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import re
 from pathlib import Path
@@ -12,6 +13,8 @@ import pytest
 
 from service.descriptor import ManifestError, Version
 from service.errors import RequestError
+from service.interfaces.base import VersionFacts
+from service.protocols import v2_names
 from tests.unit.synthetic import CLASSES, WIDTH, manifest, signature, tensor
 
 DIGITS = [str(d) for d in range(CLASSES)]
@@ -28,7 +31,7 @@ def test_a_tensor_signature_is_served_as_plain_tensors(tmp_path: Path) -> None:
     assert not view.rich  # no native route of its own
     assert [(t.name, t.datatype, t.shape) for t in view.inputs] == [("x", "FP32", (-1, WIDTH))]
     assert [(t.name, t.datatype, t.shape) for t in view.outputs] == [("y", "FP32", (-1, CLASSES))]
-    assert version.v2_names() == {"m": "predict"}
+    assert v2_names.names(version) == {"m": "predict"}
     assert version.tf_signature("serving_default") == "predict"
     described = version.describe()
     assert described["signatures"]["predict"]["native_route"] is None
@@ -39,7 +42,7 @@ def test_several_signatures_get_a_v2_name_each(tmp_path: Path) -> None:
     signatures = {"predict": signature(), "embed": signature(outputs=[tensor("e", [-1, 2])])}
     version = _version(tmp_path, signatures=signatures)
     assert version.default_signature == "predict"  # the first
-    assert version.v2_names() == {"m": "predict", "m_predict": "predict", "m_embed": "embed"}
+    assert v2_names.names(version) == {"m": "predict", "m_predict": "predict", "m_embed": "embed"}
 
 
 def test_a_classifier_answer_is_rich_and_has_class_strings(tmp_path: Path) -> None:
@@ -174,3 +177,22 @@ def test_a_card_gone_from_the_repository_is_not_found(tmp_path: Path) -> None:
     version = _with_files(tmp_path, {"model_card.md": b"# card\n"})
     (version.directory / "model_card.md").unlink()
     assert _refusal(version, "model_card.md") == ("not_found", 404)
+
+
+def test_a_version_provides_every_fact_the_interfaces_read(tmp_path: Path) -> None:
+    # The interfaces are written against VersionFacts, never importing the descriptor: a
+    # fact the descriptor stops providing must fail here, not on a request.
+    version = _version(tmp_path)
+    facts = {n for n in dir(VersionFacts) if not n.startswith("_")}
+    facts |= set(VersionFacts.__annotations__)
+    assert facts >= {"labels", "threshold", "contracts", "memo", "signatures"}
+    missing = [name for name in sorted(facts) if not _has_static(version, name)]
+    assert not missing, f"descriptor.Version lacks {missing}"
+
+
+def _has_static(value: object, name: str) -> bool:
+    try:
+        inspect.getattr_static(value, name)
+    except AttributeError:
+        return False
+    return True

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from modelspec import flowers
 from modelspec.reference import ALERT, REFERENCE_FILE, SIZE_FEATURES, build
 from service.config import Limits
 from service.inputs.body import Upload
-from service.inputs.images import INLINE_PIXELS, collect_sizes, decode_images
+from service.inputs.images import INLINE_PIXELS, Decoder, decode_images
 from service.monitoring.drift import Drift, Window
 
 WINDOW = 300
@@ -154,14 +155,24 @@ def test_the_decoder_records_each_uploads_upright_size_before_the_resize(large: 
     uploads = [Upload("image", _png(side, side // 2)), Upload("image", _png(side, 30, 6))]
     assert (side * side // 2 + side * 30 > INLINE_PIXELS) == large
 
+    decoder = Decoder(2)
+    threads: set[str] = set()
+
+    def prepare(image: Image.Image) -> np.ndarray:
+        threads.add(threading.current_thread().name)
+        return flowers.prepare_image(image, 32)
+
     async def decode() -> tuple[np.ndarray, list]:
-        sizes = collect_sizes()
-        pixels = await decode_images(uploads, lambda i: flowers.prepare_image(i, 32), Limits())
+        sizes = decoder.start()
+        pixels = await decode_images(uploads, prepare, Limits())
         return pixels, sizes
 
     pixels, sizes = asyncio.run(decode())
+    decoder.close()
     assert pixels.shape == (2, 32, 32, 3)  # resized: the size is no longer in the pixels
     assert sizes == [(side, side // 2), (30, side)]
+    # Large ones decode in the pool of the Decoder that started the request.
+    assert all(t.startswith("decode") for t in threads) == large, threads
 
 
 def test_sizes_reach_the_request_from_a_body_decoded_in_another_threads_loop() -> None:
@@ -170,7 +181,7 @@ def test_sizes_reach_the_request_from_a_body_decoded_in_another_threads_loop() -
     uploads = [Upload("image", _png(90, 50)), Upload("image", _png(20, 70))]
 
     async def request() -> list:
-        sizes = collect_sizes()
+        sizes = Decoder(1).start()
         decoding = decode_images(uploads, lambda i: flowers.prepare_image(i, 32), Limits())
         await asyncio.to_thread(asyncio.run, decoding)
         return sizes

@@ -98,10 +98,41 @@ def test_each_code_has_its_statuses(code: str) -> None:
     assert declared.meaning and "\n" not in declared.meaning and "|" not in declared.meaning
 
 
-def test_a_site_may_answer_another_http_status_but_not_another_grpc_one() -> None:
-    error = RequestError("invalid_shape", "x", status=400)  # V2's reader
-    assert (error.status, error.grpc) == (400, "INVALID_ARGUMENT")
-    assert error.body() == {"error": "x", "code": "invalid_shape"}
+def test_no_raise_site_states_a_status_of_its_own() -> None:
+    """The catalogue is the only place a code's status is declared: no call of an error
+    class (or a helper building one) in service/ passes ``status=``, read from the syntax
+    tree. A protocol that answers another status says so in ``errors.PROTOCOL_STATUS``."""
+    stated = []
+    for path in sorted((ROOT / "service").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+            if name in RAISERS and any(k.arg == "status" for k in node.keywords):
+                stated.append(f"{path.relative_to(ROOT)}:{node.lineno} {name}")
+    assert not stated, f"statuses stated beside the catalogue's: {stated}"
+    with pytest.raises(TypeError):
+        RequestError("invalid_shape", "x", status=400)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("code", "protocol", "status"),
+    [
+        ("invalid_shape", "v2", 400),  # 422 folded: V2 clients know 400 and 404
+        ("not_acceptable", "tfserving", 400),
+        ("not_an_image", "v2", 400),
+        ("unknown_signature", "tfserving", 400),  # TF Serving's own server: INVALID_ARGUMENT
+        ("unknown_signature", "v2", 404),
+        ("unknown_model", "tfserving", 404),
+        ("body_too_large", "v2", 413),
+        ("request_timeout", "tfserving", 504),
+        ("internal", "v2", 500),
+    ],
+)
+def test_a_protocol_answers_its_own_status_by_a_named_rule(code, protocol, status) -> None:
+    assert errors.protocol_status(code, protocol) == status
+    error = RequestError(code, "x")
+    assert (error.status, error.grpc) == (CATALOGUE[code].status, CATALOGUE[code].grpc)
 
 
 def test_the_readme_table_is_the_catalogue() -> None:
@@ -124,3 +155,35 @@ def test_openapi_lists_each_status_with_its_codes() -> None:
     # V2 and TF Serving answer 400 for the 422 codes: their 400 lists them
     v2_400 = openapi.V2_INFER["responses"]["400"]["description"]
     assert "`invalid_shape`" in v2_400 and "`invalid_json`" in v2_400
+    # TF Serving answers an unknown signature 400, native and V2 404 (errors.PROTOCOL_STATUS)
+    tf = openapi.TF_PREDICT["responses"]
+    assert "`unknown_signature`" in tf["400"]["description"]
+    assert "`unknown_signature`" not in tf["404"]["description"]
+    assert "`unknown_signature`" not in v2_400
+    assert "`unknown_signature`" in responses["404"]["description"]
+    assert "`empty_batch`" in responses["422"]["description"]
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "code", "fault"),
+    [
+        ("/digits/predict", 422, "invalid_shape", None),
+        ("/v2/models/digits/infer", 400, "invalid_shape", None),  # V2 folds 422 to 400
+        ("/v1/models/digits:predict", 400, "unknown_signature", None),
+        ("/v1/models/nope:predict", 404, "unknown_model", None),
+        ("/v2/models/digits/infer", 400, "bad_framing", None),  # the connection layer's
+        ("/digits/predict", 400, "invalid_shape", "status 400"),
+        ("/v2/models/digits/infer", 404, "invalid_shape", "status 404"),
+        ("/digits/predict", 404, "unknown_signature", None),
+        ("/digits/predict", 400, "unknown_signature", "status 400"),
+        ("/digits/predict", 422, "made_up", "not in the error catalogue"),
+        ("/digits/predict", 422, None, "not in the error catalogue"),
+    ],
+)
+def test_the_hostile_corpus_checks_each_refusals_code_and_status(path, status, code, fault):
+    """reliability/scenarios/hostile.py: a 4xx JSON body is not enough; its code must be
+    catalogued and its status the catalogue's (as the path's protocol answers it)."""
+    from reliability.scenarios.hostile import refusal_fault
+
+    found = refusal_fault(path, status, code)
+    assert (found is None) if fault is None else (fault in (found or "")), found

@@ -146,3 +146,12 @@ def test_require_finite_names_the_first_item_at_fault() -> None:
     assert (raised.value.code, raised.value.item) == ("no_finite_answer", 2)
     big = np.full((2, 2), 3e38, np.float32)  # finite, though its float64 sum is not small
     require_finite({"y": big})
+
+
+def test_an_unknown_tf_serving_signature_is_400_as_its_server_answers(service) -> None:
+    """errors.PROTOCOL_STATUS: TF Serving's own server answers INVALID_ARGUMENT (400)."""
+    body = {"signature_name": "nope", "instances": X.tolist()}
+    answer = service.request("POST", "/v1/models/affine:predict", json=body)
+    assert _refusal(answer, "unknown_signature", 400)["field"] == "signature_name"
+    v2 = service.request("POST", "/v2/models/affine/infer", json={"inputs": []})
+    assert v2.status_code == 400 and v2.json()["code"] != "unknown_signature", v2.text

@@ -14,7 +14,7 @@ from PIL import Image
 
 from service.config import Limits
 from service.descriptor import Version
-from service.errors import RequestError
+from service.errors import CATALOGUE, RequestError
 from service.interfaces import ANSWERS, INPUT_KINDS
 from service.interfaces.answers import top_k_option
 from service.interfaces.base import Incoming
@@ -133,7 +133,8 @@ def test_image_faults_have_their_codes(tmp_path: Path, data, code: str) -> None:
     elif data == "truncated":
         data = _png(np.random.default_rng(0).integers(0, 255, (28, 28), np.uint8))[:200]
     incoming = _incoming(data, "image/png")
-    assert _refused(lambda: kind.from_native(incoming, version, "predict")).code == code
+    error = _refused(lambda: kind.from_native(incoming, version, "predict"))
+    assert (error.code, error.status) == (code, CATALOGUE[code].status)  # empty_batch: 422
 
 
 def test_an_unknown_invert_option_is_refused_before_any_work(tmp_path: Path) -> None:

@@ -14,16 +14,9 @@ from service.config import Limits
 from service.descriptor import Version
 from service.errors import RequestError
 from service.protocols import v2_codec as codec
-from tests.unit.synthetic import CLASSES, WIDTH, manifest, signature, tensor
+from tests.unit.synthetic import CLASSES, WIDTH, manifest
 
 LIMITS = Limits()
-
-
-@pytest.fixture
-def view(tmp_path: Path):
-    inputs = [tensor("x", [-1, WIDTH]), tensor("n", [-1, 1], "int32")]
-    described = manifest("m", signatures={"predict": signature(inputs=inputs)})
-    return Version("m", 1, tmp_path, described).view("predict")
 
 
 def _refused(call, *args) -> RequestError:
@@ -83,8 +76,8 @@ def test_binary_data_is_read_in_input_order(view) -> None:
         ([_x()], b"", "missing_input", 422),
         ([_x(), _n(), {**_n(), "name": "z"}], b"", "unknown_input", 422),
         ([{**_x(), "datatype": "FP64"}, _n()], b"", "invalid_dtype", 422),
-        ([{**_x(), "shape": [1, 2, 2]}, _n()], b"", "invalid_shape", 400),
-        ([{**_x(), "shape": [1, WIDTH + 1]}, _n()], b"", "invalid_shape", 400),
+        ([{**_x(), "shape": [1, 2, 2]}, _n()], b"", "invalid_shape", 422),
+        ([{**_x(), "shape": [1, WIDTH + 1]}, _n()], b"", "invalid_shape", 422),
         ([{**_x(), "shape": [65, WIDTH]}, _n()], b"", "too_many_items", 413),
         ([{**_x(), "shape": [1, -1]}, _n()], b"", "invalid_request", 400),
         ([{**_x(), "data": [1.0, 2.0]}, _n()], b"", "invalid_request", 400),
