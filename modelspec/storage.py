@@ -230,10 +230,13 @@ class Remote:
             if not isinstance(files, dict):
                 raise ValueError("manifest has no files table")
             for relative in files:
-                target = work / _safe_relative(relative)
+                # The key of the file a local repository finds at that name ('./x', 'a//b'
+                # are no object keys: object_store refuses them)
+                path = _safe_relative(relative)
+                target = work / path
                 target.parent.mkdir(parents=True, exist_ok=True)
                 try:
-                    result = obstore.get(self.store, f"{base}/{relative}")
+                    result = obstore.get(self.store, f"{base}/{path.as_posix()}")
                     with target.open("wb") as handle:
                         for chunk in result.stream(min_chunk_size=1 << 20):
                             handle.write(chunk)
@@ -317,10 +320,14 @@ def _safe_relative(relative: str) -> PurePosixPath:
 
 
 def _read_error(key: str, error: BaseException) -> Exception:
-    """A missing object makes the version not intact (ValueError: refused until it changes);
-    anything else is the store failing (StorageError: tried again next poll)."""
+    """A missing object, or a name that is no object key, makes the version not intact
+    (ValueError: refused until it changes); anything else is the store failing (StorageError:
+    tried again next poll)."""
     if isinstance(error, FileNotFoundError) or type(error).__name__ == "NotFoundError":
         return ValueError(f"{key}: missing from the store")
+    # object_store refusing the name itself (a newline in it): the manifest is at fault
+    if isinstance(error, ValueError) or type(error).__name__ == "InvalidPathError":
+        return ValueError(f"{key[:200]!r} is not an object name: {describe_error(error)}")
     return StorageError(f"reading {key}: {describe_error(error)}")
 
 

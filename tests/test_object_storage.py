@@ -204,6 +204,36 @@ def test_a_manifest_naming_files_outside_its_version_is_refused_before_any_write
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["evil"]
 
 
+def test_a_manifests_file_names_are_keys_as_a_local_repository_reads_them(
+    in_moto: Moto, tmp_path: Path
+) -> None:
+    """``./model.onnx`` or ``a//b`` in a manifest name the file a local repository finds there
+    (and ``aws s3 sync`` uploads as ``model.onnx``, ``a/b``); a name that is no object key
+    at all refuses the version. Both were read as the store failing: the version was tried
+    again at every poll, forever (a GET and an error line each time), and never served."""
+    import hashlib
+
+    import obstore
+
+    remote = storage.parse(in_moto.url("names"))
+    digest = hashlib.sha256(b"x").hexdigest()
+    obstore.put(remote.store, "odd/1/model.onnx", b"x")
+    obstore.put(remote.store, "odd/1/a/b", b"x")
+    files = {"./model.onnx": digest, "a//b": digest}
+    manifest = {"name": "odd", "version": 1, "files": files}
+    obstore.put(remote.store, "odd/1/manifest.json", json.dumps(manifest).encode())
+    (tmp_path / "odd").mkdir()
+    remote.download_version("odd", 1, tmp_path / "odd" / "1")
+    assert (tmp_path / "odd" / "1" / "model.onnx").read_bytes() == b"x"
+    assert (tmp_path / "odd" / "1" / "a" / "b").read_bytes() == b"x"
+
+    manifest = {"name": "odd", "version": 2, "files": {"a\nb": digest}}
+    obstore.put(remote.store, "odd/2/manifest.json", json.dumps(manifest).encode())
+    with pytest.raises(ValueError, match="not an object name") as refused:
+        remote.download_version("odd", 2, tmp_path / "odd" / "2")
+    assert not isinstance(refused.value, storage.StorageError)
+
+
 def test_the_cache_refuses_a_version_past_its_bound(
     in_moto: Moto, sources: dict[int, Path], tmp_path: Path
 ) -> None:
