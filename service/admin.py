@@ -184,6 +184,7 @@ def _checked_routing(changes: dict[str, Any]) -> dict[str, Any]:
 
 STATE_FILE = "unloaded.json"  # the models unloaded through the API
 ROUTING_FILE = "routing.json"  # the repository API's labels and traffic, for every worker
+LOADS_FILE = "loads.json"  # the repository API's load calls by model: failed versions retried
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:
@@ -224,6 +225,11 @@ class SharedState:
         found = self._changed(ROUTING_FILE)
         return found if isinstance(found, dict) else None
 
+    def load_counts(self) -> dict[str, Any] | None:
+        """The load calls made through the API by model, when changed since last read."""
+        found = self._changed(LOADS_FILE)
+        return found if isinstance(found, dict) else None
+
     def _changed(self, name: str) -> Any:
         """The JSON in the state file ``name`` when it changed since last read, else
         None (none yet, unchanged, or unreadable)."""
@@ -256,6 +262,16 @@ class SharedState:
             overrides[name] = override
             self._write(ROUTING_FILE, overrides)
 
+    def count_load(self, name: str) -> None:
+        """One more load call for ``name``: every worker tries its failed versions again,
+        not only the one that took the call."""
+        with self._locked():
+            found = self._read(LOADS_FILE)
+            counts = found if isinstance(found, dict) else {}
+            held = counts.get(name)
+            counts[name] = (held if isinstance(held, int) else 0) + 1
+            self._write(LOADS_FILE, counts)
+
     # Each update is read, changed and written under a lock the workers share: a worker
     # that wrote its whole view of the file undid a call another worker took since its last
     # poll (two unloads a few ms apart on two workers kept one, 5 tries in 6).
@@ -284,9 +300,9 @@ class SharedState:
             self._seen[name] = _stamp(path)
 
     def changed(self) -> bool:
-        """Whether either file changed since this worker last read or wrote it."""
+        """Whether any file changed since this worker last read or wrote it."""
         directory = self.state_dir()
-        for name in (STATE_FILE, ROUTING_FILE):
+        for name in (STATE_FILE, ROUTING_FILE, LOADS_FILE):
             stamp = _stamp(directory / name)
             if stamp is not None and stamp != self._seen.get(name):
                 return True

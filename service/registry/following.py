@@ -121,6 +121,7 @@ class Registry(Lookup):
         self.generation = 0
         self._lock = asyncio.Lock()
         self._overrides: dict[str, Any] = {}
+        self._load_counts: dict[str, Any] = {}  # the API's load calls by model, last read
         remote = config.remote
         self.mirror = (
             Mirror(remote, config.cache_dir, config.cache_max_bytes, metrics) if remote else None
@@ -359,6 +360,12 @@ class Registry(Lookup):
 
     async def _read_state_file(self) -> bool:
         """What other workers' repository API calls changed; whether anything did."""
+        counts = await asyncio.to_thread(self.shared.load_counts)
+        if counts is not None:  # a load call on any worker: failed versions are tried again
+            for name, count in counts.items():
+                if name in self.models and self._load_counts.get(name) != count:
+                    _try_failed_again(self.models[name])
+            self._load_counts = counts
         overrides = await asyncio.to_thread(self.shared.routing)
         if overrides is not None:
             for name, model in self.models.items():
@@ -368,7 +375,7 @@ class Registry(Lookup):
             self._overrides = overrides
         names = await asyncio.to_thread(self.shared.unloaded_names)
         if names is None:
-            return overrides is not None
+            return overrides is not None or counts is not None
         for name, model in self.models.items():
             model.unloaded = name in names
         for name in names - set(self.models):
@@ -395,10 +402,9 @@ class Registry(Lookup):
         async with self._lock:
             model = self._model(name)
             model.unloaded = False
-            for loaded in model.versions.values():
-                if loaded.state == FAILED:
-                    loaded.stamp = (-1, -1)  # differs from any real stamp: try again
+            _try_failed_again(model)
             await asyncio.to_thread(self.shared.update_unloaded, name, False)
+            await asyncio.to_thread(self.shared.count_load, name)
             await self._refresh(only=name)
         if model.latest() is None:
             raise RequestError("load_failed", f"failed to load {name!r}: {model.reason}")
@@ -488,6 +494,15 @@ class Registry(Lookup):
             for loaded in model.versions.values():
                 if loaded.state in (READY, UNLOADING):
                     loaded.close()
+
+
+def _try_failed_again(model: ServedModel) -> None:
+    """The model's failed versions are loaded again at the next sync (the repository API's
+    load: each worker does it, else the others kept a version failed that the call made
+    ready on one, and served another version or none)."""
+    for loaded in model.versions.values():
+        if loaded.state == FAILED:
+            loaded.stamp = (-1, -1)  # differs from any real stamp
 
 
 def _index_entry(
