@@ -25,6 +25,7 @@ version is new or republished.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -110,6 +111,29 @@ class Listing:
             if repository.valid_name(name) and repository.valid_version(number):
                 found.setdefault(name, {})[int(number)] = info.etag
         return found
+
+    def version_stamps(self) -> dict[tuple[str, int], str]:
+        """(model, published version) -> what changes when any object of the version does:
+        its manifest's ETag, and a digest of every object's key, size and ETag below it. The
+        manifest's alone missed a file that arrives after it (a copy tool uploading in any
+        order): the version, refused as incomplete, stayed refused once whole."""
+        published = self.versions()
+        found: dict[tuple[str, int], list[str]] = {}
+        for key, info in self.objects.items():
+            parts = key.split("/", 2)
+            if len(parts) == 3 and repository.valid_version(parts[1]):
+                number = int(parts[1])
+                if number in published.get(parts[0], {}):
+                    found.setdefault((parts[0], number), []).append(
+                        f"{key}\0{info.size}\0{info.etag}"
+                    )
+        return {
+            (name, number): etag
+            + "+"
+            + hashlib.sha256("\n".join(sorted(found[(name, number)])).encode()).hexdigest()[:16]
+            for name, versions in published.items()
+            for number, etag in versions.items()
+        }
 
     def numbers_used(self, name: str) -> set[int]:
         """Every number under ``name/`` with any object, manifest or not (an upload cut
@@ -206,10 +230,13 @@ class Remote:
             if not isinstance(files, dict):
                 raise ValueError("manifest has no files table")
             for relative in files:
-                target = work / _safe_relative(relative)
+                # The key of the file a local repository finds at that name ('./x', 'a//b'
+                # are no object keys: object_store refuses them)
+                path = _safe_relative(relative)
+                target = work / path
                 target.parent.mkdir(parents=True, exist_ok=True)
                 try:
-                    result = obstore.get(self.store, f"{base}/{relative}")
+                    result = obstore.get(self.store, f"{base}/{path.as_posix()}")
                     with target.open("wb") as handle:
                         for chunk in result.stream(min_chunk_size=1 << 20):
                             handle.write(chunk)
@@ -293,10 +320,14 @@ def _safe_relative(relative: str) -> PurePosixPath:
 
 
 def _read_error(key: str, error: BaseException) -> Exception:
-    """A missing object makes the version not intact (ValueError: refused until it changes);
-    anything else is the store failing (StorageError: tried again next poll)."""
+    """A missing object, or a name that is no object key, makes the version not intact
+    (ValueError: refused until it changes); anything else is the store failing (StorageError:
+    tried again next poll)."""
     if isinstance(error, FileNotFoundError) or type(error).__name__ == "NotFoundError":
         return ValueError(f"{key}: missing from the store")
+    # object_store refusing the name itself (a newline in it): the manifest is at fault
+    if isinstance(error, ValueError) or type(error).__name__ == "InvalidPathError":
+        return ValueError(f"{key[:200]!r} is not an object name: {describe_error(error)}")
     return StorageError(f"reading {key}: {describe_error(error)}")
 
 

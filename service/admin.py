@@ -184,6 +184,19 @@ def _checked_routing(changes: dict[str, Any]) -> dict[str, Any]:
 
 STATE_FILE = "unloaded.json"  # the models unloaded through the API
 ROUTING_FILE = "routing.json"  # the repository API's labels and traffic, for every worker
+LOADS_FILE = "loads.json"  # the repository API's load calls by model: failed versions retried
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """What changes when a state file is written again: its mtime alone may not (many
+    kernels stamp it from a clock that ticks every few ms, and two workers' calls at once
+    write well inside one tick); the new file's inode does (it is created while the one it
+    replaces still exists). None when there is no file."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_mtime_ns, info.st_ino, info.st_size
 
 
 class SharedState:
@@ -193,7 +206,7 @@ class SharedState:
 
     def __init__(self, config: Settings) -> None:
         self.config = config
-        self._seen: dict[str, float] = {}  # file name -> its mtime when last read
+        self._seen: dict[str, tuple[int, int, int] | None] = {}  # file -> _stamp last read
 
     def state_dir(self) -> Path:
         """Shared by this server's workers (they have one parent, the arbiter)."""
@@ -212,17 +225,19 @@ class SharedState:
         found = self._changed(ROUTING_FILE)
         return found if isinstance(found, dict) else None
 
+    def load_counts(self) -> dict[str, Any] | None:
+        """The load calls made through the API by model, when changed since last read."""
+        found = self._changed(LOADS_FILE)
+        return found if isinstance(found, dict) else None
+
     def _changed(self, name: str) -> Any:
-        """The JSON in the state file ``name`` when its mtime changed since last read, else
+        """The JSON in the state file ``name`` when it changed since last read, else
         None (none yet, unchanged, or unreadable)."""
         path = self.state_dir() / name
-        try:
-            mtime = path.stat().st_mtime
-        except OSError:
+        stamp = _stamp(path)
+        if stamp is None or self._seen.get(name) == stamp:
             return None
-        if self._seen.get(name) == mtime:
-            return None
-        self._seen[name] = mtime
+        self._seen[name] = stamp
         try:
             return json.loads(path.read_text())
         except (OSError, ValueError):
@@ -247,6 +262,16 @@ class SharedState:
             overrides[name] = override
             self._write(ROUTING_FILE, overrides)
 
+    def count_load(self, name: str) -> None:
+        """One more load call for ``name``: every worker tries its failed versions again,
+        not only the one that took the call."""
+        with self._locked():
+            found = self._read(LOADS_FILE)
+            counts = found if isinstance(found, dict) else {}
+            held = counts.get(name)
+            counts[name] = (held if isinstance(held, int) else 0) + 1
+            self._write(LOADS_FILE, counts)
+
     # Each update is read, changed and written under a lock the workers share: a worker
     # that wrote its whole view of the file undid a call another worker took since its last
     # poll (two unloads a few ms apart on two workers kept one, 5 tries in 6).
@@ -267,23 +292,18 @@ class SharedState:
         """Write the state file ``name``; it counts as read only when no other worker wrote
         it since this one last read it (else the next poll applies what they changed)."""
         path = self.state_dir() / name
-        try:
-            before = path.stat().st_mtime
-        except OSError:
-            before = None
+        before = _stamp(path)
         temporary = path.with_suffix(".tmp")
         temporary.write_text(json.dumps(document))
         temporary.replace(path)
         if before == self._seen.get(name):
-            self._seen[name] = path.stat().st_mtime
+            self._seen[name] = _stamp(path)
 
     def changed(self) -> bool:
-        """Whether either file changed since this worker last read or wrote it."""
+        """Whether any file changed since this worker last read or wrote it."""
         directory = self.state_dir()
-        for name in (STATE_FILE, ROUTING_FILE):
-            try:
-                if (directory / name).stat().st_mtime != self._seen.get(name):
-                    return True
-            except OSError:
-                continue
+        for name in (STATE_FILE, ROUTING_FILE, LOADS_FILE):
+            stamp = _stamp(directory / name)
+            if stamp is not None and stamp != self._seen.get(name):
+                return True
         return False

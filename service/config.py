@@ -9,6 +9,7 @@ a typo must not silently become a default. ``README.md`` ("Configuration") lists
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 from functools import cache
@@ -155,7 +156,14 @@ def check_routing(
         target(key, "traffic")
         if not weight >= 0:
             raise ValueError(f"traffic {key!r}: weight {weight} is below 0")
-    if traffic and not sum(traffic.values()) > 0:
+    # An infinite weight (YAML's .inf), or finite ones whose sum is not (1e308 twice), made
+    # every share NaN or 0: the traffic all went to one version while /models said "valid".
+    total = sum(traffic.values())
+    if traffic and not total < math.inf:
+        raise ValueError(
+            f"traffic: the weights add up to {total}; each and their sum must be finite"
+        )
+    if traffic and not total > 0:
         raise ValueError("traffic: the weights add up to 0")
     if shadow is not None:
         target(shadow.target, "shadow target")

@@ -17,12 +17,15 @@ verified versions its cache already holds, or is not ready, saying why.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
 import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,7 +35,8 @@ from modelspec.storage import Listing, Remote, StorageError
 from service.metrics import Metrics
 
 logger = logging.getLogger(__name__)
-ETAG_SUFFIX = ".etag"  # beside each cached version: the manifest ETag it was copied at
+ETAG_SUFFIX = ".etag"  # beside each cached version: its stamp when copied (Listing.version_stamps)
+LOCK_FILE = ".lock"  # held while one worker copies into the cache or evicts from it
 STALE_PARTIAL_S = 3600  # a half-copied folder this old was left by a process that died
 
 
@@ -96,12 +100,9 @@ class Mirror:
         self.metrics.repository_up.labels(self.remote.url).set(1)
         self.metrics.repository_polls.labels(self.remote.url, "ok").inc()
         published: dict[str, dict[int, Path]] = {}
-        stamps = {}
-        for name, versions in listing.versions().items():
-            for number, etag in versions.items():
-                published.setdefault(name, {})[number] = self.cache_dir / name / str(number)
-                stamps[(name, number)] = etag
-        self.stamps = stamps
+        self.stamps = listing.version_stamps()
+        for name, number in self.stamps:
+            published.setdefault(name, {})[number] = self.cache_dir / name / str(number)
         return published
 
     def _failed(self, error: str) -> None:
@@ -147,7 +148,8 @@ class Mirror:
         return True, data
 
     def stamp(self, name: str, number: int) -> Any:
-        """What changes when the version is published again: its manifest's ETag."""
+        """What changes when the version is published again, or a file of it arrives late:
+        its manifest's ETag and a digest of its objects (``Listing.version_stamps``)."""
         return self.stamps.get((name, number), "cached")
 
     @property
@@ -163,7 +165,7 @@ class Mirror:
         directory = self.cache_dir / name / str(number)
         etag = self.stamps.get((name, number))
         marker = directory.parent / f".{number}{ETAG_SUFFIX}"
-        with self._lock:
+        with self._lock, self._shared_lock():
             if directory.is_dir() and (etag is None or _read(marker) == etag):
                 return directory  # verified when copied; the load verifies it again
             if etag is None:
@@ -185,6 +187,22 @@ class Mirror:
             logger.info("copied %s/%s/%d into the cache", self.remote.url, name, number)
             return directory
 
+    @contextlib.contextmanager
+    def _shared_lock(self, wait: bool = True) -> Iterator[bool]:
+        """The cache folder's lock, held by one process (worker) at a time while it copies
+        or evicts: the workers of a server share the cache, and without it each copied
+        every new version itself (N downloads for N workers), counted the others' copies in
+        progress against the cache's bound (a version refused as too large at random), and
+        replaced the folder another worker was loading from. Yields whether it is held
+        (``wait=False``: not when another worker holds it)."""
+        with open(self.cache_dir / LOCK_FILE, "a") as lock:  # released when it closes
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+
     # -- the cache ------------------------------------------------------------------------------
 
     def size(self, excluding: Path | None = None) -> int:
@@ -202,7 +220,9 @@ class Mirror:
         is for the other workers sharing the cache: one whose last scan is older may not
         know yet of a version another has just copied and is loading."""
         now = time.time()
-        with self._lock:
+        with self._lock, self._shared_lock(wait=False) as held:
+            if not held:  # another worker is copying (a large model: minutes): next scan
+                return
             for model_dir in [p for p in self.cache_dir.iterdir() if p.is_dir()]:
                 for entry in list(model_dir.iterdir()):
                     if entry.name.startswith(".partial-"):

@@ -345,6 +345,33 @@ def test_a_corrupt_new_version_is_refused_and_the_old_one_serves(client, repo) -
     shutil.rmtree(repo / "iris" / "2")
 
 
+def test_a_version_copied_file_by_file_is_served_once_whole(client, repo) -> None:
+    """A version copied in place file by file (rsync writes manifest.json first, cp -r in
+    the folder's order), not renamed whole: refused while a file is missing, then served once
+    it is there. The failure was kept until the manifest itself changed: never, here."""
+    source, target = repo / "iris" / "1", repo / "iris" / "3"
+    target.mkdir()
+    try:
+        shutil.copy2(source / "manifest.json", target / "manifest.json")
+
+        def state() -> dict:
+            found = {v["version"]: v for v in client.get("/models/iris").json()["versions"]}
+            return found.get(3, {})
+
+        _wait(lambda: state().get("state") == "failed", timeout=60)
+        assert "missing" in state()["reason"], state()
+        for path in sorted(source.rglob("*")):
+            if path.is_file() and path.name != "manifest.json":
+                (target / path.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target / path.relative_to(source))
+        _wait(lambda: state().get("state") == "ready", timeout=60)
+        answer = client.post("/models/iris/predict", json={"inputs": [[5.1, 3.5, 1.4, 0.2]]})
+        assert answer.status_code == 200 and answer.json()["version"] == 3, answer.text
+    finally:
+        shutil.rmtree(target)
+    _wait(lambda: client.get("/models/iris").json()["version"] == 1, timeout=60)
+
+
 def test_a_version_policy_serves_several_versions(repo, tmp_path) -> None:
     """latest 2: both versions answer by number; the unnumbered route takes the highest. On
     the same server, models of the repository it was configured not to serve are 404s on

@@ -204,6 +204,36 @@ def test_a_manifest_naming_files_outside_its_version_is_refused_before_any_write
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["evil"]
 
 
+def test_a_manifests_file_names_are_keys_as_a_local_repository_reads_them(
+    in_moto: Moto, tmp_path: Path
+) -> None:
+    """``./model.onnx`` or ``a//b`` in a manifest name the file a local repository finds there
+    (and ``aws s3 sync`` uploads as ``model.onnx``, ``a/b``); a name that is no object key
+    at all refuses the version. Both were read as the store failing: the version was tried
+    again at every poll, forever (a GET and an error line each time), and never served."""
+    import hashlib
+
+    import obstore
+
+    remote = storage.parse(in_moto.url("names"))
+    digest = hashlib.sha256(b"x").hexdigest()
+    obstore.put(remote.store, "odd/1/model.onnx", b"x")
+    obstore.put(remote.store, "odd/1/a/b", b"x")
+    files = {"./model.onnx": digest, "a//b": digest}
+    manifest = {"name": "odd", "version": 1, "files": files}
+    obstore.put(remote.store, "odd/1/manifest.json", json.dumps(manifest).encode())
+    (tmp_path / "odd").mkdir()
+    remote.download_version("odd", 1, tmp_path / "odd" / "1")
+    assert (tmp_path / "odd" / "1" / "model.onnx").read_bytes() == b"x"
+    assert (tmp_path / "odd" / "1" / "a" / "b").read_bytes() == b"x"
+
+    manifest = {"name": "odd", "version": 2, "files": {"a\nb": digest}}
+    obstore.put(remote.store, "odd/2/manifest.json", json.dumps(manifest).encode())
+    with pytest.raises(ValueError, match="not an object name") as refused:
+        remote.download_version("odd", 2, tmp_path / "odd" / "2")
+    assert not isinstance(refused.value, storage.StorageError)
+
+
 def test_the_cache_refuses_a_version_past_its_bound(
     in_moto: Moto, sources: dict[int, Path], tmp_path: Path
 ) -> None:
@@ -384,6 +414,35 @@ def test_a_replica_follows_s3_verifies_every_version_and_survives_an_outage(
         # Retired versions leave the cache (after the grace other workers get).
         wait_for(lambda: not (cache / "tiny" / "4").exists(), 30, "version 4 evicted")
 
+        # A version copied by a tool that uploads in any order (`aws s3 cp --recursive`): its
+        # manifest before one of its files. Refused while the file is missing, served once it
+        # arrives (the failure was kept until the manifest itself changed: never, here).
+        early = dict(json.loads(bytes(obstore.get(remote.store, "tiny/1/manifest.json").bytes())))
+        early["version"] = 10
+        obstore.put(remote.store, "tiny/10/manifest.json", json.dumps(early).encode())
+        obstore.put(
+            remote.store,
+            "tiny/10/model_card.md",
+            obstore.get(remote.store, "tiny/1/model_card.md").bytes(),
+        )
+        wait_for(
+            lambda: any(
+                v["version"] == 10 and v["state"] == "failed" and "missing" in v["reason"]
+                for v in served(client)["models"][0]["versions"]
+            ),
+            60,
+            "version 10 refused while a file is missing",
+        )
+        obstore.put(
+            remote.store,
+            "tiny/10/model.onnx",
+            obstore.get(remote.store, "tiny/1/model.onnx").bytes(),
+        )
+        wait_for(lambda: infer(client) == ("10", 2.0), 60, "version 10 served once whole")
+        for key in [k for k in remote.list().objects if k.startswith("tiny/10/")]:
+            obstore.delete(remote.store, key)
+        wait_for(lambda: infer(client) == ("1", 2.0), 60, "rolled back to version 1 again")
+
         # The store goes away: the replica serves on, stays ready, and says why.
         moto.stop()
         wait_for(lambda: served(client)["repository"]["error"], 30, "the outage reported")
@@ -467,6 +526,112 @@ def test_export_to_azure_blob_and_a_replica_serves_it(
             assert infer(client) == ("1", 3.0)
             assert export(sources[5], url, azurite.env) == f"{url}/tiny/2"
             wait_for(lambda: infer(client) == ("2", 5.0), 60, "version 2 live from Azure")
+
+
+# -- two workers on one bucket -------------------------------------------------------------------
+
+
+def per_worker(text: str, name: str, **labels: str) -> dict[str, float]:
+    """A metric's value by worker (its ``pid`` label), for the samples with these labels."""
+    found = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            pid = re.search(r'pid="(\d+)"', line)
+            if pid:
+                found[pid.group(1)] = float(line.rsplit(" ", 1)[1])
+    return found
+
+
+def test_two_workers_copy_each_version_once_and_keep_each_others_api_calls(
+    in_moto: Moto, sources: dict[int, Path], tmp_path: Path
+) -> None:
+    """SERVING_WORKERS=2 on one bucket. Each version is copied into the shared cache once
+    (each worker copied it, and one could replace the folder the other was loading from); a
+    retired version's ``serving_model_info`` goes to 0 on every worker (a series with empty
+    backend and provider went to 0, the one at 1 stayed); an unload answered by one worker
+    and another answered by the other within the same second both hold (each wrote its own
+    view of the unloaded models: the first model came back); and no worker logs an error."""
+    url = in_moto.url("workers")
+    export(sources[2], url, in_moto.env)
+    export(sources[3], url, in_moto.env, name="other")
+    token = "workers-token"
+    env = {
+        **in_moto.env,
+        "MODEL_REPOSITORY": url,
+        "SERVING_WORKERS": "2",
+        "SERVING_POLL_INTERVAL": str(POLL_S),
+        "SERVING_ADMIN_TOKEN": token,
+        "SERVING_CACHE_DIR": str(tmp_path / "cache"),
+        "SERVING_STATE_DIR": str(tmp_path / "state"),
+    }
+    log = tmp_path / "serve.log"
+    admin = {"authorization": f"Bearer {token}"}
+
+    def copies(name: str, number: int) -> int:
+        return log.read_text().count(f"copied {url}/{name}/{number} into the cache")
+
+    def ready(name: str) -> dict[str, float]:
+        return per_worker(client.get("/metrics").text, "serving_model_ready", model=name)
+
+    with Server(env=env, log=log) as server, httpx.Client(base_url=server.url) as client:
+        server.wait_until("/readyz", timeout=300)
+        wait_for(lambda: len(ready("tiny")) == 2 == len(ready("other")), 60, "both workers")
+        assert copies("tiny", 1) == 1 and copies("other", 1) == 1, log.read_text()[-3000:]
+
+        export(sources[5], url, in_moto.env)  # tiny 2
+        info = "serving_model_info"
+        wait_for(
+            lambda: (
+                per_worker(client.get("/metrics").text, info, model="tiny", version="2")
+                == dict.fromkeys(ready("tiny"), 1.0)
+            ),
+            60,
+            "version 2 on both workers",
+        )
+        text = client.get("/metrics").text
+        assert per_worker(text, info, model="tiny", version="1") == dict.fromkeys(
+            ready("tiny"), 0.0
+        ), [line for line in text.splitlines() if line.startswith(info)]
+        assert copies("tiny", 2) == 1, log.read_text()[-3000:]
+
+        # Connections to both workers: after an unload on the first, a connection that still
+        # finds the model ready is to the other worker, which has not read the unload yet.
+        for _attempt in range(5):
+            connections = [
+                httpx.Client(base_url=server.url, headers=admin, timeout=30) for _ in range(8)
+            ]
+            try:
+                for connection in connections:
+                    assert connection.get("/livez").status_code == 200
+                assert connections[0].post("/v2/repository/models/tiny/unload").status_code == 200
+                other_worker = next(
+                    (
+                        c
+                        for c in connections[1:]
+                        if c.get("/v2/models/tiny/ready").status_code == 200
+                    ),
+                    None,
+                )
+                if other_worker is not None:
+                    unload = other_worker.post("/v2/repository/models/other/unload")
+                    assert unload.status_code == 200, unload.text
+                    break
+                connections[0].post("/v2/repository/models/tiny/load")
+                time.sleep(2 * POLL_S)
+            finally:
+                for connection in connections:
+                    connection.close()
+        else:
+            raise AssertionError("no second connection reached the other worker in 5 tries")
+        time.sleep(3 * POLL_S)  # both workers have read both unloads
+        assert ready("tiny") == {pid: 0.0 for pid in ready("tiny")}, ready("tiny")
+        assert ready("other") == {pid: 0.0 for pid in ready("other")}, ready("other")
+        index = client.post("/v2/repository/index", headers=admin).json()
+        assert all(e["state"] == "UNAVAILABLE" for e in index), index
+    errors = [
+        line for line in log.read_text().splitlines() if "Traceback" in line or " ERROR " in line
+    ]
+    assert not errors, errors[:5]
 
 
 # -- a local repository copied to a bucket ------------------------------------------------------

@@ -253,6 +253,9 @@ def test_an_invalid_config_keeps_the_last_good_settings(server, client, repo, di
         "a number as a label": "labels: {'7': 1}\n",
         "a weight on no label": "traffic: {beta: 10}\n",
         "a sample above 1": "shadow: {target: 2, sample: 1.5}\n",
+        # taken as valid, every share NaN or 0: all the traffic went to one version
+        "an infinite weight": BASE + "traffic: {stable: .inf, canary: 1}\n",
+        "weights whose sum is infinite": BASE + "traffic: {stable: 1.0e308, canary: 1.0e308}\n",
         "a label on a version not served": BASE.replace("canary: 3", "canary: 9"),
     }
     for what, text in bad_files.items():
@@ -388,6 +391,9 @@ def test_the_repository_api_sets_labels_and_weights(client, repo, digits_x) -> N
     assert refused.status_code == 400 and refused.json()["code"] == "invalid_routing"
     assert "not ready" in refused.json()["error"]
     assert client.post(url, json={"weights": {}}, headers=auth).status_code == 400
+    overflow = client.post(url, json={"traffic": {"1": 1e308, "3": 1e308}}, headers=auth)
+    assert overflow.status_code == 400 and overflow.json()["code"] == "invalid_routing"
+    assert "finite" in overflow.json()["error"], overflow.text
     done = client.post(url, json={"labels": {"beta": 2}, "traffic": {"beta": 1}}, headers=auth)
     assert done.status_code == 200, done.text
     assert done.json()["version_labels"] == {"beta": 2}

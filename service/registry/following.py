@@ -88,13 +88,20 @@ def published_versions(root: Path, name: str) -> dict[int, Path]:
     return dict(sorted(found.items()))
 
 
-def _stamp(directory: Path) -> tuple[int, int]:
-    """What changes when a version folder is published again (its manifest is rewritten)."""
-    try:
-        info = (directory / repository.MANIFEST).stat()
-    except OSError:  # removed since the folder was listed: the load will say so
-        return 0, 0
-    return info.st_mtime_ns, info.st_size
+def _stamp(directory: Path) -> tuple[tuple[str, int, int], ...]:
+    """What changes when a version folder is published again, or a file of it arrives late:
+    the size and mtime of every file in it. The manifest's alone missed a file written after
+    it (a copy by rsync, which writes manifest.json first, or by cp -r): the version, refused
+    as incomplete, stayed refused once whole. 0.13 ms a version (15 files, best of 1,000)."""
+    found = []
+    for path, _, files in os.walk(directory):
+        for file in files:
+            try:
+                info = os.stat(os.path.join(path, file))
+            except OSError:  # removed meanwhile: the load will say so
+                continue
+            found.append((os.path.join(path, file), info.st_mtime_ns, info.st_size))
+    return tuple(sorted(found))
 
 
 class Registry(Lookup):
@@ -114,6 +121,7 @@ class Registry(Lookup):
         self.generation = 0
         self._lock = asyncio.Lock()
         self._overrides: dict[str, Any] = {}
+        self._load_counts: dict[str, Any] = {}  # the API's load calls by model, last read
         remote = config.remote
         self.mirror = (
             Mirror(remote, config.cache_dir, config.cache_max_bytes, metrics) if remote else None
@@ -264,8 +272,7 @@ class Registry(Lookup):
             # Availability first: a dropped version serves on until a wanted one is ready
             # (unless the model left the repository or was unloaded on purpose).
             if loaded.state == READY and (ready_wanted or not present or model.unloaded):
-                loaded.retire()
-                self._event(model.name, number, "unloaded")
+                self._retired(model.name, loaded)
             if number not in present and loaded.state in (FAILED, UNLOADED):
                 del model.versions[number]  # gone from the repository: forgotten
         model.settle()
@@ -331,9 +338,16 @@ class Registry(Lookup):
 
     def _event(self, model: str, number: int, event: str) -> None:
         self.metrics.model_events.labels(model, event).inc()
-        if event == "unloaded":
-            self.metrics.model_info.labels(model, str(number), "", "").set(0)
-            self.metrics.model_serving_since.labels(model, str(number)).set(0)
+
+    def _retired(self, model: str, loaded: Loaded) -> None:
+        """A ready version stops taking requests: its info series (the one its load set to
+        1, with its backend and provider: a series with empty ones left that at 1, so every
+        retired version still showed as loaded) and its serving-since go to 0."""
+        loaded.retire()
+        self._event(model, loaded.number, "unloaded")
+        number = str(loaded.number)
+        self.metrics.model_info.labels(model, number, loaded.backend, loaded.provider).set(0)
+        self.metrics.model_serving_since.labels(model, number).set(0)
 
     def _index(self) -> None:
         """Settle every model after the served models changed; what is built from them is
@@ -346,6 +360,12 @@ class Registry(Lookup):
 
     async def _read_state_file(self) -> bool:
         """What other workers' repository API calls changed; whether anything did."""
+        counts = await asyncio.to_thread(self.shared.load_counts)
+        if counts is not None:  # a load call on any worker: failed versions are tried again
+            for name, count in counts.items():
+                if name in self.models and self._load_counts.get(name) != count:
+                    _try_failed_again(self.models[name])
+            self._load_counts = counts
         overrides = await asyncio.to_thread(self.shared.routing)
         if overrides is not None:
             for name, model in self.models.items():
@@ -355,7 +375,7 @@ class Registry(Lookup):
             self._overrides = overrides
         names = await asyncio.to_thread(self.shared.unloaded_names)
         if names is None:
-            return overrides is not None
+            return overrides is not None or counts is not None
         for name, model in self.models.items():
             model.unloaded = name in names
         for name in names - set(self.models):
@@ -382,10 +402,9 @@ class Registry(Lookup):
         async with self._lock:
             model = self._model(name)
             model.unloaded = False
-            for loaded in model.versions.values():
-                if loaded.state == FAILED:
-                    loaded.stamp = (-1, -1)  # differs from any real stamp: try again
+            _try_failed_again(model)
             await asyncio.to_thread(self.shared.update_unloaded, name, False)
+            await asyncio.to_thread(self.shared.count_load, name)
             await self._refresh(only=name)
         if model.latest() is None:
             raise RequestError("load_failed", f"failed to load {name!r}: {model.reason}")
@@ -398,10 +417,9 @@ class Registry(Lookup):
         async with self._lock:
             model.unloaded = True
             await asyncio.to_thread(self.shared.update_unloaded, name, True)
-            for number, loaded in model.versions.items():
+            for loaded in model.versions.values():
                 if loaded.state == READY:
-                    loaded.retire()
-                    self._event(name, number, "unloaded")
+                    self._retired(name, loaded)
             model.settle()
             self.metrics.model_ready.labels(name).set(0)
             self._index()
@@ -476,6 +494,15 @@ class Registry(Lookup):
             for loaded in model.versions.values():
                 if loaded.state in (READY, UNLOADING):
                     loaded.close()
+
+
+def _try_failed_again(model: ServedModel) -> None:
+    """The model's failed versions are loaded again at the next sync (the repository API's
+    load: each worker does it, else the others kept a version failed that the call made
+    ready on one, and served another version or none)."""
+    for loaded in model.versions.values():
+        if loaded.state == FAILED:
+            loaded.stamp = (-1, -1)  # differs from any real stamp
 
 
 def _index_entry(

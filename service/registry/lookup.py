@@ -69,7 +69,7 @@ class Loaded:
 
     model: str
     number: int
-    stamp: tuple[int, int]
+    stamp: Any  # what changes when the version does: following._stamp, Mirror.stamp
     state: str = LOADING
     reason: str | None = None
     version: Version | None = None

@@ -112,3 +112,24 @@ def test_a_card_of_version_0_names_version_0(tmp_path: Path) -> None:
             assert refused.status_code == 404, refused.text
             assert refused.json()["code"] == "unknown_version"
             assert "version 0 " in refused.json()["error"], refused.text
+
+
+def test_a_change_made_in_the_same_clock_tick_is_still_seen(tmp_path: Path) -> None:
+    """Many kernels stamp a file's mtime from a clock that ticks every few milliseconds, and
+    two workers' calls at once write one after the other well inside a tick: the second
+    file has the first's mtime. The worker that wrote first took the file as read (mtime
+    alone) and never applied the other's unload. Set here with os.utime, as that clock
+    leaves it."""
+    import os
+
+    from service.admin import STATE_FILE, SharedState
+    from service.config import Settings
+
+    first, second = (SharedState(Settings(state_dir=tmp_path)) for _ in range(2))
+    path = tmp_path / STATE_FILE
+    first.update_unloaded("affine", True)
+    tick = path.stat().st_mtime_ns
+    second.update_unloaded("other", True)
+    os.utime(path, ns=(tick, tick))
+    assert first.changed(), "the second write is a change to the first writer"
+    assert first.unloaded_names() == {"affine", "other"}
