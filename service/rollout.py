@@ -38,6 +38,7 @@ import random
 import time
 from bisect import bisect_right
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -156,30 +157,50 @@ class Routing:
         return shares
 
 
+def _named(config: ModelConfig) -> list[tuple[str, int]]:
+    """Each label, weight and shadow target of ``config``, with the version it names."""
+    labels = dict(config.labels)
+    named = [(f"label {label!r}", number) for label, number in labels.items()]
+    named += [(f"traffic {key!r}", _number(key, labels)) for key in config.traffic]
+    if config.shadow is not None:
+        target = config.shadow.target
+        named.append((f"shadow target {target!r}", _number(target, labels)))
+    return named
+
+
+def check_policy_keeps(config: ModelConfig, published: Collection[int]) -> None:
+    """ValueError naming each label, weight or shadow whose version is published but not
+    one ``config``'s own version policy serves: taking that policy would retire the version
+    while the routing still named it (all traffic to the others, a label answering 404), so
+    settings that do both are refused whole, and change nothing. A version not published
+    yet is no conflict: its routing waits for it to be ready."""
+    served = config.version_policy.choose(sorted(published)) if published else set()
+    dropped = [
+        f"{what} names version {number}, which its version policy would stop serving"
+        for what, number in _named(config)
+        if number in published and number not in served
+    ]
+    if dropped:
+        raise ValueError("; ".join(dropped))
+
+
 def routing_for(config: ModelConfig, ready: set[int], states: dict[int, str]) -> Routing:
     """The routing ``config`` asks for; ValueError naming every label, weight or shadow whose
     version is not ready (TF Serving refuses a label on a version not available)."""
     labels = dict(config.labels)
-    problems = []
-
-    def check(number: int, what: str) -> None:
-        if number not in ready:
-            state = states.get(number, "not served by the version policy")
-            problems.append(f"{what} names version {number}, which is not ready ({state})")
-
-    for label, number in labels.items():
-        check(number, f"label {label!r}")
+    problems = [
+        f"{what} names version {number}, which is not ready "
+        f"({states.get(number, 'not served by the version policy')})"
+        for what, number in _named(config)
+        if number not in ready
+    ]
+    if problems:
+        raise ValueError("; ".join(problems))
     by_version: dict[int, float] = {}
     for key, weight in config.traffic.items():
         number = _number(key, labels)
-        check(number, f"traffic {key!r}")
         by_version[number] = by_version.get(number, 0.0) + weight
-    shadow_version = None
-    if config.shadow is not None:
-        shadow_version = _number(config.shadow.target, labels)
-        check(shadow_version, f"shadow target {config.shadow.target!r}")
-    if problems:
-        raise ValueError("; ".join(problems))
+    shadow_version = _number(config.shadow.target, labels) if config.shadow else None
     total = sum(by_version.values())
     versions, bounds, running = [], [], 0.0
     for number in sorted(by_version):

@@ -220,6 +220,7 @@ class Registry(Lookup):
         for name, present in sorted(published.items()):
             if only is None or name == only:
                 model = self._model(name)
+                model.published_numbers = frozenset(present)
                 await self._read_model_file(model)
                 model.apply(route=False)  # the file's version policy, for this scan
                 await self._sync(model, present)

@@ -19,7 +19,7 @@ from service.config import ModelConfig, Settings
 from service.descriptor import Version
 from service.errors import NotFound, Unavailable
 from service.inputs.numbers import ascii_int
-from service.rollout import Routing, merge, routing_for
+from service.rollout import Routing, check_policy_keeps, merge, routing_for
 
 if TYPE_CHECKING:
     from service.mirror import Mirror
@@ -147,6 +147,7 @@ class ServedModel:
         self.unloaded = False  # by the repository API
         self.missing_reason: str | None = None
         self.published = True  # its folder holds a published version (at the last scan)
+        self.published_numbers: frozenset[int] = frozenset()  # which, at the last scan
         self._ready: list[Loaded] = []
 
     def settle(self) -> None:
@@ -315,10 +316,15 @@ class ServedModel:
     def apply(self, route: bool = True) -> None:
         """Put the settings in force: serving.yaml, config.yaml, the repository API (the
         version policy at once; labels, weights and shadow only once every version they
-        name is ready, else the routing before stays and the refusal is reported)."""
+        name is ready, else the routing before stays and the refusal is reported). Settings
+        whose policy would retire a published version their routing names are refused
+        whole (``check_policy_keeps``)."""
         try:
             merged, sources = merge(self.base, self.file, self.override_in_force)
+            check_policy_keeps(merged, self.published_numbers)
         except ValueError as error:
+            if self.routing_error != f"config.yaml: {error}":
+                logger.error("model %s: settings refused, the last good stay: %s", self.name, error)
             self.routing_error = f"config.yaml: {error}"
             return
         self.config, self.sources = merged, sources

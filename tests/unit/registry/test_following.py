@@ -133,3 +133,32 @@ def test_a_change_made_in_the_same_clock_tick_is_still_seen(tmp_path: Path) -> N
     os.utime(path, ns=(tick, tick))
     assert first.changed(), "the second write is a change to the first writer"
     assert first.unloaded_names() == {"affine", "other"}
+
+
+def test_a_config_whose_policy_drops_a_version_its_labels_name_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    """``config.yaml`` moving to ``latest: 1`` while its labels and weights still name
+    version 1 was reported invalid, yet its version policy was taken: version 1 retired, all
+    traffic went to 2 while /models showed the 50/50 split, and ``?version=stable`` was 404.
+    Such a file is refused whole: the last good settings stay, both versions serve."""
+    root, _ = _repository(tmp_path, "{all: true}")
+    (root / "affine" / "3").rename(tmp_path / "unpublished")
+    config = root / "affine" / "config.yaml"
+    routing = "labels: {stable: 1, canary: 2}\ntraffic: {stable: 50, canary: 50}\n"
+    config.write_text("version_policy: {latest: 2}\n" + routing)
+    with InProcess(root) as service:
+        described = service.request("GET", "/models/affine").json()
+        assert described["config_file"]["valid"], described["config_file"]
+        config.write_text("version_policy: {latest: 1}\n" + routing)
+        service.loop.run_until_complete(service.registry.refresh())
+        described = service.request("GET", "/models/affine").json()
+        served = {v["version"]: v["state"] for v in described["versions"]}
+        stable = service.request(
+            "POST", "/models/affine/predict?version=stable", json={"inputs": X}
+        )
+    assert served == {1: "ready", 2: "ready"}, served
+    assert stable.status_code == 200 and stable.json()["version"] == 1, stable.text
+    assert not described["config_file"]["valid"]
+    assert "would stop serving" in described["config_file"]["error"], described["config_file"]
+    assert described["traffic"]["split"] == {"1": 50.0, "2": 50.0}, described["traffic"]
