@@ -21,6 +21,7 @@ import contextlib
 import fcntl
 import hashlib
 import logging
+import os
 import shutil
 import tempfile
 import threading
@@ -167,7 +168,11 @@ class Mirror:
         marker = directory.parent / f".{number}{ETAG_SUFFIX}"
         with self._lock, self._shared_lock():
             if directory.is_dir() and (etag is None or _read(marker) == etag):
-                return directory  # verified when copied; the load verifies it again
+                # Verified when copied; the load verifies it again. Its copy time is now:
+                # another worker's eviction gives a folder about to be opened its grace.
+                if marker.exists():
+                    os.utime(marker)
+                return directory
             if etag is None:
                 raise FileNotFoundError(f"version {number} is neither listed nor cached")
             needed = self.listing.version_bytes(name, number) if self.listing else 0

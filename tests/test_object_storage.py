@@ -690,3 +690,34 @@ def repository_latest(root: Path, name: str) -> int | None:
     from modelspec.repository import latest_version
 
     return latest_version(root, name)
+
+
+def test_a_cache_hit_protects_the_version_from_another_workers_eviction(
+    in_moto: Moto, sources: dict[int, Path], tmp_path: Path
+) -> None:
+    """A worker that finds a version in the shared cache (an API load, a restart) opens it
+    next; another worker's eviction, which spares what was copied within its grace, took
+    the copy time from the first download, so it could remove the folder being opened."""
+    import os
+
+    from service.metrics import Metrics
+    from service.mirror import ETAG_SUFFIX, Mirror
+
+    url = in_moto.url("evicted")
+    export(sources[2], url, in_moto.env)
+    cache = tmp_path / "cache"
+    loader, evictor = (
+        Mirror(storage.parse(url), cache, 10**9, Metrics(f"evict_{who}"))
+        for who in ("loader", "evictor")
+    )
+    loader.published()
+    loader.fetch("tiny", 1)
+    marker = cache / "tiny" / f".1{ETAG_SUFFIX}"
+    hour_ago = marker.stat().st_mtime - 3600
+    os.utime(marker, (hour_ago, hour_ago))  # copied long ago
+    assert (loader.fetch("tiny", 1) / "manifest.json").is_file()  # a hit: about to be opened
+    evictor.evict(keep=set(), grace_s=60)  # the other worker serves nothing of it
+    assert (cache / "tiny" / "1" / "manifest.json").is_file(), "evicted while being opened"
+    os.utime(marker, (hour_ago, hour_ago))
+    evictor.evict(keep=set(), grace_s=60)  # untouched since: evicted, as before
+    assert not (cache / "tiny" / "1").exists()
