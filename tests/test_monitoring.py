@@ -173,6 +173,36 @@ def test_workers_score_their_windows_together(tmp_path: Path) -> None:
     assert not (shared / f"drift-{first.pid}.json").exists()
 
 
+def test_workers_together_score_only_the_latest_window_of_items(tmp_path: Path) -> None:
+    """Found against a 2-worker server (window 50): 50 records then 50 shifted ones scored
+    3.50, the PSI of the 70 items the two workers' rings held, not 7.45, that of the last 50
+    sent. Each ring keeps ``window`` items, so the sum was up to workers x window items, and
+    an idle worker's old items never left it. Here a worker saw 1,000 items like the
+    reference, then another 1,000 shifted ones: the server's window is the shifted ones."""
+    from service.monitoring.drift import Drift, Window
+
+    rng = np.random.default_rng(11)
+    version = _digits_like_version(tmp_path, rng, 500)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    old, new = (Drift(window=1000, interval_s=60, shared=shared) for _ in range(2))
+    new.pid = os.getppid()  # another live process: the second worker's file is its own
+    old.observe(version, rng.random((1000, 28, 28), dtype=np.float32), None)
+    old.count()
+    time.sleep(0.01)
+    shifted = rng.random((1000, 28, 28), dtype=np.float32) ** 4
+    new.observe(version, shifted, None)
+    new.count()
+    alone = Window(json.loads((tmp_path / REFERENCE_FILE).read_text()), None, 1000)
+    alone.add(shifted, None, None)
+    expected = alone.snapshot()["scores"]
+    old.count()  # sees the other worker's newer items
+    for drift in (old, new):
+        state = drift.state[("m", 1)]
+        assert state["items"] == 2000 and state["workers"] == 2, state
+        assert state["scores"] == expected, (state["scores"], expected)
+
+
 def test_psi_is_zero_for_the_same_distribution_and_grows_with_a_shift() -> None:
     assert psi([10, 20, 30], [20, 40, 60]) == pytest.approx(0.0)
     assert psi([10, 20, 30], [30, 20, 10]) > ALERT
