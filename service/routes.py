@@ -64,6 +64,9 @@ async def drift_plot(request: RawRequest, runtime: Runtime, name: str) -> Reply:
             raise NotFound("unknown_version", f"version {wanted[:20]!r} is not served")
         if number is not None:
             number = model.number_of(number)  # a label: its version
+            loaded = model.versions.get(number)
+            if loaded is None or loaded.state != READY:  # not "no reference.json" (it has none)
+                raise model.unknown_version(number)
         png = None
         if runtime.monitor is not None:
             png = await asyncio.to_thread(runtime.monitor.drift_png, model, number)

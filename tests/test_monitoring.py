@@ -339,7 +339,9 @@ def test_bank_traffic_like_the_test_split_stays_below_the_alert_and_shifts_cross
         assert feature in state["drifted"]
     plot = client.get("/models/bank/drift.png")
     assert plot.status_code == 200 and plot.content[:8] == b"\x89PNG\r\n\x1a\n"
-    assert client.get("/models/bank/drift.png?version=9").status_code == 404
+    for absent in ("9", "0", "1&version=2"):  # a version not served, not "no reference.json"
+        reply = client.get(f"/models/bank/drift.png?version={absent}")
+        assert reply.status_code == 404 and reply.json()["code"] == "unknown_version", reply.text
 
 
 def test_two_workers_score_the_same_window(repository: Path, data_dir: Path, tmp_path) -> None:

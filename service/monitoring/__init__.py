@@ -186,7 +186,10 @@ class Monitor:
         if window is None:
             if REFERENCE_FILE not in loaded.version.manifest.get("files", {}):
                 return None
-            window = self.drift._window(key, loaded.version)  # no traffic yet: reference only
+            # No traffic yet: the reference alone, in a window of its own (the counting
+            # thread alone adds to its windows: one added here could change their dict while
+            # it walks them).
+            window = self.drift.reference_window(key, loaded.version)
             if window is None:
                 return None
         state = self.drift.state.get(key, {})

@@ -378,6 +378,13 @@ class Drift:
     def _window(self, key: Key, version: Any) -> Window | None:
         if key in self._windows:
             return self._windows[key]
+        window = self.reference_window(key, version)
+        self._windows[key] = window
+        self._sources[key] = version
+        return window
+
+    def reference_window(self, key: Key, version: Any) -> Window | None:
+        """A new, empty window on the version's reference; None without one."""
         window = None
         if REFERENCE_FILE in version.manifest.get("files", {}):
             try:
@@ -385,8 +392,6 @@ class Drift:
                 window = Window(reference, version.manifest.get("preprocessing"), self.window)
             except (OSError, ValueError, KeyError, TypeError) as error:
                 logger.warning("%s version %d: reference unusable (%s)", *key, error)
-        self._windows[key] = window
-        self._sources[key] = version
         return window
 
     def window_of(self, key: Key) -> Window | None:
