@@ -344,12 +344,25 @@ def test_bank_traffic_like_the_test_split_stays_below_the_alert_and_shifts_cross
         assert reply.status_code == 404 and reply.json()["code"] == "unknown_version", reply.text
 
 
+def _logged(log: Path) -> list[str]:
+    """The ids in a rotated payload log, oldest first (the highest backup number first)."""
+    while True:
+        files = sorted(log.parent.glob(log.name + ".[0-9]*"), key=lambda f: -int(f.suffix[1:]))
+        try:
+            lines = [line for f in [*files, log] for line in f.read_text().splitlines()]
+        except FileNotFoundError:  # renamed while we read: read again
+            continue
+        return [json.loads(line)["id"] for line in lines]
+
+
 def test_two_workers_score_the_same_window(repository: Path, data_dir: Path, tmp_path) -> None:
     """A server of two workers: the drift figures are both workers' windows added up
     (service.monitoring.drift), whichever worker answers; each connection keeps to one
-    worker, so two clients spread the traffic."""
+    worker, so two clients spread the traffic. Both workers also write one payload log."""
+    log = tmp_path / "payloads.jsonl"
     server = _serve(repository, tmp_path / "serve.log", workers="2", drift_window="200",
-                    drift_interval_s="0.3")  # fmt: skip
+                    drift_interval_s="0.3", payload_log_sample="1", payload_log_file=str(log),
+                    payload_log_max_bytes="1024", payload_log_backups="200")  # fmt: skip
     try:
         records = load_bank(data_dir).records[:400]
         clients = [httpx.Client(base_url=server.url, timeout=60) for _ in range(2)]
@@ -361,6 +374,21 @@ def test_two_workers_score_the_same_window(repository: Path, data_dir: Path, tmp
         for client in clients:  # a second worker may still be loading when /readyz answers
             state = _drift_after(client, len(records), workers=2)
             assert state["full"] and state["scores"], state
+
+        # Each worker rotated the file under the other: one went on writing into a file the
+        # other had renamed (out of order), then deleted as the oldest backup (its records
+        # lost, though counted as written) (found by helper rt3). One request at a time, each
+        # on a fresh connection (spread over both workers): each is logged, in order.
+        last = [f"last-{n:02d}" for n in range(40)]
+        for rid in last:
+            with httpx.Client(base_url=server.url, timeout=60) as fresh:
+                reply = fresh.post("/bank/predict", json=records[0], headers={"x-request-id": rid})
+                assert reply.status_code == 200, reply.text
+            deadline = time.monotonic() + 10
+            while rid not in (logged := _logged(log)) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert rid in logged, f"{rid} not in the kept files"
+        assert [rid for rid in _logged(log) if rid in last] == last
     finally:
         server.stop()
 
