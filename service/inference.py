@@ -158,6 +158,16 @@ class Call:
     errors: Callable[[RequestError], Reply] = error_reply
     protocol: str = "native"  # the metrics' protocol label (service.metrics.PROTOCOLS)
 
+    def __post_init__(self) -> None:
+        # The label names the span and every log line of the request, and holds the client's
+        # model name: a 20,000-character one made 40 KB log lines. Real names are at most 64
+        # characters (modelspec.repository), so this keeps every real call's whole.
+        if len(self.label) > MAX_LABEL:
+            object.__setattr__(self, "label", self.label[:MAX_LABEL] + "...")
+
+
+MAX_LABEL = 200
+
 
 UNKNOWN = ("", "unknown model")
 OVERLOADED = Unavailable(

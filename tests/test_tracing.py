@@ -147,3 +147,20 @@ def test_a_ratio_sampler_decides_a_root_request_before_any_span(monkeypatch) -> 
     assert child.span.get_span_context().trace_id == int(CALLER.split("-")[1], 16)
     assert tracing.start("POST /x", {"traceparent": CALLER[:-2] + "00"}) is None
     tracing.shutdown()
+
+
+def test_a_clients_long_model_name_is_clipped_in_span_names_and_log_lines(traced, caplog) -> None:
+    """A model name is the client's text: a 20,000-character one made a span named by it
+    and a 40 KB log line (the route and the 404's message, each with the whole name): 60 KB
+    of logs and traces for each request of 20 KB (found by helper rt3). Real names are at
+    most 64 characters, so a few hundred keep every real call's."""
+    _, _, exporter = traced
+    exporter.clear()
+    name = "B" * 20_000
+    caplog.set_level("INFO", logger="service")
+    for path in (f"/v1/models/{name}:predict", f"/models/{name}/predict"):
+        assert _post(traced, path, json={"instances": [[0.0]]}).status_code == 404
+    spans = exporter.get_finished_spans()
+    assert len(spans) == 2 and all(len(s.name) <= 300 for s in spans), [len(s.name) for s in spans]
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("service")]
+    assert lines and all(len(line) <= 600 for line in lines), [len(line) for line in lines]

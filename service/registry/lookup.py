@@ -363,7 +363,7 @@ class Lookup:
         model = self.models.get(name)
         if model is None:
             raise NotFound(
-                "unknown_model", f"no model named {name!r}", expected=str(sorted(self.models))
+                "unknown_model", f"no model named {name[:80]!r}", expected=str(sorted(self.models))
             )
         return model
 
