@@ -100,6 +100,7 @@ class KerasModels:
         configure_logging(SETTINGS.log_json)
         for name in unknown_variables(dict(os.environ)):
             logger.warning("environment variable %s is not a setting; ignored", name)
+        startup.forget_dead_workers(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))  # restarted?
         metrics = Metrics()
         connection.on_refusal = metrics.connection_refused
         registry = Registry(SETTINGS, metrics, SharedState(SETTINGS))

@@ -91,3 +91,25 @@ def alive(pid: int) -> bool:
     except PermissionError:
         return True  # someone else's process
     return True
+
+
+def forget_dead_workers(folder: str | None) -> None:
+    """In a worker as it starts: drop the live gauges and drift counts of the server's
+    workers no longer running. BentoML starts a killed worker again, and prometheus_client
+    keeps a dead process's ``live*`` gauges until ``mark_process_dead`` is called, which no
+    one did: after a kill -9, /metrics showed the dead worker's serving_model_ready and
+    serving_model_info at 1 beside its replacement's (3 workers of 2), and a livesum gauge
+    (serving_requests_in_flight) kept the value it had when the worker died. Its counters
+    and histograms stay: what it counted happened."""
+    if not folder or not Path(folder).is_dir():
+        return
+    from prometheus_client import multiprocess
+
+    dead = set()
+    for path in Path(folder).iterdir():
+        pid = path.stem.rsplit("_", 1)[-1].removeprefix("drift-")
+        if pid.isdigit() and int(pid) != os.getpid() and not alive(int(pid)):
+            dead.add(int(pid))
+    for pid in dead:
+        multiprocess.mark_process_dead(pid, folder)
+        (Path(folder) / f"drift-{pid}.json").unlink(missing_ok=True)

@@ -35,6 +35,7 @@ from benchmarks import ood_rates
 from benchmarks.servers import Server
 from modelspec.reference import ALERT, REFERENCE_FILE, SIZE_FEATURES, psi
 from modelspec.repository import sha256_file
+from reliability.scenarios import faults
 from service.config import ConfigError, load_config
 from service.monitoring.names import METRICS as MONITORING_METRICS
 from service.monitoring.payloads import render
@@ -389,6 +390,30 @@ def test_two_workers_score_the_same_window(repository: Path, data_dir: Path, tmp
                 time.sleep(0.05)
             assert rid in logged, f"{rid} not in the kept files"
         assert [rid for rid in _logged(log) if rid in last] == last
+
+        # A worker killed is started again by BentoML: /metrics shows the live workers only.
+        # The dead one's serving_model_ready and serving_model_info stayed at 1 (3 workers
+        # "ready" of 2), and a livesum gauge such as serving_requests_in_flight would have
+        # kept its last value (found by helper rt3).
+        victim = faults.workers(server)[0]
+        victim.kill()
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            live = {w.pid for w in faults.workers(server)}
+            if victim.pid not in live and len(live) == 2:
+                break
+            time.sleep(0.5)
+        server.wait_until("/readyz", timeout=240)
+        ready: set[int] = set()
+        while time.monotonic() < deadline and ready != live:
+            time.sleep(0.5)
+            text = httpx.get(server.url + "/metrics", timeout=60).text
+            ready = {
+                int(line.split('pid="')[1].split('"')[0])
+                for line in text.splitlines()
+                if line.startswith('serving_model_ready{model="bank"')
+            }
+        assert ready == live, (ready, live, victim.pid)
     finally:
         server.stop()
 
