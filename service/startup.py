@@ -9,6 +9,7 @@ here. Workers import the module too; they run none of this (no ``serve`` command
 from __future__ import annotations
 
 import atexit
+import contextlib
 import errno
 import os
 import shutil
@@ -111,5 +112,7 @@ def forget_dead_workers(folder: str | None) -> None:
         if pid.isdigit() and int(pid) != os.getpid() and not alive(int(pid)):
             dead.add(int(pid))
     for pid in dead:
-        multiprocess.mark_process_dead(pid, folder)
+        # Two workers started again at once may both remove the same files.
+        with contextlib.suppress(FileNotFoundError):
+            multiprocess.mark_process_dead(pid, folder)
         (Path(folder) / f"drift-{pid}.json").unlink(missing_ok=True)
