@@ -484,6 +484,74 @@ def parity_inputs(
     return feed, source
 
 
+# -- what the service will require --------------------------------------------------------
+
+ROWS_CHECKED = 4  # items run alone and together by check_servable
+
+
+def check_servable(
+    run: Runner, signature: Signature, feed: Mapping[str, np.ndarray], source: Path
+) -> None:
+    """Refuse a graph both runtimes agree on but the service cannot serve. The service
+    warms each signature up on zeros (free dimensions 1) at batch 1 and at full batch and
+    refuses output that is not one finite row per input row; and it batches requests from
+    different clients together, so no row's answer may depend on another row. Checked here,
+    on ONNX Runtime (what is served), the export fails instead of publishing a version the
+    service would refuse or serve with answers that change with other clients' requests."""
+    name = signature.name
+    where = f"{source}: signature {name!r} cannot be served"
+    for batch in (1, 2):
+        zeros = {
+            t.name: np.zeros((batch, *[d or 1 for d in t.shape[1:]]), np.dtype(t.dtype))
+            for t in signature.inputs
+        }
+        try:
+            outputs = run(name, zeros)
+        except Exception as error:
+            raise TrainingError(
+                f"{where}: it fails on zeros with free dimensions 1, the input the service "
+                f"warms every model up with ({detail(error)})"
+            ) from None
+        for key, value in outputs.items():
+            if len(value) != batch:
+                raise TrainingError(_rows(where, key, len(value), batch))
+            if value.dtype.kind == "f" and not np.isfinite(value).all():
+                raise TrainingError(
+                    f"{where}: output {key!r} is not finite on zeros (free dimensions 1), the "
+                    "input the service warms every model up with"
+                )
+    rows = {k: v[:ROWS_CHECKED] for k, v in feed.items()}
+    count = len(next(iter(rows.values())))
+    together = run(name, rows)
+    for key, value in together.items():
+        if len(value) != count:
+            raise TrainingError(_rows(where, key, len(value), count))
+    for i in range(count):
+        alone = run(name, {k: v[i : i + 1] for k, v in rows.items()})
+        for key, value in alone.items():
+            expected = together[key][i : i + 1]
+            if value.dtype.kind in "iub":
+                same = np.array_equal(value, expected)
+            else:
+                allowed = PARITY_TOLERANCE + RELATIVE_TOLERANCE * np.abs(expected)
+                same = value.shape == expected.shape and bool(
+                    np.all(np.abs(value.astype(np.float64) - expected) <= allowed)
+                )
+            if not same:
+                raise TrainingError(
+                    f"{where}: output {key!r} for row {i} run alone differs from the same "
+                    "row run in a batch, so it depends on the other rows (the service "
+                    "batches different clients' requests together)"
+                )
+
+
+def _rows(where: str, output: str, got: int, rows: int) -> str:
+    return (
+        f"{where}: output {output!r} has {got} row{'' if got == 1 else 's'} for {rows} input "
+        "rows (the service needs one per input row)"
+    )
+
+
 # -- the export ---------------------------------------------------------------------------
 
 
@@ -629,6 +697,8 @@ def _publish(
         raise TrainingError(
             f"{source}: the parity check could not run the model on {described} ({detail(error)})"
         ) from None
+    for signature in signatures:
+        check_servable(runners["onnx"], signature, inputs[signature.name], source)
     if opset is not None:
         parity["opset"] = opset
     manifest: dict[str, Any] = {

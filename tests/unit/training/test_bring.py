@@ -142,3 +142,61 @@ def test_a_zip_that_is_no_npz_is_refused(tmp_path: Path) -> None:
     given = {"x": path, "n": _npy(tmp_path / "n.npy", np.zeros((1, 2)))}
     with pytest.raises(TrainingError, match=r"x\.npz"):
         parity_inputs(SIGNATURE, given)
+
+
+def _graph(nodes: list, weights: dict | None = None, inputs: dict | None = None) -> bytes:
+    from tests.unit.synthetic import onnx_model
+
+    return onnx_model(nodes, inputs or {"x": ["batch", WIDTH]}, {"y": ["batch", WIDTH]}, weights)
+
+
+def _unservable_graphs() -> dict[str, tuple[bytes, str]]:
+    """Graphs the parity check passes (both runtimes agree) but the service cannot serve."""
+    from onnx import helper
+
+    node = helper.make_node
+    return {
+        # Each row minus the batch's mean: a request's answer would depend on whichever
+        # other clients' requests the service batched it with.
+        "mixes_rows": (
+            _graph(
+                [
+                    node("ReduceMean", ["x"], ["m"], axes=[0], keepdims=1),
+                    node("Sub", ["x", "m"], ["y"]),
+                ]
+            ),
+            "depends on the other rows",
+        ),
+        # One row whatever the batch, declared [batch, 4]: a batched request got 0 rows.
+        "one_row": (
+            _graph(
+                [node("ReduceSum", ["x", "a"], ["y"], keepdims=1)], {"a": np.array([0], np.int64)}
+            ),
+            "1 row for 2 input rows",
+        ),
+        # x / |x|: NaN on the zeros the service warms every model up with.
+        "nan_on_zeros": (
+            _graph(
+                [
+                    node("ReduceL2", ["x"], ["n"], axes=[1], keepdims=1),
+                    node("Div", ["x", "n"], ["y"]),
+                ]
+            ),
+            "not finite",
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_unservable_graphs()))
+def test_a_graph_the_service_would_refuse_is_not_published(tmp_path: Path, case: str) -> None:
+    """Each of these used to be published, then refused by the service at warm-up ('gave
+    unusable output') or served with answers that depend on other clients' requests."""
+    from training.bring import export_user_model
+
+    data, reason = _unservable_graphs()[case]
+    path = tmp_path / f"{case}.onnx"
+    path.write_bytes(data)
+    out = tmp_path / "models"
+    with pytest.raises(TrainingError, match=reason):
+        export_user_model(path, out, None, 17, {})
+    assert not out.exists() or list(out.iterdir()) == []
