@@ -41,6 +41,7 @@ from training.export import (
     PARITY_TOLERANCE,
     Runner,
     check_parity,
+    compare,
     convert_to_onnx,
     keras_runner,
     onnx_runner,
@@ -533,10 +534,7 @@ def check_servable(
             if value.dtype.kind in "iub":
                 same = np.array_equal(value, expected)
             else:
-                allowed = PARITY_TOLERANCE + RELATIVE_TOLERANCE * np.abs(expected)
-                same = value.shape == expected.shape and bool(
-                    np.all(np.abs(value.astype(np.float64) - expected) <= allowed)
-                )
+                same, _ = compare(value, expected, PARITY_TOLERANCE, RELATIVE_TOLERANCE)
             if not same:
                 raise TrainingError(
                     f"{where}: output {key!r} for row {i} run alone differs from the same "

@@ -200,3 +200,35 @@ def test_a_graph_the_service_would_refuse_is_not_published(tmp_path: Path, case:
     with pytest.raises(TrainingError, match=reason):
         export_user_model(path, out, None, 17, {})
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_nan_where_both_runtimes_give_nan_is_agreement(tmp_path: Path) -> None:
+    """sqrt(x) is NaN for the negative half of the generated N(0, 1) inputs, in ONNX Runtime
+    and the reference alike: the export used to fail, "differ by more than the tolerance:
+    max |diff| nan". NaN in one runtime only, an infinity of the other sign, or a finite
+    value for an infinity (which a relative tolerance used to allow) still fails."""
+    from onnx import helper
+
+    from training.bring import export_user_model
+    from training.export import ParityError, check_parity
+
+    path = tmp_path / "root.onnx"
+    path.write_bytes(_graph([helper.make_node("Sqrt", ["x"], ["y"])]))
+    published = export_user_model(path, tmp_path / "models", None, 17, {})
+    assert published == tmp_path / "models" / "root" / "1"
+
+    expected = np.array([[np.nan, np.inf, -np.inf, 1.0]], np.float32)
+    feed = {"predict": np.zeros((1, 4), np.float32)}
+    wrong = [[1.0, np.inf, -np.inf, 1.0], [np.nan, -np.inf, -np.inf, 1.0]]
+    wrong.append([np.nan, 3e38, -np.inf, 1.0])
+    for got in wrong:
+
+        def runners(answer: list) -> dict:
+            return {
+                "a": lambda name, x: {"y": expected},
+                "b": lambda name, x: {"y": np.array(answer, np.float32)},
+            }
+
+        with pytest.raises(ParityError, match="max"):
+            check_parity(runners(got), feed, "test", relative=1e-5)
+    assert check_parity(runners(expected.tolist()), feed, "test", relative=1e-5)["passed"]
