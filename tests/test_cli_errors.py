@@ -304,6 +304,31 @@ def _external_entry(tmp: Path, key: str, value: str) -> Path:
     return graph
 
 
+def _graph_file(tmp: Path, name: str, nodes: list, shape: list) -> Path:
+    from tests.unit.synthetic import onnx_model
+
+    (tmp / name).write_bytes(onnx_model(nodes, {"x": shape}, {"y": shape}))
+    return tmp / name
+
+
+def _mixes_rows(tmp: Path) -> Path:
+    """Each row minus its batch's mean: both runtimes agree, the service cannot serve it."""
+    from onnx import helper
+
+    mean = helper.make_node("ReduceMean", ["x"], ["m"], axes=[0], keepdims=1)
+    return _graph_file(
+        tmp, "mix.onnx", [mean, helper.make_node("Sub", ["x", "m"], ["y"])], ["batch", 4]
+    )
+
+
+def _huge_input(tmp: Path) -> Path:
+    from onnx import helper
+
+    return _graph_file(
+        tmp, "huge.onnx", [helper.make_node("Relu", ["x"], ["y"])], ["batch", 100_000, 100_000]
+    )
+
+
 def _constant_onnx(tmp: Path) -> Path:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -392,6 +417,8 @@ HOSTILE = [
     ("onnx-data-negative", lambda t: _external_entry(t, "length", "-4"), [], "bad external"),
     ("onnx-data-long", lambda t: _external_entry(t, "length", str(1 << 40)), [], "shorter"),
     ("onnx-no-inputs", _constant_onnx, [], "the graph has no inputs"),
+    ("onnx-mixes-rows", _mixes_rows, [], "depends on the other rows"),
+    ("onnx-huge-input", _huge_input, [], "takes 37.3 GiB, more than the parity check's"),
     ("name-empty", lambda t: tiny_onnx(t / "a.onnx"), ["--name", ""], "model name ''"),
     ("name-path", lambda t: tiny_onnx(t / "a.onnx"), ["--name", "../x"], "model name '../x'"),
     ("name-reserved", lambda t: tiny_onnx(t / "a.onnx"), ["--name", "models"], "service's own"),
@@ -436,6 +463,17 @@ def test_export_refuses_hostile_input_in_one_line_and_publishes_nothing(
     result = export(model, out, *options)
     refused(result, model, words)
     assert _published(out) == []
+
+
+def test_parity_inputs_given_twice_for_one_input_are_refused(tmp_path: Path) -> None:
+    """The second file used to replace the first without a word."""
+    model = tiny_onnx(tmp_path / "a.onnx")
+    first, second = tmp_path / "1.npy", tmp_path / "2.npy"
+    np.save(first, np.zeros((3, WIDTH), np.float32))
+    np.save(second, np.ones((3, WIDTH), np.float32))
+    options = ["--parity-inputs", f"x={first}", "--parity-inputs", f"x={second}"]
+    refused(export(model, tmp_path / "models", *options), model, "input 'x' twice")
+    assert _published(tmp_path / "models") == []
 
 
 def test_a_refusal_is_one_line_whatever_the_file_is_called(tmp_path: Path) -> None:
