@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -329,6 +330,32 @@ def _huge_input(tmp: Path) -> Path:
     )
 
 
+def _unloadable(tmp: Path, name: str, opset: int, ir: int, node: Any) -> Path:
+    """A checked graph the pinned ONNX Runtime cannot load."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x, y = (helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 4]) for n in "xy")
+    opsets = [helper.make_opsetid("", opset), helper.make_opsetid("evil.ops", 1)]
+    model = helper.make_model(helper.make_graph([node], "g", [x], [y]), opset_imports=opsets)
+    model.ir_version = ir
+    onnx.save(model, str(tmp / name))
+    return tmp / name
+
+
+def _future_opset(tmp: Path) -> Path:
+    from onnx import helper
+
+    return _unloadable(tmp, "future.onnx", 30, 13, helper.make_node("Relu", ["x"], ["y"]))
+
+
+def _unknown_op(tmp: Path) -> Path:
+    from onnx import helper
+
+    node = helper.make_node("Frob", ["x"], ["y"], domain="evil.ops")
+    return _unloadable(tmp, "custom.onnx", 17, 8, node)
+
+
 def _constant_onnx(tmp: Path) -> Path:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -418,6 +445,8 @@ HOSTILE = [
     ("onnx-data-long", lambda t: _external_entry(t, "length", str(1 << 40)), [], "shorter"),
     ("onnx-no-inputs", _constant_onnx, [], "the graph has no inputs"),
     ("onnx-mixes-rows", _mixes_rows, [], "depends on the other rows"),
+    ("onnx-future-opset", _future_opset, [], "cannot load it (Current official support"),
+    ("onnx-unknown-op", _unknown_op, [], "cannot load it (Fatal error: evil.ops:Frob"),
     ("onnx-huge-input", _huge_input, [], "takes 37.3 GiB, more than the parity check's"),
     ("name-empty", lambda t: tiny_onnx(t / "a.onnx"), ["--name", ""], "model name ''"),
     ("name-path", lambda t: tiny_onnx(t / "a.onnx"), ["--name", "../x"], "model name '../x'"),

@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import stat
 import zipfile
@@ -681,6 +682,7 @@ def _onnx(
     name = checked_name(name)
     signature, external = onnx_signature(path)
     _check_reference(reference, signature)
+    check_runtime_loads(path)
     with staging_area(out, name) as stage:
         shutil.copyfile(path, stage / signature.onnx_file)
         # External data keeps its place relative to the graph, where ONNX Runtime (given the
@@ -696,6 +698,24 @@ def _onnx(
         return _publish(
             stage, out, name, (signature,), runners, given, path, "ONNX", None, reference
         )
+
+
+def check_runtime_loads(path: Path) -> None:
+    """Refuse a graph the pinned ONNX Runtime cannot load (an opset past what it supports, an
+    operator it does not know) in a line that says so. Its error was cut to 300 characters of
+    a C++ function signature, naming the staging copy's path (gone by then) rather than the
+    reason, which ONNX Runtime puts last ("... support for domain ai.onnx is till opset 28")."""
+    import onnxruntime as ort
+
+    try:
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as error:
+        reason = re.sub(r"^/\S+:\d+ .*?\) ", "", str(error).split(" failed:", 1)[-1].strip())
+        if len(reason) > 300:
+            reason = re.split(r"(?<=\.) ", reason)[-1]
+        raise TrainingError(
+            f"{path}: ONNX Runtime {ort.__version__} cannot load it ({detail(reason)})"
+        ) from None
 
 
 def _check_reference(reference: Path | None, signature: Signature) -> None:
