@@ -505,6 +505,28 @@ def test_parity_inputs_given_twice_for_one_input_are_refused(tmp_path: Path) -> 
     assert _published(tmp_path / "models") == []
 
 
+@pytest.mark.parametrize("left", ["folder", "file"])
+def test_a_number_held_by_something_else_is_passed_over(tmp_path: Path, left: str) -> None:
+    """A version folder without a manifest (a copy cut short) or a file named like a version
+    is no version, but its name is taken: the export tried that number forever, rewriting
+    its card and hashes at full CPU, until killed."""
+    model = tiny_onnx(tmp_path / "m.onnx")
+    out = tmp_path / "models"
+    (out / "m").mkdir(parents=True)
+    if left == "folder":
+        (out / "m" / "1").mkdir()
+        (out / "m" / "1" / "model.onnx").write_bytes(b"half a copy")
+    else:
+        (out / "m" / "1").write_text("not a version")
+    try:
+        result = run_cli("export", "--model", str(model), "--out", str(out), timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the export was still running after 120 s")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == str(out / "m" / "2")
+    assert (out / "m" / "2" / "manifest.json").is_file()
+
+
 def test_a_refusal_is_one_line_whatever_the_file_is_called(tmp_path: Path) -> None:
     """A newline or an ANSI escape in a file name reaches the terminal as an escape."""
     model = _file(tmp_path, "evil\n\x1b[31mname.keras", b"not a zip")
