@@ -87,6 +87,9 @@ MAX_KERAS_CONFIG = 16 << 20
 # (past 1 MiB) is a zip bomb, not a model (Keras itself only refuses past 4 GiB).
 ZIP_MAX_RATIO, ZIP_RATIO_FLOOR = 100, 1 << 20
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+# TensorFlow's op names (tensorflow/python/framework/ops.py): a signature input named
+# otherwise is renamed ('in put' -> 'in_put'), and TensorFlow then refuses its own SavedModel.
+TF_INPUT_NAME = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*")
 # Files the export writes beside the graph: external data may not take their names.
 WRITTEN_FILES = frozenset({MANIFEST, MODEL_CARD, KERAS_MODEL, SAVED_MODEL_DIR})
 
@@ -254,6 +257,13 @@ def keras_signature(model: Any) -> tuple[Signature, list[str], list[str]]:
         TensorSpec(_clean(key, i, "output"), tuple(t.shape), str(t.dtype))
         for i, (key, t) in enumerate(outputs)
     )
+    for spec in specs_in:
+        if not TF_INPUT_NAME.fullmatch(spec.name):
+            raise TrainingError(
+                f"input {spec.name!r} cannot name a SavedModel input (TensorFlow takes letters, "
+                "digits and . _ - / >, starting with a letter, digit or '.'): rename the Keras "
+                "input"
+            )
     for spec in specs_in + specs_out:
         if not spec.shape or spec.shape[0] is not None:
             raise TrainingError(f"tensor {spec.name!r} has no free batch dimension: {spec.shape}")

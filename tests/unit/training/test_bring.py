@@ -252,3 +252,24 @@ def test_generated_parity_inputs_fit_a_memory_budget(monkeypatch: pytest.MonkeyP
     huge = Signature("p", (TensorSpec("x", (None, 100_000, 100_000)),), SIGNATURE.outputs, "m")
     with pytest.raises(TrainingError, match=r"one input .* takes 37\.3 GiB"):
         parity_inputs(huge, {})
+
+
+@pytest.mark.parametrize("name", ["in put", "größe", "-x"])
+def test_a_keras_input_name_tensorflow_cannot_take_is_refused_naming_it(name: str) -> None:
+    """TensorFlow renames such a signature input ('in put' -> 'in_put') and then refuses its
+    own SavedModel: the export failed after loading TensorFlow and writing the SavedModel,
+    "Got non-flat/non-unique argument names ... more than one argument ... was named 'in
+    put'", cut to 300 characters, without saying which name to change or how."""
+    import keras
+
+    from training.bring import keras_signature
+
+    inputs = keras.Input((4,), name=name)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="scores")(inputs))
+    with pytest.raises(TrainingError, match="rename the Keras input") as refused:
+        keras_signature(model)
+    assert repr(name) in str(refused.value)
+    fine = keras.Input((4,), name="seq.len_1-b")  # what TensorFlow takes passes
+    assert keras_signature(keras.Model(fine, keras.layers.Dense(2)(fine)))[0].inputs[0].name == (
+        "seq.len_1-b"
+    )
