@@ -56,7 +56,7 @@ from training.publish import library_versions, now_iso, publish, staging_area
 
 log = logging.getLogger(__name__)
 
-SIGNATURE = "predict"  # the one signature of a Keras or ONNX model, and a SavedModel's default
+SIGNATURE = "predict"  # a Keras or ONNX model's one signature; a SavedModel's default, unless taken
 RELATIVE_TOLERANCE = 1e-5  # user models may output large values: |diff| <= 1e-4 + 1e-5 |y|
 FREE_DIMENSION = 8  # the size generated inputs give a free dimension other than the batch
 # 1,000 generated inputs of a 224 x 224 x 3 float32 image take 0.6 GB. Past this budget
@@ -323,7 +323,10 @@ def saved_model_signatures(directory: Path) -> tuple[Signature, ...]:
         keys.remove("serving_default")  # only an alias of another signature (Keras exports)
     found = []
     for i, key in enumerate(keys):
-        name = SIGNATURE if key == "serving_default" else key
+        # serving_default is 'predict', unless a signature of its own has that name: two of
+        # one name left the manifest with only the second, the default silently gone.
+        own = key == "serving_default" and SIGNATURE not in keys
+        name = SIGNATURE if own else key
         if problem := name_problem(name):
             raise TrainingError(f"{directory}: signature {key!r} cannot be served: {problem}")
         inputs, outputs = tensors(key)
@@ -749,7 +752,7 @@ def _publish(
     inputs, described = {}, ""
     for signature in signatures:
         inputs[signature.name], described = parity_inputs(
-            signature, given if signature.name == SIGNATURE else {}
+            signature, given if signature is signatures[0] else {}
         )
     try:
         parity = check_parity(runners, inputs, described, PARITY_TOLERANCE, RELATIVE_TOLERANCE)

@@ -273,3 +273,32 @@ def test_a_keras_input_name_tensorflow_cannot_take_is_refused_naming_it(name: st
     assert keras_signature(keras.Model(fine, keras.layers.Dense(2)(fine)))[0].inputs[0].name == (
         "seq.len_1-b"
     )
+
+
+def test_a_saved_models_own_predict_signature_keeps_serving_default_apart(tmp_path: Path) -> None:
+    """``serving_default`` is published as ``predict``; a SavedModel with a distinct
+    signature of its own called ``predict`` had two signatures of one name, and the manifest
+    kept only the second: the default endpoint silently vanished (its model.onnx published,
+    hashed, and named by no signature) and the model's V2 name served the other function."""
+    import tensorflow as tf
+
+    from training.bring import saved_model_signatures
+
+    class Two(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
+        def scores(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"y": tf.reduce_sum(x, axis=1, keepdims=True)}
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
+        def double(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"y": 2.0 * x}
+
+    module = Two()
+    signatures = {"serving_default": module.scores, "predict": module.double}
+    tf.saved_model.save(module, str(tmp_path / "two"), signatures=signatures)
+    found = saved_model_signatures(tmp_path / "two")
+    described = [(s.name, s.saved_model_signature, s.onnx_file, s.outputs[0].shape) for s in found]
+    assert described == [
+        ("serving_default", "serving_default", "model.onnx", (None, 1)),
+        ("predict", "predict", "predict.onnx", (None, 4)),
+    ]
