@@ -318,9 +318,26 @@ def saved_model_signatures(directory: Path) -> tuple[Signature, ...]:
     keys = sorted(loaded.signatures, key=lambda k: (k != "serving_default", k))
     if not keys:
         raise TrainingError(f"{directory}: the SavedModel has no signatures")
-    others = [tensors(k) for k in keys if k != "serving_default"]
-    if "serving_default" in keys and tensors("serving_default") in others:
-        keys.remove("serving_default")  # only an alias of another signature (Keras exports)
+
+    def same_function(key: str, other: str) -> bool:
+        """Whether two signatures answer alike: the same tensors and the same outputs on a
+        few generated inputs (an alias; the same shapes alone may be another function)."""
+        if tensors(key) != tensors(other):
+            return False
+        probe = Signature("probe", *tensors(key), "")
+        try:
+            feed = {k: tf.constant(v) for k, v in generated_inputs(probe, 4).items()}
+            one, two = loaded.signatures[key](**feed), loaded.signatures[other](**feed)
+            return all(np.array_equal(one[k], two[k], equal_nan=True) for k in one)
+        except Exception:  # a signature that cannot run on these is refused later on
+            return False
+
+    if "serving_default" in keys:  # often an alias of another signature (Keras exports)
+        target = next((k for k in keys[1:] if same_function("serving_default", k)), None)
+        if target is not None:  # the alias goes, its target takes its place as the default
+            keys.remove("serving_default")
+            keys.remove(target)
+            keys.insert(0, target)
     found = []
     for i, key in enumerate(keys):
         # serving_default is 'predict', unless a signature of its own has that name: two of

@@ -302,3 +302,42 @@ def test_a_saved_models_own_predict_signature_keeps_serving_default_apart(tmp_pa
         ("serving_default", "serving_default", "model.onnx", (None, 1)),
         ("predict", "predict", "predict.onnx", (None, 4)),
     ]
+
+
+def test_serving_default_is_dropped_only_as_an_alias_and_its_target_stays_first(
+    tmp_path: Path,
+) -> None:
+    """serving_default was taken for an alias of any signature with the same tensor specs:
+    a different function of the same shapes was dropped (the model served the other one by
+    default), and a real alias's target lost its place to whichever name sorted first."""
+    import tensorflow as tf
+
+    from training.bring import saved_model_signatures
+
+    spec = [tf.TensorSpec([None, 4], tf.float32, name="x")]
+
+    class Three(tf.Module):
+        @tf.function(input_signature=spec)
+        def add(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"y": x + 1.0}
+
+        @tf.function(input_signature=spec)
+        def double(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"y": 2.0 * x}
+
+    module = Three()
+    tf.saved_model.save(
+        module, str(tmp_path / "two"), {"serving_default": module.add, "double": module.double}
+    )
+    found = saved_model_signatures(tmp_path / "two")
+    assert [(s.name, s.saved_model_signature) for s in found] == [
+        ("predict", "serving_default"),
+        ("double", "double"),
+    ]
+    aliased = {"serving_default": module.double, "alpha": module.add, "zeta": module.double}
+    tf.saved_model.save(module, str(tmp_path / "alias"), aliased)
+    found = saved_model_signatures(tmp_path / "alias")
+    assert [(s.name, s.onnx_file) for s in found] == [
+        ("zeta", "model.onnx"),
+        ("alpha", "alpha.onnx"),
+    ]
