@@ -610,6 +610,20 @@ def test_export_refuses_a_saved_model_tensorflow_cannot_read(
     assert _published(out) == []
 
 
+def test_export_refuses_a_repository_inside_the_saved_model(
+    saved_model: Path, tmp_path: Path
+) -> None:
+    """The SavedModel was copied into its own staging folder, which it then held: the copy
+    recursed until the path grew too long, and the line was 300 characters of
+    '.staging-affine-*/version/saved_model/models/.staging-affine-*/...'."""
+    model = tmp_path / "affine"
+    shutil.copytree(saved_model, model)
+    for out in (model / "models", model):
+        line = refused(export(model, out), model, "inside the SavedModel folder")
+        assert len(line) < 300, line
+    assert sorted(p.name for p in model.iterdir()) == sorted(p.name for p in saved_model.iterdir())
+
+
 def test_export_refuses_a_repository_that_is_not_a_folder(tmp_path: Path) -> None:
     model = tiny_onnx(tmp_path / "affine.onnx")
     (tmp_path / "file").write_text("x")

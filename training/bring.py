@@ -687,6 +687,10 @@ def _saved_model(
     reference: Path | None = None,
 ) -> Path:
     name = checked_name(name)
+    if isinstance(out, Path) and out.resolve().is_relative_to(path.resolve()):
+        # The copy into the repository's staging folder would copy that folder too, and
+        # recurse until the path grew too long.
+        raise TrainingError(f"{path}: the repository {out} is inside the SavedModel folder")
     refuse_special_files(path)  # before TensorFlow reads it: a FIFO would hang the load
     signatures = saved_model_signatures(path)
     _check_reference(reference, signatures[0])
