@@ -90,6 +90,7 @@ HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # TensorFlow's op names (tensorflow/python/framework/ops.py): a signature input named
 # otherwise is renamed ('in put' -> 'in_put'), and TensorFlow then refuses its own SavedModel.
 TF_INPUT_NAME = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*")
+TF_SCOPE_NAME = re.compile(r"[A-Za-z0-9_.\\/>-]*")  # a layer's name scope
 # Files the export writes beside the graph: external data may not take their names.
 WRITTEN_FILES = frozenset({MANIFEST, MODEL_CARD, KERAS_MODEL, SAVED_MODEL_DIR})
 
@@ -269,6 +270,22 @@ def keras_signature(model: Any) -> tuple[Signature, list[str], list[str]]:
             raise TrainingError(f"tensor {spec.name!r} has no free batch dimension: {spec.shape}")
     signature = Signature(SIGNATURE, specs_in, specs_out, "model.onnx")
     return signature, [k for k, _ in items], [k for k, _ in outputs]
+
+
+def refuse_untraceable_names(model: Any) -> None:
+    """Refuse a layer name TensorFlow cannot trace as a name scope ('pr ob'): Keras runs such
+    a model eagerly, but writing its SavedModel failed late, "Exception encountered when
+    calling Functional.call()", naming neither the layer nor the rule. Nested models' layers
+    are walked too."""
+    layers = [model]
+    while layers:
+        layer = layers.pop()
+        if not TF_SCOPE_NAME.fullmatch(layer.name):
+            raise TrainingError(
+                f"layer {layer.name!r} cannot be traced by TensorFlow (its names take letters, "
+                "digits and _ . -): rename the layer"
+            )
+        layers.extend(getattr(layer, "layers", None) or [])
 
 
 def keras_endpoint(model: Any, input_keys: list[str], signature: Signature) -> Callable:
@@ -654,6 +671,7 @@ def _keras(
     except Exception as error:  # Keras raises many types for a bad file
         raise TrainingError(f"{path}: not a loadable Keras model ({detail(error)})") from None
     name = checked_name(name if name is not None else model.name)
+    refuse_untraceable_names(model)
     try:
         signature, input_keys, _ = keras_signature(model)
     except TrainingError:

@@ -341,3 +341,22 @@ def test_serving_default_is_dropped_only_as_an_alias_and_its_target_stays_first(
         ("zeta", "model.onnx"),
         ("alpha", "alpha.onnx"),
     ]
+
+
+@pytest.mark.parametrize("name", ["pr ob", "ü"])
+def test_a_keras_layer_name_tensorflow_cannot_trace_is_refused_naming_it(name: str) -> None:
+    """Keras runs such a model eagerly, but TensorFlow's tracing (the SavedModel) refuses the
+    layer's name scope: the export failed after loading TensorFlow with "Exception
+    encountered when calling Functional.call()", which says neither the layer nor the rule.
+    A nested model's layers count too."""
+    import keras
+
+    from training.bring import refuse_untraceable_names
+
+    inputs = keras.Input((4,), name="x")
+    inner = keras.Sequential([keras.layers.Dense(2, name=name)], name="inner")
+    model = keras.Model(inputs, inner(keras.layers.Dense(3, name="ok")(inputs)))
+    with pytest.raises(TrainingError, match="rename the layer") as refused:
+        refuse_untraceable_names(model)
+    assert repr(name) in str(refused.value)
+    refuse_untraceable_names(keras.Model(inputs, keras.layers.Dense(2, name="a.b-c_1")(inputs)))
