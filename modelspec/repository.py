@@ -66,6 +66,15 @@ def versions(root: Path, name: str) -> list[int]:
     return sorted(found)
 
 
+def numbers_used(root: Path, name: str) -> set[int]:
+    """Every number named under ``name/``, version or not: a folder without a manifest (a
+    copy cut short) or a file holds its number, so publishing goes past it, not into it."""
+    model_dir = root / name
+    if not model_dir.is_dir():
+        return set()
+    return {int(p.name) for p in model_dir.iterdir() if _VERSION.fullmatch(p.name)}
+
+
 def latest_version(root: Path, name: str) -> int | None:
     found = versions(root, name)
     return found[-1] if found else None

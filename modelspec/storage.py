@@ -264,7 +264,7 @@ class Remote:
     ) -> PublishedRemote:
         """Upload ``stage`` as the next free version of ``name``: every file first, each only
         if its key is free, the manifest last. A number another publisher took meanwhile is
-        given up (its files are left alone) and the next one tried."""
+        given up (its files are left alone, ours there taken back) and the next one tried."""
         import obstore
 
         for _ in range(PUBLISH_ATTEMPTS):
@@ -284,9 +284,9 @@ class Remote:
                     uploaded.append(key)
                 obstore.put(self.store, f"{base}/{repository.MANIFEST}", body, mode="create")
             except Exception as error:
+                _delete_quietly(self.store, uploaded)  # in another's version, or half of ours
                 if type(error).__name__ in ("AlreadyExistsError", "PreconditionError"):
                     continue  # another publisher holds this number: ours stays unpublished
-                _delete_quietly(self.store, uploaded)
                 where = f"{self.url}/{base}"
                 raise StorageError(f"publishing {where}: {describe_error(error)}") from None
             except BaseException:  # interrupted: take back what was uploaded, if we can

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -304,6 +305,57 @@ def _external_entry(tmp: Path, key: str, value: str) -> Path:
     return graph
 
 
+def _graph_file(tmp: Path, name: str, nodes: list, shape: list) -> Path:
+    from tests.unit.synthetic import onnx_model
+
+    (tmp / name).write_bytes(onnx_model(nodes, {"x": shape}, {"y": shape}))
+    return tmp / name
+
+
+def _mixes_rows(tmp: Path) -> Path:
+    """Each row minus its batch's mean: both runtimes agree, the service cannot serve it."""
+    from onnx import helper
+
+    mean = helper.make_node("ReduceMean", ["x"], ["m"], axes=[0], keepdims=1)
+    return _graph_file(
+        tmp, "mix.onnx", [mean, helper.make_node("Sub", ["x", "m"], ["y"])], ["batch", 4]
+    )
+
+
+def _huge_input(tmp: Path) -> Path:
+    from onnx import helper
+
+    return _graph_file(
+        tmp, "huge.onnx", [helper.make_node("Relu", ["x"], ["y"])], ["batch", 100_000, 100_000]
+    )
+
+
+def _unloadable(tmp: Path, name: str, opset: int, ir: int, node: Any) -> Path:
+    """A checked graph the pinned ONNX Runtime cannot load."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x, y = (helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 4]) for n in "xy")
+    opsets = [helper.make_opsetid("", opset), helper.make_opsetid("evil.ops", 1)]
+    model = helper.make_model(helper.make_graph([node], "g", [x], [y]), opset_imports=opsets)
+    model.ir_version = ir
+    onnx.save(model, str(tmp / name))
+    return tmp / name
+
+
+def _future_opset(tmp: Path) -> Path:
+    from onnx import helper
+
+    return _unloadable(tmp, "future.onnx", 30, 13, helper.make_node("Relu", ["x"], ["y"]))
+
+
+def _unknown_op(tmp: Path) -> Path:
+    from onnx import helper
+
+    node = helper.make_node("Frob", ["x"], ["y"], domain="evil.ops")
+    return _unloadable(tmp, "custom.onnx", 17, 8, node)
+
+
 def _constant_onnx(tmp: Path) -> Path:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -392,6 +444,10 @@ HOSTILE = [
     ("onnx-data-negative", lambda t: _external_entry(t, "length", "-4"), [], "bad external"),
     ("onnx-data-long", lambda t: _external_entry(t, "length", str(1 << 40)), [], "shorter"),
     ("onnx-no-inputs", _constant_onnx, [], "the graph has no inputs"),
+    ("onnx-mixes-rows", _mixes_rows, [], "depends on the other rows"),
+    ("onnx-future-opset", _future_opset, [], "cannot load it (Current official support"),
+    ("onnx-unknown-op", _unknown_op, [], "cannot load it (Fatal error: evil.ops:Frob"),
+    ("onnx-huge-input", _huge_input, [], "takes 37.3 GiB, more than the parity check's"),
     ("name-empty", lambda t: tiny_onnx(t / "a.onnx"), ["--name", ""], "model name ''"),
     ("name-path", lambda t: tiny_onnx(t / "a.onnx"), ["--name", "../x"], "model name '../x'"),
     ("name-reserved", lambda t: tiny_onnx(t / "a.onnx"), ["--name", "models"], "service's own"),
@@ -436,6 +492,39 @@ def test_export_refuses_hostile_input_in_one_line_and_publishes_nothing(
     result = export(model, out, *options)
     refused(result, model, words)
     assert _published(out) == []
+
+
+def test_parity_inputs_given_twice_for_one_input_are_refused(tmp_path: Path) -> None:
+    """The second file used to replace the first without a word."""
+    model = tiny_onnx(tmp_path / "a.onnx")
+    first, second = tmp_path / "1.npy", tmp_path / "2.npy"
+    np.save(first, np.zeros((3, WIDTH), np.float32))
+    np.save(second, np.ones((3, WIDTH), np.float32))
+    options = ["--parity-inputs", f"x={first}", "--parity-inputs", f"x={second}"]
+    refused(export(model, tmp_path / "models", *options), model, "input 'x' twice")
+    assert _published(tmp_path / "models") == []
+
+
+@pytest.mark.parametrize("left", ["folder", "file"])
+def test_a_number_held_by_something_else_is_passed_over(tmp_path: Path, left: str) -> None:
+    """A version folder without a manifest (a copy cut short) or a file named like a version
+    is no version, but its name is taken: the export tried that number forever, rewriting
+    its card and hashes at full CPU, until killed."""
+    model = tiny_onnx(tmp_path / "m.onnx")
+    out = tmp_path / "models"
+    (out / "m").mkdir(parents=True)
+    if left == "folder":
+        (out / "m" / "1").mkdir()
+        (out / "m" / "1" / "model.onnx").write_bytes(b"half a copy")
+    else:
+        (out / "m" / "1").write_text("not a version")
+    try:
+        result = run_cli("export", "--model", str(model), "--out", str(out), timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the export was still running after 120 s")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == str(out / "m" / "2")
+    assert (out / "m" / "2" / "manifest.json").is_file()
 
 
 def test_a_refusal_is_one_line_whatever_the_file_is_called(tmp_path: Path) -> None:
@@ -519,6 +608,20 @@ def test_export_refuses_a_saved_model_tensorflow_cannot_read(
     out = tmp_path / "models"
     refused(export(model, out), model, "not a loadable SavedModel")
     assert _published(out) == []
+
+
+def test_export_refuses_a_repository_inside_the_saved_model(
+    saved_model: Path, tmp_path: Path
+) -> None:
+    """The SavedModel was copied into its own staging folder, which it then held: the copy
+    recursed until the path grew too long, and the line was 300 characters of
+    '.staging-affine-*/version/saved_model/models/.staging-affine-*/...'."""
+    model = tmp_path / "affine"
+    shutil.copytree(saved_model, model)
+    for out in (model / "models", model):
+        line = refused(export(model, out), model, "inside the SavedModel folder")
+        assert len(line) < 300, line
+    assert sorted(p.name for p in model.iterdir()) == sorted(p.name for p in saved_model.iterdir())
 
 
 def test_export_refuses_a_repository_that_is_not_a_folder(tmp_path: Path) -> None:

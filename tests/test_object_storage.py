@@ -189,6 +189,30 @@ def test_export_publishes_to_s3_manifest_last_and_never_writes_a_local_s3_folder
     } - {"manifest.json"}
 
 
+def test_a_publisher_that_loses_a_number_takes_its_files_back(
+    in_moto: Moto, tmp_path: Path
+) -> None:
+    """Two exports of one model at once both pick number 1; the other one's model.onnx lands
+    first. Ours gave the number up and published 2, but used to leave its external data file
+    (uploaded before its model.onnx) inside the other's version 1, a file no manifest names."""
+    import obstore
+
+    remote = storage.parse(in_moto.url("race"))
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    (stage / "a.bin").write_bytes(b"ours")  # sorts before model.onnx: uploaded first
+    (stage / "model.onnx").write_bytes(b"our graph")
+
+    def write_card(manifest: dict, directory: Path) -> None:
+        (directory / "model_card.md").write_text(f"version {manifest['version']}")
+        if manifest["version"] == 1:  # the other export, between our listing and our upload
+            obstore.put(remote.store, "m/1/model.onnx", b"their graph", mode="create")
+
+    published = remote.publish(stage, "m", {"name": "m"}, write_card)
+    assert published == f"{remote.url}/m/2"
+    assert sorted(k for k in remote.list().objects if k.startswith("m/1/")) == ["m/1/model.onnx"]
+
+
 def test_a_manifest_naming_files_outside_its_version_is_refused_before_any_write(
     in_moto: Moto, tmp_path: Path
 ) -> None:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
+import re
 import shutil
 import stat
 import zipfile
@@ -41,6 +43,7 @@ from training.export import (
     PARITY_TOLERANCE,
     Runner,
     check_parity,
+    compare,
     convert_to_onnx,
     keras_runner,
     onnx_runner,
@@ -53,9 +56,13 @@ from training.publish import library_versions, now_iso, publish, staging_area
 
 log = logging.getLogger(__name__)
 
-SIGNATURE = "predict"  # the one signature of a Keras or ONNX model, and a SavedModel's default
+SIGNATURE = "predict"  # a Keras or ONNX model's one signature; a SavedModel's default, unless taken
 RELATIVE_TOLERANCE = 1e-5  # user models may output large values: |diff| <= 1e-4 + 1e-5 |y|
 FREE_DIMENSION = 8  # the size generated inputs give a free dimension other than the batch
+# 1,000 generated inputs of a 224 x 224 x 3 float32 image take 0.6 GB. Past this budget
+# fewer are generated (the count is the parity record's "inputs"), and a signature whose one
+# input alone exceeds it (a declared [batch, 100000, 100000]) is refused before allocating.
+PARITY_BUDGET = 1 << 30
 ONNX_DTYPES = {
     1: "float32",
     2: "uint8",
@@ -80,6 +87,10 @@ MAX_KERAS_CONFIG = 16 << 20
 # (past 1 MiB) is a zip bomb, not a model (Keras itself only refuses past 4 GiB).
 ZIP_MAX_RATIO, ZIP_RATIO_FLOOR = 100, 1 << 20
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+# TensorFlow's op names (tensorflow/python/framework/ops.py): a signature input named
+# otherwise is renamed ('in put' -> 'in_put'), and TensorFlow then refuses its own SavedModel.
+TF_INPUT_NAME = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*")
+TF_SCOPE_NAME = re.compile(r"[A-Za-z0-9_.\\/>-]*")  # a layer's name scope
 # Files the export writes beside the graph: external data may not take their names.
 WRITTEN_FILES = frozenset({MANIFEST, MODEL_CARD, KERAS_MODEL, SAVED_MODEL_DIR})
 
@@ -247,11 +258,34 @@ def keras_signature(model: Any) -> tuple[Signature, list[str], list[str]]:
         TensorSpec(_clean(key, i, "output"), tuple(t.shape), str(t.dtype))
         for i, (key, t) in enumerate(outputs)
     )
+    for spec in specs_in:
+        if not TF_INPUT_NAME.fullmatch(spec.name):
+            raise TrainingError(
+                f"input {spec.name!r} cannot name a SavedModel input (TensorFlow takes letters, "
+                "digits and . _ - / >, starting with a letter, digit or '.'): rename the Keras "
+                "input"
+            )
     for spec in specs_in + specs_out:
         if not spec.shape or spec.shape[0] is not None:
             raise TrainingError(f"tensor {spec.name!r} has no free batch dimension: {spec.shape}")
     signature = Signature(SIGNATURE, specs_in, specs_out, "model.onnx")
     return signature, [k for k, _ in items], [k for k, _ in outputs]
+
+
+def refuse_untraceable_names(model: Any) -> None:
+    """Refuse a layer name TensorFlow cannot trace as a name scope ('pr ob'): Keras runs such
+    a model eagerly, but writing its SavedModel failed late, "Exception encountered when
+    calling Functional.call()", naming neither the layer nor the rule. Nested models' layers
+    are walked too."""
+    layers = [model]
+    while layers:
+        layer = layers.pop()
+        if not TF_SCOPE_NAME.fullmatch(layer.name):
+            raise TrainingError(
+                f"layer {layer.name!r} cannot be traced by TensorFlow (its names take letters, "
+                "digits and _ . -): rename the layer"
+            )
+        layers.extend(getattr(layer, "layers", None) or [])
 
 
 def keras_endpoint(model: Any, input_keys: list[str], signature: Signature) -> Callable:
@@ -301,12 +335,32 @@ def saved_model_signatures(directory: Path) -> tuple[Signature, ...]:
     keys = sorted(loaded.signatures, key=lambda k: (k != "serving_default", k))
     if not keys:
         raise TrainingError(f"{directory}: the SavedModel has no signatures")
-    others = [tensors(k) for k in keys if k != "serving_default"]
-    if "serving_default" in keys and tensors("serving_default") in others:
-        keys.remove("serving_default")  # only an alias of another signature (Keras exports)
+
+    def same_function(key: str, other: str) -> bool:
+        """Whether two signatures answer alike: the same tensors and the same outputs on a
+        few generated inputs (an alias; the same shapes alone may be another function)."""
+        if tensors(key) != tensors(other):
+            return False
+        probe = Signature("probe", *tensors(key), "")
+        try:
+            feed = {k: tf.constant(v) for k, v in generated_inputs(probe, 4).items()}
+            one, two = loaded.signatures[key](**feed), loaded.signatures[other](**feed)
+            return all(np.array_equal(one[k], two[k], equal_nan=True) for k in one)
+        except Exception:  # a signature that cannot run on these is refused later on
+            return False
+
+    if "serving_default" in keys:  # often an alias of another signature (Keras exports)
+        target = next((k for k in keys[1:] if same_function("serving_default", k)), None)
+        if target is not None:  # the alias goes, its target takes its place as the default
+            keys.remove("serving_default")
+            keys.remove(target)
+            keys.insert(0, target)
     found = []
     for i, key in enumerate(keys):
-        name = SIGNATURE if key == "serving_default" else key
+        # serving_default is 'predict', unless a signature of its own has that name: two of
+        # one name left the manifest with only the second, the default silently gone.
+        own = key == "serving_default" and SIGNATURE not in keys
+        name = SIGNATURE if own else key
         if problem := name_problem(name):
             raise TrainingError(f"{directory}: signature {key!r} cannot be served: {problem}")
         inputs, outputs = tensors(key)
@@ -411,18 +465,35 @@ def external_data_files(path: Path, model: Any) -> list[str]:
 # -- parity inputs ------------------------------------------------------------------------
 
 
+def item_bytes(signature: Signature) -> int:
+    """The bytes of one generated input (every tensor of the signature, free dims 8)."""
+    return sum(
+        math.prod(d or FREE_DIMENSION for d in spec.shape[1:]) * np.dtype(spec.dtype).itemsize
+        for spec in signature.inputs
+    )
+
+
+def generated_count(signature: Signature) -> int:
+    """How many inputs to generate: 1,000, or as many as PARITY_BUDGET holds."""
+    return min(PARITY_MIN_INPUTS, PARITY_BUDGET // max(item_bytes(signature), 1))
+
+
 def generated_inputs(signature: Signature, count: int, seed: int = 0) -> dict[str, np.ndarray]:
     """``count`` inputs from each input's dtype and shape: floats N(0, 1) (within a declared
-    range when there is one), integers 0-3, booleans at random."""
+    range when there is one), integers 0-3, booleans at random. Floats are drawn as float32
+    (float64 only for float64): a float64 draw cast down took 3 times the final memory."""
     rng = np.random.default_rng(seed)
     feed = {}
     for spec in signature.inputs:
         shape = (count, *[d or FREE_DIMENSION for d in spec.shape[1:]])
         dtype = np.dtype(spec.dtype)
         if dtype.kind == "f":
-            values = rng.standard_normal(shape)
+            drawn = np.float64 if dtype == np.float64 else np.float32
             if spec.range is not None:
-                values = rng.uniform(spec.range[0], spec.range[1], shape)
+                low, high = spec.range
+                values = rng.random(shape, dtype=drawn) * drawn(high - low) + drawn(low)
+            else:
+                values = rng.standard_normal(shape, dtype=drawn)
         elif dtype.kind == "b":
             values = rng.random(shape) < 0.5
         else:
@@ -436,7 +507,19 @@ def parity_inputs(
 ) -> tuple[dict[str, np.ndarray], str]:
     """The user's inputs (``.npy`` per input name) topped up with generated ones to 1,000."""
     if not given:
-        return generated_inputs(signature, PARITY_MIN_INPUTS), "generated inputs (dtype, shape)"
+        count = generated_count(signature)
+        if count < 1:
+            raise TrainingError(
+                f"one input of signature {signature.name!r} takes "
+                f"{item_bytes(signature) / (1 << 30):.1f} GiB, more than the parity check's "
+                f"{PARITY_BUDGET / (1 << 30):.1f} GiB (its shapes: "
+                f"{[spec.shape for spec in signature.inputs]})"
+            )
+        if count == PARITY_MIN_INPUTS:
+            return generated_inputs(signature, count), "generated inputs (dtype, shape)"
+        would = item_bytes(signature) * PARITY_MIN_INPUTS / (1 << 20)
+        source = f"{count} generated inputs (dtype, shape; 1,000 would take {would:,.0f} MiB)"
+        return generated_inputs(signature, count), source
     names = [t.name for t in signature.inputs]
     if len(given) == 1 and "" in given:
         if len(names) != 1:
@@ -477,11 +560,76 @@ def parity_inputs(
     if any(len(v) != count for v in feed.values()):
         raise TrainingError("the --parity-inputs files hold different numbers of rows")
     source = f"{count} inputs from {', '.join(p.name for p in given.values())}"
-    if count < PARITY_MIN_INPUTS:
-        extra = generated_inputs(signature, PARITY_MIN_INPUTS - count)
+    if count < generated_count(signature):
+        extra = generated_inputs(signature, generated_count(signature) - count)
         feed = {k: np.concatenate([v, extra[k]]) for k, v in feed.items()}
-        source += f", then {PARITY_MIN_INPUTS - count} generated"
+        source += f", then {generated_count(signature) - count} generated"
     return feed, source
+
+
+# -- what the service will require --------------------------------------------------------
+
+ROWS_CHECKED = 4  # items run alone and together by check_servable
+
+
+def check_servable(
+    run: Runner, signature: Signature, feed: Mapping[str, np.ndarray], source: Path
+) -> None:
+    """Refuse a graph both runtimes agree on but the service cannot serve. The service
+    warms each signature up on zeros (free dimensions 1) at batch 1 and at full batch and
+    refuses output that is not one finite row per input row; and it batches requests from
+    different clients together, so no row's answer may depend on another row. Checked here,
+    on ONNX Runtime (what is served), the export fails instead of publishing a version the
+    service would refuse or serve with answers that change with other clients' requests."""
+    name = signature.name
+    where = f"{source}: signature {name!r} cannot be served"
+    for batch in (1, 2):
+        zeros = {
+            t.name: np.zeros((batch, *[d or 1 for d in t.shape[1:]]), np.dtype(t.dtype))
+            for t in signature.inputs
+        }
+        try:
+            outputs = run(name, zeros)
+        except Exception as error:
+            raise TrainingError(
+                f"{where}: it fails on zeros with free dimensions 1, the input the service "
+                f"warms every model up with ({detail(error)})"
+            ) from None
+        for key, value in outputs.items():
+            if len(value) != batch:
+                raise TrainingError(_rows(where, key, len(value), batch))
+            if value.dtype.kind == "f" and not np.isfinite(value).all():
+                raise TrainingError(
+                    f"{where}: output {key!r} is not finite on zeros (free dimensions 1), the "
+                    "input the service warms every model up with"
+                )
+    rows = {k: v[:ROWS_CHECKED] for k, v in feed.items()}
+    count = len(next(iter(rows.values())))
+    together = run(name, rows)
+    for key, value in together.items():
+        if len(value) != count:
+            raise TrainingError(_rows(where, key, len(value), count))
+    for i in range(count):
+        alone = run(name, {k: v[i : i + 1] for k, v in rows.items()})
+        for key, value in alone.items():
+            expected = together[key][i : i + 1]
+            if value.dtype.kind in "iub":
+                same = np.array_equal(value, expected)
+            else:
+                same, _ = compare(value, expected, PARITY_TOLERANCE, RELATIVE_TOLERANCE)
+            if not same:
+                raise TrainingError(
+                    f"{where}: output {key!r} for row {i} run alone differs from the same "
+                    "row run in a batch, so it depends on the other rows (the service "
+                    "batches different clients' requests together)"
+                )
+
+
+def _rows(where: str, output: str, got: int, rows: int) -> str:
+    return (
+        f"{where}: output {output!r} has {got} row{'' if got == 1 else 's'} for {rows} input "
+        "rows (the service needs one per input row)"
+    )
 
 
 # -- the export ---------------------------------------------------------------------------
@@ -523,6 +671,7 @@ def _keras(
     except Exception as error:  # Keras raises many types for a bad file
         raise TrainingError(f"{path}: not a loadable Keras model ({detail(error)})") from None
     name = checked_name(name if name is not None else model.name)
+    refuse_untraceable_names(model)
     try:
         signature, input_keys, _ = keras_signature(model)
     except TrainingError:
@@ -556,6 +705,10 @@ def _saved_model(
     reference: Path | None = None,
 ) -> Path:
     name = checked_name(name)
+    if isinstance(out, Path) and out.resolve().is_relative_to(path.resolve()):
+        # The copy into the repository's staging folder would copy that folder too, and
+        # recurse until the path grew too long.
+        raise TrainingError(f"{path}: the repository {out} is inside the SavedModel folder")
     refuse_special_files(path)  # before TensorFlow reads it: a FIFO would hang the load
     signatures = saved_model_signatures(path)
     _check_reference(reference, signatures[0])
@@ -581,6 +734,7 @@ def _onnx(
     name = checked_name(name)
     signature, external = onnx_signature(path)
     _check_reference(reference, signature)
+    check_runtime_loads(path)
     with staging_area(out, name) as stage:
         shutil.copyfile(path, stage / signature.onnx_file)
         # External data keeps its place relative to the graph, where ONNX Runtime (given the
@@ -596,6 +750,24 @@ def _onnx(
         return _publish(
             stage, out, name, (signature,), runners, given, path, "ONNX", None, reference
         )
+
+
+def check_runtime_loads(path: Path) -> None:
+    """Refuse a graph the pinned ONNX Runtime cannot load (an opset past what it supports, an
+    operator it does not know) in a line that says so. Its error was cut to 300 characters of
+    a C++ function signature, naming the staging copy's path (gone by then) rather than the
+    reason, which ONNX Runtime puts last ("... support for domain ai.onnx is till opset 28")."""
+    import onnxruntime as ort
+
+    try:
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as error:
+        reason = re.sub(r"^/\S+:\d+ .*?\) ", "", str(error).split(" failed:", 1)[-1].strip())
+        if len(reason) > 300:
+            reason = re.split(r"(?<=\.) ", reason)[-1]
+        raise TrainingError(
+            f"{path}: ONNX Runtime {ort.__version__} cannot load it ({detail(reason)})"
+        ) from None
 
 
 def _check_reference(reference: Path | None, signature: Signature) -> None:
@@ -619,7 +791,7 @@ def _publish(
     inputs, described = {}, ""
     for signature in signatures:
         inputs[signature.name], described = parity_inputs(
-            signature, given if signature.name == SIGNATURE else {}
+            signature, given if signature is signatures[0] else {}
         )
     try:
         parity = check_parity(runners, inputs, described, PARITY_TOLERANCE, RELATIVE_TOLERANCE)
@@ -629,6 +801,8 @@ def _publish(
         raise TrainingError(
             f"{source}: the parity check could not run the model on {described} ({detail(error)})"
         ) from None
+    for signature in signatures:
+        check_servable(runners["onnx"], signature, inputs[signature.name], source)
     if opset is not None:
         parity["opset"] = opset
     manifest: dict[str, Any] = {

@@ -267,6 +267,9 @@ def _parity_files(values: list[str]) -> dict[str, Path]:
         name, _, file = value.rpartition("=")
         if not Path(file).is_file():
             raise TrainingError(f"--parity-inputs {value}: no such file")
+        if name in found:
+            what = f"input {name!r}" if name else "the one input"
+            raise TrainingError(f"--parity-inputs names {what} twice ({found[name]}, {file})")
         found[name] = Path(file)
     return found
 

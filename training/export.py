@@ -184,6 +184,24 @@ def run_batched(run: Runner, name: str, x: Feed, batch_size: int = 64) -> dict[s
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
+def compare(
+    value: np.ndarray, expected: np.ndarray, tolerance: float, relative: float = 0.0
+) -> tuple[bool, float]:
+    """Whether float outputs agree within ``tolerance + relative * |expected|`` everywhere,
+    and their largest difference. NaN, or the same infinity, in both is agreement (sqrt of a
+    negative input is NaN in every runtime); NaN in one only, or a finite value for an
+    infinity (which a relative tolerance would allow), is not; nor are two shapes
+    (broadcasting would compare something else)."""
+    if value.shape != expected.shape:
+        return False, float("nan")
+    value, expected = value.astype(np.float64), expected.astype(np.float64)
+    same = (value == expected) | (np.isnan(value) & np.isnan(expected))
+    delta = np.where(same, 0.0, np.abs(value - expected))
+    allowed = tolerance + relative * np.abs(expected)
+    agree = bool(np.all(same | (np.isfinite(expected) & (delta <= allowed))))
+    return agree, float(delta.max()) if delta.size else 0.0
+
+
 def check_parity(
     runners: Mapping[str, Runner],
     inputs: Mapping[str, Feed],
@@ -216,11 +234,10 @@ def check_parity(
                     if not np.array_equal(value, expected):
                         failures.append(f"{name}/{backend}/{key}: values differ")
                     continue
-                delta = np.abs(value.astype(np.float64) - expected.astype(np.float64))
-                worst = max(worst, float(delta.max()) if delta.size else 0.0)
-                allowed = tolerance + relative * np.abs(expected.astype(np.float64))
-                if not np.all(delta <= allowed):  # NaN fails too
-                    failures.append(f"{name}/{backend}: max |diff| {delta.max():.3g} ({key})")
+                agree, delta = compare(value, expected, tolerance, relative)
+                worst = max(worst, delta)
+                if not agree:
+                    failures.append(f"{name}/{backend}: max |diff| {delta:.3g} ({key})")
             diffs[backend] = worst
         count = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
         report["signatures"][name] = {"inputs": count, "max_abs_diff": diffs}

@@ -24,7 +24,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from modelspec.repository import MANIFEST, hash_tree, latest_version
+from modelspec.repository import MANIFEST, hash_tree, numbers_used
 from modelspec.storage import Remote
 from training.errors import TrainingError
 
@@ -89,7 +89,9 @@ def publish(
         return root.publish(stage, name, manifest, write_card)  # type: ignore[return-value]
     model_dir = root / name
     while True:
-        version = (latest_version(root, name) or 0) + 1
+        # Past every number taken, version or not: a leftover '3/' without a manifest made
+        # the rename below fail, and the same number be tried again, forever.
+        version = max(numbers_used(root, name), default=0) + 1
         manifest["version"] = version
         write_card(manifest, stage)
         manifest["files"] = hash_tree(stage)
