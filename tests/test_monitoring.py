@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -136,18 +137,26 @@ def _digits_like_version(tmp_path: Path, rng: np.random.Generator, items: int):
     return Version("m", 1, tmp_path, manifest("m", files={REFERENCE_FILE: "listed"}))
 
 
-def test_workers_score_their_windows_together(tmp_path: Path) -> None:
-    """Two workers' drift threads (two Drift objects, one folder between them as a server's
-    workers have): each has seen 600 items of a 1,000-item window, so neither alone scores;
-    together they do, with the counts of both, and a dead worker's counts no longer count."""
+def _two_workers(tmp_path: Path, rng: np.random.Generator) -> tuple[Any, Any, Any]:
+    """A digits-like version, and two workers' drift threads (two Drift objects with one
+    folder between them, as a server's workers have), windows of 1,000 items."""
     from service.monitoring.drift import Drift
 
-    rng = np.random.default_rng(7)
     version = _digits_like_version(tmp_path, rng, 500)
     shared = tmp_path / "shared"
     shared.mkdir()
     first, second = (Drift(window=1000, interval_s=60, shared=shared) for _ in range(2))
     second.pid = os.getppid()  # another live process: the second worker's file is its own
+    return version, first, second
+
+
+def test_workers_score_their_windows_together(tmp_path: Path) -> None:
+    """Two workers' drift threads (two Drift objects, one folder between them as a server's
+    workers have): each has seen 600 items of a 1,000-item window, so neither alone scores;
+    together they do, with the counts of both, and a dead worker's counts no longer count."""
+    rng = np.random.default_rng(7)
+    version, first, second = _two_workers(tmp_path, rng)
+    shared = tmp_path / "shared"
     for drift in (first, second):
         for _ in range(6):
             drift.observe(version, rng.random((100, 28, 28), dtype=np.float32) ** 4, None)
@@ -180,14 +189,10 @@ def test_workers_together_score_only_the_latest_window_of_items(tmp_path: Path) 
     sent. Each ring keeps ``window`` items, so the sum was up to workers x window items, and
     an idle worker's old items never left it. Here a worker saw 1,000 items like the
     reference, then another 1,000 shifted ones: the server's window is the shifted ones."""
-    from service.monitoring.drift import Drift, Window
+    from service.monitoring.drift import Window
 
     rng = np.random.default_rng(11)
-    version = _digits_like_version(tmp_path, rng, 500)
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    old, new = (Drift(window=1000, interval_s=60, shared=shared) for _ in range(2))
-    new.pid = os.getppid()  # another live process: the second worker's file is its own
+    version, old, new = _two_workers(tmp_path, rng)
     old.observe(version, rng.random((1000, 28, 28), dtype=np.float32), None)
     old.count()
     time.sleep(0.01)
