@@ -406,6 +406,11 @@ def test_keys_scope_models(client: httpx.Client) -> None:
     # A route without a model takes any known key.
     assert client.get("/v2", headers=_key("shop")).status_code == 200
     _error(client.get("/models"), 401, "unauthorized")
+    # The listing shows a key the models it may call, not the others' names, versions and
+    # drift (it listed bank to the digits-only key).
+    for key_id, expected in (("shop", ["digits"]), ("ops", ["bank", "digits"])):
+        listed = client.get("/models", headers=_key(key_id))
+        assert [m["name"] for m in listed.json()["models"]] == expected, key_id
 
 
 def test_jwt_claims_are_checked(client: httpx.Client, signing_key) -> None:
