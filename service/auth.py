@@ -60,7 +60,7 @@ class _Strict(BaseModel):
 
 
 class Rate(_Strict):
-    per_second: float = Field(gt=0)
+    per_second: float = Field(gt=0, allow_inf_nan=False)  # inf: math.ceil raised
     burst: int | None = Field(None, ge=1)  # default: one second's worth, at least 1
 
 
@@ -107,10 +107,10 @@ def _models(values: Any, where: str) -> frozenset[str] | None:
     return None if "*" in values else frozenset(values)
 
 
-def parse_keys(text: str, source: str) -> dict[bytes, Caller]:
+def parse_keys(text: str | bytes, source: str) -> dict[bytes, Caller]:
     """The callers of a keys file, by the sha256 digest of their key."""
     try:
-        document = yaml.safe_load(text)
+        document = yaml.safe_load(text)  # bytes: YAML's own decoding, its error if not UTF-8
         parsed = KeysFile.model_validate(document if document is not None else {})
     except (yaml.YAMLError, ValidationError) as error:
         detail = error.errors() if isinstance(error, ValidationError) else None
@@ -177,6 +177,8 @@ def parse_jwt_keys(data: bytes, source: str) -> JwtKeys:
                 raise ValueError("a JWKS needs a non-empty 'keys' list")
             found: dict[str | None, tuple[Any, list[str]]] = {}
             for entry in keys:
+                if not isinstance(entry, dict):
+                    raise ValueError("each entry of 'keys' must be a JSON object (a JWK)")
                 jwk = jwt.PyJWK.from_dict(entry)
                 found[jwk.key_id] = (jwk, [jwk.algorithm_name])
             return JwtKeys(found)
@@ -188,8 +190,10 @@ def parse_jwt_keys(data: bytes, source: str) -> JwtKeys:
         if not algorithms:
             raise ValueError(f"unsupported key type {type(key).__name__}")
         return JwtKeys({None: (key, algorithms)})
-    except (ValueError, TypeError, jwt.exceptions.PyJWKError) as error:
-        raise ConfigError(f"jwt_keys_file {source}: {error}") from None
+    # PyJWK's refusals of a malformed JWK are not all its own errors: a missing member is a
+    # KeyError ('k' of "oct"), alg "none" a NotImplementedError.
+    except (ValueError, TypeError, KeyError, NotImplementedError, jwt.PyJWTError) as error:
+        raise ConfigError(f"jwt_keys_file {source}: {type(error).__name__}: {error}") from None
 
 
 class JwtVerifier:
@@ -333,7 +337,7 @@ class Guard:
         config = self.settings
         self.enabled = config.auth_enabled
         if config.api_keys_file is not None:
-            keys = WatchedFile(config.api_keys_file, lambda d, s: parse_keys(d.decode(), s))
+            keys = WatchedFile(config.api_keys_file, parse_keys)
             self.files.append(("api_keys_file", keys))
             self._use_keys(keys.load())
         if config.jwt_keys_file is not None:

@@ -192,6 +192,7 @@ def secured(small_repository, pki, signing_key, tmp_path_factory):
     log = folder / "serve.log"
     server = TlsServer(env=env, log=log, context=_context(pki))
     server.keys_file = keys  # type: ignore[attr-defined]
+    server.jwks_file = jwks  # type: ignore[attr-defined]
     yield from _started(server, log)
 
 
@@ -670,6 +671,46 @@ def test_key_rotation_under_load_fails_no_valid_request(secured, pki) -> None:
         assert metric(client, "serving_auth_reloads_total", result="error") >= 1
         assert metric(client, "serving_auth_reloads_total", result="ok") >= 3
     replace(keys_file, keys_yaml())  # back to the module's keys
+
+
+def test_any_broken_key_file_keeps_the_last_good_keys_and_is_counted_once(
+    client: httpx.Client, secured, signing_key
+) -> None:
+    """Versions of the key files that parse as bytes but not as keys: each is one reload
+    error (logged once, no traceback), and the last good keys stay. Before, a keys file
+    with a non-UTF-8 byte, a JWKS entry that is no object or lacks a member, and an
+    infinite rate escaped as UnicodeDecodeError, AttributeError, KeyError or OverflowError:
+    a traceback every second, never counted."""
+    keys_file: Path = secured.keys_file
+    jwks_file: Path = secured.jwks_file
+    good_jwks = jwks_file.read_text()
+    errors = metric(client, "serving_auth_reloads_total", result="error")
+    sha = hashlib.sha256(b"x").hexdigest()
+    broken = [
+        (keys_file, keys_yaml().encode() + b"# caf\xe9\n"),
+        (keys_file, f"keys: [{{id: inf, sha256: {sha}, rate: {{per_second: .inf}}}}]".encode()),
+        (jwks_file, b'{"keys": [1]}'),
+        (jwks_file, b'{"keys": [{"kty": "oct"}]}'),
+        (jwks_file, b'{"keys": [{"kty": "RSA", "alg": "none"}]}'),
+    ]
+    bearer = {"authorization": f"Bearer {token(signing_key, models=['digits'])}"}
+    try:
+        for number, (path, data) in enumerate(broken, 1):
+            temporary = path.with_suffix(".new")
+            temporary.write_bytes(data)
+            os.replace(temporary, path)
+            deadline = time.monotonic() + 20
+            while metric(client, "serving_auth_reloads_total", result="error") < errors + number:
+                assert time.monotonic() < deadline, f"{data[-40:]!r} was not counted"
+                time.sleep(0.3)
+            assert client.get("/v2/models/digits", headers=_key("shop")).status_code == 200
+            assert client.get("/v2/models/digits", headers=bearer).status_code == 200
+        time.sleep(1.5)  # each broken version is reported once, not every second
+        counted = metric(client, "serving_auth_reloads_total", result="error") - errors
+        assert counted == len(broken), counted
+    finally:
+        replace(keys_file, keys_yaml())
+        replace(jwks_file, good_jwks)
 
 
 # -- mTLS ---------------------------------------------------------------------------------------
