@@ -434,10 +434,17 @@ class Guard:
         raise _invalid("the key or token is not known", "unknown")
 
     def check(
-        self, headers: Mapping[str, str], model: str | None = None, admin: bool = False
+        self,
+        headers: Mapping[str, str],
+        model: str | None = None,
+        admin: bool = False,
+        v2_name: bool = False,
     ) -> Caller:
         """The caller, when it may make this request; raises 401, 403 or 429 otherwise.
-        ``model``: the model the route names; ``admin``: the repository API."""
+        ``model``: the model the route names; ``admin``: the repository API; ``v2_name``:
+        the route reads ``model`` as a V2 name (``<model>_<signature>`` is that model), as
+        V2 routes do. Other routes look names up exactly, so the guard must too: it let an
+        alias through where the route then answered 404 with every model's name."""
         try:
             caller = self.identify(headers)
         except RequestError as error:
@@ -451,7 +458,7 @@ class Guard:
                 f"{caller.id} may not use the model repository API",
                 field="authorization",
             )
-        if model is not None and not caller.may_call(self.resolve(model)):
+        if model is not None and not caller.may_call(self.resolve(model) if v2_name else model):
             self._count(self._refusals, (label, "model"))
             raise Forbidden(
                 "forbidden", f"{caller.id} may not call model {model[:100]!r}", field="model"
@@ -588,7 +595,8 @@ def http_refusal(
             return None
         kind = MODEL if "name" in parameters else ANY
     try:
-        guard.check(headers, parameters.get("name") if kind == MODEL else None)
+        v2_name = template is not None and template.startswith("/v2/models/")
+        guard.check(headers, parameters.get("name") if kind == MODEL else None, v2_name=v2_name)
     except RequestError as error:
         return error
     return None
@@ -646,7 +654,7 @@ class GrpcGuard(grpc.aio.ServerInterceptor):
             # checked all the same, then the servicer refuses the bytes (INVALID_ARGUMENT).
             model = getattr(request, field_name, None) if field_name else None
             try:
-                guard.check(headers, model)
+                guard.check(headers, model, v2_name=True)  # every gRPC name is a V2 name
             except RequestError as error:
                 if "Retry-After" in error.headers:
                     context.set_trailing_metadata((("retry-after", error.headers["Retry-After"]),))

@@ -311,6 +311,33 @@ def test_every_route_needs_what_its_kind_says(tmp_path: Path) -> None:
         assert keyed is None
 
 
+def test_a_v2_alias_is_its_model_on_v2_routes_only(tmp_path: Path) -> None:
+    """``<model>_<signature>`` names its model on the V2 routes (HTTP and gRPC) alone; the
+    other routes look names up exactly. The guard let a key for ``autoencoder`` through on
+    ``/v1/models/autoencoder_encode`` and ``/models/autoencoder_encode``, whose 404 then
+    listed every model of the server (found against a real server with the autoencoder)."""
+    from service import auth
+
+    keys = tmp_path / "keys.yaml"
+    keys.write_text(keys_yaml({"ae": ("ae-key-0123456789", ["autoencoder"], False, None)}))
+    guard = Guard(load_config({"SERVING_API_KEYS_FILE": str(keys)}))
+    aliases = {"autoencoder_encode": "autoencoder"}  # what service.service sets from V2's index
+    guard.resolve = lambda name: aliases.get(name, name)
+    headers, alias = {"x-api-key": "ae-key-0123456789"}, {"name": "autoencoder_encode"}
+    for template in ("/v2/models/{name}[/versions/{version}]",
+                     "/v2/models/{name}[/versions/{version}]/infer"):  # fmt: skip
+        assert auth.http_refusal(guard, headers, template, alias) is None, template
+    closed = (
+        "/v1/models/{name}[/versions/{version}]",
+        "/models/{name}",
+        "/models/{name}/drift.png",
+    )
+    for template in (*closed, "/v1/models/{name}/labels/{label}:predict"):
+        refusal = auth.http_refusal(guard, headers, template, alias)
+        assert refusal is not None and refusal.status == 403, template
+    assert guard.check(headers, "autoencoder_encode", v2_name=True).id == "ae"  # gRPC's
+
+
 def test_jwt_with_a_pem_key_refuses_algorithm_tricks(tmp_path: Path) -> None:
     """A PEM public key (EC P-256) verifies ES256 tokens only: a token signed with HS256
     using the public key's bytes as the secret (algorithm confusion), an unsigned one
