@@ -441,6 +441,18 @@ def test_keys_scope_models(client: httpx.Client) -> None:
         assert [m["name"] for m in listed.json()["models"]] == expected, key_id
 
 
+def test_the_native_routes_tell_no_one_which_models_exist(client: httpx.Client) -> None:
+    """``/{model}/{signature}`` exists for served models only: without a key, GET on a
+    served model's answered 405 (before the key check) where any other name got 401, and a
+    key scoped to digits got 403 for bank but 404 for a name no model has."""
+    for path in ("/bank/predict", "/no-such-model/predict"):
+        _error(client.get(path), 401, "unauthorized")
+        _error(client.post(path, json={}, headers=_key("shop")), 403, "forbidden")
+    _error(client.get("/digits/predict", headers=_key("shop")), 405, "method_not_allowed")
+    _error(client.post("/digits/no-such-signature", headers=_key("shop")), 404, "not_found")
+    _error(client.get("/static_content/no-such-file"), 401, "unauthorized")
+
+
 def test_jwt_claims_are_checked(client: httpx.Client, signing_key) -> None:
     def call(tok: str, model: str = "digits") -> httpx.Response:
         headers = {"authorization": f"Bearer {tok}"}
