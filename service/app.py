@@ -58,7 +58,7 @@ class App:
         guard = runtime.guard
         if match is None or not _ours(match, runtime):
             if guard is not None and guard.enabled:
-                refusal = auth.http_refusal(guard, _headers(scope), None, {"path": scope["path"]})
+                refusal = auth.http_refusal(guard, _headers(scope), *_unserved(match, scope))
                 if refusal is not None:
                     await _refuse(refusal, runtime, scope, receive, send)
                     return
@@ -69,15 +69,17 @@ class App:
                 return
             await self.bentoml_app(scope, receive, JsonRoutingErrors(send, scope))
             return
-        if match.route is None:
+        refusal = None
+        if guard is not None and guard.enabled:  # who may call what (service.auth), before
+            # the 405: /{name}/{signature} exists for served models only, so a 405 first
+            # told a caller without a key which models exist
+            route = match.route or match.any_route
+            template = route.template if route is not None else None
+            refusal = auth.http_refusal(guard, _headers(scope), template, match.parameters)
+        if refusal is None and match.route is None:
             await _method_not_allowed(scope, match).send(send)
             return
         request = RawRequest.from_scope(scope, receive)
-        refusal = None
-        if guard is not None and guard.enabled:  # who may call what (service.auth)
-            refusal = auth.http_refusal(
-                guard, request.headers, match.route.template, match.parameters
-            )
         if refusal is not None:
             reply = error_reply(refusal)
         elif not match.route.infer:
@@ -109,6 +111,16 @@ class App:
 BENTOML_SEGMENTS = frozenset(
     ("livez", "healthz", "readyz", "metrics", "schema.json", "assets", "static_content")
 )
+
+
+def _unserved(match: Match | None, scope: Scope) -> tuple[str | None, dict[str, str]]:
+    """The route an unserved path is checked as: BentoML's paths as BentoML's; a two-segment
+    path of ours as the native route it looks like, naming a model, so that a key that may
+    not call that model gets 403 whether it exists or not (a 404 told it which exist)."""
+    route = match and (match.route or match.any_route)
+    if route is None or _first_segment(scope["path"]) in BENTOML_SEGMENTS:
+        return None, {"path": scope["path"]}
+    return route.template, match.parameters
 
 
 def _first_segment(path: str) -> str:

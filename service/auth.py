@@ -60,7 +60,7 @@ class _Strict(BaseModel):
 
 
 class Rate(_Strict):
-    per_second: float = Field(gt=0)
+    per_second: float = Field(gt=0, allow_inf_nan=False)  # inf: math.ceil raised
     burst: int | None = Field(None, ge=1)  # default: one second's worth, at least 1
 
 
@@ -107,10 +107,10 @@ def _models(values: Any, where: str) -> frozenset[str] | None:
     return None if "*" in values else frozenset(values)
 
 
-def parse_keys(text: str, source: str) -> dict[bytes, Caller]:
+def parse_keys(text: str | bytes, source: str) -> dict[bytes, Caller]:
     """The callers of a keys file, by the sha256 digest of their key."""
     try:
-        document = yaml.safe_load(text)
+        document = yaml.safe_load(text)  # bytes: YAML's own decoding, its error if not UTF-8
         parsed = KeysFile.model_validate(document if document is not None else {})
     except (yaml.YAMLError, ValidationError) as error:
         detail = error.errors() if isinstance(error, ValidationError) else None
@@ -177,6 +177,8 @@ def parse_jwt_keys(data: bytes, source: str) -> JwtKeys:
                 raise ValueError("a JWKS needs a non-empty 'keys' list")
             found: dict[str | None, tuple[Any, list[str]]] = {}
             for entry in keys:
+                if not isinstance(entry, dict):
+                    raise ValueError("each entry of 'keys' must be a JSON object (a JWK)")
                 jwk = jwt.PyJWK.from_dict(entry)
                 found[jwk.key_id] = (jwk, [jwk.algorithm_name])
             return JwtKeys(found)
@@ -188,8 +190,10 @@ def parse_jwt_keys(data: bytes, source: str) -> JwtKeys:
         if not algorithms:
             raise ValueError(f"unsupported key type {type(key).__name__}")
         return JwtKeys({None: (key, algorithms)})
-    except (ValueError, TypeError, jwt.exceptions.PyJWKError) as error:
-        raise ConfigError(f"jwt_keys_file {source}: {error}") from None
+    # PyJWK's refusals of a malformed JWK are not all its own errors: a missing member is a
+    # KeyError ('k' of "oct"), alg "none" a NotImplementedError.
+    except (ValueError, TypeError, KeyError, NotImplementedError, jwt.PyJWTError) as error:
+        raise ConfigError(f"jwt_keys_file {source}: {type(error).__name__}: {error}") from None
 
 
 class JwtVerifier:
@@ -333,7 +337,7 @@ class Guard:
         config = self.settings
         self.enabled = config.auth_enabled
         if config.api_keys_file is not None:
-            keys = WatchedFile(config.api_keys_file, lambda d, s: parse_keys(d.decode(), s))
+            keys = WatchedFile(config.api_keys_file, parse_keys)
             self.files.append(("api_keys_file", keys))
             self._use_keys(keys.load())
         if config.jwt_keys_file is not None:
@@ -430,10 +434,17 @@ class Guard:
         raise _invalid("the key or token is not known", "unknown")
 
     def check(
-        self, headers: Mapping[str, str], model: str | None = None, admin: bool = False
+        self,
+        headers: Mapping[str, str],
+        model: str | None = None,
+        admin: bool = False,
+        v2_name: bool = False,
     ) -> Caller:
         """The caller, when it may make this request; raises 401, 403 or 429 otherwise.
-        ``model``: the model the route names; ``admin``: the repository API."""
+        ``model``: the model the route names; ``admin``: the repository API; ``v2_name``:
+        the route reads ``model`` as a V2 name (``<model>_<signature>`` is that model), as
+        V2 routes do. Other routes look names up exactly, so the guard must too: it let an
+        alias through where the route then answered 404 with every model's name."""
         try:
             caller = self.identify(headers)
         except RequestError as error:
@@ -447,7 +458,7 @@ class Guard:
                 f"{caller.id} may not use the model repository API",
                 field="authorization",
             )
-        if model is not None and not caller.may_call(self.resolve(model)):
+        if model is not None and not caller.may_call(self.resolve(model) if v2_name else model):
             self._count(self._refusals, (label, "model"))
             raise Forbidden(
                 "forbidden", f"{caller.id} may not call model {model[:100]!r}", field="model"
@@ -584,7 +595,8 @@ def http_refusal(
             return None
         kind = MODEL if "name" in parameters else ANY
     try:
-        guard.check(headers, parameters.get("name") if kind == MODEL else None)
+        v2_name = template is not None and template.startswith("/v2/models/")
+        guard.check(headers, parameters.get("name") if kind == MODEL else None, v2_name=v2_name)
     except RequestError as error:
         return error
     return None
@@ -642,7 +654,7 @@ class GrpcGuard(grpc.aio.ServerInterceptor):
             # checked all the same, then the servicer refuses the bytes (INVALID_ARGUMENT).
             model = getattr(request, field_name, None) if field_name else None
             try:
-                guard.check(headers, model)
+                guard.check(headers, model, v2_name=True)  # every gRPC name is a V2 name
             except RequestError as error:
                 if "Retry-After" in error.headers:
                     context.set_trailing_metadata((("retry-after", error.headers["Retry-After"]),))

@@ -40,6 +40,12 @@ def _described(model: Any, runtime: Runtime) -> dict[str, Any]:
 
 async def list_models(request: RawRequest, runtime: Runtime) -> Reply:
     models = sorted(runtime.registry.models.values(), key=lambda m: m.name)
+    guard = runtime.guard
+    if guard is not None and guard.enabled:  # only what the caller's key may call: the
+        # others' names, versions and drift are none of its business (checked already, so
+        # identify finds the caller; a digest lookup, or a cached token)
+        caller = guard.identify(request.headers)
+        models = [m for m in models if caller.may_call(m.name)]
     listed: dict = {"models": [_described(m, runtime) for m in models]}
     if runtime.registry.mirror is not None:  # a remote repository: reachable, cache
         listed["repository"] = runtime.registry.mirror.describe()

@@ -192,6 +192,7 @@ def secured(small_repository, pki, signing_key, tmp_path_factory):
     log = folder / "serve.log"
     server = TlsServer(env=env, log=log, context=_context(pki))
     server.keys_file = keys  # type: ignore[attr-defined]
+    server.jwks_file = jwks  # type: ignore[attr-defined]
     yield from _started(server, log)
 
 
@@ -310,6 +311,33 @@ def test_every_route_needs_what_its_kind_says(tmp_path: Path) -> None:
         assert keyed is None
 
 
+def test_a_v2_alias_is_its_model_on_v2_routes_only(tmp_path: Path) -> None:
+    """``<model>_<signature>`` names its model on the V2 routes (HTTP and gRPC) alone; the
+    other routes look names up exactly. The guard let a key for ``autoencoder`` through on
+    ``/v1/models/autoencoder_encode`` and ``/models/autoencoder_encode``, whose 404 then
+    listed every model of the server (found against a real server with the autoencoder)."""
+    from service import auth
+
+    keys = tmp_path / "keys.yaml"
+    keys.write_text(keys_yaml({"ae": ("ae-key-0123456789", ["autoencoder"], False, None)}))
+    guard = Guard(load_config({"SERVING_API_KEYS_FILE": str(keys)}))
+    aliases = {"autoencoder_encode": "autoencoder"}  # what service.service sets from V2's index
+    guard.resolve = lambda name: aliases.get(name, name)
+    headers, alias = {"x-api-key": "ae-key-0123456789"}, {"name": "autoencoder_encode"}
+    for template in ("/v2/models/{name}[/versions/{version}]",
+                     "/v2/models/{name}[/versions/{version}]/infer"):  # fmt: skip
+        assert auth.http_refusal(guard, headers, template, alias) is None, template
+    closed = (
+        "/v1/models/{name}[/versions/{version}]",
+        "/models/{name}",
+        "/models/{name}/drift.png",
+    )
+    for template in (*closed, "/v1/models/{name}/labels/{label}:predict"):
+        refusal = auth.http_refusal(guard, headers, template, alias)
+        assert refusal is not None and refusal.status == 403, template
+    assert guard.check(headers, "autoencoder_encode", v2_name=True).id == "ae"  # gRPC's
+
+
 def test_jwt_with_a_pem_key_refuses_algorithm_tricks(tmp_path: Path) -> None:
     """A PEM public key (EC P-256) verifies ES256 tokens only: a token signed with HS256
     using the public key's bytes as the secret (algorithm confusion), an unsigned one
@@ -406,6 +434,23 @@ def test_keys_scope_models(client: httpx.Client) -> None:
     # A route without a model takes any known key.
     assert client.get("/v2", headers=_key("shop")).status_code == 200
     _error(client.get("/models"), 401, "unauthorized")
+    # The listing shows a key the models it may call, not the others' names, versions and
+    # drift (it listed bank to the digits-only key).
+    for key_id, expected in (("shop", ["digits"]), ("ops", ["bank", "digits"])):
+        listed = client.get("/models", headers=_key(key_id))
+        assert [m["name"] for m in listed.json()["models"]] == expected, key_id
+
+
+def test_the_native_routes_tell_no_one_which_models_exist(client: httpx.Client) -> None:
+    """``/{model}/{signature}`` exists for served models only: without a key, GET on a
+    served model's answered 405 (before the key check) where any other name got 401, and a
+    key scoped to digits got 403 for bank but 404 for a name no model has."""
+    for path in ("/bank/predict", "/no-such-model/predict"):
+        _error(client.get(path), 401, "unauthorized")
+        _error(client.post(path, json={}, headers=_key("shop")), 403, "forbidden")
+    _error(client.get("/digits/predict", headers=_key("shop")), 405, "method_not_allowed")
+    _error(client.post("/digits/no-such-signature", headers=_key("shop")), 404, "not_found")
+    _error(client.get("/static_content/no-such-file"), 401, "unauthorized")
 
 
 def test_jwt_claims_are_checked(client: httpx.Client, signing_key) -> None:
@@ -665,6 +710,46 @@ def test_key_rotation_under_load_fails_no_valid_request(secured, pki) -> None:
         assert metric(client, "serving_auth_reloads_total", result="error") >= 1
         assert metric(client, "serving_auth_reloads_total", result="ok") >= 3
     replace(keys_file, keys_yaml())  # back to the module's keys
+
+
+def test_any_broken_key_file_keeps_the_last_good_keys_and_is_counted_once(
+    client: httpx.Client, secured, signing_key
+) -> None:
+    """Versions of the key files that parse as bytes but not as keys: each is one reload
+    error (logged once, no traceback), and the last good keys stay. Before, a keys file
+    with a non-UTF-8 byte, a JWKS entry that is no object or lacks a member, and an
+    infinite rate escaped as UnicodeDecodeError, AttributeError, KeyError or OverflowError:
+    a traceback every second, never counted."""
+    keys_file: Path = secured.keys_file
+    jwks_file: Path = secured.jwks_file
+    good_jwks = jwks_file.read_text()
+    errors = metric(client, "serving_auth_reloads_total", result="error")
+    sha = hashlib.sha256(b"x").hexdigest()
+    broken = [
+        (keys_file, keys_yaml().encode() + b"# caf\xe9\n"),
+        (keys_file, f"keys: [{{id: inf, sha256: {sha}, rate: {{per_second: .inf}}}}]".encode()),
+        (jwks_file, b'{"keys": [1]}'),
+        (jwks_file, b'{"keys": [{"kty": "oct"}]}'),
+        (jwks_file, b'{"keys": [{"kty": "RSA", "alg": "none"}]}'),
+    ]
+    bearer = {"authorization": f"Bearer {token(signing_key, models=['digits'])}"}
+    try:
+        for number, (path, data) in enumerate(broken, 1):
+            temporary = path.with_suffix(".new")
+            temporary.write_bytes(data)
+            os.replace(temporary, path)
+            deadline = time.monotonic() + 20
+            while metric(client, "serving_auth_reloads_total", result="error") < errors + number:
+                assert time.monotonic() < deadline, f"{data[-40:]!r} was not counted"
+                time.sleep(0.3)
+            assert client.get("/v2/models/digits", headers=_key("shop")).status_code == 200
+            assert client.get("/v2/models/digits", headers=bearer).status_code == 200
+        time.sleep(1.5)  # each broken version is reported once, not every second
+        counted = metric(client, "serving_auth_reloads_total", result="error") - errors
+        assert counted == len(broken), counted
+    finally:
+        replace(keys_file, keys_yaml())
+        replace(jwks_file, good_jwks)
 
 
 # -- mTLS ---------------------------------------------------------------------------------------
