@@ -11,13 +11,11 @@ The API's unloads and routing are written to two small files all workers of the 
 
 from __future__ import annotations
 
-import fcntl
 import hmac
 import json
 import os
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ from service.errors import RequestError
 from service.http import ClientGone, RawRequest, Reply, json_reply, read_body
 from service.inference import Runtime, error_reply
 from service.inputs.body import parse_json
+from service.locks import exclusive
 
 
 def authorise(headers: dict[str, str], runtime: Runtime) -> None:
@@ -199,6 +198,10 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
     return info.st_mtime_ns, info.st_ino, info.st_size
 
 
+def _dict(found: Any) -> dict[str, Any]:
+    return found if isinstance(found, dict) else {}
+
+
 class SharedState:
     """The repository API's unloads (``unloaded.json``) and labels and traffic
     (``routing.json``) in the folder this server's workers share; the registry reads them
@@ -238,49 +241,38 @@ class SharedState:
         if stamp is None or self._seen.get(name) == stamp:
             return None
         self._seen[name] = stamp
-        try:
-            return json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
+        return self._read(name)
 
     def update_unloaded(self, name: str, unloaded: bool) -> None:
         """Mark ``name`` unloaded through the API (or loaded again), for every worker."""
-        with self._locked():
-            found = self._read(STATE_FILE)
+
+        def change(found: Any) -> list[str]:
             names = {n for n in found if isinstance(n, str)} if isinstance(found, list) else set()
-            if unloaded:
-                names.add(name)
-            else:
-                names.discard(name)
-            self._write(STATE_FILE, sorted(names))
+            return sorted(names | {name} if unloaded else names - {name})
+
+        self._update(STATE_FILE, change)
 
     def update_routing(self, name: str, override: dict[str, Any]) -> None:
         """The API's labels and traffic of ``name``, for every worker."""
-        with self._locked():
-            found = self._read(ROUTING_FILE)
-            overrides = found if isinstance(found, dict) else {}
-            overrides[name] = override
-            self._write(ROUTING_FILE, overrides)
+        self._update(ROUTING_FILE, lambda found: {**_dict(found), name: override})
 
     def count_load(self, name: str) -> None:
         """One more load call for ``name``: every worker tries its failed versions again,
         not only the one that took the call."""
-        with self._locked():
-            found = self._read(LOADS_FILE)
-            counts = found if isinstance(found, dict) else {}
-            held = counts.get(name)
-            counts[name] = (held if isinstance(held, int) else 0) + 1
-            self._write(LOADS_FILE, counts)
 
-    # Each update is read, changed and written under a lock the workers share: a worker
-    # that wrote its whole view of the file undid a call another worker took since its last
-    # poll (two unloads a few ms apart on two workers kept one, 5 tries in 6).
+        def change(found: Any) -> dict[str, Any]:
+            held = _dict(found).get(name)
+            return {**_dict(found), name: (held if isinstance(held, int) else 0) + 1}
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        with open(self.state_dir() / ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # held for one small read and write
-            yield
+        self._update(LOADS_FILE, change)
+
+    def _update(self, name: str, change: Callable[[Any], Any]) -> None:
+        """The state file ``name`` read, changed and written under a lock the workers share:
+        a worker that wrote its whole view of the file undid a call another worker took
+        since its last poll (two unloads a few ms apart on two workers kept one, 5 tries
+        in 6)."""
+        with exclusive(self.state_dir() / ".lock"):  # held for one small read and write
+            self._write(name, change(self._read(name)))
 
     def _read(self, name: str) -> Any:
         try:

@@ -18,7 +18,6 @@ verified versions its cache already holds, or is not ready, saying why.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import logging
 import os
@@ -26,13 +25,13 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from modelspec import repository
 from modelspec.storage import Listing, Remote, StorageError
+from service.locks import exclusive
 from service.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -192,21 +191,14 @@ class Mirror:
             logger.info("copied %s/%s/%d into the cache", self.remote.url, name, number)
             return directory
 
-    @contextlib.contextmanager
-    def _shared_lock(self, wait: bool = True) -> Iterator[bool]:
+    def _shared_lock(self, wait: bool = True) -> contextlib.AbstractContextManager[bool]:
         """The cache folder's lock, held by one process (worker) at a time while it copies
         or evicts: the workers of a server share the cache, and without it each copied
         every new version itself (N downloads for N workers), counted the others' copies in
         progress against the cache's bound (a version refused as too large at random), and
         replaced the folder another worker was loading from. Yields whether it is held
         (``wait=False``: not when another worker holds it)."""
-        with open(self.cache_dir / LOCK_FILE, "a") as lock:  # released when it closes
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            except BlockingIOError:
-                yield False
-                return
-            yield True
+        return exclusive(self.cache_dir / LOCK_FILE, wait)
 
     # -- the cache ------------------------------------------------------------------------------
 

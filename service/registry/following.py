@@ -243,7 +243,6 @@ class Registry(Lookup):
             await asyncio.to_thread(self.mirror.evict, keep, grace)
 
     async def _sync(self, model: ServedModel, present: dict[int, Path]) -> None:
-        model.published = bool(present)
         if model.unloaded:
             wanted: set[int] = set()
         else:

@@ -146,8 +146,8 @@ class ServedModel:
         self.versions: dict[int, Loaded] = {}
         self.unloaded = False  # by the repository API
         self.missing_reason: str | None = None
-        self.published = True  # its folder holds a published version (at the last scan)
-        self.published_numbers: frozenset[int] = frozenset()  # which, at the last scan
+        # The versions published at the last scan (None: none yet)
+        self.published_numbers: frozenset[int] | None = None
         self._ready: list[Loaded] = []
 
     def settle(self) -> None:
@@ -167,6 +167,11 @@ class ServedModel:
             if loaded.state == READY:  # retired since the list was made: skip it
                 return loaded
         return None
+
+    @property
+    def published(self) -> bool:
+        """Its folder held a published version at the last scan (or none was made yet)."""
+        return self.published_numbers is None or bool(self.published_numbers)
 
     @property
     def state(self) -> str:
@@ -321,7 +326,7 @@ class ServedModel:
         whole (``check_policy_keeps``)."""
         try:
             merged, sources = merge(self.base, self.file, self.override_in_force)
-            check_policy_keeps(merged, self.published_numbers)
+            check_policy_keeps(merged, self.published_numbers or ())
         except ValueError as error:
             if self.routing_error != f"config.yaml: {error}":
                 logger.error("model %s: settings refused, the last good stay: %s", self.name, error)

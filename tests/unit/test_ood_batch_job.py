@@ -35,6 +35,14 @@ def _scale_onnx(output: str, factor: float = 4.0) -> bytes:
     )
 
 
+def _publish_detector(root: Path, name: str, graph: bytes) -> None:
+    """A detector of the synthetic inputs: ``x`` in, ``r`` (one value per input value) out."""
+    described = manifest(
+        name, signatures={"predict": signature(outputs=[tensor("r", [-1, WIDTH])])}
+    )
+    publish(root, described, {"model.onnx": graph})
+
+
 def test_require_finite_skips_ood_score_only_when_a_detector_scored() -> None:
     nan = {"ood_score": np.array([np.nan, 1.0], np.float32)}
     require_finite(nan, scored=True)
@@ -76,10 +84,7 @@ def test_items_the_detector_gives_nan_are_counted_whatever_their_place(tmp_path:
     root = tmp_path / "models"
     paired = manifest("paired", ood={"detector": "sqrt", "threshold": 100.0})
     publish(root, paired, {"model.onnx": affine_onnx()})
-    detector = manifest(
-        "sqrt", signatures={"predict": signature(outputs=[tensor("r", [-1, WIDTH])])}
-    )
-    publish(root, detector, {"model.onnx": _sqrt_onnx()})
+    _publish_detector(root, "sqrt", _sqrt_onnx())
     counted = []
     with InProcess(root) as server:
         monitor = Monitor(server.runtime.config, server.registry, namespace="unit_ood_nan")
@@ -117,10 +122,7 @@ def test_a_detector_answer_that_cannot_be_scored_leaves_the_batch_answered(
     root = tmp_path / "models"
     paired = manifest("paired", ood={"detector": "text", "threshold": 1.0})
     publish(root, paired, {"model.onnx": affine_onnx()})
-    detector = manifest(
-        "text", signatures={"predict": signature(outputs=[tensor("r", [-1, WIDTH])])}
-    )
-    publish(root, detector, {"model.onnx": _text_onnx()})
+    _publish_detector(root, "text", _text_onnx())
     body = {"inputs": [{"name": "x", "shape": [2, WIDTH], "datatype": "FP32", "data": [0.1] * 8}]}
     with InProcess(root) as server:
         answer = server.request("POST", "/v2/models/paired/infer", json=body)
@@ -146,10 +148,7 @@ def test_a_shadows_batches_run_no_detector_and_leave_the_live_versions_flags_be(
     shadow = manifest("paired", 2, ood={"detector": "gone", "threshold": 1.0})
     publish(root, live, {"model.onnx": affine_onnx()})
     publish(root, shadow, {"model.onnx": affine_onnx()})
-    detector = manifest(
-        "half", signatures={"predict": signature(outputs=[tensor("r", [-1, WIDTH])])}
-    )
-    publish(root, detector, {"model.onnx": _scale_onnx("r", 0.5)})
+    _publish_detector(root, "half", _scale_onnx("r", 0.5))
     settings = tmp_path / "serving.yaml"
     settings.write_text(
         "models:\n  paired:\n    version_policy: {latest: 2}\n"
@@ -199,10 +198,7 @@ def test_tf_serving_answers_of_a_paired_model_keep_their_one_output_form(tmp_pat
     root = tmp_path / "models"
     paired = manifest("paired", ood={"detector": "half", "threshold": 1.0})
     publish(root, paired, {"model.onnx": affine_onnx()})
-    detector = manifest(
-        "half", signatures={"predict": signature(outputs=[tensor("r", [-1, WIDTH])])}
-    )
-    publish(root, detector, {"model.onnx": _scale_onnx("r", 0.5)})
+    _publish_detector(root, "half", _scale_onnx("r", 0.5))
     with InProcess(root) as server:
         answer = server.request(
             "POST", "/v1/models/paired:predict", json={"instances": [[1.0] * WIDTH]}
@@ -223,10 +219,7 @@ def test_a_pairing_that_cannot_be_planned_keeps_no_batch_alive(tmp_path: Path) -
 
     root = tmp_path / "models"
     publish(root, manifest("paired", ood={"detector": "half"}), {"model.onnx": affine_onnx()})
-    detector = manifest(
-        "half", signatures={"predict": signature(outputs=[tensor("r", [-1, WIDTH])])}
-    )
-    publish(root, detector, {"model.onnx": _scale_onnx("r", 0.5)})
+    _publish_detector(root, "half", _scale_onnx("r", 0.5))
     with InProcess(root) as server:
         detectors = server.registry.detectors
         (version,) = [
@@ -270,10 +263,7 @@ def test_the_offload_decision_counts_the_detector_in_the_batch_job(tmp_path: Pat
     """Which batches leave the event loop is decided on the batch job's time at load: for a
     flagged signature that is the model and its detector (loaded first: names in order)."""
     root = tmp_path / "models"
-    detector = manifest(
-        "heavy", signatures={"predict": signature(outputs=[tensor("r", [-1, WIDTH])])}
-    )
-    publish(root, detector, {"model.onnx": _heavy_onnx()})
+    _publish_detector(root, "heavy", _heavy_onnx())
     pairing = {"detector": "heavy", "threshold": 1.0}
     publish(root, manifest("paired", ood=pairing), {"model.onnx": affine_onnx()})
     publish(root, manifest("plain"), {"model.onnx": affine_onnx()})
