@@ -18,7 +18,6 @@ from service.descriptor import Version
 from service.errors import NotFound
 from service.http import RawRequest, Reply
 from service.inference import Call, Decoded, Runtime, error_reply
-from service.inputs.tensors import might_hold_booleans
 from service.interfaces import TENSOR_ANSWER, TENSOR_INPUT
 from service.interfaces.base import Incoming
 from service.protocols.common import serve
@@ -32,7 +31,6 @@ def _incoming(request: RawRequest, body: bytes, limits: Limits) -> Incoming:
         query=request.query,
         accept=request.headers.get("accept", ""),
         limits=limits,
-        check_booleans=might_hold_booleans(body),
     )
 
 

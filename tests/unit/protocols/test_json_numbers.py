@@ -1,0 +1,187 @@
+"""service.inputs.json_numbers, as the V2 reader (``v2_codec.float_data_read``) and the
+native image route (``json_numbers.tensor``) use it: the simdjson read gives orjson's
+document (number lists as arrays) or nothing, never a different document; and each reader
+reads every body alike with it and without it (pysimdjson absent)."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pytest
+
+from service.config import Limits
+from service.errors import RequestError
+from service.inputs import json_numbers
+from service.protocols import v2_codec as codec
+
+LIMITS = Limits()
+
+
+def _body(data: str, datatype: str = "FP32", shape: str = "[1, 4]", extra: str = "") -> bytes:
+    x = f'{{"name": "x", "shape": {shape}, "datatype": "{datatype}", "data": {data}{extra}}}'
+    n = '{"name": "n", "shape": [1, 1], "datatype": "INT32", "data": [7]}'
+    return f'{{"inputs": [{x}, {n}]}}'.encode()
+
+
+# Bodies the fast read takes: float data, flat, numbers only.
+TAKEN = {
+    "flat floats": _body("[0.5, -1.0, 2.25, 1e-3]"),
+    "integers in FP32 data": _body("[1, 2, 3, -4]"),
+    "numbers too big for FP32 (refused later as not finite)": _body("[1e39, 0, 0, 0]"),
+    "FP64": _body("[0.1, 0.2, 0.3, 0.4]", "FP64"),
+    "FP16": _body("[0.1, 70000, 0.3, 0.4]", "FP16"),
+    "subnormal to zero": _body("[2.5e-400, 0, 0, 0]"),
+    "too few values (refused later)": _body("[1, 2, 3]"),
+    "empty data": _body("[]", shape="[0, 4]"),
+    "a [ in a string": b'{"id": "a[1]", ' + _body("[1, 2, 3, 4]")[1:],
+    "parameters and outputs": _body("[1, 2, 3, 4]")[:-1]
+    + b', "outputs": [{"name": "y", "parameters": {"binary_data": false}}], '
+    b'"parameters": {"binary_data_output": true}, "id": "r1"}',
+    "whitespace around": b"\n " + _body("[ 1 , 2 , 3 , 4 ]") + b" \n",
+}
+# Bodies whose float data it does not read as an array: it gives orjson's document (lists),
+# or None, and then orjson reads them (or words the error) as it always did.
+LEFT = {
+    "nested data": _body("[[1, 2, 3, 4]]"),
+    "ragged data": _body("[[1], [2, 3], 4]"),
+    "ragged with as many items as the outer list": _body("[1, [2], 3, 4]"),
+    "a boolean among the numbers": _body("[1.0, true, 0, 0]"),
+    "null among the numbers": _body("[1.0, null, 0, 0]"),
+    "a string among the numbers": _body('[1.0, "2", 0, 0]'),
+    "a duplicate key at the top": _body("[1, 2, 3, 4]")[:-1] + b', "inputs": []}',
+    "a duplicate key in an input": _body("[1, 2, 3, 4]", extra=', "data": [[5, 6, 7, 8]]'),
+    "an escaped [ in a string": b'{"id": "a\\u005b", ' + _body("[1, 2, 3, 4]")[1:],
+    "a number past 64 bits": _body("[18446744073709551616, 0, 0, 0]"),
+    "a negative number past 64 bits": _body("[-9223372036854775809, 0, 0, 0]"),
+    "a number past double": _body("[1e400, 0, 0, 0]"),
+    "NaN": _body("[NaN, 0, 0, 0]"),
+    "leading zero": _body("[01, 0, 0, 0]"),
+    "trailing garbage": _body("[1, 2, 3, 4]") + b" x",
+    "byte order mark": b"\xef\xbb\xbf" + _body("[1, 2, 3, 4]"),
+    "lone surrogate": b'{"id": "\\ud800", ' + _body("[1, 2, 3, 4]")[1:],
+    "not an object": b"[1, 2]",
+    "inputs not a list": b'{"inputs": {"x": 1}}',
+    "an input not an object": b'{"inputs": [1, [2]]}',
+    "data an object": _body('{"a": 1}'),
+    "deep nesting": b'{"inputs": [], "id": ' + b"[" * 2000 + b"]" * 2000 + b"}",
+    "nesting simdjson reads, deeper than orjson writes": _body("[1, 2, 3, 4]")[:-1]
+    + b', "id": '
+    + b"[" * 300
+    + b"]" * 300
+    + b"}",
+    "empty": b"",
+    "a NUL after the document": _body("[1, 2, 3, 4]") + b"\x00",
+    "a control character in a string": b'{"id": "a\x01", ' + _body("[1, 2, 3, 4]")[1:],
+    "invalid UTF-8 in a string": b'{"id": "a\xff", ' + _body("[1, 2, 3, 4]")[1:],
+    "a non-breaking space between tokens": _body("[1,\xc2\xa02, 3, 4]"),
+}
+
+
+def _plain(value):
+    """The document with its arrays as lists, to compare with orjson's."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+@pytest.mark.parametrize("body", list(TAKEN.values()), ids=list(TAKEN))
+def test_a_flat_float_body_is_read_into_arrays_as_orjson_reads_it(body: bytes) -> None:
+    fast = codec.float_data_read(body)
+    assert fast is not None
+    x = fast["inputs"][0]["data"]
+    assert isinstance(x, np.ndarray) and x.dtype == np.float64
+    assert fast["inputs"][1]["data"] == [7]  # INT32 data stays orjson's list
+    assert _plain(fast) == orjson.loads(body)
+
+
+@pytest.mark.parametrize("body", list(LEFT.values()), ids=list(LEFT))
+def test_a_body_it_cannot_be_sure_of_is_left_to_orjson(body: bytes) -> None:
+    fast = codec.float_data_read(body)
+    if fast is not None:
+        assert fast == orjson.loads(body)  # so no data is an array (== would raise)
+
+
+def _columns(body: bytes, view) -> dict | tuple:
+    """The columns the V2 reader makes of ``body``, or the refusal's code and message."""
+    try:
+        return codec.read_columns(codec.read_request(body, None, LIMITS), view, LIMITS)
+    except RequestError as error:
+        return error.code, str(error)
+
+
+@pytest.mark.parametrize("body", [*TAKEN.values(), *LEFT.values()], ids=[*TAKEN, *LEFT])
+def test_the_reader_reads_every_body_alike_with_and_without_simdjson(
+    body: bytes, view, monkeypatch
+) -> None:
+    fast = _columns(body, view)
+    monkeypatch.setattr(json_numbers, "simdjson", None)
+    slow = _columns(body, view)
+    if isinstance(slow, tuple):
+        assert fast == slow
+        return
+    assert isinstance(fast, dict) and fast.keys() == slow.keys()
+    for name, column in slow.items():
+        assert fast[name].dtype == column.dtype
+        np.testing.assert_array_equal(fast[name], column)
+
+
+def test_an_fp32_answer_from_the_array_equals_the_one_from_the_list(view) -> None:
+    """float64 -> float32 rounds as orjson's Python floats -> float32 do, to the bit."""
+    rng = np.random.default_rng(0)
+    values = rng.standard_normal(4000) * 10.0 ** rng.integers(-40, 40, 4000)
+    text = orjson.dumps(values.tolist()).decode()
+    body = _body(text, shape="[1000, 4]")
+    fast = codec.float_data_read(body)["inputs"][0]["data"]
+    with np.errstate(over="ignore"):  # as the reader does: too large is inf, refused later
+        slow = np.array(orjson.loads(body)["inputs"][0]["data"], dtype=np.float32)
+        assert fast.astype(np.float32).tobytes() == slow.tobytes()
+
+
+# Native bodies (``{"inputs": tensor}``) json_numbers.tensor reads, and those it leaves.
+NATIVE_TAKEN = {
+    "one flat item": b'{"inputs": [0.5, 1, -2.25, 3e2]}',
+    "rows": b'{"inputs": [[0.5, 1], [-2.25, 3e2], [0, 0]]}',
+    "one row": b'{"inputs": [[0.5, 1, 2, 3]]}',
+    "whitespace": b' {"inputs" : [ [ 1 , 2 ] , [ 3 , 4 ] ] } ',
+}
+NATIVE_LEFT = {
+    "three levels": b'{"inputs": [[[1, 2], [3, 4]]]}',
+    "ragged rows": b'{"inputs": [[1, 2], [3, 4, 5], [6]]}',
+    "a row nesting deeper": b'{"inputs": [[1, 2], [3, [4]]]}',
+    "a number then a list": b'{"inputs": [1, [2]]}',
+    "a list then a number": b'{"inputs": [[1, 2], 3, 4]}',
+    "a boolean": b'{"inputs": [[1, true]]}',
+    "empty": b'{"inputs": []}',
+    "empty rows": b'{"inputs": [[], []]}',
+    "another key": b'{"inputs": [1, 2], "top_k": 1}',
+    "a repeated key": b'{"inputs": [1, 2], "inputs": [[3]]}',
+    "not a list": b'{"inputs": 5}',
+    "records": b'{"inputs": [{"a": 1}]}',
+    "a [ in a key": b'{"inputs": [1, 2], "[": 1}',
+    "byte order mark": b'\xef\xbb\xbf{"inputs": [1, 2]}',
+    "invalid JSON": b'{"inputs": [1, 2]',
+}
+
+
+@pytest.mark.parametrize("body", list(NATIVE_TAKEN.values()), ids=list(NATIVE_TAKEN))
+def test_a_native_list_of_numbers_or_rows_is_read_into_an_array(body: bytes) -> None:
+    found = json_numbers.tensor(body, "inputs")
+    assert found is not None and found.keys() == {"inputs"}
+    expected = np.asarray(orjson.loads(body)["inputs"], dtype=np.float64)
+    assert found["inputs"].shape == expected.shape
+    np.testing.assert_array_equal(found["inputs"], expected)
+
+
+@pytest.mark.parametrize("body", list(NATIVE_LEFT.values()), ids=list(NATIVE_LEFT))
+def test_a_native_body_it_cannot_be_sure_of_is_left_to_orjson(body: bytes) -> None:
+    assert json_numbers.tensor(body, "inputs") is None
+
+
+def test_without_pysimdjson_nothing_is_read_fast(monkeypatch) -> None:
+    monkeypatch.setattr(json_numbers, "simdjson", None)
+    assert json_numbers.tensor(NATIVE_TAKEN["rows"], "inputs") is None
+    assert codec.float_data_read(TAKEN["flat floats"]) is None
