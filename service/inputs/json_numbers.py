@@ -14,6 +14,7 @@ the serve extra pins) every body takes that path."""
 
 from __future__ import annotations
 
+from math import prod
 from typing import Any
 
 import numpy as np
@@ -75,16 +76,16 @@ def python(element: Any) -> Any:
     return element
 
 
-def same_brackets(body: bytes, document: Any, rows: int = 0) -> bool:
+def same_brackets(body: bytes, document: Any, lists: int = 0) -> bool:
     """True when every "[" in the body opens a list the document holds (an array counts one,
-    and ``rows`` more for the lists of its rows) or is in one of its strings: so no array was
+    and ``lists`` more for the lists inside it) or is in one of its strings: so no array was
     flattened from lists nested deeper than it has dimensions. orjson writes the document in
     0.35 us; a walk in Python took 2.6."""
     try:
         written = orjson.dumps(document, default=_empty)  # an array is written as []
     except orjson.JSONEncodeError:  # nested deeper than orjson writes (254 levels)
         return False
-    return body.count(b"[") == written.count(b"[") + rows
+    return body.count(b"[") == written.count(b"[") + lists
 
 
 def _empty(_: Any) -> tuple:
@@ -92,23 +93,48 @@ def _empty(_: Any) -> tuple:
 
 
 def tensor(body: bytes, field: str) -> dict[str, np.ndarray] | None:
-    """``{field: numbers}`` as float64 of their shape, for a body that is that one key and a
-    list of numbers or a list of equally long lists of numbers; otherwise None."""
+    """``{field: numbers}`` as a float64 array of their shape, for a body that is that one
+    key and a list of numbers nested evenly (every list at a level as long as the others);
+    otherwise None."""
     root = parse(body)
     if not is_object(root) or keys(root) != [field]:
         return None
     value = root[field]
     flat = numbers(value)
-    if flat is None or flat.size == 0:
+    shape = _shape(value)
+    if flat is None or shape is None or flat.size != prod(shape):
         return None
-    rows = len(value)
-    if flat.size == rows:
-        found, nested = {field: flat}, 0
-    else:  # rows of numbers: each a list, all equally long
-        width = flat.size // rows
-        if flat.size != rows * width or not all(
-            is_array(row) and len(row) == width for row in value
-        ):
+    lists = _even(value, shape)
+    if lists is None:
+        return None
+    found = {field: flat.reshape(shape)}
+    return found if same_brackets(body, found, lists) else None
+
+
+def _shape(value: Any) -> list[int] | None:
+    """The lengths down the first items: the shape, if the lists are even; None for an
+    empty list (orjson's path words what an empty tensor lacks)."""
+    shape = []
+    while is_array(value):
+        if len(value) == 0:
             return None
-        found, nested = {field: flat.reshape(rows, width)}, rows
-    return found if same_brackets(body, found, nested) else None
+        shape.append(len(value))
+        value = value[0]
+    return shape
+
+
+def _even(value: Any, shape: list[int]) -> int | None:
+    """How many lists ``value`` holds below itself, when every one at each level has that
+    level's length (a ragged tensor, which NumPy refuses, can have the right count of
+    numbers); None otherwise. 30 lists for a 28x28 digit, 1,857 for 64 of them."""
+    level, held = [value], 0
+    for length in shape[1:]:
+        below = []
+        for parent in level:
+            for child in parent:
+                if not is_array(child) or len(child) != length:
+                    return None
+                below.append(child)
+        held += len(below)
+        level = below
+    return held

@@ -117,7 +117,7 @@ class ImageInput(InputKind):
             contract = self.contract(version, signature)
             limit = incoming.limits.max_items_per_request
             # Numbers straight into NumPy where the body is one plain list of them (or of
-            # rows of them); integers read as float64 lose nothing in a float contract.
+            # rows of them); integers read as float64 are exact to 2**53, past any pixel.
             fast = json_numbers.tensor(incoming.body, FIELD) if contract.dtype.kind == "f" else None
             if fast is not None:
                 array = parse_tensor(fast[FIELD], contract, limit, check_booleans=False)

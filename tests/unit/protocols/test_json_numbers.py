@@ -147,9 +147,13 @@ NATIVE_TAKEN = {
     "rows": b'{"inputs": [[0.5, 1], [-2.25, 3e2], [0, 0]]}',
     "one row": b'{"inputs": [[0.5, 1, 2, 3]]}',
     "whitespace": b' {"inputs" : [ [ 1 , 2 ] , [ 3 , 4 ] ] } ',
+    "three levels": b'{"inputs": [[[1, 2], [3, 4]], [[5, 6], [7, 8]], [[0, 0], [0, 0]]]}',
+    "four levels": b'{"inputs": [[[[1], [2]], [[3], [4]]]]}',
 }
 NATIVE_LEFT = {
-    "three levels": b'{"inputs": [[[1, 2], [3, 4]]]}',
+    "ragged at the third level": b'{"inputs": [[[1, 2], [3, 4]], [[5, 6], [7]]]}',
+    "ragged with as many numbers": b'{"inputs": [[[1, 2], [3, 4]], [[5, 6, 7], [8]]]}',
+    "a number among lists at the second level": b'{"inputs": [[[1, 2], 3]]}',
     "ragged rows": b'{"inputs": [[1, 2], [3, 4, 5], [6]]}',
     "a row nesting deeper": b'{"inputs": [[1, 2], [3, [4]]]}',
     "a number then a list": b'{"inputs": [1, [2]]}',
