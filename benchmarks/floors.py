@@ -98,6 +98,45 @@ def best_onnx_in_process(
     return best_of_threads(lambda threads: onnx_in_process(onnx, image, seconds, sizes, threads))
 
 
+def pair_in_process(
+    model_onnx: Path,
+    detector_onnx: Path,
+    batch: np.ndarray,
+    seconds: float,
+    threads: int | None = None,
+) -> dict[str, float]:
+    """Images/s of the model and then its out-of-distribution detector (an autoencoder) on
+    the same batch, with the reconstruction error scored: the batch job the service runs by
+    default for a paired model (``service.monitoring.ood``), without HTTP or batching."""
+    model, detector = session(model_onnx, threads), session(detector_onnx, threads)
+    model_feed = {model.get_inputs()[0].name: batch}
+    spec = detector.get_inputs()[0]
+    items = batch.reshape(len(batch), -1)
+    detector_feed = {spec.name: items.reshape(len(batch), *spec.shape[1:])}
+
+    def job() -> np.ndarray:
+        model.run(None, model_feed)
+        difference = detector.run(None, detector_feed)[0].reshape(len(batch), -1) - items
+        return np.vecdot(difference, difference)
+
+    for _ in range(5):  # first runs allocate
+        job()
+    runs, started = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < seconds:
+        job()
+        runs += 1
+    return {f"batch_{len(batch)}_images_per_s": round(runs * len(batch) / elapsed, 1)}
+
+
+def best_pair_in_process(
+    model_onnx: Path, detector_onnx: Path, batch: np.ndarray, seconds: float
+) -> dict[str, Any]:
+    """``pair_in_process`` with each thread count; the best."""
+    return best_of_threads(
+        lambda threads: pair_in_process(model_onnx, detector_onnx, batch, seconds, threads)
+    )
+
+
 def photos_in_process(
     onnx: Path, photo: bytes, seconds: float, batch: int = 32, threads: int | None = None
 ) -> dict[str, float]:

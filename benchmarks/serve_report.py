@@ -57,6 +57,11 @@ def notes(row: Row) -> str:
             f"mean latency {ours['mean_ms']:.3f} vs {floor['mean_ms']:.3f} ms "
             f"({times(row.get('mean_latency_ratio'))})"
         )
+    if row.get("ratio_with_detector") is not None:
+        found.append(
+            f"{times(row['ratio_with_detector'])} of the model + its OOD detector in-process "
+            f"({row['floor_with_detector']['throughput']:,.0f} images/s)"
+        )
     if row.get("vs_off") is not None:
         found.append(f"{row['vs_off']:.2f}x tracing-off req/s, p50 {times(row.get('p50_vs_off'))}")
     if row.get("exported"):

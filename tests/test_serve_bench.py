@@ -124,6 +124,17 @@ def test_batches_beside_onnx_runtime_in_process(smoke_run: dict) -> None:
         run["batch_64_images_per_s"] for run in model["by_threads"].values()
     )
     assert row["targets"][0]["limit"] == 0.6
+    # digits' manifest pairs it with the autoencoder: the batch job the service runs by
+    # default, in process, is given beside it, slower than the model alone
+    paired = row["floor_with_detector"]
+    assert 0 < paired["throughput"] < model["batch_64_images_per_s"]
+    assert paired["throughput"] == max(
+        run["batch_64_images_per_s"] for run in paired["by_threads"].values()
+    )
+    assert row["ratio_with_detector"] == pytest.approx(
+        row["ours"]["throughput"] / paired["throughput"], rel=1e-3
+    )
+    assert "of the model + its OOD detector in-process" in smoke_run["stdout"]
 
 
 @pytest.mark.long

@@ -4,7 +4,7 @@ numbers). Used where a body is mostly one tensor: V2 ``data`` (``v2_codec.float_
 the native ``{"inputs": ...}`` of an image signature (``tensor`` below).
 
 Measured here on make bench's digit (784 FP32 numbers, 5.8 KB): orjson, then ``np.array``
-and the search for booleans, 29 us; simdjson 8 us (13.6 us with the V2 document around it).
+and the search for booleans, 29 us; simdjson 8 us (14 us with the V2 document around it).
 On 64 digits (1 MB): 2.3 ms against 1.05 ms.
 
 Each reader gives exactly the document orjson would, with arrays for number lists, or None
