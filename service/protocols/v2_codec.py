@@ -35,6 +35,10 @@ HEADER_LENGTH = "inference-header-content-length"
 BOOL = "BOOL"
 NUMERIC_TYPES = NUMPY_TYPES
 FLOAT_TYPES = ("FP16", "FP32", "FP64")
+# Inputs float_data_read walks in Python (6 us each past orjson's): a body of 200,000 small
+# inputs (14 MB) took 1.9 s against orjson's 0.87 s. More than any signature takes are
+# refused anyway, after orjson has read them.
+FAST_READ_INPUTS = 64
 MAX_RANK = 16  # more dimensions than any model takes (numpy's own limit is 64)
 
 
@@ -121,6 +125,8 @@ def float_data_read(body: bytes) -> dict[str, Any] | None:
         return None
     names = jn.keys(root)
     if names is None or "inputs" not in names or not jn.is_array(root["inputs"]):
+        return None
+    if len(root["inputs"]) > FAST_READ_INPUTS:
         return None
     document = {name: jn.python(root[name]) for name in names if name != "inputs"}
     inputs = []

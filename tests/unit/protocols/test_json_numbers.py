@@ -60,6 +60,10 @@ LEFT = {
     # pysimdjson looks keys up by their C string: KeyError (a 500) where orjson read the body
     "a NUL in an unknown key": _body("[1, 2, 3, 4]")[:-1] + b', "\\u0000": 1}',
     "a NUL in a key of an input": _body("[1, 2, 3, 4]", extra=', "a\\u0000": 1'),
+    # walked in Python, 200,000 small inputs took twice orjson's time
+    "more inputs than the fast read walks": b'{"inputs": ['
+    + b", ".join([b'{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}'] * 65)
+    + b"]}",
     "a number past 64 bits": _body("[18446744073709551616, 0, 0, 0]"),
     "a negative number past 64 bits": _body("[-9223372036854775809, 0, 0, 0]"),
     "a number past double": _body("[1e400, 0, 0, 0]"),
