@@ -73,7 +73,7 @@ def keys(element: Any) -> list[str] | None:
     lookup finds the first) or holds a NUL (``"\\u0000"``): pysimdjson looks a key up by its
     C string, so ``element["a\\x00"]`` raised KeyError (a 500) or found ``"a"``."""
     found = list(element.keys())
-    if len(set(found)) != len(found) or any("\x00" in key for key in found):
+    if len(set(found)) != len(found) or "\x00" in "".join(found):
         return None
     return found
 

@@ -124,13 +124,14 @@ def float_data_read(body: bytes) -> dict[str, Any] | None:
     if not jn.is_object(root):
         return None
     names = jn.keys(root)
-    if names is None or "inputs" not in names or not jn.is_array(root["inputs"]):
+    if names is None or "inputs" not in names:
         return None
-    if len(root["inputs"]) > FAST_READ_INPUTS:
+    entries = root["inputs"]
+    if not jn.is_array(entries) or len(entries) > FAST_READ_INPUTS:
         return None
     document = {name: jn.python(root[name]) for name in names if name != "inputs"}
     inputs = []
-    for entry in root["inputs"]:
+    for entry in entries:
         found = _float_data_input(entry) if jn.is_object(entry) else jn.python(entry)
         if found is None:
             return None
