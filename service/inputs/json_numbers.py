@@ -124,7 +124,10 @@ def tensor(body: bytes, field: str) -> dict[str, np.ndarray] | None:
     lists = _even(value, shape)
     if lists is None:
         return None
-    found = {field: flat.reshape(shape)}
+    try:
+        found = {field: flat.reshape(shape)}
+    except ValueError:  # more dimensions than NumPy takes (64): ValueError was a 500
+        return None
     return found if same_brackets(body, found, lists) else None
 
 
