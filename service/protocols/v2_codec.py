@@ -35,6 +35,10 @@ HEADER_LENGTH = "inference-header-content-length"
 BOOL = "BOOL"
 NUMERIC_TYPES = NUMPY_TYPES
 FLOAT_TYPES = ("FP16", "FP32", "FP64")
+# Inputs float_data_read walks in Python (6 us each past orjson's): a body of 200,000 small
+# inputs (14 MB) took 1.9 s against orjson's 0.87 s. More than any signature takes are
+# refused anyway, after orjson has read them.
+FAST_READ_INPUTS = 64
 MAX_RANK = 16  # more dimensions than any model takes (numpy's own limit is 64)
 
 
@@ -120,11 +124,14 @@ def float_data_read(body: bytes) -> dict[str, Any] | None:
     if not jn.is_object(root):
         return None
     names = jn.keys(root)
-    if names is None or "inputs" not in names or not jn.is_array(root["inputs"]):
+    if names is None or "inputs" not in names:
+        return None
+    entries = root["inputs"]
+    if not jn.is_array(entries) or len(entries) > FAST_READ_INPUTS:
         return None
     document = {name: jn.python(root[name]) for name in names if name != "inputs"}
     inputs = []
-    for entry in root["inputs"]:
+    for entry in entries:
         found = _float_data_input(entry) if jn.is_object(entry) else jn.python(entry)
         if found is None:
             return None

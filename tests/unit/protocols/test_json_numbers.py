@@ -51,6 +51,19 @@ LEFT = {
     "a duplicate key at the top": _body("[1, 2, 3, 4]")[:-1] + b', "inputs": []}',
     "a duplicate key in an input": _body("[1, 2, 3, 4]", extra=', "data": [[5, 6, 7, 8]]'),
     "an escaped [ in a string": b'{"id": "a\\u005b", ' + _body("[1, 2, 3, 4]")[1:],
+    # orjson writes the escape as "[", so the brackets counted even with a list hidden in data
+    "an escaped [ making up for a list in data": b'{"id": "\\u005b", '
+    + _body("[[1], 2, 3, 4]")[1:],
+    "an escaped [ in a key making up for a list in data": _body(
+        "[1, [2], 3, 4]", extra=', "parameters": {"\\u005B": 1}'
+    ),
+    # pysimdjson looks keys up by their C string: KeyError (a 500) where orjson read the body
+    "a NUL in an unknown key": _body("[1, 2, 3, 4]")[:-1] + b', "\\u0000": 1}',
+    "a NUL in a key of an input": _body("[1, 2, 3, 4]", extra=', "a\\u0000": 1'),
+    # walked in Python, 200,000 small inputs took twice orjson's time
+    "more inputs than the fast read walks": b'{"inputs": ['
+    + b", ".join([b'{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}'] * 65)
+    + b"]}",
     "a number past 64 bits": _body("[18446744073709551616, 0, 0, 0]"),
     "a negative number past 64 bits": _body("[-9223372036854775809, 0, 0, 0]"),
     "a number past double": _body("[1e400, 0, 0, 0]"),
@@ -168,6 +181,13 @@ NATIVE_LEFT = {
     "a [ in a key": b'{"inputs": [1, 2], "[": 1}',
     "byte order mark": b'\xef\xbb\xbf{"inputs": [1, 2]}',
     "invalid JSON": b'{"inputs": [1, 2]',
+    # orjson's int64 array rounds 2**60 + 2**36 + 1 to float32 once (up); through float64 it
+    # rounded twice (down)
+    "an integer past 2**53": b'{"inputs": [[1152921573326323713, 0], [0, 0]]}',
+    "a negative integer past 2**53": b'{"inputs": [-1152921573326323713, 0]}',
+    # more dimensions than NumPy takes: reshape raised ValueError (a 500), orjson's path
+    # answers that the tensor is ragged
+    "nested 65 levels": b'{"inputs": ' + b"[" * 65 + b"0.5" + b"]" * 65 + b"}",
 }
 
 
