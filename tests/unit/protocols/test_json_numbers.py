@@ -205,6 +205,22 @@ def test_a_native_body_it_cannot_be_sure_of_is_left_to_orjson(body: bytes) -> No
     assert json_numbers.tensor(body, "inputs") is None
 
 
+def test_a_body_over_the_fast_read_size_is_left_to_orjson() -> None:
+    """Long numbers are simdjson's slow path: the size bounds how long one body holds the
+    GIL (FAST_READ_BYTES)."""
+    count = json_numbers.FAST_READ_BYTES // 100
+    just = _body("[" + ", ".join(["0.5"] * (count // 5)) + "]", shape=f"[1, {count // 5}]")
+    assert len(just) < json_numbers.FAST_READ_BYTES
+    assert codec.float_data_read(just) is not None
+    long = "0." + "1" * 97
+    over = _body("[" + ", ".join([long] * count) + "]", shape=f"[1, {count}]")
+    assert len(over) > json_numbers.FAST_READ_BYTES
+    assert codec.float_data_read(over) is None
+    native = ('{"inputs": [' + ", ".join([long] * count) + "]}").encode()
+    assert len(native) > json_numbers.FAST_READ_BYTES
+    assert json_numbers.tensor(native, "inputs") is None
+
+
 def test_without_pysimdjson_nothing_is_read_fast(monkeypatch) -> None:
     monkeypatch.setattr(json_numbers, "simdjson", None)
     assert json_numbers.tensor(NATIVE_TAKEN["rows"], "inputs") is None
