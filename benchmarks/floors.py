@@ -56,15 +56,20 @@ def thread_counts() -> list[int]:
     return sorted({1, available_cpus()})
 
 
-def images_per_s(session: ort.InferenceSession, batch: np.ndarray, seconds: float) -> float:
-    feed = {session.get_inputs()[0].name: batch}
-    for _ in range(5):  # first runs allocate
-        session.run(None, feed)
+def runs_per_s(job: Callable[[], Any], seconds: float) -> float:
+    """How often ``job`` runs a second, after five runs that allocate."""
+    for _ in range(5):
+        job()
     runs, started = 0, time.perf_counter()
     while (elapsed := time.perf_counter() - started) < seconds:
-        session.run(None, feed)
+        job()
         runs += 1
-    return runs * len(batch) / elapsed
+    return runs / elapsed
+
+
+def images_per_s(session: ort.InferenceSession, batch: np.ndarray, seconds: float) -> float:
+    feed = {session.get_inputs()[0].name: batch}
+    return runs_per_s(lambda: session.run(None, feed), seconds) * len(batch)
 
 
 def onnx_in_process(
@@ -119,13 +124,8 @@ def pair_in_process(
         difference = detector.run(None, detector_feed)[0].reshape(len(batch), -1) - items
         return np.vecdot(difference, difference)
 
-    for _ in range(5):  # first runs allocate
-        job()
-    runs, started = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - started) < seconds:
-        job()
-        runs += 1
-    return {f"batch_{len(batch)}_images_per_s": round(runs * len(batch) / elapsed, 1)}
+    images = runs_per_s(job, seconds) * len(batch)
+    return {f"batch_{len(batch)}_images_per_s": round(images, 1)}
 
 
 def best_pair_in_process(

@@ -192,7 +192,9 @@ def onnx_of(repo: Path, name: str) -> Path | None:
 
 def detector_onnx(repo: Path, name: str) -> Path | None:
     """The ONNX file of the OOD detector ``name``'s latest manifest pairs it with (the
-    signature it names), or None: no pairing, or the detector is not in the repository."""
+    signature it names, else the detector's first, as ``service.descriptor`` takes it), or
+    None: no pairing, or the detector is not in the repository. The manifest's pairing as
+    is: the benchmark serves the default settings, which keep it."""
     version = repository.latest_version(repo, name)
     if version is None:
         return None

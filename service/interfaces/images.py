@@ -116,8 +116,10 @@ class ImageInput(InputKind):
         if incoming.is_json:
             contract = self.contract(version, signature)
             limit = incoming.limits.max_items_per_request
-            # Numbers straight into NumPy where the body is one plain list of them (or of
-            # rows of them); integers read as float64 are exact to 2**53, past any pixel.
+            # Numbers straight into NumPy where the body is one evenly nested list of them
+            # (inputs.json_numbers). Float contracts only: an integer contract's checks need
+            # the exact ints orjson gives; float64 holds ints exactly to 2**53, and the reader
+            # leaves integer-only bodies past that to orjson (json_numbers.EXACT).
             fast = json_numbers.tensor(incoming.body, FIELD) if contract.dtype.kind == "f" else None
             if fast is not None:
                 array = parse_tensor(fast[FIELD], contract, limit, check_booleans=False)

@@ -10,7 +10,6 @@ import base64
 import binascii
 import struct
 from dataclasses import dataclass, field
-from functools import lru_cache
 from math import prod
 from typing import Any
 
@@ -34,7 +33,7 @@ from service.registry.lookup import version_number
 HEADER_LENGTH = "inference-header-content-length"
 BOOL = "BOOL"
 NUMERIC_TYPES = NUMPY_TYPES
-FLOAT_TYPES = ("FP16", "FP32", "FP64")
+FLOAT_TYPES = ("FP16", "FP32", "FP64")  # the only V2 datatypes that begin with "FP"
 # Inputs float_data_read walks in Python (6 us each past orjson's): a body of 200,000 small
 # inputs (14 MB) took 1.9 s against orjson's 0.87 s. More than any signature takes are
 # refused anyway, after orjson has read them.
@@ -97,7 +96,8 @@ class V2Request:
 def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
     """The JSON header and the binary tensor data after it (binary tensor data extension)."""
     if header_length is None:
-        document, binary = float_data_read(body) or parse_json(body), b""
+        fast = float_data_read(body)
+        document, binary = fast if fast is not None else parse_json(body), b""
     else:
         size = ascii_int(header_length)
         if size is None or size > len(body):
@@ -113,13 +113,17 @@ def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], 
 
 
 def float_data_read(body: bytes) -> dict[str, Any] | None:
-    """The document ``orjson.loads`` gives, except that the flat ``data`` list of each FP16,
-    FP32 or FP64 input is a float64 array, read by simdjson (``inputs.json_numbers``: 14 us
-    on make bench's digit, against 29 us for orjson, ``np.array`` and the boolean search).
-    None whenever it cannot be sure of giving exactly orjson's document: the caller then
-    parses with orjson, which also words every error (invalid JSON, a repeated key, data
-    that nests lists, booleans, strings or numbers past 64 bits among the numbers). Integer
-    and boolean data stay lists: their checks read Python ints."""
+    """The document ``orjson.loads`` gives, except that each input's ``data`` is a float64
+    array, read by simdjson (``inputs.json_numbers``: 14 us on make bench's digit, against
+    29 us for orjson, ``np.array`` and the boolean search). Only for a body whose every
+    input is FP16, FP32 or FP64 with flat numbers as its data, the common case of a V2
+    client; any other body is None as soon as that shows, and orjson reads it whole (a bank
+    request of 16 integer and string columns would have taken 39 us here against orjson's
+    4). None too whenever the read cannot be sure of giving exactly orjson's document: the
+    caller's orjson then words every error (invalid JSON, a repeated key, data that nests
+    lists, booleans, strings or numbers past 64 bits among the numbers)."""
+    if b'"FP' not in body:
+        return None  # no float datatype spelled plainly: a bank request is orjson's at once
     root = jn.parse(body)
     if not jn.is_object(root):
         return None
@@ -129,27 +133,32 @@ def float_data_read(body: bytes) -> dict[str, Any] | None:
     entries = root["inputs"]
     if not jn.is_array(entries) or len(entries) > FAST_READ_INPUTS:
         return None
-    document = {name: jn.python(root[name]) for name in names if name != "inputs"}
     inputs = []
     for entry in entries:
-        found = _float_data_input(entry) if jn.is_object(entry) else jn.python(entry)
+        found = _float_data_input(entry)
         if found is None:
             return None
         inputs.append(found)
+    document = {name: jn.python(root[name]) for name in names if name != "inputs"}
     document["inputs"] = inputs
     return document if jn.same_brackets(body, document) else None
 
 
 def _float_data_input(entry: Any) -> dict[str, Any] | None:
+    """An input object whose data is flat float numbers, with that data as an array."""
+    if not jn.is_object(entry):
+        return None
     names = jn.keys(entry)
-    if names is None:
+    if names is None or "data" not in names or entry.get("datatype") not in FLOAT_TYPES:
+        return None
+    data = entry["data"]
+    if not jn.is_array(data) or (len(data) and jn.is_array(data[0])):
+        return None  # V2 data is flat; nested data is orjson's (it may be ragged)
+    numbers = jn.numbers(data)
+    if numbers is None or numbers.size != len(data):  # not numbers, or a list further in
         return None
     found = {name: jn.python(entry[name]) for name in names if name != "data"}
-    if "data" in names:
-        data = entry["data"]
-        numbers = jn.numbers(data) if found.get("datatype") in FLOAT_TYPES else None
-        flat = numbers is not None and numbers.size == len(data)  # else lists nested in it
-        found["data"] = numbers if flat else jn.python(data)
+    found["data"] = numbers
     return found
 
 
@@ -483,13 +492,6 @@ def _check_count(values: list[bytes], name: str, shape: list[int]) -> None:
         raise _bad(f"input {name!r}: {len(values)} elements for shape {shape}", field=name)
 
 
-@lru_cache(maxsize=1024)
-def every_output(outputs: tuple[Tensor, ...], binary: bool) -> tuple[RequestedOutput, ...]:
-    """What a request that names no outputs gets: made once per signature, not per request
-    (2-4 us a request in the profile)."""
-    return tuple(RequestedOutput(t, binary) for t in outputs)
-
-
 def requested_outputs(request: V2Request, view: SignatureView) -> tuple[RequestedOutput, ...]:
     """The outputs asked for (all by default), each in JSON or binary form."""
     parameters = request.parameters
@@ -498,7 +500,7 @@ def requested_outputs(request: V2Request, view: SignatureView) -> tuple[Requeste
     default_binary = parameters.get("binary_data_output") is True
     asked = request.outputs
     if asked is None:
-        return every_output(view.outputs, default_binary)
+        return tuple(RequestedOutput(t, default_binary) for t in view.outputs)
     if not isinstance(asked, list) or not all(isinstance(o, dict) for o in asked):
         raise _bad("'outputs' must be a list of objects", field="outputs")
     chosen: list[RequestedOutput] = []
@@ -636,8 +638,8 @@ class V2Infer:
     ) -> Decoded:
         read = read_request(body, request.headers.get(HEADER_LENGTH), limits)
         # Data read into NumPy (float_data_read) holds no boolean: simdjson refuses them.
-        lists = any(not isinstance(t.data, np.ndarray) for t in read.inputs)
-        check = lists and might_hold_booleans(body)
+        listed = any(not isinstance(t.data, np.ndarray) for t in read.inputs)
+        check = listed and might_hold_booleans(body)
         feed, wanted = await read_feed(read, served, self.signature, limits, check)
         return Decoded(self.signature, feed, InferRequest(read.id, wanted, self.name))
 
