@@ -79,6 +79,7 @@ from benchmarks.serve_lab import (
 from benchmarks.servers import ROOT, free_port
 from modelspec import digits, flowers, repository
 from service.backends.cpus import available_cpus
+from service.descriptor import ood_pairing
 
 Row = dict[str, Any]
 GROUPS = {
@@ -193,13 +194,14 @@ def onnx_of(repo: Path, name: str) -> Path | None:
 def detector_onnx(repo: Path, name: str) -> Path | None:
     """The ONNX file of the OOD detector ``name``'s latest manifest pairs it with (the
     signature it names, else the detector's first, as ``service.descriptor`` takes it), or
-    None: no pairing, or the detector is not in the repository. The manifest's pairing as
-    is: the benchmark serves the default settings, which keep it."""
+    None: no pairing, or the detector is not in the repository. The pairing with no settings
+    over it: the benchmark serves the defaults."""
     version = repository.latest_version(repo, name)
     if version is None:
         return None
-    pairing = repository.read_manifest(repository.version_dir(repo, name, version)).get("ood")
-    if not pairing:
+    manifest = repository.read_manifest(repository.version_dir(repo, name, version))
+    pairing = ood_pairing(manifest, None)
+    if pairing is None:
         return None
     detector = pairing["detector"]
     found = repository.latest_version(repo, detector)

@@ -122,11 +122,11 @@ class ImageInput(InputKind):
             # leaves integer-only bodies past that to orjson (json_numbers.EXACT).
             fast = json_numbers.tensor(incoming.body, FIELD) if contract.dtype.kind == "f" else None
             if fast is not None:
-                array = parse_tensor(fast[FIELD], contract, limit, check_booleans=False)
-                return {name: array}
-            value = unwrap(parse_json(incoming.body, incoming.content_type))
-            array = parse_tensor(value, contract, limit, check_booleans=incoming.check_booleans)
-            return {name: array}
+                value, check = fast[FIELD], False  # simdjson refused any boolean
+            else:
+                value = unwrap(parse_json(incoming.body, incoming.content_type))
+                check = incoming.check_booleans
+            return {name: parse_tensor(value, contract, limit, check_booleans=check)}
         uploads = image_uploads(incoming.body, incoming.content_type)
         limits, query = incoming.limits, incoming.query
         return {name: await self._from_files(uploads, version, signature, limits, query)}
