@@ -222,3 +222,24 @@ def test_triton_runs_on_a_model_repository_of_its_own(graph: Path, tmp_path: Pat
     assert str(site / "nvidia_pytriton.libs") in env["LD_LIBRARY_PATH"].split(":")
     assert triton.command(launch)[0] == str(site / "pytriton/tritonserver/bin/tritonserver")
     assert "PyTriton" in pytriton.label and pytriton.venv_name == triton.venv_name == "triton"
+
+
+@needs_hey
+def test_our_model_only_row_runs_the_classifier_alone(
+    quick_repository: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    """Every peer runs the classifier alone; our row beside them that does the same work
+    answers without the OOD detector's outputs, which our defaults add."""
+    from benchmarks.peers.run import measure_ours, onnx_file
+
+    request = build(onnx_file(quick_repository), data_dir)
+    body_file = tmp_path / "body.json"
+    body_file.write_bytes(request.body)
+    args = args_for(tmp_path)
+    args.repository = quick_repository
+    (tmp_path / "peers-logs").mkdir()
+    row = measure_ours(request, body_file, args, model_only=True)
+    assert row["status"] == "ok", row
+    assert row["kind"] == "ours, model only"
+    assert row["outputs"] == ["probabilities"], row["outputs"]
+    assert all(r["requests_per_s"] > 0 for r in row["runs"])

@@ -13,6 +13,7 @@ table on stdout, ``peers.json`` and ``peers.png`` in ``--out``, server logs besi
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import shutil
 import sys
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import floors, hey
-from benchmarks.answers import check
+from benchmarks.answers import check, outputs_of
 from benchmarks.peers import catalog, report, venvs
 from benchmarks.peers.catalog import ROUTE, Launch, Peer
 from benchmarks.peers.request import Request, build
@@ -53,6 +54,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also serve another checkout of this repository (same venv) as a row of ours, "
         "to compare commits in the same run",
     )
+    parser.add_argument(
+        "--no-model-only",
+        dest="model_only",
+        action="store_false",
+        help="leave out the row of ours with the OOD flag off (the classifier alone)",
+    )
     return parser.parse_args(argv)
 
 
@@ -77,7 +84,15 @@ def drive(
     statuses = [problem] if problem else []
     if failed:
         statuses.append(f"{failed} failed requests")
-    return {"runs": runs, "status": "; ".join(statuses) or "ok"}
+    return {"runs": runs, "status": "; ".join(statuses) or "ok", "outputs": output_names(answer)}
+
+
+def output_names(answer: bytes) -> list[str] | None:
+    """What the server answered besides the probabilities (ours: the OOD flag's outputs)."""
+    try:
+        return [str(t.get("name")) for t in outputs_of(json.loads(answer))]
+    except (ValueError, AttributeError):
+        return None
 
 
 def done_line(row: Row) -> str:
@@ -108,17 +123,35 @@ def measure_http_floor(request: Request, body_file: Path, args: argparse.Namespa
     return row
 
 
+# Every peer runs the classifier alone; ours by default also runs the OOD detector its
+# manifest pairs it with (the autoencoder, on every item: 10-35% of a digit request's cost,
+# README "What each feature costs"). The row with it off compares the same work.
+MODEL_ONLY = "models:\n  digits:\n    ood:\n      enabled: false\n"
+
+
 def measure_ours(
-    request: Request, body_file: Path, args: argparse.Namespace, checkout: Path | None = None
+    request: Request,
+    body_file: Path,
+    args: argparse.Namespace,
+    checkout: Path | None = None,
+    model_only: bool = False,
 ) -> Row:
     name = "ours (ONNX backend)" + (f", {checkout}" if checkout else "")
-    row: Row = {"server": name, "kind": "ours" if checkout is None else "ours, other checkout"}
+    kind = "ours" if checkout is None else "ours, other checkout"
+    env = {"MODEL_REPOSITORY": str(args.repository.resolve())}
+    log_name = "ours" if checkout is None else "ours-checkout"
+    if model_only:
+        name, kind = f"{name}, OOD flag off (the classifier alone)", "ours, model only"
+        log_name = "ours-model-only"
+        config = args.out / "peers-logs" / "model-only.yaml"
+        config.write_text(MODEL_ONLY)
+        env["SERVING_CONFIG"] = str(config.resolve())
+    row: Row = {"server": name, "kind": kind}
     row["native_v2"] = True
     row.update(batching=f"adaptive, max {catalog.MAX_BATCH}, {catalog.MAX_WAIT_MS:g} ms")
     label = row["server"]
     progress(label, "starting")
-    env = {"MODEL_REPOSITORY": str(args.repository.resolve())}
-    log = args.out / "peers-logs" / ("ours.log" if checkout is None else "ours-checkout.log")
+    log = args.out / "peers-logs" / f"{log_name}.log"
     with Server(env=env, log=log, cwd=checkout or ROOT) as server:
         try:
             row["startup_s"] = round(server.wait_until("/readyz", timeout=args.ready_timeout), 1)
@@ -222,6 +255,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.checkout:
             rows.append(measure_ours(request, body_file, args, args.checkout.resolve()))
         rows.append(measure_ours(request, body_file, args))
+        if args.model_only:
+            rows.append(measure_ours(request, body_file, args, model_only=True))
         for name in args.peers:
             peer = catalog.PEERS[name]
             rows.append(measure_peer(peer, request, body_file, onnx, workspace, args))
