@@ -46,12 +46,11 @@ from typing import Any
 from benchmarks import hey, otlp_sink
 from benchmarks.payloads import mnist_test, v2_json
 from benchmarks.processes import ServerProcess, post
-from benchmarks.servers import ROOT, Server, free_port
+from benchmarks.servers import ROOT, Server, free_port, ood_off_config
 from modelspec import digits
 
 PATH = "/v2/models/digits/infer"
 KEY = "feature-cost-key-0123456789abcdef"
-NO_OOD = "models:\n  digits:\n    ood:\n      enabled: false\n"
 
 
 @dataclass
@@ -96,7 +95,6 @@ def settings(folder: Path, sink_port: int, repository: Path) -> list[Setting]:
     keys = folder / "keys.yaml"
     digest = hashlib.sha256(KEY.encode()).hexdigest()
     keys.write_text(f"keys:\n  - {{id: bench, sha256: {digest}, models: [digits]}}\n")
-    (folder / "no-ood.yaml").write_text(NO_OOD)
 
     def traced(ratio: float) -> dict[str, str]:
         return {
@@ -113,7 +111,7 @@ def settings(folder: Path, sink_port: int, repository: Path) -> list[Setting]:
     return [
         Setting("defaults (drift on, OOD flags on, auth off, tracing off)"),
         Setting("drift off", {"SERVING_DRIFT": "false"}),
-        Setting("OOD flags off", {"SERVING_CONFIG": str(folder / "no-ood.yaml")}),
+        Setting("OOD flags off", {"SERVING_CONFIG": str(ood_off_config(folder))}),
         Setting("auth on (API key)", {"SERVING_API_KEYS_FILE": str(keys)}, {"x-api-key": KEY}),
         Setting("tracing on, sampled 0.01", traced(0.01)),
         Setting("tracing on, sampled 1.0", traced(1.0)),

@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from benchmarks.servers import Server
+from benchmarks.servers import Server, ood_off_config
 
 CONFIGS: dict[str, dict[str, str]] = {
     "off": {"drift": "false"},
@@ -37,17 +37,16 @@ CONFIGS: dict[str, dict[str, str]] = {
     "drift+ood": {},
     "drift+ood+log": {"payload_log_sample": "1"},
 }
-NO_OOD = "models:\n  digits:\n    ood:\n      enabled: false\n"
 
 
 def _servers(repository: Path, folder: Path) -> dict[str, Server]:
-    (folder / "no-ood.yaml").write_text(NO_OOD)
+    ood_off = ood_off_config(folder)
     servers = {}
     for name, settings in CONFIGS.items():
         env = {"MODEL_REPOSITORY": str(repository), "SERVING_POLL_INTERVAL": "0"}
         env.update({f"SERVING_{k.upper()}": v for k, v in settings.items()})
         if "ood" not in name:
-            env["SERVING_CONFIG"] = str(folder / "no-ood.yaml")
+            env["SERVING_CONFIG"] = str(ood_off)
         if "log" in name:
             env["SERVING_PAYLOAD_LOG_FILE"] = str(folder / "payloads.jsonl")
         servers[name] = Server(env=env, log=folder / f"{name.replace('+', '-')}.log")

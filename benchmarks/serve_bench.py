@@ -76,7 +76,7 @@ from benchmarks.serve_lab import (
     ours_with,
     progress,
 )
-from benchmarks.servers import ROOT, free_port
+from benchmarks.servers import ROOT, free_port, ood_off_config
 from modelspec import digits, flowers, repository
 from service.backends.cpus import available_cpus
 from service.descriptor import ood_pairing
@@ -429,9 +429,9 @@ def group_single(run: Run) -> list[Row]:
     ]
 
 
-def model_row(run: Run, row: Row, body: Body, limit: float, name: str) -> Row:
+def model_row(run: Run, row: Row, body: Body, limit: float, name: str, spec: Spec = OURS) -> Row:
     """Ours beside an in-process figure (already in ``row["floor"]``), with its target."""
-    if measure_ours(run, row, OURS, body):
+    if measure_ours(run, row, spec, body):
         row["ratio"] = ratio(row["ours"]["throughput"], row["floor"]["throughput"])
         row["targets"].append(target(name, row["ratio"], limit))
     return done(row)
@@ -461,11 +461,19 @@ def group_binary(run: Run) -> list[Row]:
             "throughput": pair[f"batch_{DIGITS_PER_REQUEST}_images_per_s"],
             "by_threads": pair["by_threads"],
         }
-    row = model_row(run, row, body, BINARY_TARGET, "images/s vs in-process batch 64")
-    if detector is not None and row["ours"]:
+    goal = "images/s vs in-process batch 64"
+    row = model_row(run, row, body, BINARY_TARGET, goal)
+    if detector is None:
+        return [row]
+    if row["ours"]:
         floor = row["floor_with_detector"]["throughput"]
         row["ratio_with_detector"] = ratio(row["ours"]["throughput"], floor)
-    return [row]
+    # The same work as the floor: the flag off, the model alone on every batch.
+    alone = ours_with("ours, OOD flag off", SERVING_CONFIG=str(ood_off_config(run.workspace)))
+    label = f"{body.label}, OOD flag off"
+    second = new_row("binary", label, alone.label, level, "images/s", path=body.path)
+    second.update(client="hey", model_floor=model, floor=row["floor"])
+    return [row, model_row(run, second, body, BINARY_TARGET, goal, alone)]
 
 
 def group_flowers(run: Run) -> list[Row]:

@@ -20,6 +20,14 @@ SERVICE = "service.service:KerasModels"
 BASELINE = "benchmarks.baseline_service:StockDigits"
 
 
+def ood_off_config(folder: Path) -> Path:
+    """A ``SERVING_CONFIG`` file turning digits' OOD flag off: the classifier alone, the
+    work every peer does (ours runs the autoencoder its manifest pairs it with by default)."""
+    path = folder / "ood-off.yaml"
+    path.write_text("models:\n  digits:\n    ood:\n      enabled: false\n")
+    return path.resolve()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

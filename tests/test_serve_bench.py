@@ -115,7 +115,7 @@ def test_single_digit_rows_are_scored_against_their_targets(smoke_run: dict) -> 
 
 @pytest.mark.long
 def test_batches_beside_onnx_runtime_in_process(smoke_run: dict) -> None:
-    (row,) = rows_of(smoke_run["report"], "binary")
+    row, alone = rows_of(smoke_run["report"], "binary")
     assert row["unit"] == "images/s" and row["concurrency"] == 2
     assert row["ours"]["throughput"] == pytest.approx(row["ours"]["requests_per_s"] * 64, rel=1e-2)
     model = row["model_floor"]
@@ -135,6 +135,16 @@ def test_batches_beside_onnx_runtime_in_process(smoke_run: dict) -> None:
         row["ours"]["throughput"] / paired["throughput"], rel=1e-3
     )
     assert "of the model + its OOD detector in-process" in smoke_run["stdout"]
+    # beside it, the same work as the floor: ours with the flag off, the model alone
+    assert (alone["label"], alone["server"]) == (
+        "V2 binary, 64 digits, OOD flag off",
+        "ours, OOD flag off",
+    )
+    assert alone["floor"] == row["floor"] and alone["targets"][0]["limit"] == 0.6
+    assert alone["ratio"] == pytest.approx(
+        alone["ours"]["throughput"] / row["floor"]["throughput"], rel=1e-2
+    )
+    assert "ratio_with_detector" not in alone
 
 
 @pytest.mark.long

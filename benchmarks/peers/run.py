@@ -28,7 +28,7 @@ from benchmarks.peers import catalog, report, venvs
 from benchmarks.peers.catalog import ROUTE, Launch, Peer
 from benchmarks.peers.request import Request, build
 from benchmarks.processes import ServerExited, ServerProcess, post, stop_servers_on_sigterm
-from benchmarks.servers import ROOT, Server, free_port
+from benchmarks.servers import ROOT, Server, free_port, ood_off_config
 from modelspec import repository
 from service.backends.cpus import available_cpus
 
@@ -123,12 +123,6 @@ def measure_http_floor(request: Request, body_file: Path, args: argparse.Namespa
     return row
 
 
-# Every peer runs the classifier alone; ours by default also runs the OOD detector its
-# manifest pairs it with (the autoencoder, on every item: 10-35% of a digit request's cost,
-# README "What each feature costs"). The row with it off compares the same work.
-MODEL_ONLY = "models:\n  digits:\n    ood:\n      enabled: false\n"
-
-
 def measure_ours(
     request: Request,
     body_file: Path,
@@ -143,9 +137,7 @@ def measure_ours(
     if model_only:
         name, kind = f"{name}, OOD flag off (the classifier alone)", "ours, model only"
         log_name = "ours-model-only"
-        config = args.out / "peers-logs" / "model-only.yaml"
-        config.write_text(MODEL_ONLY)
-        env["SERVING_CONFIG"] = str(config.resolve())
+        env["SERVING_CONFIG"] = str(ood_off_config(args.out / "peers-logs"))
     row: Row = {"server": name, "kind": kind}
     row["native_v2"] = True
     row.update(batching=f"adaptive, max {catalog.MAX_BATCH}, {catalog.MAX_WAIT_MS:g} ms")
