@@ -88,7 +88,7 @@ def drive(
 
 
 def output_names(answer: bytes) -> list[str] | None:
-    """What the server answered besides the probabilities (ours: the OOD flag's outputs)."""
+    """The names of the outputs the server answered (ours adds the OOD flag's by default)."""
     try:
         return [str(t.get("name")) for t in outputs_of(json.loads(answer))]
     except (ValueError, AttributeError):
